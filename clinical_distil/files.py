@@ -1,0 +1,106 @@
+"""Where the data lives and how stages hand files to each other.
+
+Every stage reads and writes under one data root. Writes are atomic (a temporary
+file in the same folder, then a rename), so an interrupted stage never leaves a
+half-written file that a later run would mistake for finished output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "CLINICAL_DISTIL_DATA"
+
+
+class InputError(Exception):
+    """Bad input a researcher can fix: the CLI prints the message on one line and exits 2."""
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: the flag if given, else $CLINICAL_DISTIL_DATA, else data/ in the repository.
+
+    A relative flag or variable is taken relative to the repository, never the current
+    directory, so scripts behave the same from any folder.
+    """
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
+    if chosen is None:
+        return REPO_ROOT / "data"
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
+    """A user-given path: absolute as is, relative ones against `base` (default the repository)."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (base or REPO_ROOT) / path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it onto `target` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temp_path = Path(temp_name)
+    try:
+        yield temp_path
+        os.replace(temp_path, target)
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+
+
+def write_csv(frame: pd.DataFrame, target: str | os.PathLike, **kwargs) -> Path:
+    """Write a CSV (gzip when the name ends in .gz) atomically; gzip output is byte-reproducible."""
+    target = Path(target)
+    with atomic_path(target) as temp_path:
+        if target.name.endswith(".gz"):
+            # no file name and no time in the gzip header: the same rows give the same bytes
+            with open(temp_path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed, \
+                    io.TextIOWrapper(packed, encoding="utf-8", newline="") as text:
+                frame.to_csv(text, index=False, **kwargs)
+        else:
+            frame.to_csv(temp_path, index=False, **kwargs)
+    return target
+
+
+def write_text(text: str, target: str | os.PathLike) -> Path:
+    target = Path(target)
+    with atomic_path(target) as temp_path:
+        temp_path.write_text(text, encoding="utf-8")
+    return target
+
+
+def read_csv(path: str | os.PathLike, required: list[str] | tuple[str, ...] = (), what: str = "",
+             hint: str = "", **kwargs) -> pd.DataFrame:
+    """Read a plain or gzip CSV, failing with an InputError that names the file and the fix."""
+    path = Path(path)
+    label = f"{what} " if what else ""
+    fix = f"; {hint}" if hint else ""
+    if not path.exists():
+        raise InputError(f"{label}file not found: {path}{fix}")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as error:
+        raise InputError(f"cannot read {label}file {path}: {str(error).splitlines()[0]}{fix}") from error
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise InputError(f"{label}file {path} lacks column(s) {', '.join(missing)}{fix}")
+    return frame
+
+
+def find_existing(candidates: list[Path]) -> Path | None:
+    """The first of `candidates` that exists (used for `name.csv` or `name.csv.gz`)."""
+    return next((path for path in candidates if path.exists()), None)
