@@ -1,0 +1,170 @@
+"""Stage A: the teacher writes question/answer pairs for chunks of notes.
+
+For each chunk of note rows [start, end) and each question type the stage writes
+`synthetic-output/{dataset}/df_{question_type}_{start}_{end}.csv`: the note columns plus
+`question_type, prompt, output, model_id, finish_reason, prompt_tokens, output_tokens,
+note_truncated, note_tokens_dropped`. Each response is stored on the row of its own
+request (matched by position, never by prompt text). A chunk whose files all exist is
+skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clinical_distil import prompts
+from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_note, package_versions,
+                                     shard_chunks)
+from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
+from clinical_distil.notes import NOTE_COLUMNS
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = NOTE_COLUMNS + ["question_type", "prompt", "output", "model_id", "finish_reason", "prompt_tokens",
+                                 "output_tokens", "note_truncated", "note_tokens_dropped"]
+SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthetic-0-select-notes.py "
+               "--source NOTEEVENTS.csv.gz --num_notes N")
+
+
+def chunk_path(output_dir: Path, question_type: str, start: int, end: int) -> Path:
+    return output_dir / f"df_{question_type}_{start}_{end}.csv"
+
+
+def notes_file(data_dir: Path, dataset: int | str) -> Path:
+    candidates = [data_dir / "mimic" / f"notes_{dataset}.csv.gz", data_dir / "mimic" / f"notes_{dataset}.csv"]
+    found = find_existing(candidates)
+    if found is None:
+        raise InputError(f"notes file not found: {candidates[0]} (or .csv); {SELECT_HINT} --num_notes {dataset}")
+    return found
+
+
+def load_notes(path: Path) -> tuple[pd.DataFrame, int]:
+    """The notes table, and how many rows have an empty or non-text note (kept, but not asked about)."""
+    frame = read_csv(path, required=["text"], what="notes", hint=SELECT_HINT)
+    for column in NOTE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    usable = frame["text"].map(lambda text: isinstance(text, str) and text.strip() != "")
+    return frame, int((~usable).sum())
+
+
+def check_question_types(question_types: str | list[str] | tuple[str, ...]) -> list[str]:
+    if isinstance(question_types, str):
+        question_types = [part.strip() for part in question_types.split(",") if part.strip()]
+    unknown = [name for name in question_types if name not in prompts.QUESTION_TYPES]
+    if unknown or not question_types:
+        raise InputError(f"unknown question type(s) {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(prompts.QUESTION_TYPES)}")
+    return list(dict.fromkeys(question_types))
+
+
+@dataclass
+class StageASettings:
+    question_types: list[str]
+    questions_per_type: int = prompts.DEFAULT_QUESTIONS_PER_TYPE
+    chunk_size: int = 1000
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=4096, temperature=0.7, top_p=0.95))
+    structured_output: bool = False
+    overwrite: bool = False
+
+
+def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
+                   max_prompt_tokens: int) -> tuple[list[dict], list[FittedPrompt]]:
+    """One request per usable note and question type, a note's types next to each other.
+
+    Keeping a note's requests adjacent lets vLLM's scheduler run them together, so the
+    shared [system message + note] prefix is computed once and reused from the cache.
+    """
+    rows, fitted = [], []
+    for _, note in notes.iterrows():
+        text = note["text"]
+        if not isinstance(text, str) or not text.strip():
+            continue
+        for question_type in settings.question_types:
+            messages = prompts.generation_messages(text, question_type, settings.questions_per_type)
+            fitted.append(fit_note(tokenizer, messages, text, max_prompt_tokens))
+            rows.append({column: note[column] for column in NOTE_COLUMNS} | {"question_type": question_type})
+    return rows, fitted
+
+
+def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: StageASettings, output_dir: Path,
+              model_id: str, throughput: Throughput) -> dict[str, int]:
+    """Generate the missing question types of one chunk and write one file per type."""
+    missing = [question_type for question_type in settings.question_types
+               if settings.overwrite or not chunk_path(output_dir, question_type, start, end).exists()]
+    if not missing:
+        return {"skipped_files": len(settings.question_types)}
+    chunk_settings = StageASettings(**{**settings.__dict__, "question_types": missing})
+    max_prompt_tokens = engine.max_model_len - settings.sampling.max_tokens
+    rows, fitted = build_requests(notes.iloc[start:end], chunk_settings, engine.tokenizer, max_prompt_tokens)
+    sampling = settings.sampling
+    if settings.structured_output:
+        schemas = [prompts.item_schema(row["question_type"], settings.questions_per_type) for row in rows]
+        sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
+    results = engine.generate([item.messages for item in fitted], sampling, progress=throughput) if rows else []
+    for row, item, result in zip(rows, fitted, results):
+        row.update(prompt=engine.tokenizer.apply_chat_template(item.messages, add_generation_prompt=True,
+                                                               tokenize=False),
+                   output=result.text, model_id=model_id, finish_reason=result.finish_reason,
+                   prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
+                   note_truncated=item.note_truncated, note_tokens_dropped=item.note_tokens_dropped)
+    frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    for question_type in missing:
+        write_csv(frame[frame["question_type"] == question_type], chunk_path(output_dir, question_type, start, end))
+    return {"written_files": len(missing), "requests": len(rows),
+            "truncated_notes": int(sum(item.note_truncated for item in fitted)),
+            "output_tokens": int(frame["output_tokens"].sum()) if len(frame) else 0,
+            "length_stops": int((frame["finish_reason"] == "length").sum())}
+
+
+def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_dir: Path, model_id: str,
+                start_row: int = 0, limit: int | None = None, num_shards: int = 1, shard_index: int = 0,
+                manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run every chunk of this shard; returns the run summary written to the manifest."""
+    if start_row < 0 or start_row > len(notes):
+        raise InputError(f"--start_row {start_row} is outside the notes table (0..{len(notes)})")
+    stop = len(notes) if limit is None else min(len(notes), start_row + limit)
+    chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
+    started = time.time()
+    totals: dict[str, int] = {}
+    pending_requests = sum(
+        len([1 for text in notes["text"].iloc[low:high] if isinstance(text, str) and text.strip()])
+        * len(settings.question_types) for low, high in chunks)
+    throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
+    for low, high in chunks:
+        for key, value in run_chunk(engine, notes, low, high, settings, output_dir, model_id, throughput).items():
+            totals[key] = totals.get(key, 0) + value
+    throughput.close()
+    seconds = time.time() - started
+    summary = {
+        "model_id": model_id, "engine": engine.name, "versions": package_versions(), "host": platform.node(),
+        "rows": [start_row, stop], "chunks": [list(chunk) for chunk in chunks], "shard": [shard_index, num_shards],
+        "question_types": settings.question_types, "questions_per_type": settings.questions_per_type,
+        "sampling": {key: value for key, value in settings.sampling.__dict__.items() if key != "json_schema"},
+        "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
+        "counts": totals, "wall_seconds": round(seconds, 2),
+        "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None,
+        **(manifest_extra or {}),
+    }
+    manifest = output_dir / ("manifest.json" if num_shards == 1 else f"manifest_shard{shard_index}of{num_shards}.json")
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
+    return summary
+
+
+def read_chunks(output_dir: Path) -> pd.DataFrame:
+    """All of stage A's chunk files in a folder, in (start row, question type) order."""
+    files = sorted(output_dir.glob("df_*_*_*.csv"))
+    if not files:
+        raise InputError(f"no stage A chunk files (df_*_START_END.csv) in {output_dir}; run "
+                         "a-generate-synthetic-training-data/synthetic-a-create.py first")
+    frames = [read_csv(path, required=OUTPUT_COLUMNS, what="stage A chunk",
+                       hint="rerun synthetic-a-create.py for it") for path in files]
+    return pd.concat(frames, ignore_index=True)
