@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEFAULT_MODEL := models/SmolLM2-135M-Instruct
 DEMO_NOTES ?= 24
+DEMO_TEACHER_NOTES ?= 4
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -30,9 +31,13 @@ $(DEFAULT_MODEL)/config.json: $(VENV)/.installed
 	$(PY) -m clinical_distil.default_model
 
 # The main job on the embedded default model and the bundled samples (the stages that exist so far).
+# Stage A uses structured output: a 135M teacher rarely writes valid JSON unaided.
 demo: setup
 	$(PY) a-generate-synthetic-training-data/synthetic-0-select-notes.py \
 		--source data/samples/mimic-iii/NOTEEVENTS.csv.gz --num_notes $(DEMO_NOTES)
+	$(PY) a-generate-synthetic-training-data/synthetic-a-create.py --model_id $(DEFAULT_MODEL) \
+		--dataset $(DEMO_NOTES) --limit $(DEMO_TEACHER_NOTES) --engine transformers --structured_output \
+		--questions_per_type 2 --max_tokens 512 --chunk_size 2
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite
 test: setup

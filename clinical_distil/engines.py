@@ -37,6 +37,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     json_schema: dict[str, Any] | list[dict[str, Any]] | None = None  # one schema, or one per conversation
+    ignore_eos: bool = False  # benchmarks only: always generate max_tokens
 
 
 @dataclass
@@ -108,10 +109,87 @@ def fit_note(tokenizer, messages: Conversation, note_text: str, max_prompt_token
         keep -= max(1, keep // 50)
 
 
+def _growing_cache(layers: list[tuple], reserve: int):
+    """A DynamicCache whose layers write into preallocated buffers instead of concatenating.
+
+    DynamicCache copies every layer's whole cache on each decode step (torch.cat), which on a
+    CPU costs as much as the forward pass itself; these layers copy only the new token's
+    keys and values, and grow their buffers by doubling when they must.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.length = keys.shape[2]
+            shape = (keys.shape[0], keys.shape[1], self.length + reserve, keys.shape[3])
+            self.key_buffer, self.value_buffer = keys.new_empty(shape), values.new_empty(shape)
+            self.key_buffer[:, :, : self.length] = keys
+            self.value_buffer[:, :, : self.length] = values
+            self._expose()
+
+        def _expose(self) -> None:
+            self.keys = self.key_buffer[:, :, : self.length]
+            self.values = self.value_buffer[:, :, : self.length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            needed = self.length + key_states.shape[2]
+            if needed > self.key_buffer.shape[2]:
+                grown = list(self.key_buffer.shape)
+                grown[2] = max(needed, 2 * grown[2])
+                for name in ("key_buffer", "value_buffer"):
+                    bigger = getattr(self, name).new_empty(grown)
+                    bigger[:, :, : self.length] = getattr(self, name)[:, :, : self.length]
+                    setattr(self, name, bigger)
+            self.key_buffer[:, :, self.length: needed] = key_states
+            self.value_buffer[:, :, self.length: needed] = value_states
+            self.length = needed
+            self._expose()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+            self._expose()
+
+    cache = DynamicCache()
+    cache.layers = [GrowingLayer(keys, values) for keys, values in layers]
+    return cache
+
+
+def _sdpa_gqa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                        is_causal=None, **kwargs):
+    """SDPA that keeps grouped-query attention native even with a padding mask.
+
+    transformers' own SDPA path copies the keys and values once per query group whenever a
+    mask is present (its GQA shortcut needs mask-free calls); on a CPU that copy costs more
+    than the attention, and a padded decode batch always has a mask.
+    """
+    import torch
+
+    causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
+    output = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, is_causal=causal,
+        enable_gqa=key.shape[1] != query.shape[1])
+    return output.transpose(1, 2).contiguous(), None
+
+
+def _use_sdpa_gqa(model) -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register("sdpa_gqa", _sdpa_gqa_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register("sdpa_gqa", sdpa_mask)
+    model.set_attn_implementation("sdpa_gqa")
+
+
 class TransformersEngine:
     """transformers backend: batches of similar length, left padding, greedy or sampled decoding."""
 
     name = "transformers"
+    MIN_SHARED_PREFIX = 32  # tokens; shorter common prefixes (the chat template's header) are recomputed
+    PREFILL_CHUNK = 1024  # tokens per forward pass while prefilling, to bound attention memory
 
     def __init__(self, model_id: str, max_model_len: int | None = None, batch_size: int = 16,
                  dtype: str = "auto", device: str | None = None, adapter: str | None = None):
@@ -127,6 +205,8 @@ class TransformersEngine:
         except OSError as error:
             raise InputError(f"cannot load model {model_id!r}: not a local model folder, and the hub is offline "
                              "here; give a folder with config.json and weights") from error
+        if self.device == "cpu" and getattr(self.model.config, "_attn_implementation", "sdpa") == "sdpa":
+            _use_sdpa_gqa(self.model)
         if adapter:
             from peft import PeftModel
 
@@ -140,7 +220,154 @@ class TransformersEngine:
         self.batch_size = batch_size
         self._grammar_compiler = None
 
-    def _json_processor(self, schemas: list[dict]):
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
+                 progress: Callable[[int, int], None] | None = None) -> list[Generation]:
+        """Prefill each prompt alone (reusing a shared prefix), then decode the batch together.
+
+        Prefill is compute bound, so batching it buys nothing on a CPU and padding it costs
+        memory; decode is bound by reading the weights, so one step for many rows costs little
+        more than for one. Consecutive prompts that share a prefix (a note's four stage A
+        requests) prefill that prefix once, as vLLM's prefix cache does. Finished rows leave
+        the decode batch at once.
+        """
+        import torch
+
+        prompts = [render_ids(self.tokenizer, messages) for messages in conversations]
+        schemas = _per_request(sampling.json_schema, len(prompts))
+        generator = torch.Generator().manual_seed(sampling.seed)
+        results: list[Generation] = []
+        for batch_start in range(0, len(prompts), self.batch_size):
+            batch = list(range(batch_start, min(batch_start + self.batch_size, len(prompts))))
+            with torch.inference_mode():
+                batch_results = self._generate_batch([prompts[position] for position in batch], sampling,
+                                                     [schemas[position] for position in batch] if schemas else None,
+                                                     generator)
+            results.extend(batch_results)
+            if progress:
+                progress(len(batch), sum(result.output_tokens for result in batch_results))
+        return results
+
+    def _prefill(self, prompts: list[list[int]]):
+        """Per prompt: (per-layer keys and values, logits of the last position)."""
+        import torch
+        from transformers import DynamicCache
+
+        prefilled = []
+        previous_ids: list[int] = []
+        previous_layers: list[tuple] = []
+        for ids in prompts:
+            shared = 0
+            for left, right in zip(previous_ids, ids):
+                if left != right:
+                    break
+                shared += 1
+            shared = min(shared, len(ids) - 1)  # at least one token to compute the last logits from
+            if shared >= self.MIN_SHARED_PREFIX:
+                cache = DynamicCache(ddp_cache_data=[(keys[:, :, :shared], values[:, :, :shared])
+                                                     for keys, values in previous_layers])
+            else:
+                cache, shared = DynamicCache(), 0
+            logits = None
+            for chunk_start in range(shared, len(ids), self.PREFILL_CHUNK):
+                chunk = torch.tensor([ids[chunk_start: chunk_start + self.PREFILL_CHUNK]], device=self.device)
+                output = self.model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache, logits = output.past_key_values, output.logits[0, -1].float()
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            prefilled.append((layers, logits))
+            previous_ids, previous_layers = ids, layers
+        return prefilled
+
+    def _generate_batch(self, prompts: list[list[int]], sampling: Sampling, schemas: list | None,
+                        generator) -> list[Generation]:
+        import torch
+
+        prefilled = self._prefill(prompts)
+        count = len(prompts)
+
+        def budget_for(ids: list[int]) -> int:
+            return max(1, min(sampling.max_tokens, self.max_model_len - len(ids)))
+
+        lengths = torch.tensor([len(ids) for ids in prompts], device=self.device)
+        longest = int(lengths.max())
+        # left-pad every prompt's cache to the longest one; the mask hides the padding
+        layers = []
+        for layer_index in range(len(prefilled[0][0])):
+            keys = prefilled[0][0][layer_index][0]
+            shape = (count, keys.shape[1], longest, keys.shape[3])
+            batch_keys = keys.new_zeros(shape)
+            batch_values = keys.new_zeros(shape)
+            for row, (row_layers, _) in enumerate(prefilled):
+                row_keys, row_values = row_layers[layer_index]
+                batch_keys[row, :, longest - row_keys.shape[2]:] = row_keys[0]
+                batch_values[row, :, longest - row_values.shape[2]:] = row_values[0]
+            layers.append((batch_keys, batch_values))
+        cache = _growing_cache(layers, reserve=max(budget_for(ids) for ids in prompts))
+        logits = torch.stack([row_logits for _, row_logits in prefilled])
+        del prefilled, layers
+        mask = (torch.arange(longest, device=self.device)[None, :] >= (longest - lengths)[:, None]).long()
+        positions = lengths.clone()  # the next token's position in each row
+        rows = list(range(count))  # batch row -> prompt index, shrinking as rows finish
+        matchers = self._json_matchers(schemas) if schemas else None
+        bitmask = None
+        tokens: list[list[int]] = [[] for _ in range(count)]
+        reasons = ["length"] * count
+        budget = [budget_for(ids) for ids in prompts]
+        while rows:
+            if matchers is not None:
+                import xgrammar
+
+                bitmask = xgrammar.allocate_token_bitmask(len(rows), self.model.config.vocab_size)
+                for row, prompt_index in enumerate(rows):
+                    matchers[prompt_index].fill_next_token_bitmask(bitmask, row)
+                logits = logits[:, : self.model.config.vocab_size].cpu()
+                xgrammar.apply_token_bitmask_inplace(logits, bitmask)
+            if sampling.ignore_eos:
+                logits[:, self.stop_ids] = float("-inf")
+            chosen = self._pick(logits, sampling, generator).tolist()
+            keep = []
+            for row, (prompt_index, token) in enumerate(zip(rows, chosen)):
+                tokens[prompt_index].append(token)
+                if matchers is not None:
+                    matchers[prompt_index].accept_token(token)
+                if token in self.stop_ids:
+                    reasons[prompt_index] = "stop"
+                elif len(tokens[prompt_index]) < budget[prompt_index]:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                rows = [rows[row] for row in keep]
+                chosen = [chosen[row] for row in keep]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            output = self.model(input_ids=torch.tensor(chosen, device=self.device)[:, None], attention_mask=mask,
+                                position_ids=positions[:, None], past_key_values=cache, use_cache=True)
+            cache, logits = output.past_key_values, output.logits[:, -1].float()
+            positions = positions + 1
+        results = []
+        for ids, generated, reason in zip(prompts, tokens, reasons):
+            text_tokens = generated[:-1] if reason == "stop" else generated
+            results.append(Generation(self.tokenizer.decode(text_tokens, skip_special_tokens=True), reason,
+                                      len(ids), len(generated)))
+        return results
+
+    @staticmethod
+    def _pick(logits, sampling: Sampling, generator):
+        import torch
+
+        if sampling.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probabilities = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.top_p < 1.0:
+            sorted_probabilities, order = probabilities.sort(dim=-1, descending=True)
+            outside = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities > sampling.top_p
+            sorted_probabilities[outside] = 0.0
+            probabilities = torch.zeros_like(probabilities).scatter(-1, order, sorted_probabilities)
+        return torch.multinomial(probabilities.cpu(), 1, generator=generator)[:, 0].to(logits.device)
+
+    def _json_matchers(self, schemas: list[dict]):
         import json
 
         import xgrammar
@@ -149,53 +376,15 @@ class TransformersEngine:
             info = xgrammar.TokenizerInfo.from_huggingface(
                 self.tokenizer, vocab_size=self.model.config.vocab_size, stop_token_ids=self.stop_ids)
             self._grammar_compiler = xgrammar.GrammarCompiler(info)
-        compiled = [self._grammar_compiler.compile_json_schema(json.dumps(schema)) for schema in schemas]
-        return xgrammar.contrib.hf.LogitsProcessor(compiled)
-
-    def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
-                 progress: Callable[[int, int], None] | None = None) -> list[Generation]:
-        import torch
-
-        prompts = [render_ids(self.tokenizer, messages) for messages in conversations]
-        schemas = _per_request(sampling.json_schema, len(prompts))
-        # sort by length so each batch pads little; results go back to input order
-        order = sorted(range(len(prompts)), key=lambda position: len(prompts[position]), reverse=True)
-        results: list[Generation | None] = [None] * len(prompts)
-        torch.manual_seed(sampling.seed)
-        for batch_start in range(0, len(order), self.batch_size):
-            batch = order[batch_start: batch_start + self.batch_size]
-            longest = max(len(prompts[position]) for position in batch)
-            input_ids = torch.full((len(batch), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, position in enumerate(batch):
-                ids = prompts[position]
-                input_ids[row, longest - len(ids):] = torch.tensor(ids)
-                attention[row, longest - len(ids):] = 1
-            max_new = max(1, min(sampling.max_tokens, self.max_model_len - longest))
-            kwargs: dict[str, Any] = dict(max_new_tokens=max_new, eos_token_id=self.stop_ids,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            if sampling.temperature > 0:
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            if schemas is not None:
-                kwargs["logits_processor"] = [self._json_processor([schemas[position] for position in batch])]
-            with torch.inference_mode():
-                output = self.model.generate(input_ids=input_ids.to(self.device),
-                                             attention_mask=attention.to(self.device), **kwargs)
-            for row, position in enumerate(batch):
-                new_tokens = output[row, longest:].tolist()
-                stop_at = next((index for index, token in enumerate(new_tokens) if token in self.stop_ids), None)
-                if stop_at is None:
-                    kept, reason = [token for token in new_tokens if token != self.tokenizer.pad_token_id], "length"
-                    counted = len(kept)
-                else:
-                    kept, reason, counted = new_tokens[:stop_at], "stop", stop_at + 1
-                results[position] = Generation(self.tokenizer.decode(kept, skip_special_tokens=True), reason,
-                                               len(prompts[position]), counted)
-            if progress:
-                progress(len(batch), sum(results[position].output_tokens for position in batch))
-        return results  # type: ignore[return-value]
+        compiled: dict[str, Any] = {}
+        matchers = []
+        for schema in schemas:
+            key = json.dumps(schema, sort_keys=True)
+            if key not in compiled:
+                # compile the schema as written: its key order is the order the model writes the keys in
+                compiled[key] = self._grammar_compiler.compile_json_schema(json.dumps(schema))
+            matchers.append(xgrammar.GrammarMatcher(compiled[key]))
+        return matchers
 
 
 class VLLMEngine:
@@ -205,8 +394,13 @@ class VLLMEngine:
 
     def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
                  gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, seed: int = 0,
-                 adapter: str | None = None, max_lora_rank: int = 64):
+                 adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None):
+        import os
+
         import torch
+
+        # spawn, not fork: the parent may already hold a CUDA context (a model built or timed before)
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from vllm import LLM
 
         if not Path(model_id).exists() and "/" not in model_id:
@@ -219,6 +413,8 @@ class VLLMEngine:
             enforce_eager=enforce_eager, seed=seed)
         if max_model_len:
             options["max_model_len"] = max_model_len
+        if max_num_batched_tokens:
+            options["max_num_batched_tokens"] = max_num_batched_tokens
         if adapter:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         self.llm = LLM(**options)
@@ -245,7 +441,10 @@ class VLLMEngine:
             options: dict[str, Any] = dict(
                 max_tokens=max(1, min(sampling.max_tokens, self.max_model_len - len(ids))),
                 temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                seed=sampling.seed + position, stop_token_ids=self.stop_ids, skip_special_tokens=True)
+                stop_token_ids=self.stop_ids, skip_special_tokens=True, ignore_eos=sampling.ignore_eos)
+            if sampling.temperature > 0:
+                # a seed per request: the same request samples the same reply whatever its batch
+                options["seed"] = sampling.seed + position
             if schemas is not None:
                 options["structured_outputs"] = StructuredOutputsParams(json=schemas[position])
             params.append(SamplingParams(**options))

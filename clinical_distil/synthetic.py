@@ -119,7 +119,8 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     for question_type in missing:
         write_csv(frame[frame["question_type"] == question_type], chunk_path(output_dir, question_type, start, end))
-    return {"written_files": len(missing), "requests": len(rows),
+    return {"written_files": len(missing), "skipped_files": len(settings.question_types) - len(missing),
+            "requests": len(rows),
             "truncated_notes": int(sum(item.note_truncated for item in fitted)),
             "output_tokens": int(frame["output_tokens"].sum()) if len(frame) else 0,
             "length_stops": int((frame["finish_reason"] == "length").sum())}

@@ -1,0 +1,67 @@
+"""The four generation prompts ask for what the design lists (tested on the rendered text)."""
+
+import json
+
+import pytest
+
+from clinical_distil import prompts
+
+NOTE = "Chief Complaint:\nChest pain\n\nPertinent Results:\n[**2150-3-4**] 06:40AM BLOOD Creat-1.4"
+
+
+@pytest.mark.parametrize("question_type", prompts.QUESTION_TYPES)
+def test_every_prompt_has_note_keys_sections_example_and_parser_demand(question_type):
+    system, user = prompts.generation_messages(NOTE, question_type, questions_per_type=5)
+    assert system["role"] == "system" and user["role"] == "user"
+    assert user["content"].index(NOTE) < user["content"].index("Return a JSON list")  # note first, request after
+    for key in ("question", "type", "answer", "section", "source", "difficulty", "explanation"):
+        assert f'- "{key}":' in user["content"]
+    for section in prompts.SECTIONS:
+        assert section in user["content"]
+    assert "integer from 1 (trivial) to 10" in user["content"]
+    assert user["content"].rstrip().endswith("must parse with a JSON parser.")
+    example = json.loads(user["content"].split("(about a different patient):\n")[1].split("\n\nYour whole")[0])
+    assert isinstance(example, list) and set(example[0]) == set(prompts.ITEM_KEYS)
+
+
+def test_system_message_carries_the_shared_rules():
+    text = prompts.SYSTEM_MESSAGE
+    for fact in ("valid JSON", "shifted", "future", "highest", "recorded in this note", "specific to this patient",
+                 "eligibility criteria", "demographics", "same attribute", "less common but clinically relevant"):
+        assert fact in text
+
+
+def test_counts_per_type():
+    yes_no = prompts.generation_messages(NOTE, "yes_no", 5)[1]["content"]
+    assert "Write 10 yes/no questions" in yes_no and "5 whose answer is Yes and 5 whose answer is No" in yes_no
+    assert "Write 4 yes/no questions" in prompts.generation_messages(NOTE, "yes_no", 2)[1]["content"]
+    numeric = prompts.generation_messages(NOTE, "numeric", 5)[1]["content"]
+    assert "up to 10 questions" in numeric and "single number" in numeric
+    for word in ("first", "last", "highest", "lowest", "admission", "discharge", "ICU", "empty list"):
+        assert word in numeric
+    na_numeric = prompts.generation_messages(NOTE, "na-numeric", 3)[1]["content"]
+    assert "Write 3 questions" in na_numeric and "does not contain" in na_numeric and '"N/A"' in na_numeric
+    assert '"not found"' in na_numeric
+    na_bool = prompts.generation_messages(NOTE, "na-bool", 3)[1]["content"]
+    assert "Write 3 yes/no questions" in na_bool and "cannot answer" in na_bool
+    assert "serious or chronic diagnosis" in na_bool
+
+
+def test_unknown_question_type_is_refused():
+    with pytest.raises(ValueError, match="unknown question type"):
+        prompts.generation_messages(NOTE, "multiple_choice")
+
+
+def test_schema_requires_every_key_and_bounds_the_list():
+    schema = prompts.item_schema("yes_no", 5)
+    assert schema["type"] == "array" and schema["maxItems"] == 10
+    assert schema["items"]["required"] == list(prompts.ITEM_KEYS)
+    assert schema["items"]["properties"]["answer"] == {"enum": ["Yes", "No"]}
+    assert prompts.item_schema("na-bool", 3)["items"]["properties"]["answer"] == {"enum": ["N/A"]}
+    assert prompts.item_schema("numeric", 7)["maxItems"] == 10
+
+
+def test_note_slot_finds_the_note():
+    messages = prompts.generation_messages(NOTE, "numeric")
+    index, start, end = prompts.note_slot(messages, NOTE)
+    assert messages[index]["content"][start:end] == NOTE

@@ -1,0 +1,244 @@
+"""Stage A (synthetic-a-create.py) and the transformers engine on CPU."""
+
+import json
+
+import pandas as pd
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from clinical_distil import prompts
+from clinical_distil.engines import Sampling, TransformersEngine, end_token_ids, fit_note, render_ids
+from clinical_distil.files import write_csv
+from clinical_distil.notes import select_notes
+from clinical_distil.synthetic import OUTPUT_COLUMNS
+
+from conftest import SAMPLES, run_script
+
+SCRIPT = "a-generate-synthetic-training-data/synthetic-a-create.py"
+TYPES = list(prompts.QUESTION_TYPES)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    notes = select_notes(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz", 6, seed=5)
+    write_csv(notes, root / "mimic" / "notes_6.csv.gz")
+    return root
+
+
+def create(data_dir, output_dir, model, *extra):
+    return run_script(SCRIPT, "--model_id", str(model), "--dataset", "6", "--data_dir", str(data_dir),
+                      "--output_dir", str(output_dir), "--engine", "transformers", *extra)
+
+
+# ---------------------------------------------------------------- engine
+
+def test_end_tokens_come_from_the_model(default_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+
+    class Config:
+        eos_token_id = [7, 2]
+
+    assert end_token_ids(tokenizer, Config()) == [2, 7]
+    assert end_token_ids(tokenizer, None) == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_engine_returns_results_in_input_order(tiny_model_dir):
+    engine = TransformersEngine(str(tiny_model_dir), batch_size=2)
+    conversations = [[{"role": "user", "content": "word " * length}] for length in (3, 40, 1, 17, 9)]
+    results = engine.generate(conversations, Sampling(max_tokens=5))
+    assert [result.prompt_tokens for result in results] == [len(render_ids(engine.tokenizer, c)) for c in conversations]
+    assert all(result.finish_reason in ("stop", "length") and 1 <= result.output_tokens <= 5 for result in results)
+    # greedy decoding is deterministic whatever the batching
+    again = TransformersEngine(str(tiny_model_dir), batch_size=5).generate(conversations, Sampling(max_tokens=5))
+    assert [result.output_tokens for result in again] == [result.output_tokens for result in results]
+
+
+def test_engine_greedy_matches_plain_generate(default_model_dir):
+    """Prefix reuse, padded batched decoding and native-GQA attention change no token."""
+    import torch
+
+    engine = TransformersEngine(str(default_model_dir), batch_size=4)
+    system = {"role": "system", "content": "You answer in one short sentence."}
+    conversations = [[system, {"role": "user", "content": "What is the capital of France?"}],
+                     [system, {"role": "user", "content": "What is the capital of France? Answer in one word."}],
+                     [{"role": "user", "content": "Name three primary colors. Be brief."}]]
+    results = engine.generate(conversations, Sampling(max_tokens=24))
+    plain = AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32)
+    for conversation, result in zip(conversations, results):
+        ids = torch.tensor([render_ids(engine.tokenizer, conversation)])
+        output = plain.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+        assert result.text == engine.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "Paris" in results[0].text and results[0].finish_reason == "stop"
+
+
+def test_sampling_is_reproducible_for_a_seed(tiny_model_dir):
+    engine = TransformersEngine(str(tiny_model_dir), batch_size=3)
+    conversations = [[{"role": "user", "content": f"note {index}"}] for index in range(3)]
+    first = engine.generate(conversations, Sampling(max_tokens=12, temperature=0.9, top_p=0.9, seed=11))
+    second = engine.generate(conversations, Sampling(max_tokens=12, temperature=0.9, top_p=0.9, seed=11))
+    other = engine.generate(conversations, Sampling(max_tokens=12, temperature=0.9, top_p=0.9, seed=12))
+    assert [result.text for result in first] == [result.text for result in second]
+    assert [result.text for result in first] != [result.text for result in other]
+
+
+def test_fit_note_shortens_only_the_note(default_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    note = "Pertinent Results:\n" + "\n".join(f"Creat-{index / 10:.1f} on day {index}" for index in range(600))
+    messages = prompts.generation_messages(note, "numeric")
+    fitted = fit_note(tokenizer, messages, note, 1500)
+    assert fitted.note_truncated and fitted.note_tokens_dropped > 0
+    assert len(render_ids(tokenizer, fitted.messages)) <= 1500
+    assert fitted.messages[0] == messages[0]  # system message intact
+    request = messages[1]["content"].split("</note>")[1]
+    assert fitted.messages[1]["content"].endswith(request)  # instructions and request intact
+    assert "note shortened" in fitted.messages[1]["content"]
+    assert "Creat-0.0 on day 0" in fitted.messages[1]["content"] and "on day 599" in fitted.messages[1]["content"]
+    untouched = fit_note(tokenizer, messages, note, 100000)
+    assert not untouched.note_truncated and untouched.messages == messages
+
+
+# ---------------------------------------------------------------- stage A end to end (SmolLM2)
+
+@pytest.fixture(scope="module")
+def smol_run(data_dir, default_model_dir, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("stage_a")
+    result = create(data_dir, output_dir, default_model_dir, "--limit", "2", "--chunk_size", "1",
+                    "--questions_per_type", "1", "--max_tokens", "320", "--structured_output", "--temperature", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir
+
+
+def test_two_notes_four_types_files_columns_alignment_manifest(smol_run, data_dir):
+    notes = pd.read_csv(data_dir / "mimic" / "notes_6.csv.gz")
+    names = sorted(path.name for path in smol_run.glob("df_*.csv"))
+    assert names == sorted(f"df_{question_type}_{start}_{start + 1}.csv" for question_type in TYPES for start in (0, 1))
+    for start in (0, 1):
+        note = notes.iloc[start]
+        for question_type in TYPES:
+            frame = pd.read_csv(smol_run / f"df_{question_type}_{start}_{start + 1}.csv")
+            assert list(frame.columns) == OUTPUT_COLUMNS and len(frame) == 1
+            row = frame.iloc[0]
+            # each output row belongs to its own note and type
+            assert row["note_id"] == note["note_id"] and row["hadm_id"] == note["hadm_id"]
+            assert row["question_type"] == question_type
+            assert note["text"] in row["prompt"]
+            assert prompts.generation_messages(note["text"], question_type, 1)[1]["content"] in row["prompt"]
+            assert row["model_id"].endswith("SmolLM2-135M-Instruct")
+            assert row["prompt_tokens"] > 500 and row["output_tokens"] > 0
+            assert not row["note_truncated"]
+    manifest = json.loads((smol_run / "manifest.json").read_text())
+    assert manifest["engine"] == "transformers" and manifest["counts"]["requests"] == 8
+    assert manifest["counts"]["written_files"] == 8 and manifest["question_types"] == TYPES
+    assert manifest["sampling"]["temperature"] == 0 and manifest["structured_output"] is True
+    assert "transformers" in manifest["versions"] and manifest["output_tokens_per_second"] > 0
+
+
+def test_structured_output_parses_with_required_keys(smol_run):
+    frames = pd.concat([pd.read_csv(path) for path in smol_run.glob("df_*.csv")])
+    for output, finish_reason, question_type in zip(frames["output"], frames["finish_reason"], frames["question_type"]):
+        assert finish_reason == "stop", output
+        items = json.loads(output)
+        assert isinstance(items, list)
+        assert len(items) <= prompts.max_questions(question_type, 1)
+        for item in items:
+            assert set(item) == set(prompts.ITEM_KEYS)
+            assert 1 <= item["difficulty"] <= 10
+
+
+# ---------------------------------------------------------------- resume, shards, truncation (tiny model)
+
+def test_resume_regenerates_only_the_missing_chunk(data_dir, tiny_model_dir, tmp_path):
+    first = create(data_dir, tmp_path, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "8")
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = sorted(tmp_path.glob("df_*.csv"))
+    assert len(files) == 3 * 4  # 6 notes in chunks of 2, four types
+    before = {path.name: path.stat().st_mtime_ns for path in files}
+    removed = tmp_path / "df_numeric_2_4.csv"
+    removed.unlink()
+    second = create(data_dir, tmp_path, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "8")
+    assert second.returncode == 0, second.stderr[-2000:]
+    after = {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("df_*.csv")}
+    assert set(after) == set(before)
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {"df_numeric_2_4.csv"}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["counts"] == {**manifest["counts"], "requests": 2, "written_files": 1, "skipped_files": 11}
+    assert "4 new" not in second.stdout and "2 replies in 1 new files" in second.stdout
+
+
+def test_shards_cover_every_row_exactly_once(data_dir, tiny_model_dir, tmp_path):
+    whole = tmp_path / "whole"
+    assert create(data_dir, whole, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "4",
+                  "--qtypes", "yes_no,na-bool").returncode == 0
+    sharded = tmp_path / "sharded"
+    for index in range(2):
+        result = create(data_dir, sharded, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "4",
+                        "--qtypes", "yes_no,na-bool", "--num_shards", "2", "--shard_index", str(index))
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert (sharded / "manifest_shard0of2.json").exists() and (sharded / "manifest_shard1of2.json").exists()
+    key = ["note_id", "question_type", "prompt"]
+
+    def rows(folder):
+        frame = pd.concat([pd.read_csv(path) for path in folder.glob("df_*.csv")])
+        return sorted(map(tuple, frame[key].values.tolist()))
+
+    assert rows(sharded) == rows(whole)
+    assert len(rows(whole)) == 6 * 2
+    assert sorted(path.name for path in sharded.glob("df_*")) == sorted(path.name for path in whole.glob("df_*"))
+
+
+def test_long_note_is_shortened_and_flagged(tiny_model_dir, tmp_path):
+    long_text = "History of Present Illness:\n" + " ".join(f"finding{index}" for index in range(3000))
+    write_csv(pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": long_text}]),
+              tmp_path / "mimic" / "notes_1.csv.gz")
+    result = run_script(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "1", "--data_dir", str(tmp_path),
+                        "--engine", "transformers", "--max_model_len", "2048", "--max_tokens", "8", "--qtypes", "numeric")
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = pd.read_csv(tmp_path / "synthetic-output" / "1" / "df_numeric_0_1.csv").iloc[0]
+    assert bool(row["note_truncated"]) and row["note_tokens_dropped"] > 0
+    assert row["prompt_tokens"] <= 2048 - 8
+    assert prompts.generation_messages("X", "numeric")[1]["content"].split("</note>")[1] in row["prompt"]
+    assert "1 notes shortened" in result.stdout
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_notes", "notes file not found"),
+    ("no_text", "lacks column(s) text"),
+    ("bad_type", "unknown question type(s) essay"),
+    ("bad_shard", "--shard_index must be in 0..1"),
+    ("bad_model", "model folder not found"),
+])
+def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_dir):
+    notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": "Chief Complaint:\nfever"}])
+    if case == "no_text":
+        notes = notes.rename(columns={"text": "body"})
+    if case != "missing_notes":
+        write_csv(notes, tmp_path / "mimic" / "notes_1.csv.gz")
+    args = {"bad_type": ["--qtypes", "yes_no,essay"], "bad_shard": ["--num_shards", "2", "--shard_index", "2"]}
+    model = tmp_path / "no-such-model" if case == "bad_model" else tiny_model_dir
+    result = run_script(SCRIPT, "--model_id", str(model), "--dataset", "1", "--data_dir", str(tmp_path),
+                        "--engine", "transformers", "--max_tokens", "4", *args.get(case, []))
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    if case == "missing_notes":
+        assert "synthetic-0-select-notes.py" in errors[0]
+    assert not (tmp_path / "synthetic-output").exists()
+
+
+def test_empty_notes_are_skipped_and_counted(tmp_path, tiny_model_dir):
+    notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": "Chief Complaint:\nfever"},
+                          {"subject_id": 4, "hadm_id": 5, "note_id": 6, "text": "   "},
+                          {"subject_id": 7, "hadm_id": 8, "note_id": 9, "text": None}])
+    write_csv(notes, tmp_path / "mimic" / "notes_3.csv.gz")
+    result = run_script(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "3", "--data_dir", str(tmp_path),
+                        "--engine", "transformers", "--max_tokens", "4", "--qtypes", "yes_no")
+    assert result.returncode == 0, result.stderr[-2000:]
+    frame = pd.read_csv(tmp_path / "synthetic-output" / "3" / "df_yes_no_0_3.csv")
+    assert frame["note_id"].tolist() == [3]
+    assert "2 empty notes skipped" in result.stdout
+    assert json.loads((tmp_path / "synthetic-output" / "3" / "manifest.json").read_text())["unusable_notes"] == 2
