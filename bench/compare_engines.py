@@ -1,0 +1,47 @@
+"""Compare two stage A (or eval-inference) output folders written by different engines.
+
+    python bench/compare_engines.py OUT_VLLM OUT_TRANSFORMERS --model models/SmolLM2-135M-Instruct
+
+Prints whether the folders hold the same files with the same columns and rows, the share of
+replies whose first 32 tokens agree, and the share of replies that parse as JSON.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fire  # noqa: E402
+import pandas as pd  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+
+def main(first: str, second: str, model: str, tokens: int = 32) -> None:
+    first_files = sorted(path.name for path in Path(first).glob("*.csv"))
+    second_files = sorted(path.name for path in Path(second).glob("*.csv"))
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    same_shape, agree, total, parsed = first_files == second_files, 0, 0, {"first": 0, "second": 0}
+    for name in sorted(set(first_files) & set(second_files)):
+        left, right = pd.read_csv(Path(first) / name), pd.read_csv(Path(second) / name)
+        key = [column for column in left.columns if column not in ("output", "finish_reason", "output_tokens",
+                                                                  "model_id")]
+        same_shape &= list(left.columns) == list(right.columns) and left[key].equals(right[key])
+        for a, b in zip(left["output"].fillna(""), right["output"].fillna("")):
+            total += 1
+            agree += tokenizer.encode(a)[:tokens] == tokenizer.encode(b)[:tokens]
+            for label, text in (("first", a), ("second", b)):
+                try:
+                    json.loads(text)
+                    parsed[label] += 1
+                except ValueError:
+                    pass
+    summary = {"files": len(first_files), "same_files_columns_rows": bool(same_shape), "replies": total,
+               f"first_{tokens}_tokens_agree": round(agree / max(total, 1), 4),
+               "json_parse_rate_first": round(parsed["first"] / max(total, 1), 4),
+               "json_parse_rate_second": round(parsed["second"] / max(total, 1), 4)}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
