@@ -158,3 +158,42 @@ def item_schema(question_type: str | None = None,
         # bounding the list keeps a constrained small model from looping until the token limit
         schema["maxItems"] = max_questions(question_type, questions_per_type)
     return schema
+
+
+ANSWER_SYSTEM_MESSAGE = (
+    "You are a clinical research assistant who extracts structured facts from clinical notes. Reply with valid "
+    "JSON only, with no text before or after it. Dates in these notes were shifted to protect patient identity, "
+    "so they can lie in the future. When a question asks for the highest (or lowest) value of a lab, it means "
+    "the highest (or lowest) value recorded in this note."
+)
+ANSWER_KEYS = ("question", "type", "answer", "section", "source", "explanation")
+ANSWER_TYPES = {"yes_no": "boolean", "numeric": "numeric", "na-numeric": "numeric", "na-bool": "boolean"}
+_ANSWER_EXAMPLE = {"question": "What was the lowest platelet count recorded?", "type": "numeric", "answer": "98",
+                   "section": "Pertinent Results", "source": "06:40AM BLOOD WBC-7.2 Hgb-10.1 Plt Ct-98",
+                   "explanation": "Of the platelet counts listed, 98 is the lowest."}
+
+
+def answer_messages(note_text: str, question: str) -> list[dict[str, str]]:
+    """The prompt a student answers (training inputs and every evaluation)."""
+    keys = "\n".join(f'- "{key}": {meaning}' for key, meaning in (
+        ("question", "the question, repeated"),
+        ("type", '"boolean" for a yes/no question, "numeric" for a question whose answer is a number'),
+        ("answer", '"Yes" or "No" for a boolean question, a single number without units for a numeric one, '
+                   'or "NA" when the note does not answer the question'),
+        ("section", "the note section that holds the answer, one of: " + ", ".join(SECTIONS) + ', or "NA"'),
+        ("source", 'the exact text copied from the note that supports the answer, or "NA"'),
+        ("explanation", "a short explanation of the answer"),
+    ))
+    user = (
+        f"Clinical note:\n<note>\n{note_text}\n</note>\n\n"
+        f"Question: {question}\n\n"
+        f"Answer the question from this note alone. Reply with one JSON object with these keys:\n{keys}\n\n"
+        f"Example of the format (about a different patient):\n{json.dumps(_ANSWER_EXAMPLE, indent=2)}\n\n"
+        "Your whole reply must parse with a JSON parser."
+    )
+    return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": user}]
+
+
+def answer_target(item: dict[str, Any], keys: tuple[str, ...] = ANSWER_KEYS) -> str:
+    """The training target: the gold item as JSON (serialized by the json library) in a json fence."""
+    return "```json\n" + json.dumps({key: item.get(key) for key in keys}, ensure_ascii=False) + "\n```"

@@ -33,3 +33,54 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
     """Run a project script the way a researcher does, from any directory."""
     return subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env={**os.environ, **(env or {})}, timeout=900)
+
+
+TYPE_OF_ANNOTATION = {"yes": "yes_no", "numeric": "numeric", "na-numeric": "na-numeric", "na-bool": "na-bool"}
+
+
+def make_stage_a_outputs(root: Path) -> tuple[Path, Path]:
+    """Stage A chunk files built from the bundled annotated-synthetic samples, as a teacher would write them.
+
+    Replies come in the shapes real teachers produce (fenced, with prose, trailing commas, cut off),
+    plus one empty reply and one refusal, so that stage B sees failures too.
+    """
+    import json
+
+    import pandas as pd
+
+    from clinical_distil.files import write_csv
+    from clinical_distil.synthetic import OUTPUT_COLUMNS
+
+    annotated = pd.concat([pd.read_csv(path, keep_default_na=False)
+                           for path in sorted((SAMPLES / "annotated-synthetic").glob("*.csv"))])
+    notes = annotated.drop_duplicates("note_id")[["subject_id", "hadm_id", "note_id", "text"]].reset_index(drop=True)
+    notes_path = root / "mimic" / f"notes_{len(notes)}.csv.gz"
+    write_csv(notes, notes_path)
+    rows = []
+    for position, (note_id, group) in enumerate(annotated.groupby("note_id", sort=True)):
+        for annotation_type, question_type in TYPE_OF_ANNOTATION.items():
+            subset = group[group["type"] == annotation_type]
+            items = [{"question": q, "type": "numeric" if "numeric" in annotation_type else "boolean",
+                      "answer": a, "section": s, "source": "not found" if annotation_type.startswith("na") else str(a),
+                      "difficulty": int(d), "explanation": "From the note."}
+                     for q, a, s, d in zip(subset["question"], subset["answer"], subset["section"], subset["difficulty"])]
+            text, finish = json.dumps(items, indent=2), "stop"
+            if position % 4 == 1:
+                text = f"Here are the questions:\n```json\n{text}\n```"
+            elif position % 4 == 2:
+                text = text.replace("}\n]", "},\n]")  # trailing comma
+            if position == 3 and question_type == "yes_no":
+                text, finish = "", "stop"
+            if position == 5 and question_type == "na-bool":
+                text = "I am unable to write questions about this note."
+            if position == 6 and question_type == "yes_no":
+                text, finish = text[: len(text) // 2], "length"
+            note = notes[notes["note_id"] == note_id].iloc[0]
+            rows.append({**note.to_dict(), "question_type": question_type, "prompt": "(prompt)", "output": text,
+                         "model_id": "fixture-teacher", "finish_reason": finish, "prompt_tokens": 1000,
+                         "output_tokens": 100, "note_truncated": False, "note_tokens_dropped": 0})
+    frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+    chunks = root / "synthetic-output" / str(len(notes))
+    for question_type, part in frame.groupby("question_type"):
+        write_csv(part, chunks / f"df_{question_type}_0_{len(notes)}.csv")
+    return notes_path, chunks

@@ -1,0 +1,191 @@
+"""Stage B: teacher replies -> clean, checked question items joined to their notes.
+
+The quality checks (quote found in the note, answer agrees with the question type,
+duplicate questions) are measured for every item and available as filters; they are off
+by default so that the paper's numbers stay reproducible.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rapidfuzz import fuzz
+
+from clinical_distil.files import InputError, write_csv
+from clinical_distil.parsing import parse_reply
+from clinical_distil.prompts import ANSWER_TYPES, ITEM_KEYS, NOT_FOUND
+
+log = logging.getLogger(__name__)
+
+COMBOS = {"all": ("yes_no", "numeric", "na-numeric", "na-bool"), "bool": ("yes_no",), "bool_num": ("yes_no", "numeric")}
+DIFFICULTIES = range(1, 10)
+NA_ANSWERS = {"na", "n/a", "n.a.", "not available", "not applicable", "not in note", "not in the note", "not found",
+              "not mentioned", "not documented", "not stated", "not reported", "unknown", "none", "null", ""}
+NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(%|[a-zA-Z/]+(?:/[a-zA-Z0-9]+)?(?:\s?[a-zA-Z/0-9^]+)?)?\s*$")
+ITEM_COLUMNS = ["note_id", "subject_id", "hadm_id", "question_type", "item_index", *ITEM_KEYS]
+
+
+def normalize_answer(answer: Any) -> str:
+    """Yes / No / NA, a plain number ("1.40 mg/dL" -> "1.4"), or the text as written."""
+    if answer is None or (isinstance(answer, float) and pd.isna(answer)):
+        return "NA"
+    if isinstance(answer, bool):
+        return "Yes" if answer else "No"
+    if isinstance(answer, (int, float)):
+        return f"{answer:g}"
+    text = str(answer).strip().strip(".").strip()
+    lowered = text.lower()
+    if lowered in NA_ANSWERS:
+        return "NA"
+    if lowered in ("yes", "true", "y"):
+        return "Yes"
+    if lowered in ("no", "false", "n"):
+        return "No"
+    match = NUMBER_WITH_UNIT.match(text)
+    if match:
+        return f"{float(match.group(1)):g}"
+    return text
+
+
+def normalize_difficulty(value: Any) -> int | None:
+    """An integer 1-10, else None (excluded from difficulty filters)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) and not pd.isna(value):
+        number = float(value)
+    else:
+        match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*$", str(value))
+        if not match:
+            return None
+        number = float(match.group(1))
+    return int(number) if number.is_integer() and 1 <= number <= 10 else None
+
+
+def is_number(answer: str) -> bool:
+    try:
+        float(answer)
+        return True
+    except ValueError:
+        return False
+
+
+def answer_agrees_with_type(question_type: str, answer: str) -> bool:
+    if question_type == "yes_no":
+        return answer in ("Yes", "No")
+    if question_type == "numeric":
+        return is_number(answer)
+    return answer == "NA"  # na-numeric, na-bool
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def source_match(source: Any, note: str, threshold: float = 90.0) -> tuple[str, float]:
+    """How the quoted source is found in the note: exact, normalized, fuzzy, none or not_applicable."""
+    if not isinstance(source, str) or not source.strip() or source.strip().lower() in (NOT_FOUND, "na", "n/a"):
+        return "not_applicable", float("nan")
+    if source in note:
+        return "exact", 100.0
+    squashed_source, squashed_note = _squash(source), _squash(note)
+    if squashed_source in squashed_note:
+        return "normalized", 100.0
+    score = fuzz.partial_ratio(squashed_source, squashed_note)
+    return ("fuzzy" if score >= threshold else "none"), float(score)
+
+
+def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Items (one row per question) and failures (one row per reply that yielded nothing)."""
+    items, failures = [], []
+    for row in chunks.itertuples(index=False):
+        parsed = parse_reply(row.output, row.finish_reason)
+        base = {"note_id": row.note_id, "subject_id": row.subject_id, "hadm_id": row.hadm_id,
+                "question_type": row.question_type}
+        if parsed.failure:
+            failures.append({**base, "reason": parsed.failure, "finish_reason": row.finish_reason,
+                             "output": row.output})
+        for index, item in enumerate(parsed.items):
+            items.append({**base, "item_index": index, **{key: item.get(key) for key in ITEM_KEYS},
+                          "repaired": parsed.repaired})
+    item_frame = pd.DataFrame(items, columns=ITEM_COLUMNS + ["repaired"])
+    failure_frame = pd.DataFrame(failures, columns=["note_id", "subject_id", "hadm_id", "question_type", "reason",
+                                                    "finish_reason", "output"])
+    return item_frame, failure_frame
+
+
+def normalize_items(items: pd.DataFrame) -> pd.DataFrame:
+    items = items.copy()
+    items["answer_raw"] = items["answer"]
+    items["answer"] = items["answer"].map(normalize_answer)
+    items["difficulty"] = items["difficulty"].map(normalize_difficulty).astype("Int64")
+    items["type"] = items["question_type"].map(ANSWER_TYPES)  # the type follows the request, not the reply
+    items["question"] = items["question"].fillna("").astype(str).str.strip()
+    return items[items["question"] != ""].reset_index(drop=True)
+
+
+def join_notes(items: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
+    """Attach each item's note text by note_id (one admission can have several notes)."""
+    if "note_id" not in notes.columns or "text" not in notes.columns:
+        raise InputError("the notes table needs note_id and text columns to join items to their notes")
+    lookup = notes.drop_duplicates("note_id").set_index("note_id")["text"]
+    joined = items.copy()
+    joined["text"] = joined["note_id"].map(lookup)
+    missing = joined["text"].isna().sum()
+    if missing:
+        log.warning("%d items have no note with their note_id and are dropped", missing)
+    return joined[joined["text"].notna()].reset_index(drop=True)
+
+
+def quality_checks(items: pd.DataFrame, fuzzy_threshold: float = 90.0) -> pd.DataFrame:
+    items = items.copy()
+    matches = [source_match(source, text, fuzzy_threshold) for source, text in zip(items["source"], items["text"])]
+    items["source_match"] = [match for match, _ in matches]
+    items["source_score"] = [score for _, score in matches]
+    items["source_in_note"] = items["source_match"].isin(["exact", "normalized", "fuzzy"])
+    items["answer_type_ok"] = [answer_agrees_with_type(kind, answer)
+                               for kind, answer in zip(items["question_type"], items["answer"])]
+    squashed = items["question"].map(_squash)
+    items["duplicate_question"] = squashed.groupby(items["note_id"]).transform(lambda group: group.duplicated())
+    return items
+
+
+def apply_filters(items: pd.DataFrame, require_source_in_note: bool = False, require_answer_type: bool = False,
+                  drop_duplicates: bool = False) -> pd.DataFrame:
+    keep = pd.Series(True, index=items.index)
+    if require_source_in_note:
+        # N/A questions quote nothing by design; the check applies to answerable ones
+        not_applicable = (items["source_match"] == "not_applicable") & items["question_type"].str.startswith("na-")
+        keep &= items["source_in_note"] | not_applicable
+    if require_answer_type:
+        keep &= items["answer_type_ok"]
+    if drop_duplicates:
+        keep &= ~items["duplicate_question"]
+    return items[keep].reset_index(drop=True)
+
+
+def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.DataFrame:
+    if combo not in COMBOS:
+        raise InputError(f"unknown combo {combo!r}; choose from {', '.join(COMBOS)}")
+    chosen = items[items["question_type"].isin(COMBOS[combo])]
+    return chosen[chosen["difficulty"].notna() & (chosen["difficulty"] >= min_difficulty)].reset_index(drop=True)
+
+
+def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False) -> list[Path]:
+    """The contract files: synth_{combo}_{d}_df.csv.gz, synth_all_df.csv and the failures table."""
+    if items.empty:
+        raise InputError("no item survived parsing and filtering; nothing written (look at the failures table)")
+    written = []
+    targets = {output_dir / "synth_all_df.csv": items, output_dir / "parse_failures.csv": failures}
+    for combo in COMBOS:
+        for difficulty in DIFFICULTIES:
+            targets[output_dir / f"synth_{combo}_{difficulty}_df.csv.gz"] = combo_frame(items, combo, difficulty)
+    existing = [path for path in targets if path.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")
+    for path, frame in targets.items():
+        written.append(write_csv(frame, path))
+    return written

@@ -1,0 +1,132 @@
+"""Stages B and C library: normalization, quality checks, join, contract files, balance, split."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from clinical_distil import postprocess, training_data
+from clinical_distil.files import InputError
+from clinical_distil.synthetic import read_chunks
+
+from conftest import make_stage_a_outputs
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Yes", "Yes"), ("yes.", "Yes"), (" NO ", "No"), (True, "Yes"), ("N/A", "NA"), ("Not Available", "NA"),
+    ("not in note", "NA"), ("Not mentioned", "NA"), (None, "NA"), ("", "NA"), ("1.40", "1.4"), ("1.4 mg/dL", "1.4"),
+    ("98", "98"), (2.1, "2.1"), (7, "7"), ("55%", "55"), ("120 mmHg", "120"), ("3 units", "3"),
+    ("Sinus rhythm", "Sinus rhythm"), ("1.2-1.4", "1.2-1.4"),
+])
+def test_normalize_answer(raw, expected):
+    assert postprocess.normalize_answer(raw) == expected
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (7, 7), ("7", 7), (7.0, 7), ("7/10", 7), (" 3 ", 3), (0, None), (11, None), ("hard", None), (None, None),
+    (6.5, None), (True, None),
+])
+def test_normalize_difficulty(raw, expected):
+    assert postprocess.normalize_difficulty(raw) == expected
+
+
+NOTE = "Pertinent Results:\n[**2150-3-4**] 06:40AM BLOOD Glucose-131 Creat-2.1\nPlt Ct-98"
+
+
+@pytest.mark.parametrize("source, match", [
+    ("Glucose-131 Creat-2.1", "exact"),
+    ("glucose-131   creat-2.1", "normalized"),
+    ("06:40AM BLOOD Glucose-131 Creat 2.1", "fuzzy"),
+    ("Patient denies chest pain at rest", "none"),
+    ("not found", "not_applicable"),
+])
+def test_source_in_note(source, match):
+    assert postprocess.source_match(source, NOTE)[0] == match
+
+
+def test_answer_type_agreement():
+    assert postprocess.answer_agrees_with_type("numeric", "2.1")
+    assert not postprocess.answer_agrees_with_type("numeric", "Yes")
+    assert not postprocess.answer_agrees_with_type("yes_no", "98")
+    assert not postprocess.answer_agrees_with_type("na-bool", "No")
+    assert postprocess.answer_agrees_with_type("na-numeric", "NA")
+
+
+def test_join_by_note_id_with_two_notes_on_one_admission():
+    notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 10, "note_id": 100, "text": "first note"},
+                          {"subject_id": 1, "hadm_id": 10, "note_id": 101, "text": "second note"}])
+    items = pd.DataFrame([{"note_id": 101, "subject_id": 1, "hadm_id": 10, "question": "Q1"},
+                          {"note_id": 100, "subject_id": 1, "hadm_id": 10, "question": "Q2"},
+                          {"note_id": 999, "subject_id": 1, "hadm_id": 10, "question": "orphan"}])
+    joined = postprocess.join_notes(items, notes)
+    assert joined[["question", "text"]].values.tolist() == [["Q1", "second note"], ["Q2", "first note"]]
+
+
+@pytest.fixture(scope="module")
+def stage_b(tmp_path_factory):
+    root = tmp_path_factory.mktemp("b")
+    notes_path, chunks_dir = make_stage_a_outputs(root)
+    items, failures = postprocess.parse_chunks(read_chunks(chunks_dir))
+    items = postprocess.normalize_items(items)
+    items = postprocess.quality_checks(postprocess.join_notes(items, pd.read_csv(notes_path)))
+    return root, items, failures
+
+
+def test_parse_keeps_items_and_lists_failures(stage_b):
+    _, items, failures = stage_b
+    assert sorted(failures["reason"]) == ["empty", "no_json"]
+    # 12 notes x 5 questions = 60; lost: the empty yes/no reply (2), the refusal (1) and the
+    # second item of the reply cut mid-list (1): the cut-off reply keeps its complete first item
+    assert len(items) == 56
+    assert items.groupby("question_type").size().to_dict() == {"na-bool": 11, "na-numeric": 12, "numeric": 12,
+                                                               "yes_no": 21}
+    assert set(items["question_type"]) == {"yes_no", "numeric", "na-numeric", "na-bool"}
+    assert set(items.loc[items["question_type"].str.startswith("na-"), "answer"]) == {"NA"}
+    assert items["answer_type_ok"].all()
+    assert (items.loc[items["question_type"] == "numeric", "source_match"] != "not_applicable").all()
+
+
+def test_contract_files_and_combos(stage_b, tmp_path):
+    _, items, failures = stage_b
+    written = postprocess.write_stage_b(items, failures, tmp_path)
+    names = {path.name for path in written}
+    assert {"synth_all_df.csv", "parse_failures.csv", "synth_bool_1_df.csv.gz", "synth_bool_num_9_df.csv.gz"} <= names
+    assert len(names) == 2 + 3 * 9
+    all_1 = pd.read_csv(tmp_path / "synth_all_1_df.csv.gz")
+    bool_1 = pd.read_csv(tmp_path / "synth_bool_1_df.csv.gz")
+    all_6 = pd.read_csv(tmp_path / "synth_all_6_df.csv.gz")
+    assert set(bool_1["question_type"]) == {"yes_no"} and len(all_1) == items["difficulty"].notna().sum()
+    assert all_6["difficulty"].min() >= 6 and len(all_6) == (items["difficulty"] >= 6).sum()
+    with pytest.raises(InputError, match="exists"):
+        postprocess.write_stage_b(items, failures, tmp_path)
+    with pytest.raises(InputError, match="unknown combo"):
+        postprocess.combo_frame(items, "numeric_only", 1)
+
+
+def test_balance_split_and_datasets(stage_b, tmp_path):
+    _, items, _ = stage_b
+    balanced = training_data.balance(items, seed=1)
+    counts = balanced["question_type"].value_counts()
+    assert counts.nunique() == 1 and counts.iloc[0] == items["question_type"].value_counts().min()
+    assert training_data.balance(items, seed=1).equals(balanced)
+    hardest = training_data.balance(items, per_type=3, hardest=True)
+    for question_type, group in hardest.groupby("question_type"):
+        pool = items[items["question_type"] == question_type]["difficulty"].sort_values(ascending=False)
+        assert sorted(group["difficulty"], reverse=True) == pool.head(3).tolist()
+    examples = training_data.format_examples(balanced)
+    target = json.loads(examples["output"].iloc[0].removeprefix("```json\n").removesuffix("\n```"))
+    assert list(target) == ["question", "type", "answer", "section", "source", "explanation"]
+    assert examples["prompt"].iloc[0][1]["content"].count("Question: ") == 1
+    no_support = training_data.format_examples(balanced, support=False)
+    assert list(json.loads(no_support["output"].iloc[0][8:-4])) == ["question", "type", "answer"]
+    train, test = training_data.split(examples, seed=42)
+    assert set(train["subject_id"]).isdisjoint(test["subject_id"]) and len(train) + len(test) == len(examples)
+    again_train, _ = training_data.split(examples, seed=42)
+    assert again_train["id"].tolist() == train["id"].tolist()
+    written = training_data.write_datasets(train, test, tmp_path, "all_1")
+    from datasets import load_from_disk
+
+    loaded = load_from_disk(str(written["train"]))
+    assert loaded.column_names == training_data.DATASET_COLUMNS and len(loaded) == len(train)
+    assert loaded[0]["prompt"][0]["role"] == "system"
+    assert len(pd.read_csv(tmp_path / "test_all_1.csv.gz")) == len(test)
