@@ -38,6 +38,13 @@ demo: setup
 	$(PY) a-generate-synthetic-training-data/synthetic-a-create.py --model_id $(DEFAULT_MODEL) \
 		--dataset $(DEMO_NOTES) --limit $(DEMO_TEACHER_NOTES) --engine transformers --structured_output \
 		--questions_per_type 2 --max_tokens 512 --chunk_size 2
+	mkdir -p data/notebooks
+	$(PY) -m papermill --cwd a-generate-synthetic-training-data \
+		a-generate-synthetic-training-data/synthetic-b-post_process_join_notes.ipynb \
+		data/notebooks/synthetic-b-post_process_join_notes.ipynb -p dataset $(DEMO_NOTES) -p overwrite True
+	$(PY) -m papermill --cwd a-generate-synthetic-training-data \
+		a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb \
+		data/notebooks/synthetic-c-prep-training.ipynb -p combo all -p min_difficulty 1 -p overwrite True
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite
 test: setup
