@@ -31,6 +31,11 @@ def test_stage_b_and_c_notebooks(tmp_path, default_model_dir):
     assert len(train) + len(test) == 4 * 11  # balanced to the smallest type (na-bool: 11 items)
     printed = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
     assert "patients in both splits: 0" in printed
+    lengths = next(output["data"]["text/plain"] for cell in executed.cells if "prompt_tokens" in cell.source
+                   for output in cell.get("outputs", []) if "data" in output)
+    assert "prompt_tokens" in lengths
+    min_prompt_tokens = float(lengths.split("min")[1].split()[0])
+    assert min_prompt_tokens > 500  # a whole note with instructions, counted with the student's chat template
 
 
 def test_stage_b_notebook_names_the_missing_stage_a_folder(tmp_path):
