@@ -278,7 +278,6 @@ def n2c2_labels(sheet: FactSheet, hba1c_range: tuple[float, float] = (6.5, 9.5),
     CREATININE and HBA1C follow the project's evaluation: the highest value is compared
     with the threshold (the sample values never sit on a threshold).
     """
-    c = sheet.conditions
     creatinine = sheet.lab_values("creatinine")
     hba1c = sheet.lab_values("hba1c")
     cad_evidence = [sum(med in CV_MEDICATIONS for med in sheet.medications) >= 2,
@@ -581,8 +580,8 @@ def _mimic_iii_rows(sheets: list[FactSheet], rng: random.Random) -> list[dict]:
                          ISERROR=iserror if iserror is not None else "", TEXT=text))
 
     for position, sheet in enumerate(sheets):
-        add(sheet, "Nursing/other", "Report", f"Nursing progress note. Pt resting comfortably. VSS. "
-            f"Plan per team.", chartdate=sheet.admit)
+        add(sheet, "Nursing/other", "Report", "Nursing progress note. Pt resting comfortably. VSS. "
+            "Plan per team.", chartdate=sheet.admit)
         add(sheet, "Radiology", "CHEST (PA & LAT)", "FINDINGS: No acute cardiopulmonary process.",
             chartdate=sheet.admit)
         if position == 0:
