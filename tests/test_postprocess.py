@@ -130,3 +130,17 @@ def test_balance_split_and_datasets(stage_b, tmp_path):
     assert loaded.column_names == training_data.DATASET_COLUMNS and len(loaded) == len(train)
     assert loaded[0]["prompt"][0]["role"] == "system"
     assert len(pd.read_csv(tmp_path / "test_all_1.csv.gz")) == len(test)
+
+
+def test_bad_stage_b_input_says_what_to_run(tmp_path):
+    with pytest.raises(InputError, match=r"no stage A chunk files .*synthetic-a-create.py"):
+        read_chunks(tmp_path / "synthetic-output" / "5")
+    chunks = tmp_path / "chunks"
+    chunks.mkdir()
+    pd.DataFrame({"note_id": [1], "output": ["[]"]}).to_csv(chunks / "df_yes_no_0_1.csv", index=False)
+    with pytest.raises(InputError, match=r"df_yes_no_0_1.csv lacks column\(s\) subject_id"):
+        read_chunks(chunks)
+    empty = pd.DataFrame(columns=postprocess.ITEM_COLUMNS)
+    with pytest.raises(InputError, match="no item survived"):
+        postprocess.write_stage_b(empty, pd.DataFrame(), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
