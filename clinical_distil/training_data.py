@@ -20,7 +20,7 @@ from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 log = logging.getLogger(__name__)
 
 DATASET_COLUMNS = ["id", "prompt", "output", "question_type", "subject_id", "note_id"]
-NO_SUPPORT_KEYS = ("question", "type", "answer")
+NO_SUPPORT_KEYS = ("question", "type", "answer", "section")  # the paper's "no support": no source, no explanation
 
 
 def balance(items: pd.DataFrame, per_type: int | None = None, hardest: bool = False, seed: int = 42) -> pd.DataFrame:

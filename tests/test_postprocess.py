@@ -118,7 +118,7 @@ def test_balance_split_and_datasets(stage_b, tmp_path):
     assert list(target) == ["question", "type", "answer", "section", "source", "explanation"]
     assert examples["prompt"].iloc[0][1]["content"].count("Question: ") == 1
     no_support = training_data.format_examples(balanced, support=False)
-    assert list(json.loads(no_support["output"].iloc[0][8:-4])) == ["question", "type", "answer"]
+    assert list(json.loads(no_support["output"].iloc[0][8:-4])) == ["question", "type", "answer", "section"]
     train, test = training_data.split(examples, seed=42)
     assert set(train["subject_id"]).isdisjoint(test["subject_id"]) and len(train) + len(test) == len(examples)
     again_train, _ = training_data.split(examples, seed=42)
