@@ -1,0 +1,167 @@
+"""QLoRA supervised fine-tuning of the student on stage C's datasets (TRL 1.x).
+
+Examples are prompt-completion conversations (system + user as prompt, the assistant's
+JSON answer as completion), so TRL computes the loss on the completion only. An example
+longer than `max_seq_length` has its note shortened inside the prompt; the response is
+never cut (the published code truncated from the left, which dropped the instructions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from clinical_distil.engines import fit_note, render_ids
+from clinical_distil.files import InputError
+
+log = logging.getLogger(__name__)
+
+# A Llama-3-style header template for base models that ship without a chat template.
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>", "<|endoftext|>")
+
+
+def dataset_paths(data_dir: Path, input_file: str, min_difficulty: int | str) -> tuple[Path, Path]:
+    raw = data_dir / "synthetic-raw"
+    return raw / f"train_{input_file}_{min_difficulty}.arrow", raw / f"test_{input_file}_{min_difficulty}.arrow"
+
+
+def prepare_tokenizer(tokenizer) -> None:
+    """The model's own chat template, or a Llama-3 header template; a pad distinct from end-of-turn."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+        if "<|eot_id|>" in tokenizer.get_vocab():
+            tokenizer.eos_token = "<|eot_id|>"
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        vocab = tokenizer.get_vocab()
+        # a reserved token of the vocabulary where there is one; a new one only as a last resort
+        choice = next((token for token in PAD_CANDIDATES if token in vocab and token != tokenizer.eos_token), None)
+        if choice is None:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        else:
+            tokenizer.pad_token = choice
+
+
+def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int) -> tuple[list[dict], int]:
+    """prompt/completion messages with notes shortened so every example fits; and how many were shortened."""
+    converted, shortened = [], 0
+    for row in rows:
+        prompt = [dict(message) for message in row["prompt"]]
+        completion = [{"role": "assistant", "content": row["output"]}]
+        prompt_tokens = len(render_ids(tokenizer, prompt))
+        full = tokenizer.apply_chat_template(prompt + completion, tokenize=True)
+        total_tokens = len(full["input_ids"] if hasattr(full, "keys") else full)
+        completion_tokens = total_tokens - prompt_tokens
+        if completion_tokens >= max_seq_length:
+            raise InputError(f"--max_seq_length {max_seq_length} is too small: a response alone takes "
+                             f"{completion_tokens} tokens; raise --max_seq_length")
+        if total_tokens > max_seq_length:
+            note = prompt[-1]["content"].split("<note>\n", 1)[1].split("\n</note>", 1)[0]
+            prompt = fit_note(tokenizer, prompt, note, max_seq_length - completion_tokens).messages
+            shortened += 1
+        converted.append({"prompt": prompt, "completion": completion})
+    return converted, shortened
+
+
+def run_name(model_id: str, input_file: str, min_difficulty: int | str, lora_r: int, lora_alpha: int) -> str:
+    return f"{Path(str(model_id).rstrip('/')).name}_{input_file}_{min_difficulty}_{lora_r}_{lora_alpha}"
+
+
+def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
+    (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, max_seq_length: int = 12000,
+          num_train_epochs: float = 1.0, max_steps: int = -1, per_device_train_batch_size: int = 1,
+          gradient_accumulation_steps: int = 2, learning_rate: float = 2e-4, lora_r: int = 8, lora_alpha: int = 16,
+          load_in_4bit: bool | None = None, packing: bool = False, gradient_checkpointing: bool = True,
+          save_steps: int = 500, save_total_limit: int = 20, logging_steps: int = 10, report_to: str = "none",
+          resume_from_checkpoint: str | None = None, seed: int = 42) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter (4-bit NF4 base where asked) and return the training summary."""
+    import time
+
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset, load_from_disk
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    for path in (train_path, test_path):
+        if not path.exists():
+            raise InputError(f"training data not found: {path}; make it with stage C "
+                             "(a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)")
+    cuda = torch.cuda.is_available()
+    load_in_4bit = cuda if load_in_4bit is None else load_in_4bit
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except OSError as error:
+        raise InputError(f"cannot load model {model_id!r}: not a local model folder, and the hub is offline "
+                         "here; give a folder with config.json and weights") from error
+    prepare_tokenizer(tokenizer)
+    train_rows, train_shortened = to_conversations(load_from_disk(str(train_path)).to_list(), tokenizer, max_seq_length)
+    test_rows, test_shortened = to_conversations(load_from_disk(str(test_path)).to_list(), tokenizer, max_seq_length)
+    log.info("notes shortened to fit %d tokens: %d of %d training and %d of %d test examples", max_seq_length,
+             train_shortened, len(train_rows), test_shortened, len(test_rows))
+
+    compute_dtype = torch.bfloat16 if cuda else torch.float32
+    model_kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if load_in_4bit:
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+        # one whole model per process: what accelerate/DeepSpeed data parallelism expects
+        model_kwargs["device_map"] = {"": PartialState().local_process_index if cuda else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(model_id, **model_kwargs)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    optimizer = "paged_adamw_8bit" if cuda else "adamw_torch"
+    if not cuda:
+        log.info("no CUDA: training in fp32 with adamw_torch instead of paged_adamw_8bit")
+    config = SFTConfig(
+        output_dir=str(output_dir), num_train_epochs=num_train_epochs, max_steps=max_steps,
+        per_device_train_batch_size=per_device_train_batch_size, per_device_eval_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+        lr_scheduler_type="constant", optim=optimizer, bf16=cuda, max_length=max_seq_length, packing=packing,
+        gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        save_steps=save_steps, save_total_limit=save_total_limit, logging_steps=logging_steps,
+        report_to=report_to, seed=seed, use_cpu=not cuda, eval_strategy="no", dataset_num_proc=None,
+    )
+    peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.05, bias="none",
+                             target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer, peft_config=peft_config)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    resume = True if resume_from_checkpoint == "last" else resume_from_checkpoint
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    metrics = trainer.evaluate()
+    trainer.save_model(str(output_dir / "final"))
+    tokenizer.save_pretrained(str(output_dir / "final"))
+    # TRL counts the tokens it trained on in its logs
+    trained_tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
+    summary = {
+        "model_id": model_id, "train_examples": len(train_rows), "test_examples": len(test_rows),
+        "notes_shortened": {"train": train_shortened, "test": test_shortened},
+        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        "eval_loss": metrics.get("eval_loss"), "seconds": round(seconds, 2),
+        "trained_tokens": trained_tokens, "tokens_per_second": round(trained_tokens / seconds, 1) if seconds else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        "load_in_4bit": load_in_4bit, "optimizer": optimizer,
+        "config": config.to_dict(), "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": "all-linear"},
+        "log_history": trainer.state.log_history,
+    }
+    if trainer.is_world_process_zero():
+        write_summary(output_dir, summary)
+    return summary

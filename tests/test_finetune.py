@@ -1,0 +1,109 @@
+"""finetune.py on CPU: completion-only loss masking, the 4-bit and full-precision paths, resume, errors."""
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+
+from clinical_distil import finetuning, postprocess, training_data
+from clinical_distil.synthetic import read_chunks
+
+from conftest import make_stage_a_outputs, run_script
+
+ANSWER = '```json\n{"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes"}\n```'
+
+
+def masked_text(tokenizer, model_dir):
+    """What the real TRL collator leaves in the labels for one prompt-completion example."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.resize_token_embeddings(len(tokenizer))
+    example = {"prompt": [{"role": "system", "content": "You extract facts."},
+                          {"role": "user", "content": "Note: aspirin 81 mg daily. Question: on aspirin?"}],
+               "completion": [{"role": "assistant", "content": ANSWER}]}
+    trainer = SFTTrainer(model=model, args=SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True,
+                                                     max_length=512),
+                         train_dataset=Dataset.from_list([example]), processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels = batch["labels"][0]
+    return tokenizer.decode(batch["input_ids"][0][labels != -100])
+
+
+def test_loss_covers_only_the_assistant_message_smollm2_template(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    finetuning.prepare_tokenizer(tokenizer)
+    assert tokenizer.pad_token != tokenizer.eos_token
+    assert masked_text(tokenizer, tiny_model_dir) == ANSWER + "<|im_end|>\n"  # the template's newline follows
+
+
+def test_loss_covers_only_the_assistant_message_llama3_template(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = None  # a base model without a template or pad token, as Llama-3.1-8B
+    tokenizer.pad_token = None
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>",
+                                                                "<|eot_id|>", "<|finetune_right_pad_id|>"]})
+    finetuning.prepare_tokenizer(tokenizer)
+    assert tokenizer.eos_token == "<|eot_id|>" and tokenizer.pad_token == "<|finetune_right_pad_id|>"
+    # This vocabulary's BPE merges the header's "\n\n" with the answer's opening "```", so TRL starts the
+    # completion at that merged token; the real Llama 3 tokenizer keeps "\n\n" a token of its own.
+    assert masked_text(tokenizer, tiny_model_dir) == "\n\n" + ANSWER + "<|eot_id|>"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    notes_path, chunks = make_stage_a_outputs(root)
+    items, _ = postprocess.parse_chunks(read_chunks(chunks))
+    items = postprocess.join_notes(postprocess.normalize_items(items), pd.read_csv(notes_path))
+    examples = training_data.format_examples(training_data.balance(items, per_type=4, seed=1))
+    train, test = training_data.split(examples, test_size=0.25)
+    training_data.write_datasets(train, test, root / "synthetic-raw", "all_1")
+    return root
+
+
+def finetune(data_dir, output_dir, model, *extra):
+    return run_script("finetune.py", "--model_id", str(model), "--input_file", "all", "--min_difficulty", "1",
+                      "--data_dir", str(data_dir), "--output_dir", str(output_dir), "--max_seq_length", "640",
+                      "--logging_steps", "1", "--save_steps", "2", *extra)
+
+
+@pytest.mark.parametrize("four_bit", ["True", "False"])
+def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, four_bit):
+    first = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--load_in_4bit", four_bit)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["load_in_4bit"] is (four_bit == "True")
+    assert summary["notes_shortened"]["train"] > 0  # 640 tokens cannot hold a whole sample note
+    assert (tmp_path / "final" / "adapter_model.safetensors").exists() and (tmp_path / "checkpoint-2").exists()
+    assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
+    resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit,
+                       "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["global_step"] == 3
+    steps = [entry["step"] for entry in summary["log_history"] if "loss" in entry]
+    assert steps == [1, 2, 3]  # the resumed run carried the first two steps' history and added one
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_data", "training data not found"),
+    ("bad_model", "model folder not found"),
+    ("tiny_length", "--max_seq_length 20 is too small"),
+])
+def test_bad_input(case, message, data_dir, tiny_model_dir, tmp_path):
+    args = {"missing_data": ["--data_dir", str(tmp_path)], "bad_model": [], "tiny_length": ["--max_seq_length", "20"]}
+    model = tmp_path / "nowhere" if case == "bad_model" else tiny_model_dir
+    result = finetune(data_dir, tmp_path / "run", model, "--max_steps", "1", *args[case])
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    if case == "missing_data":
+        assert "synthetic-c-prep-training.ipynb" in errors[0]
+    assert not (tmp_path / "run" / "final").exists()
