@@ -165,3 +165,56 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
     if trainer.is_world_process_zero():
         write_summary(output_dir, summary)
     return summary
+
+
+PROBE = [{"role": "system", "content": "You extract facts from clinical notes."},
+         {"role": "user", "content": "Note: creatinine 1.4 on admission, 2.1 on day 2. Question: highest creatinine?"}]
+
+
+def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None = None,
+                  dtype: str = "bfloat16", tolerance: float = 0.05) -> dict[str, Any]:
+    """Merge a LoRA adapter into its unquantized base and save a plain model folder.
+
+    The base is loaded in `dtype` (not 4-bit: merging into quantized weights would round the
+    update away), the adapter applied and folded in with merge_and_unload, and the result
+    saved with the tokenizer and chat template used in training. The next-token logits of
+    the merged model and of base + adapter are compared on a probe prompt: the largest
+    absolute difference must stay within `tolerance` (rounding to `dtype`) and the
+    top token must agree.
+    """
+    import shutil
+
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise InputError(f"no adapter_config.json in {adapter_dir}; give a checkpoint-N or final/ folder of finetune.py")
+    base_id = base_model_id or PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    torch_dtype = getattr(torch, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch_dtype)
+    except OSError as error:
+        raise InputError(f"cannot load base model {base_id!r}; pass --base_model_id with a local folder") from error
+    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+        base.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    ids = torch.tensor([render_ids(tokenizer, PROBE)])
+    with torch.no_grad():
+        adapter_logits = model(input_ids=ids).logits[0, -1].float()
+    merged = model.merge_and_unload()
+    with torch.no_grad():
+        merged_logits = merged(input_ids=ids).logits[0, -1].float()
+    difference = float((adapter_logits - merged_logits).abs().max())
+    same_top = int(adapter_logits.argmax()) == int(merged_logits.argmax())
+    if difference > tolerance or not same_top:
+        raise RuntimeError(f"merged model disagrees with base + adapter (max logit difference {difference:.4f})")
+    temp_dir = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    merged.save_pretrained(str(temp_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(temp_dir))
+    shutil.rmtree(output_dir, ignore_errors=True)
+    temp_dir.rename(output_dir)
+    return {"base_model": base_id, "adapter": str(adapter_dir), "max_logit_difference": difference,
+            "tolerance": tolerance, "same_top_token": same_top, "dtype": dtype}

@@ -9,6 +9,7 @@ from conftest import REPO, run_script
 
 SCRIPTS = {
     "a-generate-synthetic-training-data/synthetic-0-select-notes.py": ["--source", "--num_notes", "--exclude_subjects"],
+    "a-generate-synthetic-training-data/synthetic-e-convert-peft.py": ["--adapter_dir", "--base_model_id", "--dtype"],
     "finetune.py": ["--model_id", "--input_file", "--min_difficulty", "--max_seq_length"],
     "eval-inference.py": ["--model_id", "--dataset_name", "--input_file", "--num_inference", "--chunk_size"],
 }

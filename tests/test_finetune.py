@@ -107,3 +107,32 @@ def test_bad_input(case, message, data_dir, tiny_model_dir, tmp_path):
     if case == "missing_data":
         assert "synthetic-c-prep-training.ipynb" in errors[0]
     assert not (tmp_path / "run" / "final").exists()
+
+
+def test_merge_matches_adapter_and_loads_plainly(tiny_model_dir, tmp_path):
+    from peft import get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    # a non-zero update (a fresh LoRA adds nothing), so the merge has something to prove
+    adapter = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
+                                              init_lora_weights=False))
+    adapter.save_pretrained(tmp_path / "run" / "final")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "run" / "final")
+    result = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",
+                        str(tmp_path / "run" / "final"), "--output_dir", str(tmp_path / "merged"), "--dtype", "float32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max next-token logit difference" in result.stdout
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
+    ids = torch.tensor([finetuning.render_ids(tokenizer, finetuning.PROBE)])
+    with torch.no_grad():
+        expected = adapter(input_ids=ids).logits[0, -1]
+        got = merged(input_ids=ids).logits[0, -1]
+    assert torch.allclose(expected, got, atol=1e-4)
+    output = merged.generate(input_ids=ids, max_new_tokens=3, do_sample=False)
+    assert ids.shape[1] < output.shape[1] <= ids.shape[1] + 3  # it generates
+    again = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",
+                       str(tmp_path / "run" / "final"), "--output_dir", str(tmp_path / "merged"))
+    assert again.returncode == 2 and "exists" in again.stderr
