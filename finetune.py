@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clinical_distil import finetuning  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
-from clinical_distil.files import REPO_ROOT, InputError, data_root, resolve  # noqa: E402
+from clinical_distil.files import REPO_ROOT, check_model_folder, data_root, resolve  # noqa: E402
 
 
 def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all", min_difficulty: int = 5,
@@ -52,11 +52,9 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all"
     train_path, test_path = finetuning.dataset_paths(data_root(data_dir), input_file, min_difficulty)
     name = finetuning.run_name(model_id, input_file, min_difficulty, lora_r, lora_alpha)
     target = resolve(output_dir) if output_dir else REPO_ROOT / "results" / name
-    local = Path(model_id).expanduser()
-    if (local.is_absolute() or model_id.startswith((".", "~")) or local.exists()) and not (local / "config.json").exists():
-        raise InputError(f"model folder not found or has no config.json: {model_id}")
+    check_model_folder(model_id)
     summary = finetuning.train(
-        str(resolve(model_id)) if local.exists() else model_id, train_path, test_path, target,
+        str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id, train_path, test_path, target,
         max_seq_length=max_seq_length, num_train_epochs=num_train_epochs, max_steps=max_steps,
         per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, lora_r=lora_r,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from clinical_distil.files import InputError
+from clinical_distil.files import InputError, check_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -403,8 +403,6 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from vllm import LLM
 
-        if not Path(model_id).exists() and "/" not in model_id:
-            raise InputError(f"model not found: {model_id!r} is neither a folder nor a hub id")
         self.model_id = model_id
         self.adapter = adapter
         options: dict[str, Any] = dict(
@@ -489,9 +487,7 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
     """The vLLM engine where vLLM imports and a GPU is visible (for engine='auto'), else transformers."""
     if engine not in ("auto", "vllm", "transformers"):
         raise InputError(f"unknown engine {engine!r}; choose auto, vllm or transformers")
-    local = Path(model_id).expanduser()
-    if (local.is_absolute() or model_id.startswith((".", "~")) or local.exists()) and not (local / "config.json").exists():
-        raise InputError(f"model folder not found or has no config.json: {model_id}")
+    check_model_folder(model_id)
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
     chosen = engine if engine != "auto" else ("vllm" if vllm_available() else "transformers")

@@ -104,3 +104,11 @@ def read_csv(path: str | os.PathLike, required: list[str] | tuple[str, ...] = ()
 def find_existing(candidates: list[Path]) -> Path | None:
     """The first of `candidates` that exists (used for `name.csv` or `name.csv.gz`)."""
     return next((path for path in candidates if path.exists()), None)
+
+
+def check_model_folder(model_id: str) -> None:
+    """A model given as a path must be a folder with config.json; hub ids pass through unchecked."""
+    local = Path(model_id).expanduser()
+    looks_local = local.is_absolute() or model_id.startswith((".", "~")) or local.exists()
+    if looks_local and not (local / "config.json").exists():
+        raise InputError(f"model folder not found or has no config.json: {model_id}")
