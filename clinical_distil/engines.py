@@ -301,17 +301,16 @@ class TransformersEngine:
                 batch_keys[row, :, longest - row_keys.shape[2]:] = row_keys[0]
                 batch_values[row, :, longest - row_values.shape[2]:] = row_values[0]
             layers.append((batch_keys, batch_values))
-        cache = _growing_cache(layers, reserve=max(budget_for(ids) for ids in prompts))
+        budget = [budget_for(ids) for ids in prompts]
+        cache = _growing_cache(layers, reserve=max(budget))
         logits = torch.stack([row_logits for _, row_logits in prefilled])
         del prefilled, layers
         mask = (torch.arange(longest, device=self.device)[None, :] >= (longest - lengths)[:, None]).long()
         positions = lengths.clone()  # the next token's position in each row
         rows = list(range(count))  # batch row -> prompt index, shrinking as rows finish
         matchers = self._json_matchers(schemas) if schemas else None
-        bitmask = None
         tokens: list[list[int]] = [[] for _ in range(count)]
         reasons = ["length"] * count
-        budget = [budget_for(ids) for ids in prompts]
         while rows:
             if matchers is not None:
                 import xgrammar

@@ -46,13 +46,17 @@ def notes_file(data_dir: Path, dataset: int | str) -> Path:
     return found
 
 
+def is_usable_note(text: Any) -> bool:
+    return isinstance(text, str) and text.strip() != ""
+
+
 def load_notes(path: Path) -> tuple[pd.DataFrame, int]:
     """The notes table, and how many rows have an empty or non-text note (kept, but not asked about)."""
     frame = read_csv(path, required=["text"], what="notes", hint=SELECT_HINT)
     for column in NOTE_COLUMNS:
         if column not in frame.columns:
             frame[column] = pd.NA
-    usable = frame["text"].map(lambda text: isinstance(text, str) and text.strip() != "")
+    usable = frame["text"].map(is_usable_note)
     return frame, int((~usable).sum())
 
 
@@ -86,7 +90,7 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
     rows, fitted = [], []
     for _, note in notes.iterrows():
         text = note["text"]
-        if not isinstance(text, str) or not text.strip():
+        if not is_usable_note(text):
             continue
         for question_type in settings.question_types:
             messages = prompts.generation_messages(text, question_type, settings.questions_per_type)
@@ -136,9 +140,8 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
     chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
     started = time.time()
     totals: dict[str, int] = {}
-    pending_requests = sum(
-        len([1 for text in notes["text"].iloc[low:high] if isinstance(text, str) and text.strip()])
-        * len(settings.question_types) for low, high in chunks)
+    pending_requests = sum(int(notes["text"].iloc[low:high].map(is_usable_note).sum()) * len(settings.question_types)
+                           for low, high in chunks)
     throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
     for low, high in chunks:
         for key, value in run_chunk(engine, notes, low, high, settings, output_dir, model_id, throughput).items():
