@@ -34,7 +34,7 @@ def main(adapter_dir: str | None = None, output_dir: str | None = None, base_mod
         raise InputError(f"{target} exists; pass --overwrite to merge again")
     report = finetuning.merge_adapter(adapter, target, base_model_id=base_model_id, dtype=dtype)
     print(f"merged {report['adapter']} into {report['base_model']} -> {target} "
-          f"(max next-token logit difference {report['max_logit_difference']:.4f} <= {report['tolerance']})")
+          f"(float32 check: max next-token logit difference {report['max_logit_difference']:.2e} <= {report['tolerance']})")
 
 
 if __name__ == "__main__":

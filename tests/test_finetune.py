@@ -136,3 +136,28 @@ def test_merge_matches_adapter_and_loads_plainly(tiny_model_dir, tmp_path):
     again = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",
                        str(tmp_path / "run" / "final"), "--output_dir", str(tmp_path / "merged"))
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_an_earlier_run_is_kept_unless_asked(data_dir, tiny_model_dir, tmp_path):
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "adapter_config.json").write_text("{}")
+    refused = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False")
+    assert refused.returncode == 2 and "already holds a run" in refused.stderr
+    assert (tmp_path / "final" / "adapter_config.json").read_text() == "{}"
+    replaced = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False",
+                        "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
+    assert not (tmp_path / "final.partial").exists()
+
+
+def test_smollm2_eval_loss_falls_on_the_sample_training_set(data_dir, default_model_dir, tmp_path):
+    # a short run: notes shortened to 640 tokens keep CPU steps to a few seconds
+    result = finetune(data_dir, tmp_path, default_model_dir, "--max_steps", "4", "--load_in_4bit", "False",
+                      "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "False",
+                      "--learning_rate", "5e-4", "--save_steps", "100")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["test_examples"] > 0
+    assert summary["eval_loss"] < summary["eval_loss_before"]
+    assert f"eval loss {summary['eval_loss_before']:.4f} -> {summary['eval_loss']:.4f}" in result.stdout

@@ -1,0 +1,165 @@
+"""finetune.py throughput: the paper's configuration against faster ones, same data, same card.
+
+    python bench/finetune_speed.py --shape llama-3.2-1b --tokenizer models/smollm2-tokenizer \
+        --train_examples 400 --test_examples 32 --configs paper,fast_4bit,fast_bf16
+
+Builds a random-weight model of a real Llama shape (or takes --model), writes training examples
+whose lengths spread log-uniformly over 500-4,000 tokens (sample notes cut to length, questions and
+answers from the bundled annotated samples), then runs finetune.py once per configuration in its
+own process (so peak memory is its own) and prints a table: tokens/s, peak memory, eval loss
+before and after, and MFU, estimated as 4 x parameters x tokens/s over the card's dense bf16 peak
+(989 TFLOP/s for an H100 SXM; LoRA training with a frozen base costs about 4 FLOPs per parameter and
+token: forward 2, backward to the activations 2; recomputation under gradient checkpointing is not
+counted as useful work).
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import fire  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target  # noqa: E402
+
+# name -> finetune.py flags. "paper" is the published setup (batch 1 x accumulation 2). The fast ones
+# keep exactly two examples per optimizer update, as one padding-free batch of 2 (the examples
+# concatenated, no padding, boundaries from position ids), so the optimization is the paper's and the
+# eval loss says whether anything was lost; they drop gradient checkpointing (memory allows it).
+FAST = ["--gradient_checkpointing", "False", "--padding_free", "True", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--max_seq_length", "4096"]
+CONFIGS = {
+    "paper": ["--load_in_4bit", "True", "--gradient_checkpointing", "True", "--per_device_train_batch_size", "1",
+              "--gradient_accumulation_steps", "2", "--max_seq_length", "4096"],
+    "fast_4bit": ["--load_in_4bit", "True", *FAST],
+    "fast_bf16": ["--load_in_4bit", "False", *FAST],
+    # packing fills 4,096-token rows (about 2.3 examples each): fewer optimizer steps for the same data
+    "packed_bf16": ["--load_in_4bit", "False", "--gradient_checkpointing", "False", "--packing", "True",
+                    "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
+                    "--max_seq_length", "4096"],
+}
+TYPE_NAMES = {"yes": "yes_no", "numeric": "numeric", "na-numeric": "na-numeric", "na-bool": "na-bool"}
+
+
+def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_tokens: int = 4000) -> pd.DataFrame:
+    """Stage C-format examples whose total length spreads log-uniformly over [min_tokens, max_tokens]."""
+    from clinical_distil.training_data import DATASET_COLUMNS
+
+    annotated = pd.concat([pd.read_csv(path, keep_default_na=False) for path in
+                           sorted((REPO / "data/samples/annotated-synthetic").glob("*.csv"))], ignore_index=True)
+    notes = pd.read_csv(REPO / "data/samples/mimic-iii/NOTEEVENTS.csv.gz")["TEXT"].tolist()
+    pool = tokenizer.encode("\n\n".join(notes), add_special_tokens=False)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(count):
+        item = annotated.iloc[index % len(annotated)].to_dict()
+        item["type"] = "numeric" if item["type"] in ("numeric", "na-numeric") else "boolean"
+        item.setdefault("source", "NA")
+        item.setdefault("explanation", "Stated in the note.")
+        output = answer_target(item, ANSWER_KEYS)
+        overhead = len(tokenizer.apply_chat_template(answer_messages("", item["question"]), tokenize=False)) // 4
+        target = math.exp(rng.uniform(math.log(min_tokens), math.log(max_tokens)))
+        note_tokens = max(50, int(target) - overhead - len(tokenizer.encode(output)) - 60)
+        start = int(rng.integers(0, max(1, len(pool) - note_tokens)))
+        note = tokenizer.decode(pool[start:start + note_tokens])
+        rows.append({"id": f"bench-{index}", "prompt": answer_messages(note, item["question"]), "output": output,
+                     "question_type": TYPE_NAMES[annotated.iloc[index % len(annotated)]["type"]],
+                     "subject_id": index, "note_id": str(index)})
+    return pd.DataFrame(rows)[DATASET_COLUMNS]
+
+
+def parameter_count(model_dir: Path) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str = "models/smollm2-tokenizer",
+         train_examples: int = 400, test_examples: int = 32, configs: str | tuple = "paper,fast_4bit,fast_bf16",
+         work_dir: str = "/tmp/finetune-bench", data_dir: str | None = None, peak_tflops: float = 989.0, seed: int = 0,
+         extra: str = "") -> None:
+    """Run finetune.py under each configuration on the same examples and print the comparison.
+
+    Args:
+        shape: Llama shape of the random-weight model (ignored when --model is given).
+        model: an existing model folder instead of a random one.
+        tokenizer: tokenizer folder for the random model.
+        train_examples: training examples (one epoch).
+        test_examples: held-out examples for eval loss.
+        configs: comma-separated names from CONFIGS.
+        work_dir: where models, data and runs go.
+        data_dir: where the examples are (made there when missing; default work_dir/data).
+        peak_tflops: the card's dense bf16 peak for the MFU estimate (H100 SXM: 989).
+        seed: data seed.
+        extra: more finetune.py flags for every configuration, space-separated.
+    """
+    from transformers import AutoTokenizer
+
+    from clinical_distil.default_model import build_random_model
+
+    work = Path(work_dir)
+    names = configs.split(",") if isinstance(configs, str) else list(configs)
+    unknown = [name for name in names if name not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    if model:
+        model_dir = Path(model)
+    else:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model_dir = build_random_model(shape, work / f"random-{shape}", tokenizer_dir=REPO / tokenizer, device=device)
+    data_dir = Path(data_dir) if data_dir else work / "data"
+    if not (data_dir / "synthetic-raw" / "train_bench_1.arrow").exists():
+        from clinical_distil.training_data import write_datasets
+
+        examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed)
+        write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], data_dir / "synthetic-raw",
+                       "bench_1", overwrite=True)
+    parameters = parameter_count(model_dir)
+    results = []
+    for name in names:
+        output_dir = work / "runs" / name
+        command = [sys.executable, str(REPO / "finetune.py"), "--model_id", str(model_dir), "--input_file", "bench",
+                   "--min_difficulty", "1", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+                   "--overwrite", "--save_steps", "100000", "--logging_steps", "10", *CONFIGS[name], *extra.split()]
+        print("$", " ".join(command), flush=True)
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            print(finished.stderr[-3000:])
+            results.append({"config": name, "error": finished.stderr.strip().splitlines()[-1]})
+            continue
+        summary = json.loads((output_dir / "training_summary.json").read_text())
+        tokens_per_second = summary["tokens_per_second"]
+        results.append({
+            "config": name, "steps": summary["global_step"], "trained_tokens": summary["trained_tokens"],
+            "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
+            "peak_memory_gib": summary["peak_memory_gib"], "eval_loss_before": round(summary["eval_loss_before"], 4),
+            "eval_loss": round(summary["eval_loss"], 4),
+            "mfu_percent": round(100 * 4 * parameters * tokens_per_second / (peak_tflops * 1e12), 1),
+        })
+        print(json.dumps(results[-1]), flush=True)
+    table = pd.DataFrame(results)
+    if "paper" in names and "tokens_per_second" in table:
+        paper = table.set_index("config").loc["paper"]
+        table["speedup"] = (table["tokens_per_second"] / paper["tokens_per_second"]).round(2)
+        table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper["eval_loss"] - 1)).round(1)
+    print(f"\nmodel {model_dir} ({parameters / 1e9:.2f}B parameters), {train_examples} training examples")
+    columns = list(table.columns)
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in table.itertuples(index=False):
+        print("| " + " | ".join("" if pd.isna(value) else str(value) for value in row) + " |")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
