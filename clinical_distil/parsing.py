@@ -108,3 +108,11 @@ def parse_reply(text: Any, finish_reason: str = "stop") -> ParsedReply:
     if any(isinstance(value, (list, dict)) and value for value in values):
         return ParsedReply(failure="wrong_shape")
     return ParsedReply(failure="invalid_json")
+
+
+def json_values(text: Any, finish_reason: str = "stop") -> list[Any]:
+    """Every JSON value found in a reply (fenced or bare, mended where broken); [] when there is none."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    body = _body(text)
+    return _scan(body, finish_reason == "length")[0] if body else []

@@ -1,0 +1,147 @@
+"""Scoring: answer extraction, the paper's metrics against sklearn, official n2c2 F1, bootstrap, XML export."""
+
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from clinical_distil import metrics
+from clinical_distil.eval_data import APIXABAN_QUESTIONS, N2C2_QUESTIONS
+from clinical_distil.files import InputError
+from clinical_distil.tasks import APIXABAN_BOOLEAN, APIXABAN_NUMERIC, N2C2_CRITERIA
+
+# realistic replies of small students and what they answer (None: unparseable)
+REPLIES = [
+    ('```json\n{"question": "On aspirin?", "type": "boolean", "answer": "Yes", "source": "ASA 81"}\n```', "Yes"),
+    ('{"question": "On aspirin?", "type": "boolean", "answer": "No"}', "No"),
+    ('{"answer": "yes"}', "Yes"),
+    ('{"Answer": "NO"}', "No"),
+    ('{"answer": true}', "Yes"),
+    ('{"answer": 1.40}', "1.4"),
+    ('{"answer": "1.40 mg/dL"}', "1.4"),
+    ('{"answer": "7.2%"}', "7.2"),
+    ('{"answer": "NA"}', "NA"),
+    ('{"answer": "N/A"}', "NA"),
+    ('{"answer": "not mentioned"}', "NA"),
+    ('{"answer": null}', "NA"),
+    ('Here is the answer:\n```json\n{"question": "Highest creatinine?", "answer": "2.1",}\n```', "2.1"),
+    ("{'question': 'Highest HbA1c?', 'answer': '8.1'}", "8.1"),
+    ('```json\n{"question": "Drug use?", "answer": "No", "explanation": "Denies illicit', "No"),
+    ('[{"question": "MI?", "answer": "Yes"}]', "Yes"),
+    ('"answer": "Yes", "source": "NSTEMI in 2064"', "Yes"),
+    ("Answer: No", "No"),
+    ("Yes", "Yes"),
+    ("No.", "No"),
+    ("yes, the patient takes aspirin daily", "Yes"),
+    ("1.8", "1.8"),
+    ("1.8 mg/dL", "1.8"),
+    ("NA", "NA"),
+    ("", None),
+    ("I cannot determine this from the note.", None),
+    ("The patient has a history of diabetes and hypertension.", None),
+    ('{"question": "On aspirin?", "type": "boolean"}', None),
+]
+
+
+@pytest.mark.parametrize("reply, expected", REPLIES)
+def test_extract_answer(reply, expected):
+    assert metrics.extract_answer(reply) == expected
+
+
+@given(st.text(max_size=200))
+def test_extract_answer_never_raises(text):
+    answer = metrics.extract_answer(text)
+    assert answer is None or isinstance(answer, str)
+
+
+@given(st.sampled_from(["Yes", "No", "NA", "2.5", "140"]))
+def test_extract_answer_reads_what_the_student_was_trained_to_write(answer):
+    from clinical_distil.prompts import answer_target
+
+    assert metrics.extract_answer(answer_target({"question": "q", "type": "boolean", "answer": answer})) == answer
+
+
+def test_same_answer_and_thresholds():
+    assert metrics.same_answer("1.4", "1.40") and metrics.same_answer("NA", "not documented")
+    assert not metrics.same_answer(None, "No") and not metrics.same_answer("1.4", "1.41")
+    answers = pd.Series(["1.3", "1.31", "6.5", "9.5", "9.6", "NA", None, "Yes", None])
+    criteria = pd.Series(["CREATININE", "CREATININE", "HBA1C", "HBA1C", "HBA1C", "HBA1C", "ABDOMINAL", "ABDOMINAL",
+                          "CREATININE"])
+    assert metrics.n2c2_predictions(answers, criteria).tolist() == [0, 1, 1, 1, 0, 0, 0, 1, 0]
+    open_ended = metrics.n2c2_predictions(answers, criteria, hba1c_high=float("inf"))
+    assert open_ended.tolist() == [0, 1, 1, 1, 1, 0, 0, 1, 0]  # the paper's >= 6.5
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=60))
+def test_per_question_metrics_equal_sklearn(pairs):
+    labels, predictions = (np.array(values) for values in zip(*pairs))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns when a predicted class is absent from the labels
+        expected = balanced_accuracy_score(labels, predictions)
+    assert metrics.balanced_accuracy(labels, predictions) == pytest.approx(expected)
+    assert metrics.micro_f1(labels, predictions) == pytest.approx(f1_score(labels, predictions, average="micro"))
+
+
+def test_hand_computed_metrics():
+    labels, predictions = np.array([1, 1, 1, 0]), np.array([1, 0, 1, 1])
+    assert metrics.balanced_accuracy(labels, predictions) == pytest.approx((2 / 3 + 0) / 2)
+    assert metrics.micro_f1(labels, predictions) == pytest.approx(0.5)
+
+
+def small_n2c2():
+    # criterion A: 3 met (2 found), 1 not met (called met); criterion B: 2 not met (both right), 2 met (1 found)
+    return pd.DataFrame({"question_label": ["A"] * 4 + ["B"] * 4,
+                         "target": [1, 1, 1, 0, 0, 0, 1, 1], "prediction": [1, 1, 0, 1, 0, 0, 1, 0]})
+
+
+def test_n2c2_official_scores_on_known_counts():
+    scores = metrics.n2c2_official(small_n2c2())
+    # pooled met: tp 3, fp 1, fn 2 -> P 3/4, R 3/5; not met: tp 2, fp 2, fn 1 -> P 1/2, R 2/3
+    met, not_met = 2 * 0.75 * 0.6 / 1.35, 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3)
+    assert scores["micro_f1_met"] == pytest.approx(met) and scores["micro_f1_not_met"] == pytest.approx(not_met)
+    assert scores["micro_f1"] == pytest.approx((met + not_met) / 2)
+    # per criterion: A met F1 = 2*(2/3)*(2/3)/(4/3) = 2/3, A not met F1 = 0 (tp 0); B met P 1 R 1/2 -> 2/3,
+    # B not met P 2/3 R 1 -> 0.8
+    assert scores["macro_f1_met"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert scores["macro_f1_not_met"] == pytest.approx((0 + 0.8) / 2)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.4) / 2)
+    table = scores["per_criterion"].set_index("question_label")
+    assert table.loc["A", ["met_tp", "met_fp", "met_fn", "not_met_tp"]].tolist() == [2, 1, 1, 0]
+
+
+def test_bootstrap_is_seeded_and_brackets_the_mean():
+    frame = pd.DataFrame({"q": np.repeat(["a", "b", "c", "d"], 25), "target": np.tile([0, 1], 50),
+                          "prediction": np.random.default_rng(3).integers(0, 2, 100)})
+    first = metrics.summarize(frame, "q", resamples=300, seed=7)
+    again = metrics.summarize(frame, "q", resamples=300, seed=7)
+    other = metrics.summarize(frame, "q", resamples=300, seed=8)
+    assert first == again and first["micro_f1_ci_examples"] != other["micro_f1_ci_examples"]
+    for key in ("balanced_accuracy", "micro_f1"):
+        for interval in (first[f"{key}_ci_questions"], first[f"{key}_ci_examples"]):
+            assert interval[0] <= first[key] <= interval[1]
+
+
+def test_n2c2_xml_export_round_trips(tmp_path):
+    from clinical_distil.n2c2 import read_patient_file
+
+    rows = pd.DataFrame({"patient": ["101"] * 13, "question_label": list(N2C2_CRITERIA),
+                         "prediction": [1, 0] * 6 + [1]})
+    [path] = metrics.write_n2c2_xml(rows, tmp_path)
+    assert path.name == "101.xml"
+    parsed = read_patient_file(path)
+    assert parsed.tags == {criterion: bool(value) for criterion, value in zip(N2C2_CRITERIA, rows["prediction"])}
+    assert ElementTree.parse(path).getroot().find("TAGS")[0].get("met") == "met"
+    with pytest.raises(InputError, match="no prediction for MI-6MOS"):
+        metrics.write_n2c2_xml(rows.iloc[:12], tmp_path / "partial")
+
+
+def test_question_vocabularies_cover_every_criterion():
+    assert list(N2C2_QUESTIONS) == list(N2C2_CRITERIA)
+    assert set(APIXABAN_QUESTIONS) == set(APIXABAN_BOOLEAN) | set(APIXABAN_NUMERIC)
+    assert len(APIXABAN_BOOLEAN) == 15 and len(APIXABAN_NUMERIC) == 8
