@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clinical_distil import inference  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
 from clinical_distil.engines import Sampling, chunk_ranges, load_engine, shard_chunks  # noqa: E402
-from clinical_distil.files import InputError, data_root, resolve  # noqa: E402
+from clinical_distil.files import InputError, data_root, model_location, resolve  # noqa: E402
 
 
 def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name: str = "i2b2",
@@ -64,8 +64,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
     settings = inference.InferenceSettings(
         chunk_size=chunk_size, structured_output=structured_output, overwrite=overwrite,
         sampling=Sampling(max_tokens=max_output_tokens, temperature=temperature, top_p=top_p, seed=seed))
-    model = load_engine(str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id, engine=engine,
-                        max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+    model = load_engine(model_location(model_id), engine=engine, max_model_len=max_model_len,
+                        tensor_parallel_size=tensor_parallel_size,
                         batch_size=batch_size, seed=seed, adapter=str(resolve(adapter)) if adapter else None)
     summary = inference.run_eval_inference(
         model, rows, settings, target, input_file, model_id, start_row=start_row, num_inference=limit,

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clinical_distil import finetuning  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
-from clinical_distil.files import REPO_ROOT, check_model_folder, data_root, resolve  # noqa: E402
+from clinical_distil.files import REPO_ROOT, check_model_folder, data_root, model_location, resolve  # noqa: E402
 
 
 def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all", min_difficulty: int = 5,
@@ -66,7 +66,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all"
             shutil.rmtree(target)
         state.wait_for_everyone()
     summary = finetuning.train(
-        str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id, train_path, test_path, target,
+        model_location(model_id), train_path, test_path, target,
         max_seq_length=max_seq_length, num_train_epochs=num_train_epochs, max_steps=max_steps,
         per_device_train_batch_size=per_device_train_batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, lora_r=lora_r,

@@ -44,11 +44,11 @@ CONFIGS = {
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
                     "--max_seq_length", "4096"],
 }
-TYPE_NAMES = {"yes": "yes_no", "numeric": "numeric", "na-numeric": "na-numeric", "na-bool": "na-bool"}
 
 
 def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_tokens: int = 4000) -> pd.DataFrame:
     """Stage C-format examples whose total length spreads log-uniformly over [min_tokens, max_tokens]."""
+    from clinical_distil.eval_data import ANNOTATED_TYPES
     from clinical_distil.training_data import DATASET_COLUMNS
 
     annotated = pd.concat([pd.read_csv(path, keep_default_na=False) for path in
@@ -59,7 +59,8 @@ def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_t
     rows = []
     for index in range(count):
         item = annotated.iloc[index % len(annotated)].to_dict()
-        item["type"] = "numeric" if item["type"] in ("numeric", "na-numeric") else "boolean"
+        question_type = ANNOTATED_TYPES[item["type"]]
+        item["type"] = "numeric" if "numeric" in question_type else "boolean"
         item.setdefault("source", "NA")
         item.setdefault("explanation", "Stated in the note.")
         output = answer_target(item, ANSWER_KEYS)
@@ -69,7 +70,7 @@ def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_t
         start = int(rng.integers(0, max(1, len(pool) - note_tokens)))
         note = tokenizer.decode(pool[start:start + note_tokens])
         rows.append({"id": f"bench-{index}", "prompt": answer_messages(note, item["question"]), "output": output,
-                     "question_type": TYPE_NAMES[annotated.iloc[index % len(annotated)]["type"]],
+                     "question_type": question_type,
                      "subject_id": index, "note_id": str(index)})
     return pd.DataFrame(rows)[DATASET_COLUMNS]
 

@@ -106,6 +106,11 @@ def find_existing(candidates: list[Path]) -> Path | None:
     return next((path for path in candidates if path.exists()), None)
 
 
+def model_location(model_id: str) -> str:
+    """A model that exists as a local folder, resolved against the repository; a hub id unchanged."""
+    return str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id
+
+
 def check_model_folder(model_id: str) -> None:
     """A model given as a path must be a folder with config.json; hub ids pass through unchecked."""
     local = Path(model_id).expanduser()

@@ -15,6 +15,7 @@ from typing import Any
 
 from clinical_distil.engines import fit_note, render_ids
 from clinical_distil.files import InputError
+from clinical_distil.prompts import note_of
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int)
             raise InputError(f"--max_seq_length {max_seq_length} is too small: a response alone takes "
                              f"{completion_tokens} tokens; raise --max_seq_length")
         if total_tokens > max_seq_length:
-            note = prompt[-1]["content"].split("<note>\n", 1)[1].split("\n</note>", 1)[0]
+            note = note_of(prompt[-1]["content"]) or ""
             try:
                 prompt = fit_note(tokenizer, prompt, note, max_seq_length - completion_tokens).messages
             except InputError:
@@ -81,10 +82,8 @@ def run_name(model_id: str, input_file: str, min_difficulty: int | str, lora_r: 
 
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
     """Whether the run folder must be emptied first; refuse to train over an earlier run unless asked."""
-    earlier = output_dir.exists() and any(
-        (output_dir / name).exists() for name in ("final", "training_summary.json")) or any(
-        output_dir.glob("checkpoint-*"))
-    if not earlier or resume_from_checkpoint:
+    earlier = [*output_dir.glob("checkpoint-*"), output_dir / "final", output_dir / "training_summary.json"]
+    if resume_from_checkpoint or not any(path.exists() for path in earlier):
         return False
     if overwrite:
         return True
@@ -100,7 +99,8 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
           num_train_epochs: float = 1.0, max_steps: int = -1, per_device_train_batch_size: int = 1,
           gradient_accumulation_steps: int = 2, learning_rate: float = 2e-4, lora_r: int = 8, lora_alpha: int = 16,
           load_in_4bit: bool | None = None, packing: bool = False, padding_free: bool = False,
-          gradient_checkpointing: bool = True, save_steps: int = 500, save_total_limit: int = 20, logging_steps: int = 10, report_to: str = "none",
+          gradient_checkpointing: bool = True, save_steps: int = 500, save_total_limit: int = 20,
+          logging_steps: int = 10, report_to: str = "none",
           resume_from_checkpoint: str | None = None, seed: int = 42) -> dict[str, Any]:
     """Fine-tune a LoRA adapter (4-bit NF4 base where asked) and return the training summary."""
     import shutil
@@ -184,8 +184,9 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
         shutil.rmtree(output_dir / "final", ignore_errors=True)
         partial.rename(output_dir / "final")
     # TRL counts the tokens it trained on in its logs
-    eval_loss_before = next((entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry), None)
-    trained_tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
+    history = trainer.state.log_history
+    eval_loss_before = next((entry["eval_loss"] for entry in history if "eval_loss" in entry), None)
+    trained_tokens = max((entry.get("num_tokens", 0) for entry in history), default=0)
     summary = {
         "model_id": model_id, "train_examples": len(train_rows), "test_examples": len(test_rows),
         "notes_shortened": {"train": train_shortened, "test": test_shortened},
@@ -195,7 +196,7 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "load_in_4bit": load_in_4bit, "optimizer": optimizer,
         "config": config.to_dict(), "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": "all-linear"},
-        "log_history": trainer.state.log_history,
+        "log_history": history,
     }
     if trainer.is_world_process_zero():
         write_summary(output_dir, summary)

@@ -19,7 +19,7 @@ import pandas as pd
 from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_note, package_versions,
                                      shard_chunks)
 from clinical_distil.files import InputError, read_csv, write_csv, write_text
-from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE
+from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE, note_of
 
 OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "note_truncated"]
 PREPROCESS_NOTEBOOKS = {
@@ -57,10 +57,9 @@ def conversation(prompt: str) -> list[dict[str, str]]:
 
 def fit_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> FittedPrompt:
     """The conversation, its note shortened (never the instructions) when it does not fit the context."""
-    messages = conversation(prompt)
-    if "<note>\n" not in prompt or "\n</note>" not in prompt:
+    messages, note = conversation(prompt), note_of(prompt)
+    if note is None:
         return FittedPrompt(messages)  # a prompt of one's own, without a note block: sent as it is
-    note = prompt.split("<note>\n", 1)[1].split("\n</note>", 1)[0]
     return fit_note(tokenizer, messages, note, max_prompt_tokens)
 
 

@@ -252,8 +252,7 @@ def read_model_outputs(model_dir: Path, input_file: str) -> pd.DataFrame:
         raise InputError(f"no outputs for {input_file} in {model_dir}; run eval-inference.py for this model")
     frames = [read_csv(path, required=["id", "output"], what="eval-inference output", keep_default_na=False,
                        hint="rerun eval-inference.py with --overwrite for it") for path in files]
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates("id", keep="last")
-    return frame
+    return pd.concat(frames, ignore_index=True).drop_duplicates("id", keep="last")
 
 
 def model_folders(outputs_dir: Path, models: list[str] | tuple[str, ...] | str | None = None) -> list[Path]:

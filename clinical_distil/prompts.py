@@ -123,6 +123,13 @@ def note_slot(messages: list[dict[str, str]], note_text: str) -> tuple[int, int,
     raise ValueError("the note text is not part of the messages")
 
 
+def note_of(prompt: str) -> str | None:
+    """The note inside an answer prompt's <note> block (see answer_messages), or None if it has none."""
+    head, opening, rest = prompt.partition("<note>\n")
+    note, closing, _ = rest.partition("\n</note>")
+    return note if opening and closing else None
+
+
 def max_questions(question_type: str, questions_per_type: int = DEFAULT_QUESTIONS_PER_TYPE) -> int:
     if question_type == "yes_no":
         return 2 * questions_per_type

@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# no per-example deadline: on a busy 2-core machine a first call (imports, warm-up) can take 300 ms
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
