@@ -6,8 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEFAULT_MODEL := models/SmolLM2-135M-Instruct
-DEMO_NOTES ?= 24
-DEMO_TEACHER_NOTES ?= 4
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -30,21 +29,11 @@ $(VENV)/.installed: requirements-cpu.txt
 $(DEFAULT_MODEL)/config.json: $(VENV)/.installed
 	$(PY) -m clinical_distil.default_model
 
-# The main job on the embedded default model and the bundled samples (the stages that exist so far).
-# Stage A uses structured output: a 135M teacher rarely writes valid JSON unaided.
+# The main job end to end on the embedded default model (teacher and student base) and the bundled
+# samples, CPU only: run-pipeline.py with configs/demo.yaml (subset sizes there). Rerunning resumes;
+# the report is reports/demo/report.md (and report.html).
 demo: setup
-	$(PY) a-generate-synthetic-training-data/synthetic-0-select-notes.py \
-		--source data/samples/mimic-iii/NOTEEVENTS.csv.gz --num_notes $(DEMO_NOTES)
-	$(PY) a-generate-synthetic-training-data/synthetic-a-create.py --model_id $(DEFAULT_MODEL) \
-		--dataset $(DEMO_NOTES) --limit $(DEMO_TEACHER_NOTES) --engine transformers --structured_output \
-		--questions_per_type 2 --max_tokens 512 --chunk_size 2
-	mkdir -p data/notebooks
-	$(PY) -m papermill --cwd a-generate-synthetic-training-data \
-		a-generate-synthetic-training-data/synthetic-b-post_process_join_notes.ipynb \
-		data/notebooks/synthetic-b-post_process_join_notes.ipynb -p dataset $(DEMO_NOTES) -p overwrite True
-	$(PY) -m papermill --cwd a-generate-synthetic-training-data \
-		a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb \
-		data/notebooks/synthetic-c-prep-training.ipynb -p combo all -p min_difficulty 1 -p overwrite True
+	$(PY) run-pipeline.py --config configs/demo.yaml $(DEMO_ARGS)
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite
 test: setup

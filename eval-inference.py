@@ -70,7 +70,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
     summary = inference.run_eval_inference(
         model, rows, settings, target, input_file, model_id, start_row=start_row, num_inference=limit,
         num_shards=num_shards, shard_index=shard_index,
-        manifest_extra={"dataset_name": dataset_name, "adapter": adapter, "model_name": name})
+        manifest_extra={"dataset_name": dataset_name, "adapter": adapter, "model_name": name,
+                        "rows_in_file": len(rows)})
     print(f"eval-inference: {summary['answered']} answers ({summary['skipped_chunks']} chunks already done, "
           f"{summary['notes_shortened']} notes shortened, {summary['length_stops']} cut at the token limit), "
           f"{summary['seconds_per_example'] or 0:.3f} s/example -> {target}")

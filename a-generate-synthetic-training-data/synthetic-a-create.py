@@ -65,7 +65,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
                           tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, seed=seed)
     summary = synthetic.run_stage_a(teacher, notes, settings, target, model_id, start_row=start_row, limit=limit,
                                     num_shards=num_shards, shard_index=shard_index,
-                                    manifest_extra={"notes_file": str(notes_path), "unusable_notes": unusable})
+                                    manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
+                                                    "unusable_notes": unusable})
     counts = summary["counts"]
     print(f"stage A: {counts.get('requests', 0)} replies in {counts.get('written_files', 0)} new files "
           f"({counts.get('skipped_files', 0)} already done, {unusable} empty notes skipped, "

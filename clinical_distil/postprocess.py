@@ -117,6 +117,18 @@ def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return item_frame, failure_frame
 
 
+def reply_counts(chunks: pd.DataFrame, items: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """Per question type: replies, replies cut at the token limit, failed replies, items parsed, items repaired."""
+    counts = pd.DataFrame({
+        "replies": chunks.groupby("question_type").size(),
+        "cut_by_length": chunks[chunks["finish_reason"] == "length"].groupby("question_type").size(),
+        "failed": failures.groupby("question_type").size(),
+        "items": items.groupby("question_type").size(),
+        "repaired_items": items[items["repaired"].astype(bool)].groupby("question_type").size(),
+    })
+    return counts.fillna(0).astype(int).rename_axis("question_type")
+
+
 def normalize_items(items: pd.DataFrame) -> pd.DataFrame:
     items = items.copy()
     items["answer_raw"] = items["answer"]
@@ -174,12 +186,16 @@ def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.Data
     return chosen[chosen["difficulty"].notna() & (chosen["difficulty"] >= min_difficulty)].reset_index(drop=True)
 
 
-def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False) -> list[Path]:
-    """The contract files: synth_{combo}_{d}_df.csv.gz, synth_all_df.csv and the failures table."""
+def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False,
+                  counts: pd.DataFrame | None = None) -> list[Path]:
+    """The contract files: synth_{combo}_{d}_df.csv.gz, synth_all_df.csv, the failures table and, when given,
+    the reply counts per question type (replies_by_type.csv, read by the pipeline report)."""
     if items.empty:
         raise InputError("no item survived parsing and filtering; nothing written (look at the failures table)")
     written = []
     targets = {output_dir / "synth_all_df.csv": items, output_dir / "parse_failures.csv": failures}
+    if counts is not None:
+        targets[output_dir / "replies_by_type.csv"] = counts.reset_index()
     for combo in COMBOS:
         for difficulty in DIFFICULTIES:
             targets[output_dir / f"synth_{combo}_{difficulty}_df.csv.gz"] = combo_frame(items, combo, difficulty)

@@ -1,0 +1,395 @@
+"""The run report: reports/{run}/report.md, report.html and PNG figures.
+
+Every number comes from a file a stage wrote (the notes table, stage A's manifest, stage B's
+tables, stage C's datasets, training_summary.json, the eval-inference manifests, the
+evaluate notebooks' summary.csv) or from the driver's run.json (wall times). Nothing is
+recomputed here except counts and means over those files.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clinical_distil.files import write_text
+from clinical_distil.pipeline import MODEL_ROLES, STAGES, Layout, read_run_state
+from clinical_distil.prompts import QUESTION_TYPES
+
+log = logging.getLogger(__name__)
+
+ANNOTATED_TYPES = ("yes_no", "numeric", "na-numeric", "na-bool")
+Block = tuple[str, Any]  # ("h2" | "p" | "table" | "image", content)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as the report prints them (the tests compare against this)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):,.{digits}f}"
+    return str(value)
+
+
+def with_interval(row: pd.Series, metric: str, interval: str = "ci_questions") -> str:
+    low, high = row.get(f"{metric}_{interval}_low"), row.get(f"{metric}_{interval}_high")
+    if low is None or pd.isna(low):
+        return fmt(row.get(metric))
+    return f"{fmt(row[metric])} [{fmt(low)}, {fmt(high)}]"
+
+
+def _read(path: Path, **kwargs) -> pd.DataFrame | None:
+    return pd.read_csv(path, **kwargs) if path.exists() else None
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+def settings_section(layout: Layout, state: dict[str, Any]) -> list[Block]:
+    settings = layout.settings
+    manifest = _json(layout.chunks_dir / "manifest.json") or {}
+    rows = [("teacher", settings.teacher), ("student", settings.student), ("notes", str(layout.notes_file)),
+            ("stage A dataset", layout.dataset),
+            ("notes read by the teacher", "all" if settings.teacher_notes is None else settings.teacher_notes),
+            ("questions per type (k)", settings.questions_per_type),
+            ("teacher reply limit (tokens)", settings.generation_max_tokens),
+            ("structured output", settings.structured_output), ("engine", manifest.get("engine", settings.engine)),
+            ("training data", f"{settings.combo}, difficulty >= {settings.min_difficulty}"),
+            ("evaluation tasks", ", ".join(settings.task_list)), ("data root", str(layout.root))]
+    for task in settings.task_list:
+        manifest_path = layout.outputs_dir(task, "base") / f"manifest_{layout.eval_file_name(task)}.json"
+        recorded = _json(manifest_path)
+        if recorded:
+            start, stop = recorded["rows"]
+            shortened = recorded.get("notes_shortened") or 0
+            rows.append((f"{task} prompts answered", f"{stop - start} of {recorded.get('rows_in_file', '?')}" +
+                         (f" ({shortened} notes shortened to fit {recorded.get('max_model_len')} tokens)"
+                          if shortened else "")))
+    blocks: list[Block] = [("h2", "Run settings"),
+                           ("table", pd.DataFrame(rows, columns=["setting", "value"]).assign(
+                               value=lambda frame: frame["value"].map(fmt)))]
+    if settings.structured_output:
+        blocks.append(("p", "Stage A constrained the teacher's replies to the JSON schema of the question list "
+                            "(structured output). The paper's teacher wrote JSON unaided; a small teacher such as "
+                            "the 135M default rarely does, so without it almost every reply would fail to parse."))
+    return blocks
+
+
+def counts_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, Any]]:
+    settings = layout.settings
+    numbers: dict[str, Any] = {}
+    notes = _read(layout.notes_file, usecols=["note_id"])
+    manifest = _json(layout.chunks_dir / "manifest.json") or {}
+    replies = _read(layout.raw_dir / "replies_by_type.csv")
+    failures = _read(layout.raw_dir / "parse_failures.csv", usecols=["question_type", "reason"])
+    kept = _read(layout.raw_dir / "synth_all_df.csv",
+                 usecols=["question_type", "difficulty", "source_in_note", "answer_type_ok", "duplicate_question"])
+    chosen = _read(layout.raw_dir / f"synth_{layout.training_name}_df.csv.gz", usecols=["question_type"])
+    train = _read(layout.raw_dir / f"train_{layout.training_name}.csv.gz", usecols=["question_type"])
+    test = _read(layout.raw_dir / f"test_{layout.training_name}.csv.gz", usecols=["question_type"])
+    if manifest.get("rows"):
+        start, stop = manifest["rows"]
+        numbers["notes_to_teacher"] = stop - start
+    if notes is not None:
+        numbers["notes_selected"] = len(notes)
+    per_type = pd.DataFrame(index=pd.Index(QUESTION_TYPES, name="question_type"))
+    if replies is not None:
+        per_type = per_type.join(replies.set_index("question_type"))
+    for name, frame in (("kept_after_filters", kept), (f"difficulty_{settings.min_difficulty}_plus", chosen),
+                        ("train", train), ("test", test)):
+        if frame is not None:
+            per_type[name] = frame.groupby("question_type").size()
+    per_type = per_type.fillna(0).astype(int)
+    totals = per_type.sum()
+    for column in per_type.columns:
+        numbers[column] = int(totals[column])
+    flow = [("notes selected", numbers.get("notes_selected")), ("notes sent to the teacher", numbers.get("notes_to_teacher")),
+            ("teacher replies", numbers.get("replies")), ("replies cut at the token limit", numbers.get("cut_by_length")),
+            ("replies that failed to parse", numbers.get("failed")),
+            ("question/answer items parsed", numbers.get("items")),
+            ("items kept after filters", numbers.get("kept_after_filters")),
+            (f"items of '{settings.combo}' with difficulty >= {settings.min_difficulty}",
+             numbers.get(f"difficulty_{settings.min_difficulty}_plus")),
+            ("training examples (balanced)", numbers.get("train")), ("test examples", numbers.get("test"))]
+    blocks: list[Block] = [
+        ("h2", "Counts through the stages"),
+        ("table", pd.DataFrame([(label, fmt(value)) for label, value in flow], columns=["stage", "count"])),
+        ("p", "Per question type:"),
+        ("table", per_type.reset_index().astype(str))]
+    if failures is not None and len(failures):
+        reasons = failures.groupby("reason").size().sort_values(ascending=False)
+        blocks.append(("p", "Parse failures by reason: " +
+                       ", ".join(f"{reason} {count}" for reason, count in reasons.items()) + "."))
+
+    blocks.append(("h2", "Teacher data quality"))
+    if kept is not None and len(kept):
+        quality = kept.groupby("question_type").agg(
+            items=("question_type", "size"), source_in_note=("source_in_note", "mean"),
+            answer_type_ok=("answer_type_ok", "mean"), duplicate_question=("duplicate_question", "mean"),
+            difficulty_missing=("difficulty", lambda column: column.isna().mean()),
+            median_difficulty=("difficulty", "median")).reindex(
+                [kind for kind in QUESTION_TYPES if kind in set(kept["question_type"])])
+        numbers["source_in_note_rate"] = float(kept["source_in_note"].mean())
+        blocks.append(("p", f"Source quote found in the note for {fmt(numbers['source_in_note_rate'])} of the kept "
+                            "items (exact, normalized or fuzzy match). N/A types quote 'not found' by design."))
+        blocks.append(("table", quality.reset_index().map(fmt)))
+        blocks.append(("image", plot_difficulty(kept, figures / "difficulty.png")))
+    else:
+        blocks.append(("p", "No stage B output yet."))
+    return blocks, numbers
+
+
+def training_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, Any]]:
+    summary = _json(layout.finetune_dir / "training_summary.json")
+    if summary is None:
+        return [("h2", "Training"), ("p", "No training summary yet.")], {}
+    rows = [("examples (train / test)", f"{summary['train_examples']} / {summary['test_examples']}"),
+            ("optimizer steps", fmt(summary["global_step"])), ("mean training loss", fmt(summary["train_loss"])),
+            ("eval loss before training", fmt(summary["eval_loss_before"])),
+            ("eval loss after training", fmt(summary["eval_loss"])),
+            ("trained tokens", fmt(int(summary["trained_tokens"] or 0))), ("tokens/s", fmt(summary["tokens_per_second"], 1)),
+            ("training seconds", fmt(summary["seconds"], 1)), ("4-bit base", fmt(summary["load_in_4bit"])),
+            ("optimizer", summary["optimizer"]), ("peak GPU memory (GiB)", fmt(summary["peak_memory_gib"], 2))]
+    blocks: list[Block] = [("h2", "Training"), ("table", pd.DataFrame(rows, columns=["quantity", "value"]))]
+    curve = plot_loss(summary["log_history"], figures / "training_loss.png")
+    if curve is not None:
+        blocks.append(("image", curve))
+    return blocks, summary
+
+
+def evaluation_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, pd.DataFrame]]:
+    blocks: list[Block] = [("h2", "Evaluation: base vs distilled student"),
+                           ("p", "Means over questions of the per-question balanced accuracy and micro-F1 (the "
+                                 "paper's metrics) with 95% bootstrap intervals over questions; unparseable answers "
+                                 "count as No for yes/no questions, as in the paper.")]
+    summaries: dict[str, pd.DataFrame] = {}
+    for task in layout.settings.task_list:
+        summary = _read(layout.evaluation_dir(task) / "summary.csv")
+        if summary is None:
+            blocks.append(("p", f"{task}: not scored yet."))
+            continue
+        names = {layout.model_name(role): role for role in MODEL_ROLES}
+        summary = summary[summary["model"].isin(names)].copy()
+        summary["model"] = summary["model"].map(names)
+        summaries[task] = summary
+        table = pd.DataFrame({"model": summary["model"], "examples": summary["examples"].map(fmt),
+                              "balanced accuracy [95% CI]": [with_interval(row, "balanced_accuracy")
+                                                             for _, row in summary.iterrows()],
+                              "micro-F1 [95% CI]": [with_interval(row, "micro_f1") for _, row in summary.iterrows()],
+                              "parse failure rate": summary["parse_failure_rate"].map(fmt)})
+        if task == "i2b2":
+            table["n2c2 official micro-F1"] = summary["n2c2_micro_f1"].map(fmt)
+            table["n2c2 official macro-F1"] = summary["n2c2_macro_f1"].map(fmt)
+        if task == "annotated-synthetic":
+            table["accuracy"] = summary["accuracy"].map(fmt)
+            for question_type in ANNOTATED_TYPES:
+                column = f"accuracy_{question_type}"
+                if column in summary:
+                    table[f"accuracy {question_type}"] = summary[column].map(fmt)
+        speed = []
+        for role in summary["model"]:
+            manifest = _json(layout.outputs_dir(task, role) / f"manifest_{layout.eval_file_name(task)}.json") or {}
+            speed.append(fmt(manifest.get("seconds_per_example")))
+        table["s/example"] = speed
+        blocks += [("h3", task), ("table", table)]
+    if summaries:
+        blocks.append(("image", plot_tasks(summaries, figures / "evaluation.png")))
+        annotated = summaries.get("annotated-synthetic")
+        if annotated is not None and any(f"accuracy_{kind}" in annotated for kind in ANNOTATED_TYPES):
+            blocks.append(("image", plot_types(annotated, figures / "accuracy_by_type.png")))
+    return blocks, summaries
+
+
+def timing_section(state: dict[str, Any]) -> list[Block]:
+    rows, total = [], 0.0
+    for stage in STAGES[:-1]:  # the report is being written as this table is
+        record = state.get("stages", {}).get(stage)
+        if record is None:
+            continue
+        seconds = record.get("seconds")
+        total += seconds or 0
+        rows.append((stage, record.get("status", ""), fmt(seconds, 1) if seconds is not None else "n/a"))
+    rows.append(("total", "", fmt(total, 1)))
+    return [("h2", "Wall time per stage"),
+            ("p", "Seconds each stage took when it last ran (a skipped stage keeps the time of the run that made "
+                  "its outputs)."),
+            ("table", pd.DataFrame(rows, columns=["stage", "status", "seconds"]))]
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_difficulty(kept: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(QUESTION_TYPES), figsize=(13, 3), sharey=True)
+    for axis, question_type in zip(axes, QUESTION_TYPES):
+        values = kept.loc[kept["question_type"] == question_type, "difficulty"].dropna().astype(int)
+        counts = values.value_counts().reindex(range(1, 11), fill_value=0)
+        axis.bar(counts.index, counts.values, color="#4C72B0")
+        axis.set_title(f"{question_type} ({len(values)})")
+        axis.set_xlabel("difficulty")
+        axis.set_xticks(range(1, 11))
+    axes[0].set_ylabel("items")
+    figure.suptitle("Teacher-rated difficulty of the kept items")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_loss(history: list[dict[str, Any]], path: Path) -> Path | None:
+    train = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry and "step" in entry]
+    evaluation = [(entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry]
+    if not train and not evaluation:
+        return None
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.5, 3.5))
+    if train:
+        axis.plot(*zip(*train), marker=".", label="training loss")
+    if evaluation:
+        axis.plot(*zip(*evaluation), marker="o", linestyle="--", label="eval loss")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss")
+    axis.set_title("Fine-tuning")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_tasks(summaries: dict[str, pd.DataFrame], path: Path) -> Path:
+    plt = _pyplot()
+    metrics = ("balanced_accuracy", "micro_f1")
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1, 3.6), sharey=True)
+    width = 0.8 / len(MODEL_ROLES)
+    tasks = list(summaries)
+    for axis, metric in zip(axes, metrics):
+        for offset, role in enumerate(MODEL_ROLES):
+            values, errors = [], [[], []]
+            for task in tasks:
+                rows = summaries[task][summaries[task]["model"] == role]
+                value = float(rows[metric].iloc[0]) if len(rows) else np.nan
+                low = float(rows[f"{metric}_ci_questions_low"].iloc[0]) if len(rows) else np.nan
+                high = float(rows[f"{metric}_ci_questions_high"].iloc[0]) if len(rows) else np.nan
+                values.append(value)
+                errors[0].append(max(value - low, 0))
+                errors[1].append(max(high - value, 0))
+            positions = np.arange(len(tasks)) + (offset - (len(MODEL_ROLES) - 1) / 2) * width
+            axis.bar(positions, values, width, yerr=errors, capsize=4, label=role)
+        axis.set_xticks(np.arange(len(tasks)), tasks)
+        axis.set_ylim(0, 1)
+        axis.set_title(f"{metric.replace('_', ' ')} (95% CI over questions)")
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_types(summary: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    types = [kind for kind in ANNOTATED_TYPES if f"accuracy_{kind}" in summary]
+    figure, axis = plt.subplots(figsize=(6.5, 3.5))
+    width = 0.8 / len(MODEL_ROLES)
+    for offset, role in enumerate(MODEL_ROLES):
+        rows = summary[summary["model"] == role]
+        values = [float(rows[f"accuracy_{kind}"].iloc[0]) if len(rows) else np.nan for kind in types]
+        axis.bar(np.arange(len(types)) + (offset - (len(MODEL_ROLES) - 1) / 2) * width, values, width, label=role)
+    axis.set_xticks(np.arange(len(types)), types)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("accuracy")
+    axis.set_title("Annotated synthetic questions: accuracy per question type")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(column) for column in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def render_markdown(title: str, blocks: list[Block], base: Path) -> str:
+    parts = [f"# {title}"]
+    for kind, content in blocks:
+        if kind == "h2":
+            parts.append(f"## {content}")
+        elif kind == "h3":
+            parts.append(f"### {content}")
+        elif kind == "p":
+            parts.append(content)
+        elif kind == "table":
+            parts.append(markdown_table(content))
+        elif kind == "image":
+            relative = Path(content).relative_to(base)
+            parts.append(f"![{relative.stem.replace('_', ' ')}]({relative.as_posix()})")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_html(title: str, blocks: list[Block], base: Path) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:left}img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for kind, content in blocks:
+        if kind in ("h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(content)}</p>")
+        elif kind == "table":
+            parts.append(content.to_html(index=False, border=0, escape=True))
+        elif kind == "image":
+            parts.append(f"<img src='{Path(content).relative_to(base).as_posix()}' alt='{Path(content).stem}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(layout: Layout) -> Path:
+    """Gather the run's files into report.md, report.html and figures/ under reports/{run}/."""
+    report_dir = layout.report_dir
+    figures = report_dir / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    state = read_run_state(report_dir / "run.json")
+    counts, _ = counts_section(layout, figures)
+    training, _ = training_section(layout, figures)
+    evaluation, _ = evaluation_section(layout, figures)
+    blocks = [("p", f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files of run '{layout.run}' "
+                    f"(data root {layout.root}). Executed stage notebooks are in notebooks/, the run state in run.json."),
+              *settings_section(layout, state), *counts, *training, *evaluation, *timing_section(state)]
+    title = f"Distillation report: {layout.run}"
+    write_text(render_html(title, blocks, report_dir), report_dir / "report.html")
+    target = write_text(render_markdown(title, blocks, report_dir), report_dir / "report.md")
+    log.info("report written to %s", target)
+    return target
+

@@ -1,0 +1,324 @@
+"""The end-to-end driver (run-pipeline.py): settings, resume logic, commands, and one whole run with its report."""
+
+import json
+import os
+import re
+import struct
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, SAMPLES, run_script
+
+from clinical_distil import pipeline
+from clinical_distil.files import InputError, write_csv
+from clinical_distil.pipeline import Command, PipelineSettings, Step
+from clinical_distil.report import fmt, markdown_table
+
+MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+def test_config_file_then_flags(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("teacher: models/a\nstudent: models/b\nnum_notes: 7\nstructured_output: true\n")
+    settings = PipelineSettings.from_sources(str(config), student="models/c", num_notes=None)
+    assert (settings.teacher, settings.student, settings.num_notes, settings.structured_output) == \
+        ("models/a", "models/c", 7, True)
+    assert settings.questions_per_type == 5 and settings.generation_max_tokens == 4096  # the paper's defaults
+
+
+@pytest.mark.parametrize("text, message", [
+    ("teachr: x\n", "unknown setting(s) teachr"),
+    ("teacher: [unclosed\n", "is not valid YAML"),
+    ("- a\n- b\n", "must hold a mapping"),
+    ("tasks: i2b2,mimic\n", "unknown evaluation task(s) mimic"),
+    ("combo: numeric\n", "unknown combo 'numeric'"),
+    ("n2c2_rows: -3\n", "--n2c2_rows must be a positive number"),
+    ("min_difficulty: 10\n", "--min_difficulty must be 1-9"),
+])
+def test_bad_settings_name_the_problem(tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        PipelineSettings.from_sources(str(config))
+
+
+def test_tasks_given_as_a_tuple_by_fire():
+    assert PipelineSettings.from_sources(tasks=("i2b2", "apixaban")).task_list == ["i2b2", "apixaban"]
+
+
+def test_raw_notes_are_selected_first(tmp_path):
+    settings = PipelineSettings(notes=str(MIMIC_III), num_notes=12, data_dir=str(tmp_path))
+    layout = pipeline.layout_for(settings)
+    assert layout.select_from == MIMIC_III
+    assert layout.notes_file == tmp_path / "mimic" / "notes_12.csv.gz"
+    assert layout.dataset == "12"
+    assert layout.run == "Meta-Llama-3.1-8B-Instruct_12"
+
+
+def test_selected_notes_are_used_as_given(tmp_path):
+    selected = tmp_path / "elsewhere" / "notes_300.csv.gz"
+    write_csv(pd.DataFrame({"subject_id": [1], "hadm_id": [2], "note_id": [3], "text": ["note"]}), selected)
+    layout = pipeline.layout_for(PipelineSettings(notes=str(selected), data_dir=str(tmp_path), run="r"))
+    assert (layout.select_from, layout.notes_file, layout.dataset) == (None, selected, "300")
+    stages = pipeline.plan(layout)
+    assert stages[0].name == "select" and stages[0].steps == []
+    assert "--notes_file" in stages[1].steps[0].command.argv
+
+
+def test_notes_errors(tmp_path):
+    with pytest.raises(InputError, match="notes file not found"):
+        pipeline.layout_for(PipelineSettings(notes=str(tmp_path / "missing.csv")))
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="not a MIMIC-III NOTEEVENTS"):
+        pipeline.layout_for(PipelineSettings(notes=str(wrong)))
+
+
+def test_stage_range():
+    assert pipeline.stage_range(None, None) == list(pipeline.STAGES)
+    assert pipeline.stage_range("finetune", "merge") == ["finetune", "merge"]
+    with pytest.raises(InputError, match="unknown stage 'train'"):
+        pipeline.stage_range("train", None)
+    with pytest.raises(InputError, match="comes after"):
+        pipeline.stage_range("evaluate", "finetune")
+
+
+# --- what counts as finished ---------------------------------------------------------------------
+
+def _touch(path: Path, seconds_ago: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x")
+    moment = time.time() - seconds_ago
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_step_finished_when_outputs_are_newer_than_inputs(tmp_path):
+    source, result = tmp_path / "in.csv", tmp_path / "out.csv"
+    step = Step("s", Command(["true"]), outputs=[result], inputs=[source])
+    assert not step.finished()  # no output yet
+    _touch(source, 100)
+    _touch(result, 50)
+    assert step.finished()
+    _touch(source, 10)  # the input changed after the output was made
+    assert not step.finished()
+    assert not Step("report", None, outputs=[result]).finished()  # the driver's own work always reruns
+
+
+def test_manifest_must_cover_the_rows_asked_for(tmp_path):
+    manifest, notes = tmp_path / "manifest.json", tmp_path / "notes_24.csv.gz"
+    manifest.write_text(json.dumps({"rows": [0, 4], "notes_in_file": 24, "notes_file": str(notes)}))
+    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 4)()
+    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 8)()
+    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None)()
+    assert not pipeline._manifest_covers(manifest, tmp_path / "other.csv", "notes_file", "notes_in_file", 4)()
+    manifest.write_text(json.dumps({"rows": [0, 24], "notes_in_file": 24, "notes_file": str(notes)}))
+    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None)()
+    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 100)()  # all there are
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+def _finetune_command(tmp_path, cuda_devices=0, **settings) -> Command:
+    layout = pipeline.layout_for(PipelineSettings(notes=str(MIMIC_III), num_notes=12, data_dir=str(tmp_path),
+                                                  results_dir=str(tmp_path / "results"), run="r", **settings))
+    stage = next(stage for stage in pipeline.plan(layout, cuda_devices=cuda_devices) if stage.name == "finetune")
+    return stage.steps[0].command
+
+
+def test_finetune_launch_follows_the_gpus(tmp_path):
+    cpu = _finetune_command(tmp_path)
+    assert cpu.argv[1].endswith("finetune.py") and cpu.env == {}
+    eight = _finetune_command(tmp_path, cuda_devices=8, finetune_args="--max_steps 300")
+    assert eight.argv[:2] == ["bash", str(REPO / "a-generate-synthetic-training-data" / "synthetic-d-run-finetune.sh")]
+    assert eight.env["NUM_PROCESSES"] == "8" and eight.env["CONFIG"].endswith("configs/deep_speed2.yaml")
+    assert eight.argv[-2:] == ["--max_steps", "300"]
+    one = _finetune_command(tmp_path, num_gpus=1)
+    assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
+
+
+def test_interrupted_finetune_resumes(tmp_path):
+    (tmp_path / "results" / "r" / "checkpoint-50").mkdir(parents=True)
+    assert _finetune_command(tmp_path).argv[-2:] == ["--resume_from_checkpoint", "last"]
+
+
+def test_report_helpers():
+    assert fmt(0.12345) == "0.123" and fmt(12166) == "12,166" and fmt(None) == "n/a" and fmt(True) == "yes"
+    assert markdown_table(pd.DataFrame({"a|b": ["x\ny"]})) == "| a\\|b |\n|---|\n| x y |"
+
+
+def test_driver_bad_input_is_one_line(tmp_path):
+    result = run_script("run-pipeline.py", "--notes", str(tmp_path / "none.csv.gz"), "--data_dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: notes file not found: {tmp_path / 'none.csv.gz'}; pass --notes with a MIMIC-III NOTEEVENTS.csv(.gz), "
+        "a MIMIC-IV-Note discharge.csv(.gz) or a selected notes_{N}.csv(.gz)"]
+
+
+def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
+    result = run_script("run-pipeline.py", "--config", str(REPO / "configs" / "demo.yaml"), "--dry_run",
+                        "--data_dir", str(tmp_path / "data"), "--reports_dir", str(tmp_path / "reports"),
+                        "--results_dir", str(tmp_path / "results"), "--models_dir", str(tmp_path / "models"))
+    assert result.returncode == 0, result.stderr
+    assert "synthetic-a-create.py --model_id models/SmolLM2-135M-Instruct" in result.stdout
+    assert "--limit 4 --structured_output" in result.stdout
+    assert result.stdout.count("eval-inference.py") == 6
+    assert not (tmp_path / "data" / "mimic").exists() and not (tmp_path / "results").exists()
+
+
+def test_failed_notebook_stops_with_its_message(tmp_path):
+    """Stage B without stage A's files: the notebook's InputError becomes the driver's one-line error."""
+    result = run_script("run-pipeline.py", "--notes", str(MIMIC_III), "--num_notes", "4", "--run", "broken",
+                        "--data_dir", str(tmp_path), "--reports_dir", str(tmp_path / "reports"),
+                        "--from_stage", "postprocess", "--to_stage", "postprocess")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stage postprocess failed at 'parse, check and join (stage B)': no stage A chunk "
+                           f"files (df_*_START_END.csv) in {tmp_path / 'synthetic-output' / '4'}")
+    state = json.loads((tmp_path / "reports" / "broken" / "run.json").read_text())
+    assert state["stages"]["postprocess"]["status"] == "failed"
+
+
+# --- one whole run -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, default_model_dir, tiny_model_dir):
+    """The embedded model as teacher (it writes real JSON under structured output) and the tiny random
+    model as student (fast training and inference), on 3 notes and small evaluation subsets."""
+    work = tmp_path_factory.mktemp("pipeline")
+    config = work / "run.yaml"
+    config.write_text("\n".join([
+        "run: e2e", f"data_dir: {work / 'data'}", f"results_dir: {work / 'results'}", f"models_dir: {work / 'models'}",
+        f"reports_dir: {work / 'reports'}", f"teacher: {default_model_dir}", f"student: {tiny_model_dir}",
+        f"notes: {MIMIC_III}", "num_notes: 24", "teacher_notes: 3", "questions_per_type: 1",
+        "generation_max_tokens: 300", "structured_output: true", "engine: transformers", "max_seq_length: 2048",
+        "finetune_args: --logging_steps 1", f"annotated_dir: {SAMPLES / 'annotated-synthetic'}",
+        f"n2c2_dir: {SAMPLES / 'n2c2-2018-track1'}", f"apixaban_dir: {SAMPLES / 'apixaban'}",
+        "annotated_rows: 10", "n2c2_rows: 26", "apixaban_rows: 23", "eval_max_tokens: 24", "resamples: 200", ""]))
+    first = run_script("run-pipeline.py", "--config", str(config))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return work, config, first
+
+
+def test_every_contract_file_is_written(whole_run):
+    from clinical_distil.synthetic import OUTPUT_COLUMNS
+    from clinical_distil.training_data import DATASET_COLUMNS
+
+    work, _, _ = whole_run
+    data = work / "data"
+    notes = pd.read_csv(data / "mimic" / "notes_24.csv.gz")
+    assert list(notes.columns) == ["subject_id", "hadm_id", "note_id", "text"] and len(notes) == 24
+    chunks = sorted((data / "synthetic-output" / "24").glob("df_*.csv"))
+    assert [path.name for path in chunks] == [f"df_{kind}_0_3.csv" for kind in
+                                              sorted(["yes_no", "numeric", "na-numeric", "na-bool"])]
+    for path in chunks:
+        assert list(pd.read_csv(path).columns) == OUTPUT_COLUMNS
+    raw = data / "synthetic-raw"
+    for name in ["synth_all_df.csv", "parse_failures.csv", "replies_by_type.csv", "synth_all_1_df.csv.gz",
+                 "synth_bool_num_9_df.csv.gz"]:
+        assert (raw / name).exists(), name
+    for split in ("train", "test"):
+        assert list(pd.read_csv(raw / f"{split}_all_1.csv.gz").columns) == DATASET_COLUMNS
+        assert (raw / f"{split}_all_1.arrow" / "dataset_info.json").exists()
+    assert (work / "results" / "e2e" / "final" / "adapter_config.json").exists()
+    assert (work / "models" / "e2e-distilled" / "config.json").exists()
+    for task, file_name, rows in (("annotated-synthetic", "prompts", 10), ("i2b2", "test", 26),
+                                  ("apixaban", "prompts", 23)):
+        eval_rows = pd.read_csv(data / "eval-data" / task / f"{file_name}.csv")
+        assert {"id", "label", "prompt"} <= set(eval_rows.columns)
+        for role in ("base", "distilled"):
+            answered = pd.concat(pd.read_csv(path) for path in
+                                 (data / "outputs" / task / f"e2e-{role}").glob(f"{file_name}_0_{rows}_chunk_*.csv"))
+            assert len(answered) == rows and {"id", "label", "output", "finish_reason"} <= set(answered.columns)
+        summary = pd.read_csv(data / "outputs" / task / "evaluation" / "e2e" / "summary.csv")
+        assert sorted(summary["model"]) == ["e2e-base", "e2e-distilled"]
+    assert len(list((data / "outputs" / "i2b2" / "evaluation" / "e2e" / "xml" / "e2e-base").glob("*.xml"))) == 2
+
+
+def _table_after(markdown: str, heading: str) -> pd.DataFrame:
+    """The first markdown table after `heading`, as strings."""
+    blocks = markdown.split(heading, 1)[1].split("\n\n")
+    lines = next(block for block in blocks if block.strip().startswith("|")).strip().splitlines()
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def test_report_numbers_are_the_files_numbers(whole_run):
+    work, _, _ = whole_run
+    data, report_dir = work / "data", work / "reports" / "e2e"
+    markdown = (report_dir / "report.md").read_text()
+    for task in ("annotated-synthetic", "i2b2", "apixaban"):
+        table = _table_after(markdown, f"### {task}\n").set_index("model")
+        summary = pd.read_csv(data / "outputs" / task / "evaluation" / "e2e" / "summary.csv").set_index("model")
+        for role in ("base", "distilled"):
+            row = summary.loc[f"e2e-{role}"]
+            for metric, column in (("balanced_accuracy", "balanced accuracy [95% CI]"),
+                                   ("micro_f1", "micro-F1 [95% CI]")):
+                assert table.loc[role, column] == (f"{row[metric]:.3f} [{row[metric + '_ci_questions_low']:.3f}, "
+                                                   f"{row[metric + '_ci_questions_high']:.3f}]")
+            assert table.loc[role, "parse failure rate"] == f"{row['parse_failure_rate']:.3f}"
+            assert table.loc[role, "examples"] == str(int(row["examples"]))
+            if task == "i2b2":
+                assert table.loc[role, "n2c2 official micro-F1"] == f"{row['n2c2_micro_f1']:.3f}"
+                assert table.loc[role, "n2c2 official macro-F1"] == f"{row['n2c2_macro_f1']:.3f}"
+            if task == "annotated-synthetic":
+                assert table.loc[role, "accuracy yes_no"] == f"{row['accuracy_yes_no']:.3f}"
+            manifest = json.loads((data / "outputs" / task / f"e2e-{role}" /
+                                   f"manifest_{'test' if task == 'i2b2' else 'prompts'}.json").read_text())
+            assert table.loc[role, "s/example"] == f"{manifest['seconds_per_example']:.3f}"
+
+    counts = _table_after(markdown, "## Counts through the stages\n").set_index("stage")["count"]
+    chunks = pd.concat(pd.read_csv(path) for path in (data / "synthetic-output" / "24").glob("df_*.csv"))
+    raw = data / "synthetic-raw"
+    assert counts["notes selected"] == "24" and counts["notes sent to the teacher"] == "3"
+    assert counts["teacher replies"] == str(len(chunks)) == "12"
+    assert counts["replies that failed to parse"] == str(len(pd.read_csv(raw / "parse_failures.csv")))
+    assert counts["items kept after filters"] == str(len(pd.read_csv(raw / "synth_all_df.csv")))
+    assert counts["training examples (balanced)"] == str(len(pd.read_csv(raw / "train_all_1.csv.gz")))
+    assert counts["test examples"] == str(len(pd.read_csv(raw / "test_all_1.csv.gz")))
+
+    kept = pd.read_csv(raw / "synth_all_df.csv")
+    assert f"Source quote found in the note for {kept['source_in_note'].mean():.3f} of the kept items" in markdown
+    training = _table_after(markdown, "## Training\n").set_index("quantity")["value"]
+    summary = json.loads((work / "results" / "e2e" / "training_summary.json").read_text())
+    assert training["eval loss before training"] == f"{summary['eval_loss_before']:.3f}"
+    assert training["eval loss after training"] == f"{summary['eval_loss']:.3f}"
+    assert training["optimizer steps"] == str(summary["global_step"])
+    state = json.loads((report_dir / "run.json").read_text())
+    timing = _table_after(markdown, "## Wall time per stage\n").set_index("stage")["seconds"]
+    assert timing["finetune"] == f"{state['stages']['finetune']['seconds']:.1f}"
+
+
+def test_report_figures_render(whole_run):
+    work, _, _ = whole_run
+    report_dir = work / "reports" / "e2e"
+    markdown = (report_dir / "report.md").read_text()
+    html_text = (report_dir / "report.html").read_text()
+    for name in ("difficulty", "training_loss", "evaluation", "accuracy_by_type"):
+        path = report_dir / "figures" / f"{name}.png"
+        header = path.read_bytes()[:24]
+        assert header[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", header[16:24])
+        assert width >= 400 and height >= 200
+        assert f"(figures/{name}.png)" in markdown and f"src='figures/{name}.png'" in html_text
+    executed = sorted(path.name for path in (report_dir / "notebooks").glob("*.ipynb"))
+    assert len(executed) == 8  # B, C, three preprocess and three evaluate notebooks
+
+
+def test_second_run_skips_finished_stages(whole_run):
+    work, config, _ = whole_run
+    chunk = next((work / "data" / "synthetic-output" / "24").glob("df_yes_no_*.csv"))
+    before = chunk.stat().st_mtime
+    started = time.time()
+    again = run_script("run-pipeline.py", "--config", str(config))
+    assert again.returncode == 0, again.stderr[-2000:]
+    for position, stage in enumerate(pipeline.STAGES[:-1], start=1):
+        assert f"[{position}/10] {stage}: skipped, outputs exist" in again.stdout
+    assert chunk.stat().st_mtime == before
+    assert time.time() - started < 60
+    only_report = run_script("run-pipeline.py", "--config", str(config), "--from_stage", "report")
+    assert only_report.returncode == 0 and "[9/10]" not in only_report.stdout and "[10/10] report" in only_report.stdout
