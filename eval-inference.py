@@ -23,7 +23,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
          tensor_parallel_size: int | None = None, data_dir: str | None = None, output_dir: str | None = None,
          model_name: str | None = None, adapter: str | None = None, max_model_len: int | None = None,
          structured_output: bool = False, batch_size: int = 16, seed: int = 0, num_shards: int = 1,
-         shard_index: int = 0, overwrite: bool = False) -> None:
+         shard_index: int = 0, overwrite: bool = False,
+         dtype: str = "auto") -> None:
     """Answer every prompt of eval-data/{dataset_name}/{input_file}.csv with `model_id`.
 
     Args:
@@ -49,6 +50,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
         num_shards: split the chunks over this many jobs.
         shard_index: which shard this job runs (0-based).
         overwrite: redo chunk files that already exist.
+        dtype: model weights and compute: auto (bf16 on a GPU), bfloat16, float16 or float32.
     """
     root = data_root(data_dir)
     rows = inference.load_eval_rows(inference.eval_file(root, dataset_name, input_file), dataset_name)
@@ -66,7 +68,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
         sampling=Sampling(max_tokens=max_output_tokens, temperature=temperature, top_p=top_p, seed=seed))
     model = load_engine(model_location(model_id), engine=engine, max_model_len=max_model_len,
                         tensor_parallel_size=tensor_parallel_size,
-                        batch_size=batch_size, seed=seed, adapter=str(resolve(adapter)) if adapter else None)
+                        batch_size=batch_size, seed=seed, adapter=str(resolve(adapter)) if adapter else None, dtype=dtype)
     summary = inference.run_eval_inference(
         model, rows, settings, target, input_file, model_id, start_row=start_row, num_inference=limit,
         num_shards=num_shards, shard_index=shard_index,

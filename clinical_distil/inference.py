@@ -117,6 +117,8 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
         **(manifest_extra or {}),
     }
     suffix = "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
-    name = f"manifest_{input_file}{suffix}.json"
-    write_text(json.dumps(summary, indent=2, default=str) + "\n", output_dir / name)
+    manifest = output_dir / f"manifest_{input_file}{suffix}.json"
+    # a rerun that found every chunk done keeps the manifest of the run that answered (its timings)
+    if todo or not manifest.exists():
+        write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
     return summary

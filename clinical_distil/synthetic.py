@@ -159,7 +159,9 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         **(manifest_extra or {}),
     }
     manifest = output_dir / ("manifest.json" if num_shards == 1 else f"manifest_shard{shard_index}of{num_shards}.json")
-    write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
+    # a rerun that found every chunk done keeps the manifest of the run that generated (its timings)
+    if totals.get("written_files") or not manifest.exists():
+        write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
     return summary
 
 

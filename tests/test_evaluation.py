@@ -74,6 +74,8 @@ def test_eval_inference_aligns_resumes_and_records(tmp_path, default_model_dir):
     again = run_script("eval-inference.py", *args)
     assert again.returncode == 0 and "0 answers (1 chunks already done" in again.stdout
     assert pd.read_csv(folder / "prompts_1_2_chunk_0.csv", keep_default_na=False).equals(chunk)
+    # the rerun that did nothing keeps the first run's manifest and its timings
+    assert json.loads((folder / "manifest_prompts.json").read_text()) == manifest
 
 
 def test_eval_inference_serves_a_lora_adapter(tmp_path, tiny_model_dir):
