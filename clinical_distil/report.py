@@ -240,6 +240,15 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_difficulty(kept: pd.DataFrame, path: Path) -> Path:
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(QUESTION_TYPES), figsize=(13, 3), sharey=True)
@@ -252,10 +261,7 @@ def plot_difficulty(kept: pd.DataFrame, path: Path) -> Path:
         axis.set_xticks(range(1, 11))
     axes[0].set_ylabel("items")
     figure.suptitle("Teacher-rated difficulty of the kept items")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_loss(history: list[dict[str, Any]], path: Path) -> Path | None:
@@ -273,10 +279,7 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> Path | None:
     axis.set_ylabel("loss")
     axis.set_title("Fine-tuning")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_tasks(summaries: dict[str, pd.DataFrame], path: Path) -> Path:
@@ -302,10 +305,7 @@ def plot_tasks(summaries: dict[str, pd.DataFrame], path: Path) -> Path:
         axis.set_ylim(0, 1)
         axis.set_title(f"{metric.replace('_', ' ')} (95% CI over questions)")
     axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_types(summary: pd.DataFrame, path: Path) -> Path:
@@ -322,10 +322,7 @@ def plot_types(summary: pd.DataFrame, path: Path) -> Path:
     axis.set_ylabel("accuracy")
     axis.set_title("Annotated synthetic questions: accuracy per question type")
     axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 # --- rendering -----------------------------------------------------------------------------------
