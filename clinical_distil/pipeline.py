@@ -341,6 +341,11 @@ def _manifest_covers(manifest: Path, expected_file: Path, file_key: str, count_k
     return covers
 
 
+def _count_rows(path: Path, column: str) -> int | None:
+    """Rows of a table, for manifests written before they recorded it."""
+    return len(pd.read_csv(path, usecols=[column])) if path.exists() else None
+
+
 def _rows(value: int | str) -> int | None:
     return None if str(value).lower() == "all" else int(value)
 
@@ -374,7 +379,8 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                        *shlex.split(settings.generate_args), *redo)
     stages.append(Stage("generate", [Step(
         "teacher writes question/answer pairs", Command(generate), outputs=[manifest], inputs=[layout.notes_file],
-        covers=_manifest_covers(manifest, layout.notes_file, "notes_file", "notes_in_file", settings.teacher_notes))]))
+        covers=_manifest_covers(manifest, layout.notes_file, "notes_file", "notes_in_file", settings.teacher_notes,
+                                count_file=lambda: _count_rows(layout.notes_file, "note_id")))]))
 
     stage_b_files = [layout.raw_dir / name for name in ("synth_all_df.csv", "parse_failures.csv", "replies_by_type.csv")]
     stage_b_files += [layout.raw_dir / f"synth_{combo}_{difficulty}_df.csv.gz"
@@ -456,7 +462,8 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                                 *_optional("--max_model_len", settings.max_model_len),
                                 *data_flag, *shlex.split(settings.eval_args), *redo)),
                 outputs=[manifest_path], inputs=model_inputs,
-                covers=_manifest_covers(manifest_path, Path(), "", "rows_in_file", limit)))
+                covers=_manifest_covers(manifest_path, Path(), "", "rows_in_file", limit,
+                                        count_file=lambda task=task: _count_rows(layout.eval_file(task), "id"))))
         evaluation_parameters: dict[str, Any] = {
             "data_dir": str(root), "input_file": layout.eval_file_name(task),
             "models": [layout.model_name(role) for role in MODEL_ROLES], "resamples": settings.resamples,
@@ -513,7 +520,8 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
     state["notes_file"] = str(layout.notes_file)
     state["dataset"] = layout.dataset
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    (layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
+    if not dry_run:
+        (layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
     started = time.time()
     for position, stage in enumerate(stages, start=1):
         prefix = f"[{position}/{len(stages)}] {stage.name}"

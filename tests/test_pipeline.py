@@ -119,6 +119,10 @@ def test_manifest_must_cover_the_rows_asked_for(tmp_path):
     manifest.write_text(json.dumps({"rows": [0, 24], "notes_in_file": 24, "notes_file": str(notes)}))
     assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None)()
     assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 100)()  # all there are
+    # a manifest from before the row count was recorded: the file is counted instead
+    manifest.write_text(json.dumps({"rows": [0, 24], "notes_file": str(notes)}))
+    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None, count_file=lambda: 24)()
+    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None, count_file=lambda: 30)()
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -168,6 +172,7 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     assert "--limit 4 --structured_output" in result.stdout
     assert result.stdout.count("eval-inference.py") == 6
     assert not (tmp_path / "data" / "mimic").exists() and not (tmp_path / "results").exists()
+    assert not (tmp_path / "reports").exists()
 
 
 def test_failed_notebook_stops_with_its_message(tmp_path):
