@@ -51,6 +51,11 @@ def chunk_file(output_dir: Path, input_file: str, start: int, count: int, index:
     return output_dir / f"{input_file}_{start}_{count}_chunk_{index}.csv"
 
 
+def manifest_path(output_dir: Path, input_file: str, num_shards: int = 1, shard_index: int = 0) -> Path:
+    suffix = "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
+    return output_dir / f"manifest_{input_file}{suffix}.json"
+
+
 def conversation(prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": prompt}]
 
@@ -116,8 +121,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
         "output_tokens_per_second": round(output_tokens / seconds, 2) if seconds and answered else None,
         **(manifest_extra or {}),
     }
-    suffix = "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
-    manifest = output_dir / f"manifest_{input_file}{suffix}.json"
+    manifest = manifest_path(output_dir, input_file, num_shards, shard_index)
     # a rerun that found every chunk done keeps the manifest of the run that answered (its timings)
     if todo or not manifest.exists():
         write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)

@@ -30,8 +30,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from clinical_distil.files import REPO_ROOT, InputError, data_root, resolve, write_text
+from clinical_distil.inference import manifest_path
 from clinical_distil.notes import NOTE_COLUMNS, detect_format, notes_path
-from clinical_distil.postprocess import COMBOS, DIFFICULTIES
+from clinical_distil.postprocess import COMBOS, DIFFICULTIES, combo_path, stage_b_paths
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,9 @@ class Layout:
     def outputs_dir(self, task: str, role: str) -> Path:
         return self.root / "outputs" / task / self.model_name(role)
 
+    def inference_manifest(self, task: str, role: str) -> Path:
+        return manifest_path(self.outputs_dir(task, role), self.eval_file_name(task))
+
     def evaluation_dir(self, task: str) -> Path:
         return self.root / "outputs" / task / "evaluation" / self.run
 
@@ -322,16 +326,17 @@ def _optional(flag: str, value: Any) -> list[str]:
     return [] if value is None else [flag, str(value)]
 
 
-def _manifest_covers(manifest: Path, expected_file: Path, file_key: str, count_key: str, limit: int | None,
-                     count_file: Callable[[], int] | None = None) -> Callable[[], bool]:
-    """A generation step is finished when its manifest covers rows [0, min(limit, rows in the file))."""
+def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_file: Callable[[], int | None],
+                     input_file: Path | None = None) -> Callable[[], bool]:
+    """A generation step is finished when its manifest covers rows [0, min(limit, rows in the file)) (of
+    `input_file`, where the manifest records which file it read)."""
 
     def covers() -> bool:
         recorded = json.loads(manifest.read_text())
-        if file_key and Path(str(recorded.get(file_key, ""))) != expected_file:
+        if input_file is not None and Path(str(recorded.get("notes_file", ""))) != input_file:
             return False
         available = recorded.get(count_key)
-        if available is None and count_file is not None:
+        if available is None:  # written before the manifests recorded it
             available = count_file()
         if available is None:
             return False
@@ -353,7 +358,6 @@ def _rows(value: int | str) -> int | None:
 def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = None) -> list[Stage]:
     """Every stage with its steps, commands and the files that mark them finished."""
     settings, root = layout.settings, layout.root
-    data_flag = ["--data_dir", str(root)]
     redo = ["--overwrite"] if overwrite else []
     stages: list[Stage] = []
 
@@ -379,19 +383,16 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                        *shlex.split(settings.generate_args), *redo)
     stages.append(Stage("generate", [Step(
         "teacher writes question/answer pairs", Command(generate), outputs=[manifest], inputs=[layout.notes_file],
-        covers=_manifest_covers(manifest, layout.notes_file, "notes_file", "notes_in_file", settings.teacher_notes,
-                                count_file=lambda: _count_rows(layout.notes_file, "note_id")))]))
+        covers=_manifest_covers(manifest, "notes_in_file", settings.teacher_notes,
+                                lambda: _count_rows(layout.notes_file, "note_id"), input_file=layout.notes_file))]))
 
-    stage_b_files = [layout.raw_dir / name for name in ("synth_all_df.csv", "parse_failures.csv", "replies_by_type.csv")]
-    stage_b_files += [layout.raw_dir / f"synth_{combo}_{difficulty}_df.csv.gz"
-                      for combo in COMBOS for difficulty in DIFFICULTIES]
     # a step only runs when its output is missing, stale or asked for again, so the notebooks may replace it
     stages.append(Stage("postprocess", [Step(
         "parse, check and join (stage B)",
         _notebook(layout, STAGE_FOLDER.name, "synthetic-b-post_process_join_notes.ipynb",
                   {"data_dir": str(root), "dataset": layout.dataset, "notes_file": str(layout.notes_file),
                    "overwrite": True}),
-        outputs=stage_b_files, inputs=[manifest])]))
+        outputs=stage_b_paths(layout.raw_dir), inputs=[manifest])]))
 
     name = layout.training_name
     training_files = [layout.raw_dir / f"{split}_{name}.arrow" / "dataset_info.json" for split in ("train", "test")]
@@ -401,7 +402,7 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
         _notebook(layout, STAGE_FOLDER.name, "synthetic-c-prep-training.ipynb",
                   {"data_dir": str(root), "combo": settings.combo, "min_difficulty": settings.min_difficulty,
                    "tokenizer": settings.student, "max_seq_length": settings.max_seq_length, "overwrite": True}),
-        outputs=training_files, inputs=[layout.raw_dir / f"synth_{name}_df.csv.gz"])]))
+        outputs=training_files, inputs=[combo_path(layout.raw_dir, settings.combo, settings.min_difficulty)])]))
 
     finetune_dir = layout.finetune_dir
     finetune_args = ["--model_id", settings.student, "--input_file", settings.combo,
@@ -447,8 +448,7 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
         manifests = []
         for role in MODEL_ROLES:
             outputs_dir = layout.outputs_dir(task, role)
-            manifest_path = outputs_dir / f"manifest_{layout.eval_file_name(task)}.json"
-            manifests.append(manifest_path)
+            manifests.append(layout.inference_manifest(task, role))
             model_inputs = [layout.eval_file(task)] + ([layout.merged_dir / "config.json"] if role == "distilled" else [])
             inference_steps.append(Step(
                 f"{task}: {role} model answers",
@@ -460,10 +460,10 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                                 "--batch_size", settings.batch_size,
                                 *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
                                 *_optional("--max_model_len", settings.max_model_len),
-                                *data_flag, *shlex.split(settings.eval_args), *redo)),
-                outputs=[manifest_path], inputs=model_inputs,
-                covers=_manifest_covers(manifest_path, Path(), "", "rows_in_file", limit,
-                                        count_file=lambda task=task: _count_rows(layout.eval_file(task), "id"))))
+                                "--data_dir", root, *shlex.split(settings.eval_args), *redo)),
+                outputs=[manifests[-1]], inputs=model_inputs,
+                covers=_manifest_covers(manifests[-1], "rows_in_file", limit,
+                                        lambda task=task: _count_rows(layout.eval_file(task), "id"))))
         evaluation_parameters: dict[str, Any] = {
             "data_dir": str(root), "input_file": layout.eval_file_name(task),
             "models": [layout.model_name(role) for role in MODEL_ROLES], "resamples": settings.resamples,
@@ -520,6 +520,10 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
     state["notes_file"] = str(layout.notes_file)
     state["dataset"] = layout.dataset
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def save() -> None:
+        write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+
     if not dry_run:
         (layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
     started = time.time()
@@ -538,13 +542,11 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
                 continue
             stage_started = time.time()
             record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
-            state["total_seconds"] = round(sum(entry.get("seconds", 0) for name, entry in state["stages"].items()
-                                               if name != "report"), 1)
-            write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+            save()  # the report reads the stage times from run.json
             if write_report is not None:
                 write_report(layout)
             record.update(status="ran", seconds=round(time.time() - stage_started, 1))
-            write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+            save()
             announce(f"{prefix}: {layout.report_dir / 'report.md'} ({record['seconds']:.1f}s)")
             continue
         todo = [step for step in stage.steps if overwrite or not step.finished()]
@@ -561,7 +563,7 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
         announce(f"{prefix}: {len(todo)} of {len(stage.steps)} step(s) to run")
         stage_started = time.time()
         record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), steps=record.get("steps", {}))
-        write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+        save()
         for step in todo:
             step_started = time.time()
             log.info("%s: %s", step.label, step.command.shell())
@@ -570,7 +572,7 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
                                            "seconds": round(time.time() - step_started, 1)}
             if completed.returncode != 0:
                 record.update(status="failed", seconds=round(time.time() - stage_started, 1))
-                write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+                save()
                 returncode, reason = completed.returncode, ""
                 error = notebook_error(step.command.executed_notebook) if step.command.executed_notebook else None
                 if error:
@@ -578,6 +580,6 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
                     returncode = 2 if error[0] == "InputError" else returncode  # bad input, as the scripts say
                 raise StageFailed(stage.name, step.label, returncode, reason)
         record.update(status="ran", seconds=round(time.time() - stage_started, 1))
-        write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
+        save()
         announce(f"{prefix}: done in {record['seconds']:.1f}s (run total {time.time() - started:.0f}s)")
     return state

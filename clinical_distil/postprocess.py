@@ -186,6 +186,16 @@ def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.Data
     return chosen[chosen["difficulty"].notna() & (chosen["difficulty"] >= min_difficulty)].reset_index(drop=True)
 
 
+def combo_path(output_dir: Path, combo: str, min_difficulty: int) -> Path:
+    return output_dir / f"synth_{combo}_{min_difficulty}_df.csv.gz"
+
+
+def stage_b_paths(output_dir: Path) -> list[Path]:
+    """Every file stage B writes (the reply counts included)."""
+    return ([output_dir / name for name in ("synth_all_df.csv", "parse_failures.csv", "replies_by_type.csv")]
+            + [combo_path(output_dir, combo, difficulty) for combo in COMBOS for difficulty in DIFFICULTIES])
+
+
 def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False,
                   counts: pd.DataFrame | None = None) -> list[Path]:
     """The contract files: synth_{combo}_{d}_df.csv.gz, synth_all_df.csv, the failures table and, when given,
@@ -198,7 +208,7 @@ def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path,
         targets[output_dir / "replies_by_type.csv"] = counts.reset_index()
     for combo in COMBOS:
         for difficulty in DIFFICULTIES:
-            targets[output_dir / f"synth_{combo}_{difficulty}_df.csv.gz"] = combo_frame(items, combo, difficulty)
+            targets[combo_path(output_dir, combo, difficulty)] = combo_frame(items, combo, difficulty)
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")

@@ -20,11 +20,11 @@ import pandas as pd
 
 from clinical_distil.files import write_text
 from clinical_distil.pipeline import MODEL_ROLES, STAGES, Layout, read_run_state
+from clinical_distil.postprocess import combo_path
 from clinical_distil.prompts import QUESTION_TYPES
 
 log = logging.getLogger(__name__)
 
-ANNOTATED_TYPES = ("yes_no", "numeric", "na-numeric", "na-bool")
 Block = tuple[str, Any]  # ("h2" | "p" | "table" | "image", content)
 
 
@@ -58,7 +58,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 # --- sections ------------------------------------------------------------------------------------
 
-def settings_section(layout: Layout, state: dict[str, Any]) -> list[Block]:
+def settings_section(layout: Layout) -> list[Block]:
     settings = layout.settings
     manifest = _json(layout.chunks_dir / "manifest.json") or {}
     rows = [("teacher", settings.teacher), ("student", settings.student), ("notes", str(layout.notes_file)),
@@ -70,8 +70,7 @@ def settings_section(layout: Layout, state: dict[str, Any]) -> list[Block]:
             ("training data", f"{settings.combo}, difficulty >= {settings.min_difficulty}"),
             ("evaluation tasks", ", ".join(settings.task_list)), ("data root", str(layout.root))]
     for task in settings.task_list:
-        manifest_path = layout.outputs_dir(task, "base") / f"manifest_{layout.eval_file_name(task)}.json"
-        recorded = _json(manifest_path)
+        recorded = _json(layout.inference_manifest(task, "base"))
         if recorded:
             start, stop = recorded["rows"]
             shortened = recorded.get("notes_shortened") or 0
@@ -88,7 +87,7 @@ def settings_section(layout: Layout, state: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def counts_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, Any]]:
+def counts_section(layout: Layout, figures: Path) -> list[Block]:
     settings = layout.settings
     numbers: dict[str, Any] = {}
     notes = _read(layout.notes_file, usecols=["note_id"])
@@ -97,7 +96,7 @@ def counts_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str
     failures = _read(layout.raw_dir / "parse_failures.csv", usecols=["question_type", "reason"])
     kept = _read(layout.raw_dir / "synth_all_df.csv",
                  usecols=["question_type", "difficulty", "source_in_note", "answer_type_ok", "duplicate_question"])
-    chosen = _read(layout.raw_dir / f"synth_{layout.training_name}_df.csv.gz", usecols=["question_type"])
+    chosen = _read(combo_path(layout.raw_dir, settings.combo, settings.min_difficulty), usecols=["question_type"])
     train = _read(layout.raw_dir / f"train_{layout.training_name}.csv.gz", usecols=["question_type"])
     test = _read(layout.raw_dir / f"test_{layout.training_name}.csv.gz", usecols=["question_type"])
     if manifest.get("rows"):
@@ -149,13 +148,13 @@ def counts_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str
         blocks.append(("image", plot_difficulty(kept, figures / "difficulty.png")))
     else:
         blocks.append(("p", "No stage B output yet."))
-    return blocks, numbers
+    return blocks
 
 
-def training_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, Any]]:
+def training_section(layout: Layout, figures: Path) -> list[Block]:
     summary = _json(layout.finetune_dir / "training_summary.json")
     if summary is None:
-        return [("h2", "Training"), ("p", "No training summary yet.")], {}
+        return [("h2", "Training"), ("p", "No training summary yet.")]
     rows = [("examples (train / test)", f"{summary['train_examples']} / {summary['test_examples']}"),
             ("optimizer steps", fmt(summary["global_step"])), ("mean training loss", fmt(summary["train_loss"])),
             ("eval loss before training", fmt(summary["eval_loss_before"])),
@@ -167,10 +166,10 @@ def training_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[s
     curve = plot_loss(summary["log_history"], figures / "training_loss.png")
     if curve is not None:
         blocks.append(("image", curve))
-    return blocks, summary
+    return blocks
 
 
-def evaluation_section(layout: Layout, figures: Path) -> tuple[list[Block], dict[str, pd.DataFrame]]:
+def evaluation_section(layout: Layout, figures: Path) -> list[Block]:
     blocks: list[Block] = [("h2", "Evaluation: base vs distilled student"),
                            ("p", "Means over questions of the per-question balanced accuracy and micro-F1 (the "
                                  "paper's metrics) with 95% bootstrap intervals over questions; unparseable answers "
@@ -195,22 +194,22 @@ def evaluation_section(layout: Layout, figures: Path) -> tuple[list[Block], dict
             table["n2c2 official macro-F1"] = summary["n2c2_macro_f1"].map(fmt)
         if task == "annotated-synthetic":
             table["accuracy"] = summary["accuracy"].map(fmt)
-            for question_type in ANNOTATED_TYPES:
+            for question_type in QUESTION_TYPES:
                 column = f"accuracy_{question_type}"
                 if column in summary:
                     table[f"accuracy {question_type}"] = summary[column].map(fmt)
         speed = []
         for role in summary["model"]:
-            manifest = _json(layout.outputs_dir(task, role) / f"manifest_{layout.eval_file_name(task)}.json") or {}
+            manifest = _json(layout.inference_manifest(task, role)) or {}
             speed.append(fmt(manifest.get("seconds_per_example")))
         table["s/example"] = speed
         blocks += [("h3", task), ("table", table)]
     if summaries:
         blocks.append(("image", plot_tasks(summaries, figures / "evaluation.png")))
         annotated = summaries.get("annotated-synthetic")
-        if annotated is not None and any(f"accuracy_{kind}" in annotated for kind in ANNOTATED_TYPES):
+        if annotated is not None and any(f"accuracy_{kind}" in annotated for kind in QUESTION_TYPES):
             blocks.append(("image", plot_types(annotated, figures / "accuracy_by_type.png")))
-    return blocks, summaries
+    return blocks
 
 
 def timing_section(state: dict[str, Any]) -> list[Block]:
@@ -310,7 +309,7 @@ def plot_tasks(summaries: dict[str, pd.DataFrame], path: Path) -> Path:
 
 def plot_types(summary: pd.DataFrame, path: Path) -> Path:
     plt = _pyplot()
-    types = [kind for kind in ANNOTATED_TYPES if f"accuracy_{kind}" in summary]
+    types = [kind for kind in QUESTION_TYPES if f"accuracy_{kind}" in summary]
     figure, axis = plt.subplots(figsize=(6.5, 3.5))
     width = 0.8 / len(MODEL_ROLES)
     for offset, role in enumerate(MODEL_ROLES):
@@ -378,12 +377,12 @@ def write_report(layout: Layout) -> Path:
     figures = report_dir / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     state = read_run_state(report_dir / "run.json")
-    counts, _ = counts_section(layout, figures)
-    training, _ = training_section(layout, figures)
-    evaluation, _ = evaluation_section(layout, figures)
+    counts = counts_section(layout, figures)
+    training = training_section(layout, figures)
+    evaluation = evaluation_section(layout, figures)
     blocks = [("p", f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files of run '{layout.run}' "
                     f"(data root {layout.root}). Executed stage notebooks are in notebooks/, the run state in run.json."),
-              *settings_section(layout, state), *counts, *training, *evaluation, *timing_section(state)]
+              *settings_section(layout), *counts, *training, *evaluation, *timing_section(state)]
     title = f"Distillation report: {layout.run}"
     write_text(render_html(title, blocks, report_dir), report_dir / "report.html")
     target = write_text(render_markdown(title, blocks, report_dir), report_dir / "report.md")

@@ -111,18 +111,22 @@ def test_step_finished_when_outputs_are_newer_than_inputs(tmp_path):
 
 def test_manifest_must_cover_the_rows_asked_for(tmp_path):
     manifest, notes = tmp_path / "manifest.json", tmp_path / "notes_24.csv.gz"
+
+    def covers(input_file, limit):
+        return pipeline._manifest_covers(manifest, "notes_in_file", limit, lambda: None, input_file=input_file)
+
     manifest.write_text(json.dumps({"rows": [0, 4], "notes_in_file": 24, "notes_file": str(notes)}))
-    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 4)()
-    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 8)()
-    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None)()
-    assert not pipeline._manifest_covers(manifest, tmp_path / "other.csv", "notes_file", "notes_in_file", 4)()
+    assert covers(notes, 4)()
+    assert not covers(notes, 8)()
+    assert not covers(notes, None)()
+    assert not covers(tmp_path / "other.csv", 4)()
     manifest.write_text(json.dumps({"rows": [0, 24], "notes_in_file": 24, "notes_file": str(notes)}))
-    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None)()
-    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", 100)()  # all there are
+    assert covers(notes, None)()
+    assert covers(notes, 100)()  # all there are
     # a manifest from before the row count was recorded: the file is counted instead
     manifest.write_text(json.dumps({"rows": [0, 24], "notes_file": str(notes)}))
-    assert pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None, count_file=lambda: 24)()
-    assert not pipeline._manifest_covers(manifest, notes, "notes_file", "notes_in_file", None, count_file=lambda: 30)()
+    assert pipeline._manifest_covers(manifest, "notes_in_file", None, lambda: 24, input_file=notes)()
+    assert not pipeline._manifest_covers(manifest, "notes_in_file", None, lambda: 30, input_file=notes)()
 
 
 # --- commands ------------------------------------------------------------------------------------
