@@ -20,8 +20,10 @@ cmd=${1:-}
 case "$cmd" in
   prepare)
     bash ../shared/tools/gpu-wheels train .whl >/dev/null
-    # stage B's and the metrics' JSON mending (pure Python), for bench/compare_engines.py there
+    # stage B's and the metrics' JSON mending and fuzzy matching, for bench/compare_engines.py there
     python3 -m pip download -q --no-deps json-repair==0.64.6 -d .whl
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 rapidfuzz==3.14.6 -d .whl
     if [ ! -d .whl-vllm/part-1 ]; then
       bash ../shared/tools/gpu-wheels vllm .whl-vllm >/dev/null
       bash ../shared/tools/gpu-wheels split .whl-vllm

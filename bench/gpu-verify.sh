@@ -3,38 +3,78 @@
 # Run on the GPU machine after `bash bench/gpu-setup.sh install` (with the .whl-smol parts stashed), with
 # data/gpu-eval carried: eval-data/combined/prompts.csv (the three sample evaluation sets, 322 prompts)
 # and synthetic-raw/{train,test}_all_1.arrow (the demo's stage C output). Writes JSON lines to $OUT.
-#   1. stage A and eval-inference, vLLM against the transformers engine, greedy, both float32
-#   2. structured output with vLLM: share of replies that parse
-#   3. finetune.py (4-bit NF4 on CUDA) -> stage E merge -> eval-inference with --adapter (vLLM LoRA)
-#      against the merged folder
+#
+#   bash bench/gpu-verify.sh [STEP ...]     (default: all steps, in this order)
+#   engines          stage A and eval-inference, vLLM against the transformers engine, greedy, both float32
+#   structured-a     stage A with structured output on vLLM: share of replies that parse
+#   structured-eval  eval-inference with structured output on vLLM: share of answers that parse
+#   finetune         finetune.py (4-bit NF4 on CUDA) into /tmp/ft-smol
+#   adapter          the stage E merge of that adapter, then eval-inference with --adapter (vLLM LoRA)
+#                    against the merged folder; ADAPTER_DTYPE=float32 merges and serves both in float32
+#                    (default bfloat16, the merge's and the engines' default)
+# Each engine run has STEP_LIMIT seconds (default 300): a vLLM start with LoRA takes about two minutes.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 M=models/SmolLM2-135M-Instruct
 D=/tmp/gd
+LIMIT=${STEP_LIMIT:-300}
 step() { echo "== $(date +%T) $*"; }
-python3 a-generate-synthetic-training-data/synthetic-0-select-notes.py \
-    --source data/samples/mimic-iii/NOTEEVENTS.csv.gz --num_notes 24 --data_dir $D
-A="python3 a-generate-synthetic-training-data/synthetic-a-create.py --model_id $M --dataset 24 --data_dir $D \
-   --temperature 0 --questions_per_type 2 --chunk_size 8"
-step "stage A vllm fp32";        $A --max_tokens 512 --engine vllm --dtype float32 --output_dir /tmp/a_vllm32
-step "stage A transformers fp32"; $A --max_tokens 512 --engine transformers --dtype float32 --batch_size 96 --output_dir /tmp/a_hf32
-step "stage A vllm structured";  $A --max_tokens 2048 --engine vllm --structured_output --output_dir /tmp/a_json
-python3 bench/compare_engines.py /tmp/a_vllm32 /tmp/a_hf32 --model $M | tee "$OUT/stage_a_vllm_vs_transformers.json"
-python3 bench/compare_engines.py /tmp/a_json /tmp/a_vllm32 --model $M | tee "$OUT/stage_a_structured.json"
-E="python3 eval-inference.py --dataset_name combined --input_file prompts --data_dir data/gpu-eval"
-step "eval vllm fp32";        $E --model_id $M --engine vllm --dtype float32 --output_dir /tmp/e_vllm32
-step "eval transformers fp32"; $E --model_id $M --engine transformers --dtype float32 --batch_size 64 --output_dir /tmp/e_hf32
-step "eval vllm structured";  $E --model_id $M --engine vllm --structured_output --output_dir /tmp/e_json
-python3 bench/compare_engines.py /tmp/e_vllm32 /tmp/e_hf32 --model $M | tee "$OUT/eval_vllm_vs_transformers.json"
-python3 bench/compare_engines.py /tmp/e_json /tmp/e_vllm32 --model $M | tee "$OUT/eval_structured.json"
-step "finetune 4-bit";  python3 finetune.py --model_id $M --data_dir data/gpu-eval --input_file all --min_difficulty 1 \
-    --num_train_epochs 8 --logging_steps 5 --max_seq_length 4096 --output_dir /tmp/ft-smol --overwrite 2>&1 | tail -2
-cp /tmp/ft-smol/training_summary.json "$OUT/finetune_summary.json"
-step "merge"; python3 a-generate-synthetic-training-data/synthetic-e-convert-peft.py --adapter_dir /tmp/ft-smol/final \
-    --output_dir /tmp/smol-merged --overwrite
-step "eval adapter (vLLM LoRA)"; $E --model_id $M --adapter /tmp/ft-smol/final --engine vllm --output_dir /tmp/e_adapter
-step "eval merged";              $E --model_id /tmp/smol-merged --engine vllm --output_dir /tmp/e_merged
-python3 bench/compare_engines.py /tmp/e_adapter /tmp/e_merged --model $M | tee "$OUT/eval_adapter_vs_merged.json"
-for f in /tmp/e_*/manifest_prompts.json; do echo "$f $(python3 -c "import json,sys; m=json.load(open('$f')); print(m['engine'], m['seconds_per_example'], m['output_tokens_per_second'])")"; done | tee "$OUT/eval_manifests.txt"
+compare() { python3 bench/compare_engines.py "$1" "$2" --model $M | tee "$OUT/$3.json"; }
+A="timeout $LIMIT python3 a-generate-synthetic-training-data/synthetic-a-create.py --model_id $M --dataset 24
+   --data_dir $D --temperature 0 --questions_per_type 2 --chunk_size 8"
+E="timeout $LIMIT python3 eval-inference.py --dataset_name combined --input_file prompts --data_dir data/gpu-eval"
+notes() {
+  [ -e $D/mimic/notes_24.csv.gz ] || python3 a-generate-synthetic-training-data/synthetic-0-select-notes.py \
+      --source data/samples/mimic-iii/NOTEEVENTS.csv.gz --num_notes 24 --data_dir $D
+}
+
+engines() {
+  notes
+  step "stage A vllm fp32";         $A --max_tokens 512 --engine vllm --dtype float32 --output_dir /tmp/a_vllm32
+  step "stage A transformers fp32"; $A --max_tokens 512 --engine transformers --dtype float32 --batch_size 96 \
+                                       --output_dir /tmp/a_hf32
+  compare /tmp/a_vllm32 /tmp/a_hf32 stage_a_vllm_vs_transformers
+  step "eval vllm fp32";            $E --model_id $M --engine vllm --dtype float32 --output_dir /tmp/e_vllm32
+  step "eval transformers fp32";    $E --model_id $M --engine transformers --dtype float32 --batch_size 64 \
+                                       --output_dir /tmp/e_hf32
+  compare /tmp/e_vllm32 /tmp/e_hf32 eval_vllm_vs_transformers
+}
+structured-a() {
+  notes
+  step "stage A vllm structured"; $A --max_tokens 2048 --engine vllm --structured_output --output_dir /tmp/a_json
+  compare /tmp/a_json /tmp/a_json stage_a_structured
+}
+structured-eval() {
+  step "eval vllm structured"; $E --model_id $M --engine vllm --structured_output --output_dir /tmp/e_json
+  compare /tmp/e_json /tmp/e_json eval_structured
+}
+finetune() {
+  step "finetune 4-bit"
+  python3 finetune.py --model_id $M --data_dir data/gpu-eval --input_file all --min_difficulty 1 \
+      --num_train_epochs 8 --logging_steps 5 --max_seq_length 4096 --output_dir /tmp/ft-smol --overwrite 2>&1 | tail -2
+  cp /tmp/ft-smol/training_summary.json "$OUT/finetune_summary.json"
+}
+adapter() {
+  local dtype=${ADAPTER_DTYPE:-bfloat16}
+  step "merge ($dtype)"
+  python3 a-generate-synthetic-training-data/synthetic-e-convert-peft.py --adapter_dir /tmp/ft-smol/final \
+      --output_dir /tmp/smol-merged-$dtype --dtype "$dtype" --overwrite | tee "$OUT/merge_$dtype.txt"
+  step "eval adapter (vLLM LoRA, $dtype)"
+  $E --model_id $M --adapter /tmp/ft-smol/final --engine vllm --dtype "$dtype" --output_dir /tmp/e_adapter_$dtype
+  step "eval merged ($dtype)"
+  $E --model_id /tmp/smol-merged-$dtype --engine vllm --dtype "$dtype" --output_dir /tmp/e_merged_$dtype
+  compare /tmp/e_adapter_$dtype /tmp/e_merged_$dtype eval_adapter_vs_merged_$dtype
+}
+
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(engines structured-a structured-eval finetune adapter)
+for name in "${steps[@]}"; do
+  case "$name" in
+    engines|structured-a|structured-eval|finetune|adapter) "$name" ;;
+    *) echo "unknown step $name; choose engines structured-a structured-eval finetune adapter" >&2; exit 2 ;;
+  esac
+done
+for f in /tmp/e_*/manifest_prompts.json; do
+  [ -e "$f" ] && echo "$f $(python3 -c "import json; m=json.load(open('$f')); print(m['engine'], m['seconds_per_example'], m['output_tokens_per_second'])")"
+done | tee "$OUT/eval_manifests.txt"
 step done

@@ -5,10 +5,14 @@ One process per engine configuration (a vLLM engine per process is the reliable 
     python bench/gpu_throughput.py build --shape llama-3.1-8b          # random weights of the real shape
     python bench/gpu_throughput.py run --config transformers            # transformers engine, a subset
     python bench/gpu_throughput.py run --config vllm                    # prefix cache on: stage A plain and
-                                                                         #   structured, eval-inference, an
-                                                                         #   offline vllm-bench-style run,
-                                                                         #   batch-1 decode and HBM bandwidth
+                                                                         #   structured, the same prompts straight
+                                                                         #   through vLLM, vllm bench's own
+                                                                         #   workloads, eval-inference, batch-1
+                                                                         #   decode and HBM bandwidth
     python bench/gpu_throughput.py run --config vllm_no_prefix_cache    # stage A with the cache off
+    python bench/gpu_throughput.py run --config vllm_structured         # the item schema with and without
+                                                                         #   string bounds, batch-1 decode
+    python bench/gpu_throughput.py cli                                   # the `vllm bench throughput` command
     python bench/gpu_throughput.py table                                 # rows -> one markdown table
 
 Stage A runs `synthetic.run_stage_a` (what synthetic-a-create.py runs) on notes of 2,000-4,000
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,10 +75,10 @@ def eval_rows(notes: pd.DataFrame) -> pd.DataFrame:
 
 
 def hbm_bandwidth_gb_s() -> float:
-    """Device-to-device copy of 4 GiB, best of 10: bytes read + bytes written per second."""
+    """Device-to-device copy of 1 GiB, best of 10: bytes read + bytes written per second."""
     import torch
 
-    source = torch.empty(2**30, dtype=torch.float32, device="cuda")
+    source = torch.empty(2**28, dtype=torch.float32, device="cuda")
     target = torch.empty_like(source)
     best = float("inf")
     for _ in range(10):
@@ -83,7 +89,7 @@ def hbm_bandwidth_gb_s() -> float:
         best = min(best, time.perf_counter() - started)
     del source, target
     torch.cuda.empty_cache()
-    return 2 * 4 * 2**30 / best / 1e9
+    return 2 * 2**30 / best / 1e9
 
 
 def record(row: dict) -> None:
@@ -93,13 +99,25 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> synthetic.StageASettings:
+    """Stage A as synthetic-a-create.py runs it: four types, five questions, T=0.7, top-p 0.95."""
+    return synthetic.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
+                                    chunk_size=notes, sampling=Sampling(max_tokens=max_tokens, temperature=0.7,
+                                                                        top_p=0.95),
+                                    structured_output=structured, overwrite=True)
+
+
+def reset_cache(engine) -> None:
+    # every timed vLLM run starts from an empty prefix cache, so no run reuses an earlier one's prompts
+    if hasattr(engine, "llm"):
+        engine.llm.reset_prefix_cache()
+
+
 def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name: str, card: str) -> None:
-    settings = synthetic.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
-                                        chunk_size=len(notes), sampling=Sampling(max_tokens=max_tokens,
-                                                                                temperature=0.7, top_p=0.95),
-                                        structured_output=structured, overwrite=True)
     target = Path("/tmp/bench-stage-a") / name
-    summary = synthetic.run_stage_a(engine, notes, settings, target, "random", limit=len(notes))
+    reset_cache(engine)
+    summary = synthetic.run_stage_a(engine, notes, stage_a_settings(len(notes), max_tokens, structured), target,
+                                    "random", limit=len(notes))
     frame = synthetic.read_chunks(target)
     record({"workload": "stage A", "config": name, "card": card, "notes": len(notes), "requests": len(frame),
             "mean_prompt_tokens": round(frame["prompt_tokens"].mean()), "max_tokens": max_tokens,
@@ -107,6 +125,96 @@ def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name
             "output_tokens_per_s": round(frame["output_tokens"].sum() / summary["wall_seconds"], 1),
             "seconds_per_note": round(summary["wall_seconds"] / len(notes), 4),
             "structured_output": structured})
+
+
+def stage_a_prompt_ids(engine: VLLMEngine, notes: pd.DataFrame, max_tokens: int) -> list[list[int]]:
+    """The token ids stage A sends for these notes, in its order (a note's four types together)."""
+    _, fitted = synthetic.build_requests(notes, stage_a_settings(len(notes), max_tokens, False), engine.tokenizer,
+                                         engine.max_model_len - max_tokens)
+    return [render_ids(engine.tokenizer, item.messages) for item in fitted]
+
+
+def timed_generate(engine: VLLMEngine, requests: list, params) -> tuple[float, int]:
+    reset_cache(engine)
+    started = time.perf_counter()
+    outputs = engine.llm.generate(requests, params, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    return seconds, sum(len(output.outputs[0].token_ids) for output in outputs)
+
+
+def same_prompts(engine: VLLMEngine, prompt_ids: list[list[int]], max_tokens: int, sampling: str, card: str) -> None:
+    """Stage A's own prompts straight through LLM.generate: what the stage code costs on top of vLLM.
+
+    sampling "stage A": the stage's parameters (T=0.7, top-p 0.95, a seed per request, stop at the end
+    token); "vllm bench": what `vllm bench throughput` asks for (T=1, top-p 1, ignore_eos).
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    if sampling == "stage A":
+        params = [SamplingParams(max_tokens=max_tokens, temperature=0.7, top_p=0.95, seed=position,
+                                 stop_token_ids=engine.stop_ids, skip_special_tokens=True)
+                  for position in range(len(prompt_ids))]
+    else:
+        params = SamplingParams(max_tokens=max_tokens, temperature=1.0, top_p=1.0, ignore_eos=True)
+    seconds, tokens = timed_generate(engine, [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params)
+    record({"workload": "stage A prompts, LLM.generate only", "config": f"vllm, {sampling} sampling", "card": card,
+            "requests": len(prompt_ids), "mean_prompt_tokens": round(sum(map(len, prompt_ids)) / len(prompt_ids)),
+            "max_tokens": max_tokens, "output_tokens": tokens, "seconds": round(seconds, 2),
+            "output_tokens_per_s": round(tokens / seconds, 1), "seconds_per_note": round(seconds / len(prompt_ids) * 4, 4)})
+
+
+def vllm_bench_workload(engine: VLLMEngine, dataset: str, prompt_ids: list[list[int]], max_tokens: int,
+                        card: str) -> None:
+    """vLLM's own benchmark requests and request loop (vllm.benchmarks.throughput) on this engine.
+
+    dataset "random": random prompts of stage A's mean length (no shared prefix, as `vllm bench
+    throughput --dataset-name random`); "prefix_repetition": one random prefix of the shared
+    [system + note] length per note, four random suffixes of the rest (stage A's shape).
+    """
+    from vllm.benchmarks.datasets import PrefixRepetitionRandomDataset, RandomDataset
+    from vllm.benchmarks.throughput import _run_vllm_requests
+
+    count, mean_length = len(prompt_ids), round(sum(map(len, prompt_ids)) / len(prompt_ids))
+    if dataset == "random":
+        requests = RandomDataset(random_seed=0).sample(engine.tokenizer, count, input_len=mean_length,
+                                                       output_len=max_tokens)
+    else:
+        groups = [prompt_ids[start:start + len(prompts.QUESTION_TYPES)]
+                  for start in range(0, count, len(prompts.QUESTION_TYPES))]
+        shared = sum(len(shared_prefix(group)) for group in groups) / len(groups)
+        requests = PrefixRepetitionRandomDataset(random_seed=0).sample(
+            engine.tokenizer, count, prefix_len=round(shared), suffix_len=mean_length - round(shared),
+            num_prefixes=len(groups), output_len=max_tokens)
+    reset_cache(engine)
+    seconds, outputs = _run_vllm_requests(engine.llm, requests, 1, False, do_profile=False, prequeue_requests=False,
+                                          enable_lora=False)
+    tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
+    record({"workload": f"vllm bench requests ({dataset})", "config": "vllm", "card": card,
+            "requests": len(requests), "mean_prompt_tokens": round(sum(r.prompt_len for r in requests) / len(requests)),
+            "max_tokens": max_tokens, "output_tokens": tokens, "seconds": round(seconds, 2),
+            "output_tokens_per_s": round(tokens / seconds, 1)})
+
+
+# the string bounds measured against the shipped schema (which has none), in characters
+STRING_BOUNDS = {"question": 400, "section": 80, "source": 600, "explanation": 600}
+
+
+def bound_strings(schema: dict) -> dict:
+    """The item schema with a maxLength on each free-text key."""
+    properties = schema["items"]["properties"]
+    bounded = {key: {**value, "maxLength": STRING_BOUNDS[key]} if key in STRING_BOUNDS else value
+               for key, value in properties.items()}
+    return {**schema, "items": {**schema["items"], "properties": bounded}}
+
+
+def shared_prefix(sequences: list[list[int]]) -> list[int]:
+    length = 0
+    for column in zip(*sequences):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return sequences[0][:length]
 
 
 def eval_inference(engine, notes: pd.DataFrame, name: str, card: str) -> None:
@@ -118,26 +226,6 @@ def eval_inference(engine, notes: pd.DataFrame, name: str, card: str) -> None:
             "max_tokens": 256, "output_tokens": summary["output_tokens"], "seconds": summary["wall_seconds"],
             "output_tokens_per_s": summary["output_tokens_per_second"],
             "seconds_per_example": summary["seconds_per_example"]})
-
-
-def offline_bench(engine: VLLMEngine, prompt_lengths: list[int], max_tokens: int, card: str) -> None:
-    """What `vllm bench throughput` measures: random token prompts of the same lengths, fixed output length."""
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
-
-    chooser = random.Random(1)
-    vocabulary = engine.tokenizer.vocab_size
-    requests = [TokensPrompt(prompt_token_ids=[chooser.randrange(100, vocabulary - 100) for _ in range(length)])
-                for length in prompt_lengths]
-    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=1.0, top_p=1.0)
-    started = time.perf_counter()
-    outputs = engine.llm.generate(requests, params, use_tqdm=False)
-    seconds = time.perf_counter() - started
-    tokens = sum(len(output.outputs[0].token_ids) for output in outputs)
-    record({"workload": "offline vllm-bench style (random prompts, ignore_eos)", "config": "vllm", "card": card,
-            "requests": len(requests), "mean_prompt_tokens": round(sum(prompt_lengths) / len(prompt_lengths)),
-            "max_tokens": max_tokens, "output_tokens": tokens, "seconds": round(seconds, 2),
-            "output_tokens_per_s": round(tokens / seconds, 1)})
 
 
 def batch_one_decode(engine: VLLMEngine, shape: str, card: str) -> None:
@@ -170,9 +258,9 @@ def build(shape: str = "llama-3.1-8b", tokenizer: str = "models/smollm2-tokenize
     print(f"built {path} in {time.perf_counter() - started:.0f}s")
 
 
-def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_notes: int = 8,
+def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_notes: int = 4,
         max_tokens: int = 512, max_model_len: int = 8192) -> None:
-    """Time one engine configuration: transformers, vllm or vllm_no_prefix_cache."""
+    """Time one engine configuration: transformers, vllm, vllm_no_prefix_cache or vllm_structured."""
     import torch
 
     card = torch.cuda.get_device_name()
@@ -187,17 +275,70 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
     engine = VLLMEngine(model, max_model_len=max_model_len, gpu_memory_utilization=0.85,
                         enable_prefix_caching=config != "vllm_no_prefix_cache")
     frame = long_notes(notes, engine.tokenizer)
-    engine.generate([[{"role": "user", "content": "warm up"}]], Sampling(max_tokens=4))
+    # warm up with stage A's sampling: vLLM compiles its top-p kernel (Triton) on first use, seconds that
+    # a real run pays once and the first timed run here would otherwise pay
+    engine.generate([[{"role": "user", "content": "warm up"}]] * 8, Sampling(max_tokens=4, temperature=0.7, top_p=0.95))
+    if config == "vllm_overhead":
+        # what the stage code adds on top of LLM.generate, with every kernel already compiled
+        stage_a(engine, frame, max_tokens, False, "vllm", card)
+        same_prompts(engine, stage_a_prompt_ids(engine, frame, max_tokens), max_tokens, "stage A", card)
+        return
+    if config == "vllm_structured":
+        # the item schema as shipped and with bounded strings (maxLength), against plain stage A
+        stage_a(engine, frame, max_tokens, False, "vllm", card)
+        stage_a(engine, frame, max_tokens, True, "vllm structured", card)
+        shipped = prompts.item_schema
+        prompts.item_schema = lambda *args, **kwargs: bound_strings(shipped(*args, **kwargs))
+        stage_a(engine, frame, max_tokens, True, "vllm structured, strings bounded", card)
+        prompts.item_schema = shipped
+        batch_one_decode(engine, shape, card)
+        return
     stage_a(engine, frame, max_tokens, False, config, card)
     if config == "vllm_no_prefix_cache":
         return
+    prompt_ids = stage_a_prompt_ids(engine, frame, max_tokens)
+    same_prompts(engine, prompt_ids, max_tokens, "stage A", card)
+    same_prompts(engine, prompt_ids, max_tokens, "vllm bench", card)
+    vllm_bench_workload(engine, "prefix_repetition", prompt_ids, max_tokens, card)
+    vllm_bench_workload(engine, "random", prompt_ids, max_tokens, card)
     stage_a(engine, frame, max_tokens, True, "vllm structured", card)
-    lengths = [len(render_ids(engine.tokenizer, prompts.generation_messages(text, question_type)))
-               for text in frame["text"] for question_type in prompts.QUESTION_TYPES]
-    offline_bench(engine, lengths, max_tokens, card)
     eval_frame = long_notes(256, engine.tokenizer, seed=1)
     eval_inference(engine, eval_frame, "vllm", card)
     batch_one_decode(engine, shape, card)
+
+
+def cli(shape: str = "llama-3.1-8b", num_prompts: int = 256, input_len: int = 3621, output_len: int = 512,
+        max_model_len: int = 8192) -> None:
+    """`vllm bench throughput` (random prompts of stage A's mean length), for the in-process rows.
+
+    Runs the subcommand's own argument parser and main in a fresh process; `vllm bench` through the
+    `vllm` entry point would also import the API server, which needs uvicorn (not carried).
+    """
+    import torch
+
+    result = Path("/tmp/vllm-bench-throughput.json")
+    # --random-input-len/--random-output-len: the random dataset's own defaults (1,024 / 128) win over
+    # the generic --input-len/--output-len
+    arguments = ["--model", str(model_dir(shape)), "--dataset-name", "random", "--random-input-len",
+                 str(input_len), "--random-output-len", str(output_len), "--num-prompts", str(num_prompts),
+                 "--max-model-len", str(max_model_len), "--gpu-memory-utilization", "0.85", "--dtype", "bfloat16",
+                 "--output-json", str(result)]
+    runner = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+              "from vllm.benchmarks.throughput import add_cli_args, main; parser = FlexibleArgumentParser(); "
+              "add_cli_args(parser); main(parser.parse_args(sys.argv[1:]))")
+    print("vllm bench throughput " + " ".join(arguments), flush=True)
+    finished = subprocess.run([sys.executable, "-c", runner, *arguments], check=True, stdout=subprocess.PIPE,
+                              text=True)
+    print(finished.stdout, flush=True)
+    measured = json.loads(result.read_text())
+    seconds = measured["elapsed_time"]
+    # the JSON has prompt + output tokens together; the printed summary has the output rate
+    rate = float(re.search(r"([0-9.]+) output tokens/s", finished.stdout).group(1))
+    prompt_tokens = measured["total_num_tokens"] - rate * seconds
+    record({"workload": "vllm bench throughput (random)", "config": "vllm", "card": torch.cuda.get_device_name(),
+            "requests": measured["num_requests"], "mean_prompt_tokens": round(prompt_tokens / measured["num_requests"]),
+            "max_tokens": output_len, "output_tokens": round(rate * seconds), "seconds": round(seconds, 2),
+            "output_tokens_per_s": rate})
 
 
 def table(path: str = str(OUT / "gpu_throughput.jsonl")) -> None:
@@ -211,4 +352,4 @@ def table(path: str = str(OUT / "gpu_throughput.jsonl")) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"build": build, "run": run, "table": table})
+    fire.Fire({"build": build, "run": run, "cli": cli, "table": table})

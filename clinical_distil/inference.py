@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_note, package_versions,
+from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
                                      shard_chunks)
 from clinical_distil.files import InputError, read_csv, write_csv, write_text
 from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE, note_of
@@ -60,12 +61,12 @@ def conversation(prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": prompt}]
 
 
-def fit_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> FittedPrompt:
-    """The conversation, its note shortened (never the instructions) when it does not fit the context."""
-    messages, note = conversation(prompt), note_of(prompt)
-    if note is None:
-        return FittedPrompt(messages)  # a prompt of one's own, without a note block: sent as it is
-    return fit_note(tokenizer, messages, note, max_prompt_tokens)
+def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int) -> list[FittedPrompt]:
+    """The conversations, each note shortened (never the instructions) where it does not fit the context.
+
+    A prompt of one's own, without a note block, is sent as it is.
+    """
+    return fit_notes(tokenizer, [(conversation(prompt), note_of(prompt)) for prompt in prompts], max_prompt_tokens)
 
 
 def answer_schema() -> dict[str, Any]:
@@ -95,7 +96,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
     output_tokens, truncated, length_stops = 0, 0, 0
     for index, low, high in todo:
         chunk = rows.iloc[low:high].copy()
-        fitted = [fit_prompt(engine.tokenizer, prompt, max_prompt_tokens) for prompt in chunk["prompt"]]
+        fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens)
         results = engine.generate([item.messages for item in fitted], sampling, progress=throughput)
         chunk["output"] = [result.text for result in results]
         chunk["finish_reason"] = [result.finish_reason for result in results]

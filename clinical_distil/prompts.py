@@ -138,10 +138,6 @@ def max_questions(question_type: str, questions_per_type: int = DEFAULT_QUESTION
     return questions_per_type
 
 
-# longest string per key under structured output, in characters (real items are far shorter)
-MAX_CHARACTERS = {"question": 400, "section": 80, "source": 600, "explanation": 600}
-
-
 def item_schema(question_type: str | None = None,
                 questions_per_type: int = DEFAULT_QUESTIONS_PER_TYPE) -> dict[str, Any]:
     """JSON schema of the teacher's reply: a list of question objects with every key required."""
@@ -150,18 +146,18 @@ def item_schema(question_type: str | None = None,
         answer = {"enum": ["Yes", "No"]}
     elif question_type in ("na-numeric", "na-bool"):
         answer = {"enum": ["N/A"]}
-    # bounded strings: a small constrained model can repeat one sentence inside a string until the token
-    # limit (seen on the GPU: 6 of 96 stage A replies of SmolLM2); a bound makes the grammar close it
+    # strings stay unbounded: maxLength on them halved vLLM's structured stage A throughput on an H100
+    # (8B shape) and still let SmolLM2 loop to the token limit (bench/RESULTS.md)
     item = {
         "type": "object",
         "properties": {
-            "question": {"type": "string", "maxLength": MAX_CHARACTERS["question"]},
+            "question": {"type": "string"},
             "type": {"enum": ["boolean", "numeric"]},
             "answer": answer,
-            "section": {"type": "string", "maxLength": MAX_CHARACTERS["section"]},
-            "source": {"type": "string", "maxLength": MAX_CHARACTERS["source"]},
+            "section": {"type": "string"},
+            "source": {"type": "string"},
             "difficulty": {"type": "integer", "minimum": 1, "maximum": 10},
-            "explanation": {"type": "string", "maxLength": MAX_CHARACTERS["explanation"]},
+            "explanation": {"type": "string"},
         },
         "required": list(ITEM_KEYS),
         "additionalProperties": False,

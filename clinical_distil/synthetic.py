@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from clinical_distil import prompts
-from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_note, package_versions,
+from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
                                      shard_chunks)
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
 from clinical_distil.notes import NOTE_COLUMNS
@@ -87,16 +87,15 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
     Keeping a note's requests adjacent lets vLLM's scheduler run them together, so the
     shared [system message + note] prefix is computed once and reused from the cache.
     """
-    rows, fitted = [], []
+    rows, requests = [], []
     for _, note in notes.iterrows():
         text = note["text"]
         if not is_usable_note(text):
             continue
         for question_type in settings.question_types:
-            messages = prompts.generation_messages(text, question_type, settings.questions_per_type)
-            fitted.append(fit_note(tokenizer, messages, text, max_prompt_tokens))
+            requests.append((prompts.generation_messages(text, question_type, settings.questions_per_type), text))
             rows.append({column: note[column] for column in NOTE_COLUMNS} | {"question_type": question_type})
-    return rows, fitted
+    return rows, fit_notes(tokenizer, requests, max_prompt_tokens)
 
 
 def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: StageASettings, output_dir: Path,

@@ -7,7 +7,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from clinical_distil import prompts
-from clinical_distil.engines import Sampling, TransformersEngine, end_token_ids, fit_note, render_ids
+from clinical_distil.engines import (Sampling, TransformersEngine, end_token_ids, fit_note, fit_notes, render_ids,
+                                     render_ids_batch)
 from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
 from clinical_distil.synthetic import OUTPUT_COLUMNS
@@ -97,6 +98,23 @@ def test_fit_note_shortens_only_the_note(default_model_dir):
     untouched = fit_note(tokenizer, messages, note, 100000)
     assert not untouched.note_truncated and untouched.messages == messages
 
+
+
+def test_batched_rendering_and_fitting_match_one_by_one(default_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    long_note = "Pertinent Results:\n" + "\n".join(f"Creat-{index / 10:.1f} on day {index}" for index in range(600))
+    short_note = "Brief Hospital Course: admitted with chest pain, troponin negative, discharged home."
+    requests = [(prompts.generation_messages(long_note, "numeric"), long_note),
+                (prompts.generation_messages(short_note, "yes_no"), short_note),
+                ([{"role": "user", "content": "A question of my own, without a note. " * 200}], None)]
+    conversations = [messages for messages, _ in requests]
+    assert render_ids_batch(tokenizer, conversations) == [render_ids(tokenizer, messages) for messages in conversations]
+    assert render_ids_batch(tokenizer, []) == []
+    fitted = fit_notes(tokenizer, requests, 1500)
+    assert fitted[0] == fit_note(tokenizer, *requests[0], 1500) and fitted[0].note_truncated
+    assert fitted[1].messages == requests[1][0] and not fitted[1].note_truncated
+    # no note to shorten: sent as it is, even when longer than the limit
+    assert fitted[2].messages == requests[2][0] and len(render_ids(tokenizer, fitted[2].messages)) > 1500
 
 # ---------------------------------------------------------------- stage A end to end (SmolLM2)
 
