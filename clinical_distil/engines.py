@@ -6,7 +6,8 @@
 `generate` takes chat conversations (lists of {"role", "content"} messages) and returns one
 `Generation` per conversation, in input order: text, finish reason ("stop" or "length"),
 prompt and output token counts. Both backends render prompts with the model's own chat
-template into token ids (the same ids on both), stop on the model's own end tokens (read
+template into token ids (the same ids on both; a caller that already rendered them, as
+fit_notes does, passes them as `prompt_ids`), stop on the model's own end tokens (read
 from its generation config and tokenizer, never hard-coded) and can constrain the output
 to a JSON schema.
 """
@@ -55,6 +56,7 @@ class FittedPrompt:
     messages: Conversation
     note_truncated: bool = False
     note_tokens_dropped: int = 0
+    prompt_ids: list[int] | None = None  # the rendered conversation's token ids, for engine.generate
 
 
 def end_token_ids(tokenizer, generation_config=None) -> list[int]:
@@ -92,28 +94,41 @@ def render_ids_batch(tokenizer, conversations: Sequence[Conversation]) -> list[l
     return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+def conversation_ids(tokenizer, conversations: Sequence[Conversation],
+                     prompt_ids: Sequence[list[int] | None] | None = None) -> list[list[int]]:
+    """The token ids an engine sends: `prompt_ids` where the caller has them (FittedPrompt), else rendered."""
+    if prompt_ids is None or any(ids is None for ids in prompt_ids):
+        return render_ids_batch(tokenizer, conversations)
+    if len(prompt_ids) != len(conversations):
+        raise ValueError(f"{len(prompt_ids)} token id lists for {len(conversations)} conversations")
+    return [list(ids) for ids in prompt_ids]
+
+
 def fit_notes(tokenizer, requests: Sequence[tuple[Conversation, str | None]],
               max_prompt_tokens: int) -> list[FittedPrompt]:
     """fit_note for many (conversation, note text) pairs: one batched render, then only the prompts
-    that are too long are shortened, one by one. A conversation without a note is sent as it is."""
-    lengths = [len(ids) for ids in render_ids_batch(tokenizer, [messages for messages, _ in requests])]
-    return [FittedPrompt(messages) if note_text is None or length <= max_prompt_tokens
-            else fit_note(tokenizer, messages, note_text, max_prompt_tokens, prompt_tokens=length)
-            for (messages, note_text), length in zip(requests, lengths)]
+    that are too long are shortened, one by one. A conversation without a note is sent as it is.
+    Each result carries its token ids, so engine.generate need not render it again."""
+    rendered = render_ids_batch(tokenizer, [messages for messages, _ in requests])
+    return [FittedPrompt(messages, prompt_ids=ids) if note_text is None
+            else fit_note(tokenizer, messages, note_text, max_prompt_tokens, prompt_ids=ids)
+            for (messages, note_text), ids in zip(requests, rendered)]
 
 
 def fit_note(tokenizer, messages: Conversation, note_text: str, max_prompt_tokens: int,
-             prompt_tokens: int | None = None) -> FittedPrompt:
+             prompt_ids: list[int] | None = None) -> FittedPrompt:
     """Shorten the note inside `messages` until the rendered prompt fits `max_prompt_tokens`.
 
     Instructions and the request are kept whole; the middle of the note goes (its head has
     the history, its tail the discharge medications and plan). Cutting from the left, as
     the published code did, removed the system message and the instructions instead.
-    `prompt_tokens`: the rendered length of `messages`, where the caller knows it.
+    `prompt_ids`: the rendered ids of `messages`, where the caller has them.
     """
-    total = prompt_tokens if prompt_tokens is not None else len(render_ids(tokenizer, messages))
+    if prompt_ids is None:
+        prompt_ids = render_ids(tokenizer, messages)
+    total = len(prompt_ids)
     if total <= max_prompt_tokens:
-        return FittedPrompt(messages)
+        return FittedPrompt(messages, prompt_ids=prompt_ids)
     from clinical_distil.prompts import note_slot
 
     index, start, end = note_slot(messages, note_text)
@@ -130,8 +145,9 @@ def fit_note(tokenizer, messages: Conversation, note_text: str, max_prompt_token
         content = messages[index]["content"]
         fitted = [dict(message) for message in messages]
         fitted[index]["content"] = content[:start] + shortened + content[end:]
-        if len(render_ids(tokenizer, fitted)) <= max_prompt_tokens or keep <= 1:
-            return FittedPrompt(fitted, True, len(note_ids) - keep)
+        fitted_ids = render_ids(tokenizer, fitted)
+        if len(fitted_ids) <= max_prompt_tokens or keep <= 1:
+            return FittedPrompt(fitted, True, len(note_ids) - keep, fitted_ids)
         keep -= max(1, keep // 50)
 
 
@@ -247,7 +263,8 @@ class TransformersEngine:
         self._grammar_compiler = None
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
-                 progress: Callable[[int, int], None] | None = None) -> list[Generation]:
+                 progress: Callable[[int, int], None] | None = None,
+                 prompt_ids: Sequence[list[int] | None] | None = None) -> list[Generation]:
         """Prefill each prompt alone (reusing a shared prefix), then decode the batch together.
 
         Prefill is compute bound, so batching it buys nothing on a CPU and padding it costs
@@ -258,7 +275,7 @@ class TransformersEngine:
         """
         import torch
 
-        prompts = render_ids_batch(self.tokenizer, conversations)
+        prompts = conversation_ids(self.tokenizer, conversations, prompt_ids)
         schemas = _per_request(sampling.json_schema, len(prompts))
         generator = torch.Generator().manual_seed(sampling.seed)
         results: list[Generation] = []
@@ -454,12 +471,13 @@ class VLLMEngine:
         self.stop_ids = end_token_ids(self.tokenizer, generation_config)
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
-                 progress: Callable[[int, int], None] | None = None) -> list[Generation]:
+                 progress: Callable[[int, int], None] | None = None,
+                 prompt_ids: Sequence[list[int] | None] | None = None) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import StructuredOutputsParams
 
-        prompts = render_ids_batch(self.tokenizer, conversations)
+        prompts = conversation_ids(self.tokenizer, conversations, prompt_ids)
         schemas = _per_request(sampling.json_schema, len(prompts))
         params = []
         for position, ids in enumerate(prompts):

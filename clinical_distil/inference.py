@@ -97,7 +97,8 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
     for index, low, high in todo:
         chunk = rows.iloc[low:high].copy()
         fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens)
-        results = engine.generate([item.messages for item in fitted], sampling, progress=throughput)
+        results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
+                                  prompt_ids=[item.prompt_ids for item in fitted])
         chunk["output"] = [result.text for result in results]
         chunk["finish_reason"] = [result.finish_reason for result in results]
         chunk["prompt_tokens"] = [result.prompt_tokens for result in results]

@@ -112,7 +112,8 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     if settings.structured_output:
         schemas = [prompts.item_schema(row["question_type"], settings.questions_per_type) for row in rows]
         sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
-    results = engine.generate([item.messages for item in fitted], sampling, progress=throughput) if rows else []
+    results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
+                              prompt_ids=[item.prompt_ids for item in fitted]) if rows else []
     for row, item, result in zip(rows, fitted, results):
         row.update(prompt=engine.tokenizer.apply_chat_template(item.messages, add_generation_prompt=True,
                                                                tokenize=False),

@@ -53,6 +53,11 @@ def test_engine_returns_results_in_input_order(tiny_model_dir):
     # greedy decoding is deterministic whatever the batching
     again = TransformersEngine(str(tiny_model_dir), batch_size=5).generate(conversations, Sampling(max_tokens=5))
     assert [result.output_tokens for result in again] == [result.output_tokens for result in results]
+    # ids the caller rendered already (fit_notes) are sent as they are: the same replies
+    rendered = render_ids_batch(engine.tokenizer, conversations)
+    assert engine.generate(conversations, Sampling(max_tokens=5), prompt_ids=rendered) == results
+    with pytest.raises(ValueError, match="4 token id lists for 5 conversations"):
+        engine.generate(conversations, Sampling(max_tokens=5), prompt_ids=rendered[:4])
 
 
 def test_engine_greedy_matches_plain_generate(default_model_dir):
@@ -112,6 +117,8 @@ def test_batched_rendering_and_fitting_match_one_by_one(default_model_dir):
     assert render_ids_batch(tokenizer, []) == []
     fitted = fit_notes(tokenizer, requests, 1500)
     assert fitted[0] == fit_note(tokenizer, *requests[0], 1500) and fitted[0].note_truncated
+    # each carries the ids of what it will send, so the engine need not render it again
+    assert [item.prompt_ids for item in fitted] == [render_ids(tokenizer, item.messages) for item in fitted]
     assert fitted[1].messages == requests[1][0] and not fitted[1].note_truncated
     # no note to shorten: sent as it is, even when longer than the limit
     assert fitted[2].messages == requests[2][0] and len(render_ids(tokenizer, fitted[2].messages)) > 1500
