@@ -12,6 +12,8 @@ One process per engine configuration (a vLLM engine per process is the reliable 
     python bench/gpu_throughput.py run --config vllm_no_prefix_cache    # stage A with the cache off
     python bench/gpu_throughput.py run --config vllm_structured         # the item schema with and without
                                                                          #   string bounds, batch-1 decode
+    python bench/gpu_throughput.py run --config vllm_overhead           # stage A against its own ids
+                                                                         #   through LLM.generate alone
     python bench/gpu_throughput.py cli                                   # the `vllm bench throughput` command
     python bench/gpu_throughput.py table                                 # rows -> one markdown table
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +42,7 @@ import pandas as pd  # noqa: E402
 
 from clinical_distil import inference, prompts, synthetic  # noqa: E402
 from clinical_distil.default_model import build_random_model  # noqa: E402
-from clinical_distil.engines import Sampling, TransformersEngine, VLLMEngine, render_ids  # noqa: E402
+from clinical_distil.engines import Sampling, TransformersEngine, VLLMEngine  # noqa: E402
 from clinical_distil.notes import discharge_notes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,6 +118,7 @@ def reset_cache(engine) -> None:
 
 def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name: str, card: str) -> None:
     target = Path("/tmp/bench-stage-a") / name
+    shutil.rmtree(target, ignore_errors=True)  # an earlier run's chunk files (other note counts) would be read too
     reset_cache(engine)
     summary = synthetic.run_stage_a(engine, notes, stage_a_settings(len(notes), max_tokens, structured), target,
                                     "random", limit=len(notes))
@@ -131,7 +135,7 @@ def stage_a_prompt_ids(engine: VLLMEngine, notes: pd.DataFrame, max_tokens: int)
     """The token ids stage A sends for these notes, in its order (a note's four types together)."""
     _, fitted = synthetic.build_requests(notes, stage_a_settings(len(notes), max_tokens, False), engine.tokenizer,
                                          engine.max_model_len - max_tokens)
-    return [render_ids(engine.tokenizer, item.messages) for item in fitted]
+    return [item.prompt_ids for item in fitted]
 
 
 def timed_generate(engine: VLLMEngine, requests: list, params) -> tuple[float, int]:
