@@ -74,10 +74,7 @@ def end_token_ids(tokenizer, generation_config=None) -> list[int]:
 
 def render_ids(tokenizer, messages: Conversation) -> list[int]:
     """Token ids of a conversation through the model's chat template, ready for the reply."""
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return list(ids)
+    return render_ids_batch(tokenizer, [messages])[0]
 
 
 def render_ids_batch(tokenizer, conversations: Sequence[Conversation]) -> list[list[int]]:
@@ -85,7 +82,7 @@ def render_ids_batch(tokenizer, conversations: Sequence[Conversation]) -> list[l
 
     Stage A's prompts are whole notes (thousands of tokens each); encoding them one by one took
     about a fifth of a stage A run on an H100, while one batch runs on the tokenizer's threads.
-    The ids are render_ids' own: the template's text encoded without added special tokens.
+    The template's text is encoded without added special tokens: the template writes them itself.
     """
     if not conversations:
         return []
@@ -583,6 +580,11 @@ def chunk_ranges(start: int, stop: int, chunk_size: int) -> list[tuple[int, int]
     if chunk_size < 1:
         raise InputError(f"--chunk_size must be positive, got {chunk_size}")
     return [(low, min(low + chunk_size, stop)) for low in range(start, stop, chunk_size)]
+
+
+def shard_suffix(num_shards: int, shard_index: int) -> str:
+    """What a shard adds to its manifest's name ("" for an unsharded run)."""
+    return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
 
 
 def shard_chunks(chunks: list[tuple[int, int]], num_shards: int, shard_index: int) -> list[tuple[int, int]]:

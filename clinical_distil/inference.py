@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
-                                     shard_chunks)
+                                     shard_chunks, shard_suffix)
 from clinical_distil.files import InputError, read_csv, write_csv, write_text
 from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE, note_of
 
@@ -53,8 +53,7 @@ def chunk_file(output_dir: Path, input_file: str, start: int, count: int, index:
 
 
 def manifest_path(output_dir: Path, input_file: str, num_shards: int = 1, shard_index: int = 0) -> Path:
-    suffix = "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
-    return output_dir / f"manifest_{input_file}{suffix}.json"
+    return output_dir / f"manifest_{input_file}{shard_suffix(num_shards, shard_index)}.json"
 
 
 def conversation(prompt: str) -> list[dict[str, str]]:

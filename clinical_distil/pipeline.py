@@ -29,8 +29,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from clinical_distil import inference, synthetic
 from clinical_distil.files import REPO_ROOT, InputError, data_root, resolve, write_text
-from clinical_distil.inference import manifest_path
 from clinical_distil.notes import NOTE_COLUMNS, detect_format, notes_path
 from clinical_distil.postprocess import COMBOS, DIFFICULTIES, combo_path, stage_b_paths
 
@@ -229,6 +229,10 @@ class Layout:
         return self.root / "synthetic-output" / self.dataset
 
     @property
+    def generation_manifest(self) -> Path:
+        return synthetic.manifest_path(self.chunks_dir)
+
+    @property
     def raw_dir(self) -> Path:
         return self.root / "synthetic-raw"
 
@@ -264,7 +268,7 @@ class Layout:
         return self.root / "outputs" / task / self.model_name(role)
 
     def inference_manifest(self, task: str, role: str) -> Path:
-        return manifest_path(self.outputs_dir(task, role), self.eval_file_name(task))
+        return inference.manifest_path(self.outputs_dir(task, role), self.eval_file_name(task))
 
     def evaluation_dir(self, task: str) -> Path:
         return self.root / "outputs" / task / "evaluation" / self.run
@@ -370,7 +374,7 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                             "--num_notes", settings.num_notes, "--output", layout.notes_file, *redo)),
             outputs=[layout.notes_file], inputs=[layout.select_from])]))
 
-    manifest = layout.chunks_dir / "manifest.json"
+    manifest = layout.generation_manifest
     generate = _script(STAGE_FOLDER / "synthetic-a-create.py", "--model_id", settings.teacher,
                        "--dataset", layout.dataset, "--notes_file", layout.notes_file,
                        "--output_dir", layout.chunks_dir, "--questions_per_type", settings.questions_per_type,

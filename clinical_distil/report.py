@@ -60,7 +60,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def settings_section(layout: Layout) -> list[Block]:
     settings = layout.settings
-    manifest = _json(layout.chunks_dir / "manifest.json") or {}
+    manifest = _json(layout.generation_manifest) or {}
     rows = [("teacher", settings.teacher), ("student", settings.student), ("notes", str(layout.notes_file)),
             ("stage A dataset", layout.dataset),
             ("notes read by the teacher", "all" if settings.teacher_notes is None else settings.teacher_notes),
@@ -91,7 +91,7 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
     settings = layout.settings
     numbers: dict[str, Any] = {}
     notes = _read(layout.notes_file, usecols=["note_id"])
-    manifest = _json(layout.chunks_dir / "manifest.json") or {}
+    manifest = _json(layout.generation_manifest) or {}
     replies = _read(layout.raw_dir / "replies_by_type.csv")
     failures = _read(layout.raw_dir / "parse_failures.csv", usecols=["question_type", "reason"])
     kept = _read(layout.raw_dir / "synth_all_df.csv",

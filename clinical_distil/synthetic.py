@@ -22,7 +22,7 @@ import pandas as pd
 
 from clinical_distil import prompts
 from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
-                                     shard_chunks)
+                                     shard_chunks, shard_suffix)
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
 from clinical_distil.notes import NOTE_COLUMNS
 
@@ -130,6 +130,10 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
             "length_stops": int((frame["finish_reason"] == "length").sum())}
 
 
+def manifest_path(output_dir: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
+    return output_dir / f"manifest{shard_suffix(num_shards, shard_index)}.json"
+
+
 def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_dir: Path, model_id: str,
                 start_row: int = 0, limit: int | None = None, num_shards: int = 1, shard_index: int = 0,
                 manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -158,7 +162,7 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None,
         **(manifest_extra or {}),
     }
-    manifest = output_dir / ("manifest.json" if num_shards == 1 else f"manifest_shard{shard_index}of{num_shards}.json")
+    manifest = manifest_path(output_dir, num_shards, shard_index)
     # a rerun that found every chunk done keeps the manifest of the run that generated (its timings)
     if totals.get("written_files") or not manifest.exists():
         write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)

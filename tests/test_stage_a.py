@@ -114,6 +114,11 @@ def test_batched_rendering_and_fitting_match_one_by_one(default_model_dir):
                 ([{"role": "user", "content": "A question of my own, without a note. " * 200}], None)]
     conversations = [messages for messages, _ in requests]
     assert render_ids_batch(tokenizer, conversations) == [render_ids(tokenizer, messages) for messages in conversations]
+    # the same ids as the tokenizer's own chat-template encoding
+    templated = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+                 for messages in conversations]
+    assert [render_ids(tokenizer, messages) for messages in conversations] == [
+        list(ids["input_ids"] if hasattr(ids, "keys") else ids) for ids in templated]
     assert render_ids_batch(tokenizer, []) == []
     fitted = fit_notes(tokenizer, requests, 1500)
     assert fitted[0] == fit_note(tokenizer, *requests[0], 1500) and fitted[0].note_truncated
