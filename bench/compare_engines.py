@@ -3,7 +3,8 @@
     python bench/compare_engines.py OUT_VLLM OUT_TRANSFORMERS --model models/SmolLM2-135M-Instruct
 
 Prints whether the folders hold the same files with the same columns and rows, the share of
-replies whose first 32 tokens agree, the share of replies that parse as JSON and, for
+replies whose first 32 tokens agree, the share of replies that parse as JSON, how many replies
+were cut at the token limit and, for
 eval-inference folders, the share of rows whose extracted answers are the same.
 """
 
@@ -26,11 +27,14 @@ def main(first: str, second: str, model: str, tokens: int = 32) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model)
     same_shape, agree, total, parsed = first_files == second_files, 0, 0, {"first": 0, "second": 0}
     answers_agree, answered = 0, 0  # eval-inference folders: the extracted answers too
+    length_stops = {"first": 0, "second": 0}
     for name in sorted(set(first_files) & set(second_files)):
         left, right = pd.read_csv(Path(first) / name), pd.read_csv(Path(second) / name)
         key = [column for column in left.columns if column not in ("output", "finish_reason", "output_tokens",
                                                                   "model_id")]
         same_shape &= list(left.columns) == list(right.columns) and left[key].equals(right[key])
+        length_stops["first"] += int((left["finish_reason"] == "length").sum())
+        length_stops["second"] += int((right["finish_reason"] == "length").sum())
         if "label" in left.columns:
             for a, b, reason_a, reason_b in zip(left["output"].fillna(""), right["output"].fillna(""),
                                                 left["finish_reason"], right["finish_reason"]):
@@ -48,7 +52,8 @@ def main(first: str, second: str, model: str, tokens: int = 32) -> None:
     summary = {"files": len(first_files), "same_files_columns_rows": bool(same_shape), "replies": total,
                f"first_{tokens}_tokens_agree": round(agree / max(total, 1), 4),
                "json_parse_rate_first": round(parsed["first"] / max(total, 1), 4),
-               "json_parse_rate_second": round(parsed["second"] / max(total, 1), 4)}
+               "json_parse_rate_second": round(parsed["second"] / max(total, 1), 4),
+               "length_stops_first": length_stops["first"], "length_stops_second": length_stops["second"]}
     if answered:
         summary["same_extracted_answer"] = round(answers_agree / answered, 4)
     print(json.dumps(summary))

@@ -6,7 +6,8 @@
 #
 #   bash bench/gpu-verify.sh [STEP ...]     (default: all steps, in this order)
 #   engines          stage A and eval-inference, vLLM against the transformers engine, greedy, both float32
-#   structured-a     stage A with structured output on vLLM: share of replies that parse
+#   structured-a     stage A with structured output on vLLM, greedy: share of replies that parse
+#   structured-a-sampled  the same at the stage's own sampling (temperature 0.7, top-p 0.95)
 #   structured-eval  eval-inference with structured output on vLLM: share of answers that parse
 #   finetune         finetune.py (4-bit NF4 on CUDA) into /tmp/ft-smol
 #   adapter          the stage E merge of that adapter, then eval-inference with --adapter (vLLM LoRA)
@@ -22,7 +23,7 @@ LIMIT=${STEP_LIMIT:-300}
 step() { echo "== $(date +%T) $*"; }
 compare() { python3 bench/compare_engines.py "$1" "$2" --model $M | tee "$OUT/$3.json"; }
 A="timeout $LIMIT python3 a-generate-synthetic-training-data/synthetic-a-create.py --model_id $M --dataset 24
-   --data_dir $D --temperature 0 --questions_per_type 2 --chunk_size 8"
+   --data_dir $D --questions_per_type 2 --chunk_size 8"
 E="timeout $LIMIT python3 eval-inference.py --dataset_name combined --input_file prompts --data_dir data/gpu-eval"
 notes() {
   [ -e $D/mimic/notes_24.csv.gz ] || python3 a-generate-synthetic-training-data/synthetic-0-select-notes.py \
@@ -31,8 +32,10 @@ notes() {
 
 engines() {
   notes
-  step "stage A vllm fp32";         $A --max_tokens 512 --engine vllm --dtype float32 --output_dir /tmp/a_vllm32
-  step "stage A transformers fp32"; $A --max_tokens 512 --engine transformers --dtype float32 --batch_size 96 \
+  step "stage A vllm fp32";         $A --temperature 0 --max_tokens 512 --engine vllm --dtype float32 \
+                                       --output_dir /tmp/a_vllm32
+  step "stage A transformers fp32"; $A --temperature 0 --max_tokens 512 --engine transformers --dtype float32 \
+                                       --batch_size 96 \
                                        --output_dir /tmp/a_hf32
   compare /tmp/a_vllm32 /tmp/a_hf32 stage_a_vllm_vs_transformers
   step "eval vllm fp32";            $E --model_id $M --engine vllm --dtype float32 --output_dir /tmp/e_vllm32
@@ -42,8 +45,15 @@ engines() {
 }
 structured-a() {
   notes
-  step "stage A vllm structured"; $A --max_tokens 2048 --engine vllm --structured_output --output_dir /tmp/a_json
+  step "stage A vllm structured"; $A --temperature 0 --max_tokens 2048 --engine vllm --structured_output \
+                                     --output_dir /tmp/a_json
   compare /tmp/a_json /tmp/a_json stage_a_structured
+}
+structured-a-sampled() {
+  notes
+  step "stage A vllm structured, sampled"; $A --max_tokens 2048 --engine vllm --structured_output \
+                                              --output_dir /tmp/a_json_sampled
+  compare /tmp/a_json_sampled /tmp/a_json_sampled stage_a_structured_sampled
 }
 structured-eval() {
   step "eval vllm structured"; $E --model_id $M --engine vllm --structured_output --output_dir /tmp/e_json
@@ -70,8 +80,9 @@ adapter() {
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(engines structured-a structured-eval finetune adapter)
 for name in "${steps[@]}"; do
   case "$name" in
-    engines|structured-a|structured-eval|finetune|adapter) "$name" ;;
-    *) echo "unknown step $name; choose engines structured-a structured-eval finetune adapter" >&2; exit 2 ;;
+    engines|structured-a|structured-a-sampled|structured-eval|finetune|adapter) "$name" ;;
+    *) echo "unknown step $name; choose engines structured-a structured-a-sampled structured-eval finetune adapter" >&2
+       exit 2 ;;
   esac
 done
 for f in /tmp/e_*/manifest_prompts.json; do

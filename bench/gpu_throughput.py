@@ -13,7 +13,14 @@ One process per engine configuration (a vLLM engine per process is the reliable 
     python bench/gpu_throughput.py run --config vllm_structured         # the item schema with and without
                                                                          #   string bounds, batch-1 decode
     python bench/gpu_throughput.py run --config vllm_overhead           # stage A against its own ids
-                                                                         #   through LLM.generate alone
+                                                                         #   through LLM.generate alone, twice
+    python bench/gpu_throughput.py run --config vllm_stages --shape llama-3.1-70b --tensor_parallel_size 4
+                                                                         # stage A, eval-inference, batch-1
+                                                                         #   decode (a model without weight
+                                                                         #   files loads vLLM's dummy weights)
+    python bench/gpu_throughput.py notes --count 256 --data_dir data/bench-notes
+                                                                         # the same notes as a notes table,
+                                                                         #   for synthetic-a-create.py itself
     python bench/gpu_throughput.py cli                                   # the `vllm bench throughput` command
     python bench/gpu_throughput.py table                                 # rows -> one markdown table
 
@@ -95,6 +102,19 @@ def hbm_bandwidth_gb_s() -> float:
     return 2 * 2**30 / best / 1e9
 
 
+def weight_bytes(model: str) -> int:
+    """Bytes of the model's bf16 weights: its files, or (dummy weights) its parameter count x 2."""
+    files = list(Path(model).glob("*.safetensors"))
+    if files:
+        return sum(path.stat().st_size for path in files)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    return 2 * sum(parameter.numel() for parameter in skeleton.parameters())
+
+
 def record(row: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "gpu_throughput.jsonl", "a") as handle:
@@ -128,7 +148,7 @@ def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name
             "output_tokens": int(frame["output_tokens"].sum()), "seconds": summary["wall_seconds"],
             "output_tokens_per_s": round(frame["output_tokens"].sum() / summary["wall_seconds"], 1),
             "seconds_per_note": round(summary["wall_seconds"] / len(notes), 4),
-            "structured_output": structured})
+            "structured_output": structured, "phase_seconds": summary["phase_seconds"]})
 
 
 def stage_a_prompt_ids(engine: VLLMEngine, notes: pd.DataFrame, max_tokens: int) -> list[list[int]]:
@@ -232,8 +252,9 @@ def eval_inference(engine, notes: pd.DataFrame, name: str, card: str) -> None:
             "seconds_per_example": summary["seconds_per_example"]})
 
 
-def batch_one_decode(engine: VLLMEngine, shape: str, card: str) -> None:
-    """Decode speed of a single request against the bandwidth bound (every weight read once per token)."""
+def batch_one_decode(engine: VLLMEngine, shape: str, card: str, tensor_parallel_size: int = 1) -> None:
+    """Decode speed of a single request against the bandwidth bound (every weight read once per token;
+    with tensor parallelism each GPU reads its share, so the bound grows with the GPU count)."""
     import torch
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
@@ -245,29 +266,37 @@ def batch_one_decode(engine: VLLMEngine, shape: str, card: str) -> None:
     output = engine.llm.generate([prompt], params, use_tqdm=False)
     seconds = time.perf_counter() - started
     tokens = len(output[0].outputs[0].token_ids)
-    weights = sum(path.stat().st_size for path in model_dir(shape).glob("*.safetensors"))
+    weights = weight_bytes(str(model_dir(shape)))
     bandwidth = hbm_bandwidth_gb_s()
-    bound = bandwidth * 1e9 / weights
-    record({"workload": "batch-1 decode", "config": "vllm", "card": card, "output_tokens": tokens,
+    bound = tensor_parallel_size * bandwidth * 1e9 / weights
+    record({"workload": "batch-1 decode", "config": f"vllm, tensor parallel {tensor_parallel_size}", "card": card,
+            "shape": shape, "output_tokens": tokens,
             "seconds": round(seconds, 3), "output_tokens_per_s": round(tokens / seconds, 1),
             "weight_bytes": weights, "measured_hbm_gb_s": round(bandwidth, 1),
             "bandwidth_bound_tokens_per_s": round(bound, 1), "roofline_ratio": round(tokens / seconds / bound, 3),
             "gpu": torch.cuda.get_device_name()})
 
 
-def build(shape: str = "llama-3.1-8b", tokenizer: str = "models/smollm2-tokenizer") -> None:
-    """Random bf16 weights of a real Llama shape (speed does not depend on the weights)."""
+def build(shape: str = "llama-3.1-8b", tokenizer: str = "models/smollm2-tokenizer", weights: bool = True) -> None:
+    """Random bf16 weights of a real Llama shape (speed does not depend on the weights); weights=False
+    writes config and tokenizer only, for vLLM's dummy weights."""
     started = time.perf_counter()
-    path = build_random_model(shape, model_dir(shape), tokenizer_dir=tokenizer, weights=True, device="cuda")
+    path = build_random_model(shape, model_dir(shape), tokenizer_dir=tokenizer, weights=weights, device="cuda")
     print(f"built {path} in {time.perf_counter() - started:.0f}s")
 
 
 def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_notes: int = 4,
-        max_tokens: int = 512, max_model_len: int = 8192) -> None:
-    """Time one engine configuration: transformers, vllm, vllm_no_prefix_cache or vllm_structured."""
+        max_tokens: int = 512, max_model_len: int = 8192, tensor_parallel_size: int = 1,
+        eval_examples: int = 256) -> None:
+    """Time one engine configuration: transformers, vllm, vllm_no_prefix_cache, vllm_structured,
+    vllm_overhead or vllm_stages."""
+    import os
+
     import torch
 
     card = torch.cuda.get_device_name()
+    if tensor_parallel_size > 1:
+        card = f"{tensor_parallel_size} x {card}"
     model = str(model_dir(shape))
     if config == "transformers":
         engine = TransformersEngine(model, max_model_len=max_model_len, batch_size=32)
@@ -276,16 +305,36 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
         stage_a(engine, frame, max_tokens, False, "transformers", card)
         eval_inference(engine, long_notes(32, engine.tokenizer, seed=1), "transformers", card)
         return
+    options = {}
+    if not any(Path(model).glob("*.safetensors")):
+        options["load_format"] = "dummy"  # a 70B shape's 141 GB of random weights need not be written and read
+    if tensor_parallel_size > 1:
+        # the lent machines share their GPUs' NVLink switch: nothing may use NVLink multicast there, which
+        # vLLM's symmetric-memory all-reduce and FlashInfer's all-reduce + RMSNorm fusion can; vLLM's
+        # custom all-reduce (peer-to-peer buffers) and NCCL remain
+        os.environ["VLLM_ALLREDUCE_USE_SYMM_MEM"] = "0"
+        options["compilation_config"] = {"pass_config": {"fuse_allreduce_rms": False}}
     engine = VLLMEngine(model, max_model_len=max_model_len, gpu_memory_utilization=0.85,
-                        enable_prefix_caching=config != "vllm_no_prefix_cache")
+                        tensor_parallel_size=tensor_parallel_size,
+                        enable_prefix_caching=config != "vllm_no_prefix_cache", **options)
     frame = long_notes(notes, engine.tokenizer)
     # warm up with stage A's sampling: vLLM compiles its top-p kernel (Triton) on first use, seconds that
     # a real run pays once and the first timed run here would otherwise pay
     engine.generate([[{"role": "user", "content": "warm up"}]] * 8, Sampling(max_tokens=4, temperature=0.7, top_p=0.95))
     if config == "vllm_overhead":
-        # what the stage code adds on top of LLM.generate, with every kernel already compiled
-        stage_a(engine, frame, max_tokens, False, "vllm", card)
-        same_prompts(engine, stage_a_prompt_ids(engine, frame, max_tokens), max_tokens, "stage A", card)
+        # what the stage code adds on top of LLM.generate, with every kernel already compiled; alternated
+        # twice, so neither side gains from running second
+        prompt_ids = stage_a_prompt_ids(engine, frame, max_tokens)
+        for _ in range(2):
+            stage_a(engine, frame, max_tokens, False, "vllm", card)
+            same_prompts(engine, prompt_ids, max_tokens, "stage A", card)
+        return
+    if config == "vllm_stages":
+        # the two GPU stages and the decode bound, for a large shape or a tensor-parallel engine
+        stage_a(engine, frame, max_tokens, False, f"vllm, tensor parallel {tensor_parallel_size}", card)
+        eval_inference(engine, long_notes(eval_examples, engine.tokenizer, seed=1),
+                       f"vllm, tensor parallel {tensor_parallel_size}", card)
+        batch_one_decode(engine, shape, card, tensor_parallel_size)
         return
     if config == "vllm_structured":
         # the item schema as shipped and with bounded strings (maxLength), against plain stage A
@@ -309,6 +358,16 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
     eval_frame = long_notes(256, engine.tokenizer, seed=1)
     eval_inference(engine, eval_frame, "vllm", card)
     batch_one_decode(engine, shape, card)
+
+
+def notes(count: int = 256, data_dir: str = "data/bench-notes", tokenizer: str = "models/smollm2-tokenizer") -> None:
+    """The benchmark's notes as {data_dir}/mimic/notes_{count}.csv, the table synthetic-a-create.py reads."""
+    from transformers import AutoTokenizer
+
+    target = Path(data_dir) / "mimic" / f"notes_{count}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    long_notes(count, AutoTokenizer.from_pretrained(tokenizer)).to_csv(target, index=False)
+    print(f"wrote {count} notes to {target}")
 
 
 def cli(shape: str = "llama-3.1-8b", num_prompts: int = 256, input_len: int = 3621, output_len: int = 512,
@@ -356,4 +415,4 @@ def table(path: str = str(OUT / "gpu_throughput.jsonl")) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"build": build, "run": run, "cli": cli, "table": table})
+    fire.Fire({"build": build, "run": run, "notes": notes, "cli": cli, "table": table})

@@ -434,7 +434,8 @@ class VLLMEngine:
     def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
                  gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, seed: int = 0,
                  adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None,
-                 dtype: str = "auto", enable_prefix_caching: bool = True):
+                 dtype: str = "auto", enable_prefix_caching: bool = True, **llm_options: Any):
+        """`llm_options` go to vllm.LLM as they are (benchmarks: load_format="dummy", compilation_config)."""
         import os
 
         import torch
@@ -456,6 +457,7 @@ class VLLMEngine:
             options["max_num_batched_tokens"] = max_num_batched_tokens
         if adapter:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        options.update(llm_options)
         self.llm = LLM(**options)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len

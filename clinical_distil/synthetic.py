@@ -99,8 +99,13 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
 
 
 def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: StageASettings, output_dir: Path,
-              model_id: str, throughput: Throughput) -> dict[str, int]:
-    """Generate the missing question types of one chunk and write one file per type."""
+              model_id: str, throughput: Throughput, phase_seconds: dict[str, float] | None = None) -> dict[str, int]:
+    """Generate the missing question types of one chunk and write one file per type.
+
+    `phase_seconds` (when given) gains the chunk's seconds of prompt building ("prompts"),
+    generation ("generate") and table writing ("write"): what the stage costs beside the engine.
+    """
+    clock = time.perf_counter()
     missing = [question_type for question_type in settings.question_types
                if settings.overwrite or not chunk_path(output_dir, question_type, start, end).exists()]
     if not missing:
@@ -112,8 +117,12 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     if settings.structured_output:
         schemas = [prompts.item_schema(row["question_type"], settings.questions_per_type) for row in rows]
         sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
+    timings = {"prompts": time.perf_counter() - clock}
+    clock = time.perf_counter()
     results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
                               prompt_ids=[item.prompt_ids for item in fitted]) if rows else []
+    timings["generate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     for row, item, result in zip(rows, fitted, results):
         row.update(prompt=engine.tokenizer.apply_chat_template(item.messages, add_generation_prompt=True,
                                                                tokenize=False),
@@ -123,6 +132,10 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     for question_type in missing:
         write_csv(frame[frame["question_type"] == question_type], chunk_path(output_dir, question_type, start, end))
+    timings["write"] = time.perf_counter() - clock
+    if phase_seconds is not None:
+        for phase, seconds in timings.items():
+            phase_seconds[phase] = phase_seconds.get(phase, 0.0) + seconds
     return {"written_files": len(missing), "skipped_files": len(settings.question_types) - len(missing),
             "requests": len(rows),
             "truncated_notes": int(sum(item.note_truncated for item in fitted)),
@@ -144,11 +157,13 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
     chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
     started = time.time()
     totals: dict[str, int] = {}
+    phase_seconds: dict[str, float] = {}
     pending_requests = sum(int(notes["text"].iloc[low:high].map(is_usable_note).sum()) * len(settings.question_types)
                            for low, high in chunks)
     throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
     for low, high in chunks:
-        for key, value in run_chunk(engine, notes, low, high, settings, output_dir, model_id, throughput).items():
+        for key, value in run_chunk(engine, notes, low, high, settings, output_dir, model_id, throughput,
+                                    phase_seconds).items():
             totals[key] = totals.get(key, 0) + value
     throughput.close()
     seconds = time.time() - started
@@ -159,6 +174,7 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         "sampling": {key: value for key, value in settings.sampling.__dict__.items() if key != "json_schema"},
         "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
         "counts": totals, "wall_seconds": round(seconds, 2),
+        "phase_seconds": {phase: round(value, 2) for phase, value in phase_seconds.items()},
         "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None,
         **(manifest_extra or {}),
     }

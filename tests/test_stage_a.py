@@ -162,6 +162,10 @@ def test_two_notes_four_types_files_columns_alignment_manifest(smol_run, data_di
     assert manifest["counts"]["written_files"] == 8 and manifest["question_types"] == TYPES
     assert manifest["sampling"]["temperature"] == 0 and manifest["structured_output"] is True
     assert "transformers" in manifest["versions"] and manifest["output_tokens_per_second"] > 0
+    # where the time went: the engine's share and the stage's own, within the run's wall time
+    phases = manifest["phase_seconds"]
+    assert set(phases) == {"prompts", "generate", "write"} and phases["generate"] > 0
+    assert sum(phases.values()) <= manifest["wall_seconds"] + 0.05
 
 
 def test_structured_output_parses_with_required_keys(smol_run):
