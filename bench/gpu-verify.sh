@@ -11,8 +11,8 @@
 #   structured-eval  eval-inference with structured output on vLLM: share of answers that parse
 #   finetune         finetune.py (4-bit NF4 on CUDA) into /tmp/ft-smol
 #   adapter          the stage E merge of that adapter, then eval-inference with --adapter (vLLM LoRA)
-#                    against the merged folder; ADAPTER_DTYPE=float32 merges and serves both in float32
-#                    (default bfloat16, the merge's and the engines' default)
+#                    against the merged folder; ADAPTER_DTYPE=float16 merges and serves both in float16
+#                    (default bfloat16, the merge's and the engines' default; vLLM's LoRA kernels refuse float32)
 # Each engine run has STEP_LIMIT seconds (default 300): a vLLM start with LoRA takes about two minutes.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1

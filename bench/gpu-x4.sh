@@ -9,7 +9,7 @@
 #                                  as 4 data-parallel shards, one GPU each (256 notes, 8B shape)
 #   bash bench/gpu-x4.sh single    four one-GPU jobs side by side: the 1-GPU finetune baseline (GPU 0),
 #                                  stage A against LLM.generate (GPU 1), `vllm bench throughput` (GPU 2),
-#                                  SmolLM2 checks: 4-bit finetune, float32 adapter vs merge, structured
+#                                  SmolLM2 checks: 4-bit finetune, float16 adapter vs merge, structured
 #                                  stage A at the stage's sampling (GPU 3)
 #
 # Each step builds the 8B-shape model first if it is missing (models/ is kept between calls) and leaves
@@ -61,7 +61,7 @@ single() {
   (CUDA_VISIBLE_DEVICES=1 timeout 420 python3 bench/gpu_throughput.py run --config vllm_overhead --notes 32 \
       >$LOGS/overhead.log 2>&1) &
   (CUDA_VISIBLE_DEVICES=2 timeout 420 python3 bench/gpu_throughput.py cli >$LOGS/cli.log 2>&1) &
-  (CUDA_VISIBLE_DEVICES=3 STEP_LIMIT=200 ADAPTER_DTYPE=float32 OUT=$LOGS \
+  (CUDA_VISIBLE_DEVICES=3 STEP_LIMIT=200 ADAPTER_DTYPE=float16 OUT=$LOGS \
       bash bench/gpu-verify.sh structured-a-sampled finetune adapter >$LOGS/verify.log 2>&1) &
   wait
   grep -h "^{" $LOGS/overhead.log $LOGS/cli.log; cat $LOGS/*.json 2>/dev/null | head -40

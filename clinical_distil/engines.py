@@ -4,8 +4,9 @@
     results = engine.generate(conversations, Sampling(max_tokens=256))
 
 `generate` takes chat conversations (lists of {"role", "content"} messages) and returns one
-`Generation` per conversation, in input order: text, finish reason ("stop" or "length"),
-prompt and output token counts. Both backends render prompts with the model's own chat
+`Generation` per conversation, in input order: text, finish reason ("stop" or "length"; vLLM
+may also end a request with "abort", "error" or "repetition", kept as it says), prompt and
+output token counts. Both backends render prompts with the model's own chat
 template into token ids (the same ids on both; a caller that already rendered them, as
 fit_notes does, passes them as `prompt_ids`), stop on the model's own end tokens (read
 from its generation config and tokenizer, never hard-coded) and can constrain the output
@@ -500,7 +501,8 @@ class VLLMEngine:
         results = []
         for ids, output in zip(prompts, outputs):
             completion = output.outputs[0]
-            reason = "length" if completion.finish_reason == "length" else "stop"
+            # vLLM's own word: folding "abort" or "error" into "stop" would pass a broken reply as whole
+            reason = completion.finish_reason or "stop"
             results.append(Generation(completion.text, reason, len(ids), len(completion.token_ids)))
         if progress:
             progress(len(results), sum(result.output_tokens for result in results))
@@ -544,6 +546,10 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
     if adapter and not (Path(adapter) / "adapter_config.json").exists():
         raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
     chosen = engine if engine != "auto" else ("vllm" if vllm_available() else "transformers")
+    if chosen == "vllm" and adapter and dtype == "float32":
+        # vLLM's LoRA kernels assert bf16/fp16 weights (seen failing on an H100 with vLLM 0.24)
+        raise InputError("vLLM serves adapters in bfloat16 or float16 only; use --dtype bfloat16, or "
+                         "--engine transformers for float32")
     log.info("engine: %s for %s", chosen, model_id)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:

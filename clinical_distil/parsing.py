@@ -91,14 +91,19 @@ def _body(text: str) -> str:
     return text[min(starts):] if starts else ""
 
 
+# finish reasons of a reply that ended before the model did: the token limit, or vLLM ending the request
+# itself (aborted, an engine error, its repetition detector)
+CUT_OFF_REASONS = ("length", "abort", "error", "repetition")
+
+
 def parse_reply(text: Any, finish_reason: str = "stop") -> ParsedReply:
-    """Items of one reply; `finish_reason == "length"` means the reply was cut off."""
+    """Items of one reply; a finish reason in CUT_OFF_REASONS means the reply was cut off."""
     if not isinstance(text, str) or not text.strip():
         return ParsedReply(failure="empty")
     body = _body(text)
     if not body:
         return ParsedReply(failure="no_json")
-    cut_off = finish_reason == "length"
+    cut_off = finish_reason in CUT_OFF_REASONS
     values, repaired = _scan(body, cut_off)
     items = _items(values)
     if items:
@@ -115,4 +120,4 @@ def json_values(text: Any, finish_reason: str = "stop") -> list[Any]:
     if not isinstance(text, str) or not text.strip():
         return []
     body = _body(text)
-    return _scan(body, finish_reason == "length")[0] if body else []
+    return _scan(body, finish_reason in CUT_OFF_REASONS)[0] if body else []

@@ -97,6 +97,11 @@ def test_eval_inference_serves_a_lora_adapter(tmp_path, tiny_model_dir):
     base = pd.read_csv(tmp_path / f"outputs/mini/{tiny_model_dir.name}/test_0_1_chunk_0.csv", keep_default_na=False)
     assert adapted["output"][0] != base["output"][0]
     assert json.loads((tmp_path / "outputs/mini/adapter-run/manifest_test.json").read_text())["adapter"]
+    # vLLM's LoRA kernels take bf16/fp16 only: refused up front, before any model loads
+    float32_lora = run_script("eval-inference.py", *base_args[:-4], "--engine", "vllm", "--dtype", "float32",
+                              "--adapter", str(tmp_path / "adapter-run"))
+    assert float32_lora.returncode == 2
+    assert "vLLM serves adapters in bfloat16 or float16 only" in float32_lora.stderr.strip().splitlines()[-1]
 
 
 def execute(notebook, output_dir, **parameters):

@@ -40,6 +40,10 @@ CASES = [
     (f"```json\n[{a}, {b[:60]}", "length", [A], None),
     (f"[{a}, {b}, {c}", "length", [A, B, C], None),
     (f"[{a[:50]}", "length", [], "truncated"),
+    # vLLM ended the request itself: a cut reply like one at the token limit
+    (f"[{a}, {b[:60]}", "abort", [A], None),
+    (f"[{a}, {b}, {c[:40]}", "error", [A, B], None),
+    (f"[{a[:50]}", "repetition", [], "truncated"),
     ("", "stop", [], "empty"),
     ("   \n ", "stop", [], "empty"),
     (None, "stop", [], "empty"),
