@@ -24,7 +24,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all"
          load_in_4bit: bool | None = None, packing: bool = False, padding_free: bool = False,
          gradient_checkpointing: bool = True,
          save_steps: int = 500, save_total_limit: int = 20, logging_steps: int = 10, report_to: str = "none",
-         resume_from_checkpoint: str | None = None, seed: int = 42, overwrite: bool = False) -> None:
+         resume_from_checkpoint: str | None = None, seed: int = 42, overwrite: bool = False,
+         train_sampling_strategy: str = "random") -> None:
     """Fine-tune `model_id` with LoRA (4-bit NF4 base on CUDA) on synthetic-raw/train_{input_file}_{min_difficulty}.arrow.
 
     Args:
@@ -53,11 +54,14 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all"
         resume_from_checkpoint: a checkpoint folder, or "last" for the newest in the run folder.
         seed: training seed.
         overwrite: delete an earlier run in the output folder and start again.
+        train_sampling_strategy: random (the paper's), sequential, group_by_length, or batch_rebalance (each
+            step's examples shared out so every GPU gets a like number of tokens; for several processes).
     """
     train_path, test_path = finetuning.dataset_paths(data_root(data_dir), input_file, min_difficulty)
     name = finetuning.run_name(model_id, input_file, min_difficulty, lora_r, lora_alpha)
     target = resolve(output_dir) if output_dir else REPO_ROOT / "results" / name
     check_model_folder(model_id)
+    finetuning.check_sampling_strategy(train_sampling_strategy)  # before an --overwrite removes anything
     if finetuning.check_run_folder(target, resume_from_checkpoint, overwrite):
         from accelerate import PartialState
 
@@ -72,7 +76,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-8B", input_file: str = "all"
         gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate, lora_r=lora_r,
         lora_alpha=lora_alpha, load_in_4bit=load_in_4bit, packing=packing, padding_free=padding_free,
         gradient_checkpointing=gradient_checkpointing, save_steps=save_steps, save_total_limit=save_total_limit,
-        logging_steps=logging_steps, report_to=report_to, resume_from_checkpoint=resume_from_checkpoint, seed=seed)
+        logging_steps=logging_steps, report_to=report_to, resume_from_checkpoint=resume_from_checkpoint, seed=seed,
+        train_sampling_strategy=train_sampling_strategy)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one line per run, not one per GPU

@@ -12,6 +12,7 @@
 #                                  SmolLM2 checks: 4-bit finetune, float16 adapter vs merge, structured
 #                                  stage A at the stage's sampling (GPU 3)
 #
+# SAMPLING=batch_rebalance (or group_by_length) sets finetune.py's --train_sampling_strategy (default random).
 # Each step builds the 8B-shape model first if it is missing (models/ is kept between calls) and leaves
 # its logs, JSON rows and summaries in $OUT/<step>.tgz and $OUT/<step>.log (the lease returns 8 files).
 set -uo pipefail
@@ -26,7 +27,8 @@ build8() { [ -e $M8/config.json ] || python3 bench/gpu_throughput.py build --sha
 finetune8() {  # $1 processes, $2 config, $3 steps, $4 output folder, $5 time limit (s)
   CONFIG=$2 NUM_PROCESSES=$1 MODEL_ID=$M8 INPUT_FILE=bench LOG_DIR=$LOGS \
     timeout "$5" bash a-generate-synthetic-training-data/synthetic-d-run-finetune.sh --data_dir data/bench-ft --output_dir "$4" \
-    --max_steps "$3" --save_steps $(($3 / 2)) --logging_steps 5 --max_seq_length 4096 --overwrite
+    --max_steps "$3" --save_steps $(($3 / 2)) --logging_steps 5 --max_seq_length 4096 --overwrite \
+    --train_sampling_strategy "${SAMPLING:-random}"
   cp "$4/training_summary.json" "$LOGS/$(basename "$4")_summary.json"
 }
 

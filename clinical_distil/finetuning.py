@@ -95,14 +95,29 @@ def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
 
 
+SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
+
+
+def check_sampling_strategy(name: str) -> None:
+    if name not in SAMPLING_STRATEGIES:
+        raise InputError(f"unknown --train_sampling_strategy {name!r}; choose {', '.join(SAMPLING_STRATEGIES)}")
+
+
 def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, max_seq_length: int = 12000,
           num_train_epochs: float = 1.0, max_steps: int = -1, per_device_train_batch_size: int = 1,
           gradient_accumulation_steps: int = 2, learning_rate: float = 2e-4, lora_r: int = 8, lora_alpha: int = 16,
           load_in_4bit: bool | None = None, packing: bool = False, padding_free: bool = False,
           gradient_checkpointing: bool = True, save_steps: int = 500, save_total_limit: int = 20,
           logging_steps: int = 10, report_to: str = "none",
-          resume_from_checkpoint: str | None = None, seed: int = 42) -> dict[str, Any]:
-    """Fine-tune a LoRA adapter (4-bit NF4 base where asked) and return the training summary."""
+          resume_from_checkpoint: str | None = None, seed: int = 42,
+          train_sampling_strategy: str = "random") -> dict[str, Any]:
+    """Fine-tune a LoRA adapter (4-bit NF4 base where asked) and return the training summary.
+
+    train_sampling_strategy: transformers' sampler: "random" (the paper's), "sequential", "group_by_length",
+    or "batch_rebalance" (each optimizer step's examples dealt out so every rank gets a like share of
+    tokens; with several processes a step waits for the slowest rank, and examples here run from a few
+    hundred to several thousand tokens).
+    """
     import shutil
     import time
 
@@ -113,6 +128,7 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
+    check_sampling_strategy(train_sampling_strategy)
     for path in (train_path, test_path):
         if not path.exists():
             raise InputError(f"training data not found: {path}; make it with stage C "
@@ -157,6 +173,7 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
         gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         save_steps=save_steps, save_total_limit=save_total_limit, logging_steps=logging_steps,
         report_to=report_to, seed=seed, use_cpu=not cuda, eval_strategy="no", dataset_num_proc=None,
+        train_sampling_strategy=train_sampling_strategy,
         # examples are evaluated one by one whether or not training packs them, so eval losses compare
         eval_packing=False,
         # the untrained adapter's eval loss, so the summary shows what training bought; evaluated inside

@@ -92,13 +92,27 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert steps == [1, 2, 3]  # the resumed run carried the first two steps' history and added one
 
 
+def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir, tmp_path):
+    """batch_rebalance deals each step's examples out by tokens; over an epoch it must drop or repeat none."""
+    runs = {}
+    for strategy in ("random", "batch_rebalance"):
+        result = finetune(data_dir, tmp_path / strategy, tiny_model_dir, "--num_train_epochs", "1",
+                          "--load_in_4bit", "False", "--save_steps", "100", "--train_sampling_strategy", strategy)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[strategy] = json.loads((tmp_path / strategy / "training_summary.json").read_text())
+    assert runs["batch_rebalance"]["config"]["train_sampling_strategy"] == "batch_rebalance"
+    assert runs["batch_rebalance"]["trained_tokens"] == runs["random"]["trained_tokens"] > 0
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing_data", "training data not found"),
     ("bad_model", "model folder not found"),
     ("tiny_length", "--max_seq_length 20 is too small"),
+    ("bad_sampling", "unknown --train_sampling_strategy 'shortest_first'"),
 ])
 def test_bad_input(case, message, data_dir, tiny_model_dir, tmp_path):
-    args = {"missing_data": ["--data_dir", str(tmp_path)], "bad_model": [], "tiny_length": ["--max_seq_length", "20"]}
+    args = {"missing_data": ["--data_dir", str(tmp_path)], "bad_model": [], "tiny_length": ["--max_seq_length", "20"],
+            "bad_sampling": ["--train_sampling_strategy", "shortest_first"]}
     model = tmp_path / "nowhere" if case == "bad_model" else tiny_model_dir
     result = finetune(data_dir, tmp_path / "run", model, "--max_steps", "1", *args[case])
     assert result.returncode == 2, result.stderr[-2000:]
