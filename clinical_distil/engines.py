@@ -58,6 +58,7 @@ class FittedPrompt:
     note_truncated: bool = False
     note_tokens_dropped: int = 0
     prompt_ids: list[int] | None = None  # the rendered conversation's token ids, for engine.generate
+    prompt_text: str | None = None  # the same rendering as text (stage A writes it beside the reply)
 
 
 def end_token_ids(tokenizer, generation_config=None) -> list[int]:
@@ -79,17 +80,22 @@ def render_ids(tokenizer, messages: Conversation) -> list[int]:
 
 
 def render_ids_batch(tokenizer, conversations: Sequence[Conversation]) -> list[list[int]]:
-    """render_ids for many conversations with one batched encode.
+    """render_ids for many conversations with one batched encode."""
+    return render_batch(tokenizer, conversations)[1]
+
+
+def render_batch(tokenizer, conversations: Sequence[Conversation]) -> tuple[list[str], list[list[int]]]:
+    """The conversations through the chat template: their texts, and their token ids in one batched encode.
 
     Stage A's prompts are whole notes (thousands of tokens each); encoding them one by one took
     about a fifth of a stage A run on an H100, while one batch runs on the tokenizer's threads.
     The template's text is encoded without added special tokens: the template writes them itself.
     """
     if not conversations:
-        return []
+        return [], []
     texts = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
              for messages in conversations]
-    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return texts, [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
 def conversation_ids(tokenizer, conversations: Sequence[Conversation],
@@ -106,27 +112,27 @@ def fit_notes(tokenizer, requests: Sequence[tuple[Conversation, str | None]],
               max_prompt_tokens: int) -> list[FittedPrompt]:
     """fit_note for many (conversation, note text) pairs: one batched render, then only the prompts
     that are too long are shortened, one by one. A conversation without a note is sent as it is.
-    Each result carries its token ids, so engine.generate need not render it again."""
-    rendered = render_ids_batch(tokenizer, [messages for messages, _ in requests])
-    return [FittedPrompt(messages, prompt_ids=ids) if note_text is None
-            else fit_note(tokenizer, messages, note_text, max_prompt_tokens, prompt_ids=ids)
-            for (messages, note_text), ids in zip(requests, rendered)]
+    Each result carries its rendering (text and token ids), so nothing renders it again."""
+    texts, rendered = render_batch(tokenizer, [messages for messages, _ in requests])
+    return [FittedPrompt(messages, prompt_ids=ids, prompt_text=text) if note_text is None
+            else fit_note(tokenizer, messages, note_text, max_prompt_tokens, prompt_ids=ids, prompt_text=text)
+            for (messages, note_text), text, ids in zip(requests, texts, rendered)]
 
 
 def fit_note(tokenizer, messages: Conversation, note_text: str, max_prompt_tokens: int,
-             prompt_ids: list[int] | None = None) -> FittedPrompt:
+             prompt_ids: list[int] | None = None, prompt_text: str | None = None) -> FittedPrompt:
     """Shorten the note inside `messages` until the rendered prompt fits `max_prompt_tokens`.
 
     Instructions and the request are kept whole; the middle of the note goes (its head has
     the history, its tail the discharge medications and plan). Cutting from the left, as
     the published code did, removed the system message and the instructions instead.
-    `prompt_ids`: the rendered ids of `messages`, where the caller has them.
+    `prompt_ids`, `prompt_text`: the rendering of `messages`, where the caller has it.
     """
-    if prompt_ids is None:
-        prompt_ids = render_ids(tokenizer, messages)
+    if prompt_ids is None or prompt_text is None:
+        (prompt_text,), (prompt_ids,) = render_batch(tokenizer, [messages])
     total = len(prompt_ids)
     if total <= max_prompt_tokens:
-        return FittedPrompt(messages, prompt_ids=prompt_ids)
+        return FittedPrompt(messages, prompt_ids=prompt_ids, prompt_text=prompt_text)
     from clinical_distil.prompts import note_slot
 
     index, start, end = note_slot(messages, note_text)
@@ -143,9 +149,9 @@ def fit_note(tokenizer, messages: Conversation, note_text: str, max_prompt_token
         content = messages[index]["content"]
         fitted = [dict(message) for message in messages]
         fitted[index]["content"] = content[:start] + shortened + content[end:]
-        fitted_ids = render_ids(tokenizer, fitted)
+        (fitted_text,), (fitted_ids,) = render_batch(tokenizer, [fitted])
         if len(fitted_ids) <= max_prompt_tokens or keep <= 1:
-            return FittedPrompt(fitted, True, len(note_ids) - keep, fitted_ids)
+            return FittedPrompt(fitted, True, len(note_ids) - keep, fitted_ids, fitted_text)
         keep -= max(1, keep // 50)
 
 

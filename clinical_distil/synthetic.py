@@ -124,8 +124,7 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     timings["generate"] = time.perf_counter() - clock
     clock = time.perf_counter()
     for row, item, result in zip(rows, fitted, results):
-        row.update(prompt=engine.tokenizer.apply_chat_template(item.messages, add_generation_prompt=True,
-                                                               tokenize=False),
+        row.update(prompt=item.prompt_text,
                    output=result.text, model_id=model_id, finish_reason=result.finish_reason,
                    prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
                    note_truncated=item.note_truncated, note_tokens_dropped=item.note_tokens_dropped)

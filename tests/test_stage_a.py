@@ -124,6 +124,8 @@ def test_batched_rendering_and_fitting_match_one_by_one(default_model_dir):
     assert fitted[0] == fit_note(tokenizer, *requests[0], 1500) and fitted[0].note_truncated
     # each carries the ids of what it will send, so the engine need not render it again
     assert [item.prompt_ids for item in fitted] == [render_ids(tokenizer, item.messages) for item in fitted]
+    assert [item.prompt_text for item in fitted] == [
+        tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for item in fitted]
     assert fitted[1].messages == requests[1][0] and not fitted[1].note_truncated
     # no note to shorten: sent as it is, even when longer than the limit
     assert fitted[2].messages == requests[2][0] and len(render_ids(tokenizer, fitted[2].messages)) > 1500
