@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_distil import synthetic  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
 from clinical_distil.engines import Sampling, chunk_ranges, load_engine, shard_chunks  # noqa: E402
-from clinical_distil.files import data_root, resolve  # noqa: E402
+from clinical_distil.files import InputError, data_root, resolve  # noqa: E402
 from clinical_distil.prompts import DEFAULT_QUESTIONS_PER_TYPE, QUESTION_TYPES  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
          max_model_len: int | None = None, max_tokens: int = 4096, temperature: float = 0.7, top_p: float = 0.95,
          seed: int = 0, limit: int | None = None, structured_output: bool = False, batch_size: int = 16,
          num_shards: int = 1, shard_index: int = 0, overwrite: bool = False,
-         dtype: str = "auto") -> None:
+         dtype: str = "auto", retries: int = 2, retry_frequency_penalty: float = 0.5) -> None:
     """Generate synthetic question/answer pairs with a teacher model.
 
     Args:
@@ -51,7 +51,14 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
         shard_index: which shard this job runs (0-based).
         overwrite: regenerate chunk files that already exist.
         dtype: model weights and compute: auto (bf16 on a GPU), bfloat16, float16 or float32.
+        retries: generate a reply again, up to this many times, when it was cut off (token limit) or
+            holds no readable question (with --structured_output: is not one whole JSON value); 0: never.
+        retry_frequency_penalty: frequency penalty of the retries (new seed too), against the loops
+            that run a small teacher into the token limit.
     """
+    if retries < 0 or retry_frequency_penalty < 0:
+        raise InputError(f"--retries ({retries}) and --retry_frequency_penalty ({retry_frequency_penalty}) "
+                         "must be 0 or more")
     root = data_root(data_dir)
     notes_path = resolve(notes_file) if notes_file else synthetic.notes_file(root, dataset)
     question_types = synthetic.check_question_types(qtypes)
@@ -60,7 +67,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
     settings = synthetic.StageASettings(
         question_types=question_types, questions_per_type=questions_per_type, chunk_size=chunk_size,
         sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed),
-        structured_output=structured_output, overwrite=overwrite)
+        structured_output=structured_output, overwrite=overwrite, retries=retries,
+        retry_frequency_penalty=retry_frequency_penalty)
     # check the cheap arguments before loading a model
     shard_chunks(chunk_ranges(0, 1, chunk_size), num_shards, shard_index)
     teacher = load_engine(model_id, engine=engine, max_model_len=max_model_len,
@@ -72,7 +80,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
     counts = summary["counts"]
     print(f"stage A: {counts.get('requests', 0)} replies in {counts.get('written_files', 0)} new files "
           f"({counts.get('skipped_files', 0)} already done, {unusable} empty notes skipped, "
-          f"{counts.get('truncated_notes', 0)} notes shortened) in {summary['wall_seconds']:.0f}s, "
+          f"{counts.get('truncated_notes', 0)} notes shortened; {counts.get('retried_requests', 0)} retried, "
+          f"{counts.get('unusable_after_retries', 0)} still unusable) in {summary['wall_seconds']:.0f}s, "
           f"{summary['output_tokens_per_second'] or 0:.1f} output tokens/s -> {target}")
 
 

@@ -6,7 +6,8 @@
 #
 #   bash bench/gpu-verify.sh [STEP ...]     (default: all steps, in this order)
 #   engines          stage A and eval-inference, vLLM against the transformers engine, greedy, both float32
-#   structured-a     stage A with structured output on vLLM, greedy: share of replies that parse
+#   structured-a     stage A with structured output on vLLM, greedy: share of replies that parse, first
+#                    without retries (*_first), then with the stage's default retries
 #   structured-a-sampled  the same at the stage's own sampling (temperature 0.7, top-p 0.95)
 #   structured-eval  eval-inference with structured output on vLLM: share of answers that parse
 #   finetune         finetune.py (4-bit NF4 on CUDA) into /tmp/ft-smol
@@ -45,15 +46,23 @@ engines() {
 }
 structured-a() {
   notes
+  step "stage A vllm structured, no retries"; $A --temperature 0 --max_tokens 2048 --engine vllm \
+                                                 --structured_output --retries 0 --output_dir /tmp/a_json_first
+  compare /tmp/a_json_first /tmp/a_json_first stage_a_structured_first
   step "stage A vllm structured"; $A --temperature 0 --max_tokens 2048 --engine vllm --structured_output \
                                      --output_dir /tmp/a_json
   compare /tmp/a_json /tmp/a_json stage_a_structured
+  cp /tmp/a_json/manifest.json "$OUT/stage_a_structured_manifest.json"
 }
 structured-a-sampled() {
   notes
+  step "stage A vllm structured, sampled, no retries"; $A --max_tokens 2048 --engine vllm --structured_output \
+                                                          --retries 0 --output_dir /tmp/a_json_sampled_first
+  compare /tmp/a_json_sampled_first /tmp/a_json_sampled_first stage_a_structured_sampled_first
   step "stage A vllm structured, sampled"; $A --max_tokens 2048 --engine vllm --structured_output \
                                               --output_dir /tmp/a_json_sampled
   compare /tmp/a_json_sampled /tmp/a_json_sampled stage_a_structured_sampled
+  cp /tmp/a_json_sampled/manifest.json "$OUT/stage_a_structured_sampled_manifest.json"
 }
 structured-eval() {
   step "eval vllm structured"; $E --model_id $M --engine vllm --structured_output --output_dir /tmp/e_json

@@ -48,7 +48,7 @@ multi() {
   for shard in 0 1 2 3; do
     CUDA_VISIBLE_DEVICES=$shard timeout 300 python3 a-generate-synthetic-training-data/synthetic-a-create.py \
         --model_id $M8 --dataset 256 --data_dir /tmp/bench-notes --chunk_size 64 --num_shards 4 \
-        --shard_index $shard --max_tokens 512 --max_model_len 8192 --tensor_parallel_size 1 \
+        --shard_index $shard --max_tokens 512 --max_model_len 8192 --tensor_parallel_size 1 --retries 0 \
         >"$LOGS/shard$shard.log" 2>&1 &
   done
   wait

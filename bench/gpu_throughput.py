@@ -123,11 +123,15 @@ def record(row: dict) -> None:
 
 
 def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> synthetic.StageASettings:
-    """Stage A as synthetic-a-create.py runs it: four types, five questions, T=0.7, top-p 0.95."""
+    """Stage A as synthetic-a-create.py runs it: four types, five questions, T=0.7, top-p 0.95.
+
+    No retries: a random-weight model's every reply runs to the token limit, and retrying them
+    would time a second pass instead of the first.
+    """
     return synthetic.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
                                     chunk_size=notes, sampling=Sampling(max_tokens=max_tokens, temperature=0.7,
                                                                         top_p=0.95),
-                                    structured_output=structured, overwrite=True)
+                                    structured_output=structured, overwrite=True, retries=0)
 
 
 def reset_cache(engine) -> None:

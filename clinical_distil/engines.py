@@ -39,6 +39,9 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     json_schema: dict[str, Any] | list[dict[str, Any]] | None = None  # one schema, or one per conversation
+    # subtracted from a token's logit once per time the reply already holds it (vLLM's and OpenAI's meaning):
+    # breaks the loops a small model falls into; stage A's retries use it
+    frequency_penalty: float = 0.0
     ignore_eos: bool = False  # benchmarks only: always generate max_tokens
 
 
@@ -358,7 +361,11 @@ class TransformersEngine:
         matchers = self._json_matchers(schemas) if schemas else None
         tokens: list[list[int]] = [[] for _ in range(count)]
         reasons = ["length"] * count
+        # per prompt: how often each token is already in its reply (for the frequency penalty)
+        token_counts = torch.zeros((count, logits.shape[-1]), device=self.device) if sampling.frequency_penalty else None
         while rows:
+            if token_counts is not None:
+                logits = logits - sampling.frequency_penalty * token_counts[rows]
             if matchers is not None:
                 import xgrammar
 
@@ -373,6 +380,8 @@ class TransformersEngine:
             keep = []
             for row, (prompt_index, token) in enumerate(zip(rows, chosen)):
                 tokens[prompt_index].append(token)
+                if token_counts is not None:
+                    token_counts[prompt_index, token] += 1
                 if matchers is not None:
                     matchers[prompt_index].accept_token(token)
                 if token in self.stop_ids:
@@ -490,7 +499,8 @@ class VLLMEngine:
             options: dict[str, Any] = dict(
                 max_tokens=max(1, min(sampling.max_tokens, self.max_model_len - len(ids))),
                 temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                stop_token_ids=self.stop_ids, skip_special_tokens=True, ignore_eos=sampling.ignore_eos)
+                stop_token_ids=self.stop_ids, skip_special_tokens=True, ignore_eos=sampling.ignore_eos,
+                frequency_penalty=sampling.frequency_penalty)
             if sampling.temperature > 0:
                 # a seed per request: the same request samples the same reply whatever its batch
                 options["seed"] = sampling.seed + position

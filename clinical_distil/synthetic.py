@@ -3,9 +3,11 @@
 For each chunk of note rows [start, end) and each question type the stage writes
 `synthetic-output/{dataset}/df_{question_type}_{start}_{end}.csv`: the note columns plus
 `question_type, prompt, output, model_id, finish_reason, prompt_tokens, output_tokens,
-note_truncated, note_tokens_dropped`. Each response is stored on the row of its own
-request (matched by position, never by prompt text). A chunk whose files all exist is
-skipped, so an interrupted run resumes where it stopped.
+note_truncated, note_tokens_dropped, attempts`. Each response is stored on the row of its own
+request (matched by position, never by prompt text). A reply that was cut off or holds no
+readable question is generated again (up to `retries` times, new seed, a frequency penalty
+against the loops small teachers fall into); the first usable reply is kept, else the first
+one. A chunk whose files all exist is skipped, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ from typing import Any
 import pandas as pd
 
 from clinical_distil import prompts
-from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
+from clinical_distil.engines import (FittedPrompt, Generation, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
                                      shard_chunks, shard_suffix)
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
 from clinical_distil.notes import NOTE_COLUMNS
+from clinical_distil.parsing import reply_needs_retry
 
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = NOTE_COLUMNS + ["question_type", "prompt", "output", "model_id", "finish_reason", "prompt_tokens",
-                                 "output_tokens", "note_truncated", "note_tokens_dropped"]
+                                 "output_tokens", "note_truncated", "note_tokens_dropped", "attempts"]
+# chunk files written before retries existed lack `attempts` (read as 1)
+REQUIRED_COLUMNS = [column for column in OUTPUT_COLUMNS if column != "attempts"]
+RETRY_SEED_STRIDE = 1_000_003  # seeds of retry k start k strides away, clear of the first attempt's per-request seeds
 SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthetic-0-select-notes.py "
                "--source NOTEEVENTS.csv.gz --num_notes N")
 
@@ -78,6 +84,8 @@ class StageASettings:
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=4096, temperature=0.7, top_p=0.95))
     structured_output: bool = False
     overwrite: bool = False
+    retries: int = 2
+    retry_frequency_penalty: float = 0.5
 
 
 def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
@@ -121,10 +129,12 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
     clock = time.perf_counter()
     results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
                               prompt_ids=[item.prompt_ids for item in fitted]) if rows else []
+    attempts = [1] * len(results)
+    retry_counts = retry_failed(engine, fitted, sampling, results, attempts, settings)
     timings["generate"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    for row, item, result in zip(rows, fitted, results):
-        row.update(prompt=item.prompt_text,
+    for row, item, result, tries in zip(rows, fitted, results, attempts):
+        row.update(prompt=item.prompt_text, attempts=tries,
                    output=result.text, model_id=model_id, finish_reason=result.finish_reason,
                    prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
                    note_truncated=item.note_truncated, note_tokens_dropped=item.note_tokens_dropped)
@@ -139,7 +149,47 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
             "requests": len(rows),
             "truncated_notes": int(sum(item.note_truncated for item in fitted)),
             "output_tokens": int(frame["output_tokens"].sum()) if len(frame) else 0,
-            "length_stops": int((frame["finish_reason"] == "length").sum())}
+            "length_stops": int((frame["finish_reason"] == "length").sum()), **retry_counts}
+
+
+def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results: list[Generation],
+                 attempts: list[int], settings: StageASettings) -> dict[str, int]:
+    """Generate again the replies that were cut off or hold no question; updates `results` and `attempts`.
+
+    Each retry samples with a new seed and a frequency penalty, so a greedy run changes too and a
+    reply looping on one sentence is pushed off it. A retry's reply replaces the first only when
+    it is usable: otherwise the first stays (stage B still keeps the complete items of a cut reply).
+    """
+    whole_json = settings.structured_output
+
+    def failed(position: int) -> bool:
+        return reply_needs_retry(results[position].text, results[position].finish_reason, whole_json)
+
+    pending = [position for position in range(len(results)) if failed(position)]
+    counts = {"retried_requests": len(pending), "retry_output_tokens": 0}
+    for attempt in range(1, settings.retries + 1):
+        if not pending:
+            break
+        log.info("retry %d of %d: %d replies cut off or without a readable question", attempt, settings.retries,
+                 len(pending))
+        schemas = sampling.json_schema
+        retry_sampling = Sampling(**{
+            **sampling.__dict__, "seed": sampling.seed + attempt * RETRY_SEED_STRIDE,
+            "frequency_penalty": settings.retry_frequency_penalty,
+            "json_schema": [schemas[position] for position in pending] if isinstance(schemas, list) else schemas})
+        retried = engine.generate([fitted[position].messages for position in pending], retry_sampling,
+                                  prompt_ids=[fitted[position].prompt_ids for position in pending])
+        still_failing = []
+        for position, result in zip(pending, retried):
+            attempts[position] += 1
+            counts["retry_output_tokens"] += result.output_tokens
+            if reply_needs_retry(result.text, result.finish_reason, whole_json):
+                still_failing.append(position)
+            else:
+                results[position] = result
+        pending = still_failing
+    counts["unusable_after_retries"] = len(pending)
+    return counts
 
 
 def manifest_path(output_dir: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
@@ -190,6 +240,8 @@ def read_chunks(output_dir: Path) -> pd.DataFrame:
     if not files:
         raise InputError(f"no stage A chunk files (df_*_START_END.csv) in {output_dir}; run "
                          "a-generate-synthetic-training-data/synthetic-a-create.py first")
-    frames = [read_csv(path, required=OUTPUT_COLUMNS, what="stage A chunk",
+    frames = [read_csv(path, required=REQUIRED_COLUMNS, what="stage A chunk",
                        hint="rerun synthetic-a-create.py for it") for path in files]
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["attempts"] = frame["attempts"].fillna(1).astype(int) if "attempts" in frame else 1
+    return frame

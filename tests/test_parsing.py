@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinical_distil.parsing import parse_reply
+from clinical_distil.parsing import parse_reply, reply_needs_retry
 
 A = {"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes", "section": "Discharge Medications",
      "source": "aspirin 81 mg PO daily", "difficulty": 3, "explanation": "Listed at discharge."}
@@ -93,3 +93,29 @@ def test_any_valid_items_wrapped_in_noise_round_trip(items, before, after, fence
     parsed = parse_reply(reply)
     assert parsed.failure is None
     assert parsed.items == items
+
+
+# ---------------------------------------------------------------- which teacher replies stage A generates again
+
+@pytest.mark.parametrize("reply, finish_reason, whole_json, retry", [
+    (f"[{a}]", "stop", False, False),
+    (f"[{a}]", "stop", True, False),
+    (f"Here you go: [{a}] Hope this helps.", "stop", False, False),  # prose around JSON: usable, kept
+    (f"Here you go: [{a}]", "stop", True, True),  # ... but not what a grammar-bound reply should be
+    (f"[{a}, {b}]", "length", False, True),  # complete items, yet cut off: a loop or a short budget
+    (f"[{a}]", "abort", False, True),
+    ("I cannot help with that.", "stop", False, True),
+    ("[]", "stop", True, True),  # whole JSON, no question
+    ("", "stop", False, True),
+])
+def test_reply_needs_retry(reply, finish_reason, whole_json, retry):
+    assert reply_needs_retry(reply, finish_reason, whole_json) is retry
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(item, min_size=1, max_size=4), indent=st.sampled_from([None, 2]), cut=st.floats(0.01, 0.99))
+def test_whole_json_replies_are_never_retried_and_any_cut_one_is(items, indent, cut):
+    body = json.dumps(items, indent=indent, ensure_ascii=False)
+    assert reply_needs_retry(body, "stop", whole_json=True) is False
+    # no proper prefix of a JSON list is a JSON value, even one the model ended itself
+    assert reply_needs_retry(body[: max(1, int(len(body) * cut))], "stop", whole_json=True) is True

@@ -7,11 +7,11 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from clinical_distil import prompts
-from clinical_distil.engines import (Sampling, TransformersEngine, end_token_ids, fit_note, fit_notes, render_ids,
-                                     render_ids_batch)
+from clinical_distil.engines import (FittedPrompt, Generation, Sampling, TransformersEngine, end_token_ids, fit_note,
+                                     fit_notes, render_ids, render_ids_batch)
 from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
-from clinical_distil.synthetic import OUTPUT_COLUMNS
+from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
 
 from conftest import SAMPLES, run_script
 
@@ -86,6 +86,32 @@ def test_sampling_is_reproducible_for_a_seed(tiny_model_dir):
     other = engine.generate(conversations, Sampling(max_tokens=12, temperature=0.9, top_p=0.9, seed=12))
     assert [result.text for result in first] == [result.text for result in second]
     assert [result.text for result in first] != [result.text for result in other]
+
+
+def test_frequency_penalty_stops_repeats(tiny_model_dir, monkeypatch):
+    """A penalty far above the logits' range leaves no token used twice; without it the random model repeats."""
+    chosen_rows: list[list[int]] = []
+    pick = TransformersEngine._pick
+
+    def recording_pick(logits, sampling, generator):
+        chosen = pick(logits, sampling, generator)
+        chosen_rows.append(chosen.tolist())
+        return chosen
+
+    monkeypatch.setattr(TransformersEngine, "_pick", staticmethod(recording_pick))
+    engine = TransformersEngine(str(tiny_model_dir), batch_size=2)
+    conversations = [[{"role": "user", "content": "note one"}], [{"role": "user", "content": "note two"}]]
+
+    def first_row_tokens(sampling: Sampling) -> list[int]:
+        chosen_rows.clear()
+        results = engine.generate(conversations, sampling)
+        assert [result.output_tokens for result in results] == [40, 40]  # no stop token: steps == rows' lengths
+        return [step[0] for step in chosen_rows]
+
+    plain = first_row_tokens(Sampling(max_tokens=40))
+    assert len(set(plain)) < len(plain)
+    penalised = first_row_tokens(Sampling(max_tokens=40, frequency_penalty=1e4))
+    assert len(set(penalised)) == len(penalised) == 40
 
 
 def test_fit_note_shortens_only_the_note(default_model_dir):
@@ -182,6 +208,68 @@ def test_structured_output_parses_with_required_keys(smol_run):
             assert 1 <= item["difficulty"] <= 10
 
 
+# ---------------------------------------------------------------- retries
+
+class ScriptedEngine:
+    """Answers each generate call from a script of replies keyed by prompt id, and records the calls."""
+
+    def __init__(self, replies_per_call: list[dict[int, tuple[str, str]]]):
+        self.replies_per_call = replies_per_call
+        self.calls: list[tuple[list[int], Sampling]] = []
+
+    def generate(self, conversations, sampling, progress=None, prompt_ids=None):
+        keys = [ids[0] for ids in prompt_ids]
+        self.calls.append((keys, sampling))
+        replies = self.replies_per_call[len(self.calls) - 1]
+        return [Generation(replies[key][0], replies[key][1], 1, len(replies[key][0])) for key in keys]
+
+
+GOOD = json.dumps([{key: 1 if key == "difficulty" else "x" for key in prompts.ITEM_KEYS}])
+
+
+def test_retries_redo_only_failed_replies_with_new_seed_and_penalty():
+    fitted = [FittedPrompt(messages=[], prompt_ids=[key]) for key in range(4)]
+    first = [Generation(GOOD, "stop", 1, 9), Generation(GOOD[:20], "length", 1, 50),
+             Generation("no json here", "stop", 1, 3), Generation(GOOD[:10], "length", 1, 50)]
+    engine = ScriptedEngine([{1: (GOOD, "stop"), 2: ("still none", "stop"), 3: (GOOD[:5], "length")},
+                             {2: (GOOD, "stop"), 3: ("nothing", "stop")}])
+    schemas = [{"schema": key} for key in range(4)]
+    sampling = Sampling(max_tokens=50, temperature=0.0, seed=7, json_schema=schemas)
+    results, attempts = list(first), [1, 1, 1, 1]
+    counts = retry_failed(engine, fitted, sampling, results, attempts,
+                          StageASettings(question_types=["yes_no"], structured_output=True, retries=2,
+                                         retry_frequency_penalty=0.3))
+    assert [keys for keys, _ in engine.calls] == [[1, 2, 3], [2, 3]]
+    for attempt, (keys, retry_sampling) in enumerate(engine.calls, start=1):
+        assert retry_sampling.seed == 7 + attempt * RETRY_SEED_STRIDE and retry_sampling.frequency_penalty == 0.3
+        assert retry_sampling.json_schema == [schemas[key] for key in keys]  # each request keeps its own schema
+        assert retry_sampling.max_tokens == 50 and retry_sampling.temperature == 0.0
+    assert [result.text for result in results] == [GOOD, GOOD, GOOD, GOOD[:10]]  # no usable retry: the first stays
+    assert attempts == [1, 2, 3, 3]
+    assert counts == {"retried_requests": 3, "retry_output_tokens": len(GOOD) + 10 + 5 + len(GOOD) + 7,
+                      "unusable_after_retries": 1}
+
+
+def test_no_retries_when_asked_or_when_every_reply_is_usable():
+    fitted = [FittedPrompt(messages=[], prompt_ids=[0])]
+    engine = ScriptedEngine([])
+    cut = [Generation(GOOD[:20], "length", 1, 50)]
+    settings = StageASettings(question_types=["yes_no"], retries=0)
+    assert retry_failed(engine, fitted, Sampling(), cut, [1], settings) == {
+        "retried_requests": 1, "retry_output_tokens": 0, "unusable_after_retries": 1}
+    assert retry_failed(engine, fitted, Sampling(), [Generation(GOOD, "stop", 1, 9)], [1],
+                        StageASettings(question_types=["yes_no"])) == {
+        "retried_requests": 0, "retry_output_tokens": 0, "unusable_after_retries": 0}
+    assert engine.calls == []
+
+
+def test_chunk_files_from_before_retries_read_as_one_attempt(tmp_path):
+    row = {column: 1 for column in OUTPUT_COLUMNS if column != "attempts"} | {"question_type": "yes_no"}
+    write_csv(pd.DataFrame([row]), tmp_path / "df_yes_no_0_1.csv")
+    write_csv(pd.DataFrame([row | {"attempts": 3}], columns=OUTPUT_COLUMNS), tmp_path / "df_yes_no_1_2.csv")
+    assert read_chunks(tmp_path)["attempts"].tolist() == [1, 3]
+
+
 # ---------------------------------------------------------------- resume, shards, truncation (tiny model)
 
 def test_resume_regenerates_only_the_missing_chunk(data_dir, tiny_model_dir, tmp_path):
@@ -201,16 +289,22 @@ def test_resume_regenerates_only_the_missing_chunk(data_dir, tiny_model_dir, tmp
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["counts"] == {**manifest["counts"], "requests": 2, "written_files": 1, "skipped_files": 11}
     assert "4 new" not in second.stdout and "2 replies in 1 new files" in second.stdout
+    # the random model's 8 tokens are never a usable reply: each was tried 1 + 2 times, and counted
+    assert read_chunks(tmp_path)["attempts"].tolist() == [3] * 24
+    assert manifest["counts"] == {**manifest["counts"], "retried_requests": 2, "unusable_after_retries": 2}
+    assert "2 retried, 2 still unusable" in second.stdout
 
 
 def test_shards_cover_every_row_exactly_once(data_dir, tiny_model_dir, tmp_path):
     whole = tmp_path / "whole"
     assert create(data_dir, whole, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "4",
-                  "--qtypes", "yes_no,na-bool").returncode == 0
+                  "--qtypes", "yes_no,na-bool", "--retries", "0").returncode == 0
+    assert read_chunks(whole)["attempts"].tolist() == [1] * 12
     sharded = tmp_path / "sharded"
     for index in range(2):
         result = create(data_dir, sharded, tiny_model_dir, "--chunk_size", "2", "--max_tokens", "4",
-                        "--qtypes", "yes_no,na-bool", "--num_shards", "2", "--shard_index", str(index))
+                        "--qtypes", "yes_no,na-bool", "--num_shards", "2", "--shard_index", str(index),
+                        "--retries", "0")
         assert result.returncode == 0, result.stderr[-2000:]
     assert (sharded / "manifest_shard0of2.json").exists() and (sharded / "manifest_shard1of2.json").exists()
     key = ["note_id", "question_type", "prompt"]
@@ -246,6 +340,7 @@ def test_long_note_is_shortened_and_flagged(tiny_model_dir, tmp_path):
     ("bad_type", "unknown question type(s) essay"),
     ("bad_shard", "--shard_index must be in 0..1"),
     ("bad_model", "model folder not found"),
+    ("bad_retries", "--retries (-1) and --retry_frequency_penalty (0.5) must be 0 or more"),
 ])
 def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_dir):
     notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": "Chief Complaint:\nfever"}])
@@ -253,7 +348,8 @@ def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_
         notes = notes.rename(columns={"text": "body"})
     if case != "missing_notes":
         write_csv(notes, tmp_path / "mimic" / "notes_1.csv.gz")
-    args = {"bad_type": ["--qtypes", "yes_no,essay"], "bad_shard": ["--num_shards", "2", "--shard_index", "2"]}
+    args = {"bad_type": ["--qtypes", "yes_no,essay"], "bad_shard": ["--num_shards", "2", "--shard_index", "2"],
+            "bad_retries": ["--retries", "-1"]}
     model = tmp_path / "no-such-model" if case == "bad_model" else tiny_model_dir
     result = run_script(SCRIPT, "--model_id", str(model), "--dataset", "1", "--data_dir", str(tmp_path),
                         "--engine", "transformers", "--max_tokens", "4", *args.get(case, []))
