@@ -45,6 +45,15 @@ def gguf_file() -> Path:
 
 
 def _fix_tokenizer(tokenizer) -> None:
+    from tokenizers import decoders
+
+    # transformers rebuilds the GGUF's byte-level BPE with a SentencePiece-style decoder chain
+    # (ByteFallback, Fuse, Replace, ByteLevel) and byte_fallback on. Decoding is the same, but
+    # xgrammar 0.2.3 (vLLM 0.24's) reads the first decoder and takes the vocabulary for byte-fallback,
+    # so its JSON grammar let the newline token "Ċ" into strings (unparseable replies on the H100).
+    # SmolLM2's own tokenizer.json has the plain ByteLevel decoder: restore it.
+    tokenizer.backend_tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.backend_tokenizer.model.byte_fallback = False
     tokenizer.eos_token = END_OF_TURN
     tokenizer.pad_token = PAD_TOKEN
     tokenizer.padding_side = "left"  # generation pads on the left; training collators set their own side

@@ -126,14 +126,14 @@ def json_values(text: Any, finish_reason: str = "stop") -> list[Any]:
 def reply_needs_retry(text: Any, finish_reason: str, whole_json: bool = False) -> bool:
     """Whether a teacher reply is worth generating again: cut off, or no question recoverable from it.
 
-    `whole_json` (structured output) asks more: the reply must decode as one JSON value, as the
-    grammar promises for a reply that ended on its own.
+    `whole_json` (structured output) asks more: the reply must be one strict JSON value (no raw
+    control characters in strings), as the grammar promises for a reply that ended on its own.
     """
     if finish_reason in CUT_OFF_REASONS or parse_reply(text, finish_reason).failure is not None:
         return True
     if whole_json:
         try:
-            _DECODER.decode(text)
+            json.loads(text)
         except (json.JSONDecodeError, TypeError):
             return True
     return False

@@ -48,3 +48,15 @@ def test_tiny_model_shares_the_tokenizer(tiny_model_dir, default_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert tokenizer.get_vocab() == AutoTokenizer.from_pretrained(default_model_dir).get_vocab()
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(default_model_dir).chat_template
+
+
+def test_default_tokenizer_is_plain_byte_level(default_model_dir):
+    """SmolLM2's own decoder, not the GGUF rebuild's chain: vLLM's xgrammar picks the vocabulary type from it
+    (byte-fallback let newline tokens into JSON strings); text in and out is unchanged."""
+    tokenizer_json = json.loads((default_model_dir / "tokenizer.json").read_text())
+    assert tokenizer_json["decoder"]["type"] == "ByteLevel" and tokenizer_json["model"]["byte_fallback"] is False
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    text = "Creatinine 1.4 mg/dL\n\tdéjà vu — 日本語 🙂  two  spaces"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a\nb", add_special_tokens=False)["input_ids"]) == ["a", "Ċ", "b"]

@@ -106,6 +106,8 @@ def test_any_valid_items_wrapped_in_noise_round_trip(items, before, after, fence
     (f"[{a}]", "abort", False, True),
     ("I cannot help with that.", "stop", False, True),
     ("[]", "stop", True, True),  # whole JSON, no question
+    (f"[{a[:-1]}, \"note\": \"line\nbreak\"}}]", "stop", False, False),  # a raw newline: stage B reads it ...
+    (f"[{a[:-1]}, \"note\": \"line\nbreak\"}}]", "stop", True, True),  # ... but it is not strict JSON
     ("", "stop", False, True),
 ])
 def test_reply_needs_retry(reply, finish_reason, whole_json, retry):
