@@ -24,7 +24,8 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
          max_model_len: int | None = None, max_tokens: int = 4096, temperature: float = 0.7, top_p: float = 0.95,
          seed: int = 0, limit: int | None = None, structured_output: bool = False, batch_size: int = 16,
          num_shards: int = 1, shard_index: int = 0, overwrite: bool = False,
-         dtype: str = "auto", retries: int = 2, retry_frequency_penalty: float = 0.5) -> None:
+         dtype: str = "auto", retries: int = 2, retry_frequency_penalty: float = 0.5,
+         retry_temperature: float = 0.7) -> None:
     """Generate synthetic question/answer pairs with a teacher model.
 
     Args:
@@ -55,10 +56,11 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
             holds no readable question (with --structured_output: is not one whole JSON value); 0: never.
         retry_frequency_penalty: frequency penalty of the retries (new seed too), against the loops
             that run a small teacher into the token limit.
+        retry_temperature: retries sample at least this hot (a greedy retry tends to loop again).
     """
-    if retries < 0 or retry_frequency_penalty < 0:
-        raise InputError(f"--retries ({retries}) and --retry_frequency_penalty ({retry_frequency_penalty}) "
-                         "must be 0 or more")
+    if min(retries, retry_frequency_penalty, retry_temperature) < 0:
+        raise InputError(f"--retries ({retries}), --retry_frequency_penalty ({retry_frequency_penalty}) and "
+                         f"--retry_temperature ({retry_temperature}) must be 0 or more")
     root = data_root(data_dir)
     notes_path = resolve(notes_file) if notes_file else synthetic.notes_file(root, dataset)
     question_types = synthetic.check_question_types(qtypes)
@@ -68,7 +70,7 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
         question_types=question_types, questions_per_type=questions_per_type, chunk_size=chunk_size,
         sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed),
         structured_output=structured_output, overwrite=overwrite, retries=retries,
-        retry_frequency_penalty=retry_frequency_penalty)
+        retry_frequency_penalty=retry_frequency_penalty, retry_temperature=retry_temperature)
     # check the cheap arguments before loading a model
     shard_chunks(chunk_ranges(0, 1, chunk_size), num_shards, shard_index)
     teacher = load_engine(model_id, engine=engine, max_model_len=max_model_len,

@@ -116,7 +116,9 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
     for column in per_type.columns:
         numbers[column] = int(totals[column])
     flow = [("notes selected", numbers.get("notes_selected")), ("notes sent to the teacher", numbers.get("notes_to_teacher")),
-            ("teacher replies", numbers.get("replies")), ("replies cut at the token limit", numbers.get("cut_by_length")),
+            ("teacher replies", numbers.get("replies")),
+            ("replies generated again (cut off or unreadable)", numbers.get("retried")),
+            ("replies cut at the token limit", numbers.get("cut_by_length")),
             ("replies that failed to parse", numbers.get("failed")),
             ("question/answer items parsed", numbers.get("items")),
             ("items kept after filters", numbers.get("kept_after_filters")),

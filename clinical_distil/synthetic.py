@@ -5,8 +5,8 @@ For each chunk of note rows [start, end) and each question type the stage writes
 `question_type, prompt, output, model_id, finish_reason, prompt_tokens, output_tokens,
 note_truncated, note_tokens_dropped, attempts`. Each response is stored on the row of its own
 request (matched by position, never by prompt text). A reply that was cut off or holds no
-readable question is generated again (up to `retries` times, new seed, a frequency penalty
-against the loops small teachers fall into); the first usable reply is kept, else the first
+readable question is generated again (up to `retries` times, sampled with a new seed and a
+frequency penalty, against the loops small teachers fall into); the first usable reply is kept, else the first
 one. A chunk whose files all exist is skipped, so an interrupted run resumes where it stopped.
 """
 
@@ -86,6 +86,7 @@ class StageASettings:
     overwrite: bool = False
     retries: int = 2
     retry_frequency_penalty: float = 0.5
+    retry_temperature: float = 0.7  # retries sample at least this hot: a greedy retry tends to loop again
 
 
 def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
@@ -156,8 +157,8 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
                  attempts: list[int], settings: StageASettings) -> dict[str, int]:
     """Generate again the replies that were cut off or hold no question; updates `results` and `attempts`.
 
-    Each retry samples with a new seed and a frequency penalty, so a greedy run changes too and a
-    reply looping on one sentence is pushed off it. A retry's reply replaces the first only when
+    Each retry samples (at least at `retry_temperature`, so a greedy run's retry differs too) with a
+    new seed and a frequency penalty that pushes a reply looping on one sentence off it. A retry's reply replaces the first only when
     it is usable: otherwise the first stays (stage B still keeps the complete items of a cut reply).
     """
     whole_json = settings.structured_output
@@ -175,6 +176,7 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
         schemas = sampling.json_schema
         retry_sampling = Sampling(**{
             **sampling.__dict__, "seed": sampling.seed + attempt * RETRY_SEED_STRIDE,
+            "temperature": max(sampling.temperature, settings.retry_temperature),
             "frequency_penalty": settings.retry_frequency_penalty,
             "json_schema": [schemas[position] for position in pending] if isinstance(schemas, list) else schemas})
         retried = engine.generate([fitted[position].messages for position in pending], retry_sampling,

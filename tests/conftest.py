@@ -78,12 +78,16 @@ def make_stage_a_outputs(root: Path) -> tuple[Path, Path]:
                 text, finish = "", "stop"
             if position == 5 and question_type == "na-bool":
                 text = "I am unable to write questions about this note."
+            attempts = 1
             if position == 6 and question_type == "yes_no":
-                text, finish = text[: len(text) // 2], "length"
+                text, finish, attempts = text[: len(text) // 2], "length", 3  # its two retries were cut too
+            if position == 7 and question_type == "numeric":
+                attempts = 2  # the first reply failed, the retry is this one
             note = notes[notes["note_id"] == note_id].iloc[0]
             rows.append({**note.to_dict(), "question_type": question_type, "prompt": "(prompt)", "output": text,
                          "model_id": "fixture-teacher", "finish_reason": finish, "prompt_tokens": 1000,
-                         "output_tokens": 100, "note_truncated": False, "note_tokens_dropped": 0})
+                         "output_tokens": 100, "note_truncated": False, "note_tokens_dropped": 0,
+                         "attempts": attempts})
     frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     chunks = root / "synthetic-output" / str(len(notes))
     for question_type, part in frame.groupby("question_type"):

@@ -285,6 +285,7 @@ def test_report_numbers_are_the_files_numbers(whole_run):
     raw = data / "synthetic-raw"
     assert counts["notes selected"] == "24" and counts["notes sent to the teacher"] == "3"
     assert counts["teacher replies"] == str(len(chunks)) == "12"
+    assert counts["replies generated again (cut off or unreadable)"] == str(int((chunks["attempts"] > 1).sum()))
     assert counts["replies that failed to parse"] == str(len(pd.read_csv(raw / "parse_failures.csv")))
     assert counts["items kept after filters"] == str(len(pd.read_csv(raw / "synth_all_df.csv")))
     assert counts["training examples (balanced)"] == str(len(pd.read_csv(raw / "train_all_1.csv.gz")))

@@ -86,6 +86,16 @@ def test_parse_keeps_items_and_lists_failures(stage_b):
     assert (items.loc[items["question_type"] == "numeric", "source_match"] != "not_applicable").all()
 
 
+def test_reply_counts_per_type(stage_b):
+    root, items, failures = stage_b
+    chunks = read_chunks(root / "synthetic-output" / "12")
+    counts = postprocess.reply_counts(chunks, items, failures)
+    assert counts.loc[["yes_no", "numeric", "na-bool"]].to_dict("index") == {
+        "yes_no": {"replies": 12, "retried": 1, "cut_by_length": 1, "failed": 1, "items": 21, "repaired_items": 5},
+        "numeric": {"replies": 12, "retried": 1, "cut_by_length": 0, "failed": 0, "items": 12, "repaired_items": 3},
+        "na-bool": {"replies": 12, "retried": 0, "cut_by_length": 0, "failed": 1, "items": 11, "repaired_items": 3}}
+
+
 def test_contract_files_and_combos(stage_b, tmp_path):
     _, items, failures = stage_b
     written = postprocess.write_stage_b(items, failures, tmp_path)

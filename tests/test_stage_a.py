@@ -243,11 +243,20 @@ def test_retries_redo_only_failed_replies_with_new_seed_and_penalty():
     for attempt, (keys, retry_sampling) in enumerate(engine.calls, start=1):
         assert retry_sampling.seed == 7 + attempt * RETRY_SEED_STRIDE and retry_sampling.frequency_penalty == 0.3
         assert retry_sampling.json_schema == [schemas[key] for key in keys]  # each request keeps its own schema
-        assert retry_sampling.max_tokens == 50 and retry_sampling.temperature == 0.0
+        # a greedy run's retries sample (the default retry temperature), or a greedy retry would loop again
+        assert retry_sampling.max_tokens == 50 and retry_sampling.temperature == 0.7
     assert [result.text for result in results] == [GOOD, GOOD, GOOD, GOOD[:10]]  # no usable retry: the first stays
     assert attempts == [1, 2, 3, 3]
     assert counts == {"retried_requests": 3, "retry_output_tokens": len(GOOD) + 10 + 5 + len(GOOD) + 7,
                       "unusable_after_retries": 1}
+
+
+def test_retries_keep_a_hotter_run_temperature():
+    engine = ScriptedEngine([{0: (GOOD, "stop")}])
+    results = [Generation("none", "stop", 1, 1)]
+    retry_failed(engine, [FittedPrompt(messages=[], prompt_ids=[0])], Sampling(temperature=1.1, top_p=0.9), results,
+                 [1], StageASettings(question_types=["yes_no"]))
+    assert engine.calls[0][1].temperature == 1.1 and engine.calls[0][1].top_p == 0.9 and results[0].text == GOOD
 
 
 def test_no_retries_when_asked_or_when_every_reply_is_usable():
@@ -340,7 +349,7 @@ def test_long_note_is_shortened_and_flagged(tiny_model_dir, tmp_path):
     ("bad_type", "unknown question type(s) essay"),
     ("bad_shard", "--shard_index must be in 0..1"),
     ("bad_model", "model folder not found"),
-    ("bad_retries", "--retries (-1) and --retry_frequency_penalty (0.5) must be 0 or more"),
+    ("bad_retries", "--retries (-1), --retry_frequency_penalty (0.5) and --retry_temperature (0.7) must be 0 or more"),
 ])
 def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_dir):
     notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": "Chief Complaint:\nfever"}])
