@@ -6,8 +6,9 @@ For each chunk of note rows [start, end) and each question type the stage writes
 note_truncated, note_tokens_dropped, attempts`. Each response is stored on the row of its own
 request (matched by position, never by prompt text). A reply that was cut off or holds no
 readable question is generated again (up to `retries` times, sampled with a new seed and a
-frequency penalty, against the loops small teachers fall into); the first usable reply is kept, else the first
-one. A chunk whose files all exist is skipped, so an interrupted run resumes where it stopped.
+frequency penalty, against the loops small teachers fall into); the first usable reply is kept,
+else the first one. A chunk whose files all exist is skipped, so an interrupted run resumes where
+it stopped.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from clinical_distil import prompts
-from clinical_distil.engines import (FittedPrompt, Generation, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
-                                     shard_chunks, shard_suffix)
+from clinical_distil.engines import (FittedPrompt, Generation, Sampling, Throughput, chunk_ranges, fit_notes,
+                                     package_versions, shard_chunks, shard_suffix)
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
 from clinical_distil.notes import NOTE_COLUMNS
 from clinical_distil.parsing import reply_needs_retry
@@ -158,8 +159,9 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
     """Generate again the replies that were cut off or hold no question; updates `results` and `attempts`.
 
     Each retry samples (at least at `retry_temperature`, so a greedy run's retry differs too) with a
-    new seed and a frequency penalty that pushes a reply looping on one sentence off it. A retry's reply replaces the first only when
-    it is usable: otherwise the first stays (stage B still keeps the complete items of a cut reply).
+    new seed and a frequency penalty that pushes a reply looping on one sentence off it. A retry's
+    reply replaces the first only when it is usable: otherwise the first stays (stage B still keeps
+    the complete items of a cut reply).
     """
     whole_json = settings.structured_output
 
@@ -224,6 +226,8 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         "question_types": settings.question_types, "questions_per_type": settings.questions_per_type,
         "sampling": {key: value for key, value in settings.sampling.__dict__.items() if key != "json_schema"},
         "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
+        "retries": {"max": settings.retries, "temperature": settings.retry_temperature,
+                    "frequency_penalty": settings.retry_frequency_penalty},
         "counts": totals, "wall_seconds": round(seconds, 2),
         "phase_seconds": {phase: round(value, 2) for phase, value in phase_seconds.items()},
         "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None,

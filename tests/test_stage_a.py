@@ -189,6 +189,7 @@ def test_two_notes_four_types_files_columns_alignment_manifest(smol_run, data_di
     assert manifest["engine"] == "transformers" and manifest["counts"]["requests"] == 8
     assert manifest["counts"]["written_files"] == 8 and manifest["question_types"] == TYPES
     assert manifest["sampling"]["temperature"] == 0 and manifest["structured_output"] is True
+    assert manifest["retries"] == {"max": 2, "temperature": 0.7, "frequency_penalty": 0.5}
     assert "transformers" in manifest["versions"] and manifest["output_tokens_per_second"] > 0
     # where the time went: the engine's share and the stage's own, within the run's wall time
     phases = manifest["phase_seconds"]
