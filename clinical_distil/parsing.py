@@ -137,4 +137,3 @@ def reply_needs_retry(text: Any, finish_reason: str, whole_json: bool = False) -
         except (json.JSONDecodeError, TypeError):
             return True
     return False
-

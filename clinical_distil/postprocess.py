@@ -120,10 +120,9 @@ def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def reply_counts(chunks: pd.DataFrame, items: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """Per question type: replies, replies stage A generated again, replies cut at the token limit, failed
     replies, items parsed, items repaired."""
-    attempts = chunks["attempts"] if "attempts" in chunks else pd.Series(1, index=chunks.index)
     counts = pd.DataFrame({
         "replies": chunks.groupby("question_type").size(),
-        "retried": chunks[attempts > 1].groupby("question_type").size(),
+        "retried": chunks[chunks["attempts"] > 1].groupby("question_type").size(),  # read_chunks fills it
         "cut_by_length": chunks[chunks["finish_reason"] == "length"].groupby("question_type").size(),
         "failed": failures.groupby("question_type").size(),
         "items": items.groupby("question_type").size(),

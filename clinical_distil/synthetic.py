@@ -163,12 +163,10 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
     reply replaces the first only when it is usable: otherwise the first stays (stage B still keeps
     the complete items of a cut reply).
     """
-    whole_json = settings.structured_output
+    def unusable(result: Generation) -> bool:
+        return reply_needs_retry(result.text, result.finish_reason, whole_json=settings.structured_output)
 
-    def failed(position: int) -> bool:
-        return reply_needs_retry(results[position].text, results[position].finish_reason, whole_json)
-
-    pending = [position for position in range(len(results)) if failed(position)]
+    pending = [position for position, result in enumerate(results) if unusable(result)]
     counts = {"retried_requests": len(pending), "retry_output_tokens": 0}
     for attempt in range(1, settings.retries + 1):
         if not pending:
@@ -187,7 +185,7 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
         for position, result in zip(pending, retried):
             attempts[position] += 1
             counts["retry_output_tokens"] += result.output_tokens
-            if reply_needs_retry(result.text, result.finish_reason, whole_json):
+            if unusable(result):
                 still_failing.append(position)
             else:
                 results[position] = result
