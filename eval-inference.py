@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clinical_distil import inference  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
-from clinical_distil.engines import Sampling, chunk_ranges, load_engine, shard_chunks  # noqa: E402
+from clinical_distil.engines import Sampling, load_engine  # noqa: E402
 from clinical_distil.files import InputError, data_root, model_location, resolve  # noqa: E402
 
 
@@ -62,10 +62,11 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
         raise InputError(f"--num_inference must be a number of rows or 'all', got {num_inference!r}")
     name = model_name or Path(str(adapter or model_id).rstrip("/")).name
     target = resolve(output_dir) if output_dir else root / "outputs" / dataset_name / name
-    shard_chunks(chunk_ranges(0, 1, chunk_size), num_shards, shard_index)  # cheap checks before loading a model
     settings = inference.InferenceSettings(
         chunk_size=chunk_size, structured_output=structured_output, overwrite=overwrite,
         sampling=Sampling(max_tokens=max_output_tokens, temperature=temperature, top_p=top_p, seed=seed))
+    # the rows and files are checked before a model loads
+    inference.plan_run(len(rows), settings, target, input_file, start_row, limit, num_shards, shard_index)
     model = load_engine(model_location(model_id), engine=engine, max_model_len=max_model_len,
                         tensor_parallel_size=tensor_parallel_size,
                         batch_size=batch_size, seed=seed, adapter=str(resolve(adapter)) if adapter else None, dtype=dtype)
@@ -74,10 +75,10 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset_name:
         num_shards=num_shards, shard_index=shard_index,
         manifest_extra={"dataset_name": dataset_name, "adapter": adapter, "model_name": name,
                         "rows_in_file": len(rows)})
-    print(f"eval-inference: {summary['answered']} answers ({summary['skipped_chunks']} chunks already done, "
-          f"{summary['notes_shortened']} notes shortened, {summary['length_stops']} cut at the token limit), "
-          f"{summary['seconds_per_example'] or 0:.3f} s/example -> {target}")
-
+    session = summary["session"]
+    print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
+          f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
+          f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
 
 if __name__ == "__main__":
     run(main)

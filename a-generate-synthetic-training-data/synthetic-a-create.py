@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clinical_distil import synthetic  # noqa: E402
 from clinical_distil.cli import run  # noqa: E402
-from clinical_distil.engines import Sampling, chunk_ranges, load_engine, shard_chunks  # noqa: E402
+from clinical_distil.engines import Sampling, load_engine  # noqa: E402
 from clinical_distil.files import InputError, data_root, resolve  # noqa: E402
 from clinical_distil.prompts import DEFAULT_QUESTIONS_PER_TYPE, QUESTION_TYPES  # noqa: E402
 
@@ -71,20 +71,20 @@ def main(model_id: str = "meta-llama/Meta-Llama-3.1-70B-Instruct", dataset: int 
         sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed),
         structured_output=structured_output, overwrite=overwrite, retries=retries,
         retry_frequency_penalty=retry_frequency_penalty, retry_temperature=retry_temperature)
-    # check the cheap arguments before loading a model
-    shard_chunks(chunk_ranges(0, 1, chunk_size), num_shards, shard_index)
+    # the rows and files are checked before a model loads
+    synthetic.plan_run(len(notes), settings, target, start_row, limit, num_shards, shard_index)
     teacher = load_engine(model_id, engine=engine, max_model_len=max_model_len,
                           tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, seed=seed, dtype=dtype)
     summary = synthetic.run_stage_a(teacher, notes, settings, target, model_id, start_row=start_row, limit=limit,
                                     num_shards=num_shards, shard_index=shard_index,
                                     manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
                                                     "unusable_notes": unusable})
-    counts = summary["counts"]
+    session, counts = summary["session"], summary["session"]["counts"]
     print(f"stage A: {counts.get('requests', 0)} replies in {counts.get('written_files', 0)} new files "
           f"({counts.get('skipped_files', 0)} already done, {unusable} empty notes skipped, "
           f"{counts.get('truncated_notes', 0)} notes shortened; {counts.get('retried_requests', 0)} retried, "
-          f"{counts.get('unusable_after_retries', 0)} still unusable) in {summary['wall_seconds']:.0f}s, "
-          f"{summary['output_tokens_per_second'] or 0:.1f} output tokens/s -> {target}")
+          f"{counts.get('unusable_after_retries', 0)} still unusable) in {session['wall_seconds']:.0f}s, "
+          f"{session['output_tokens_per_second'] or 0:.1f} output tokens/s -> {target}")
 
 
 if __name__ == "__main__":

@@ -598,35 +598,3 @@ class Throughput:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def chunk_ranges(start: int, stop: int, chunk_size: int) -> list[tuple[int, int]]:
-    if chunk_size < 1:
-        raise InputError(f"--chunk_size must be positive, got {chunk_size}")
-    return [(low, min(low + chunk_size, stop)) for low in range(start, stop, chunk_size)]
-
-
-def shard_suffix(num_shards: int, shard_index: int) -> str:
-    """What a shard adds to its manifest's name ("" for an unsharded run)."""
-    return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
-
-
-def shard_chunks(chunks: list[tuple[int, int]], num_shards: int, shard_index: int) -> list[tuple[int, int]]:
-    """Chunks of one shard: round-robin, so shards together cover every chunk exactly once."""
-    if num_shards < 1:
-        raise InputError(f"--num_shards must be at least 1, got {num_shards}")
-    if not 0 <= shard_index < num_shards:
-        raise InputError(f"--shard_index must be in 0..{num_shards - 1}, got {shard_index}")
-    return [chunk for position, chunk in enumerate(chunks) if position % num_shards == shard_index]
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("torch", "transformers", "vllm", "xgrammar"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found

@@ -85,8 +85,14 @@ def write_text(text: str, target: str | os.PathLike) -> Path:
 
 def read_csv(path: str | os.PathLike, required: list[str] | tuple[str, ...] = (), what: str = "",
              hint: str = "", **kwargs) -> pd.DataFrame:
-    """Read a plain or gzip CSV, failing with an InputError that names the file and the fix."""
+    """Read a plain or gzip CSV, failing with an InputError that names the file and the fix.
+
+    Only an empty field is missing: pandas' default would read the answer "NA" (and "N/A", "null",
+    "None") as missing, so a "not in the note" answer written by one stage would reach the next as NaN.
+    """
     path = Path(path)
+    if "keep_default_na" not in kwargs:
+        kwargs.update(keep_default_na=False, na_values=[""])
     label = f"{what} " if what else ""
     fix = f"; {hint}" if hint else ""
     if not path.exists():

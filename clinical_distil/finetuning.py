@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clinical_distil.engines import fit_note, render_ids
-from clinical_distil.files import InputError
+from clinical_distil.files import InputError, write_text
 from clinical_distil.prompts import note_of
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,54 @@ def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overw
 
 
 def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
-    (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", output_dir / "training_summary.json")
+
+
+PROGRESS_FILE = "training_progress.json"  # in each checkpoint: training seconds and tokens up to it
+
+
+def resumed_checkpoint(output_dir: Path, resume_from_checkpoint: str | None) -> Path | None:
+    """The checkpoint a run continues from: the given folder, or the newest for "last"; None for a new run."""
+    if not resume_from_checkpoint:
+        return None
+    if resume_from_checkpoint != "last":
+        return Path(resume_from_checkpoint)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    return Path(last) if last else None
+
+
+def progress_callback(trainer, earlier: dict[str, float]):
+    """A callback that writes, into every checkpoint it saves, the run's training seconds and tokens so far
+    (earlier sessions included), so that a resumed run's summary covers the whole run."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TrainingProgress(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+            self.eval_seconds = 0.0
+
+        def totals(self) -> dict[str, float]:
+            seconds = time.time() - self.started - self.eval_seconds  # evaluations are not training time
+            return {"seconds": round(earlier.get("seconds", 0.0) + seconds, 2),
+                    "tokens": int(earlier.get("tokens", 0) + trainer._total_train_tokens)}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.eval_seconds += float((logs or {}).get("eval_runtime", 0.0))
+
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    (folder / PROGRESS_FILE).write_text(json.dumps(self.totals()) + "\n")
+
+    return TrainingProgress()
 
 
 SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
@@ -119,7 +166,6 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
     hundred to several thousand tokens).
     """
     import shutil
-    import time
 
     import torch
     from accelerate import PartialState
@@ -184,14 +230,17 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
                              target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer, peft_config=peft_config)
+    checkpoint = resumed_checkpoint(output_dir, resume_from_checkpoint)
+    earlier = {}  # training seconds and tokens of the sessions before this one (a resumed run)
+    if checkpoint is not None and (checkpoint / PROGRESS_FILE).exists():
+        earlier = json.loads((checkpoint / PROGRESS_FILE).read_text())
+    progress = progress_callback(trainer, earlier)
+    trainer.add_callback(progress)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     resume = True if resume_from_checkpoint == "last" else resume_from_checkpoint
-    started = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - started
-    if not resume:  # the evaluation at the start is not training time
-        seconds -= sum(entry.get("eval_runtime", 0) for entry in trainer.state.log_history)
+    totals = progress.totals()
     metrics = trainer.evaluate()
     # final/ appears whole or not at all: a later stage never reads a half-saved adapter
     partial = output_dir / "final.partial"
@@ -200,16 +249,18 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
         tokenizer.save_pretrained(str(partial))
         shutil.rmtree(output_dir / "final", ignore_errors=True)
         partial.rename(output_dir / "final")
-    # TRL counts the tokens it trained on in its logs
+    # TRL counts the tokens it trains on (from 0 again in a resumed session; the checkpoint held the rest)
     history = trainer.state.log_history
     eval_loss_before = next((entry["eval_loss"] for entry in history if "eval_loss" in entry), None)
-    trained_tokens = max((entry.get("num_tokens", 0) for entry in history), default=0)
+    seconds, trained_tokens = totals["seconds"], totals["tokens"]
     summary = {
         "model_id": model_id, "train_examples": len(train_rows), "test_examples": len(test_rows),
         "notes_shortened": {"train": train_shortened, "test": test_shortened},
         "global_step": trainer.state.global_step, "train_loss": result.training_loss,
         "eval_loss_before": eval_loss_before, "eval_loss": metrics.get("eval_loss"), "seconds": round(seconds, 2),
         "trained_tokens": trained_tokens, "tokens_per_second": round(trained_tokens / seconds, 1) if seconds else None,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "session_seconds": round(totals["seconds"] - earlier.get("seconds", 0.0), 2),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "load_in_4bit": load_in_4bit, "optimizer": optimizer,
         "config": config.to_dict(), "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": "all-linear"},

@@ -3,13 +3,16 @@
 Each row's `prompt` (the user message) is sent after the answer system message through the
 model's chat template (the published script built that templated input and then sent the raw
 prompt instead). Outputs stay on their input row (matched by position), one CSV per chunk:
-`{input_file}_{start}_{num}_chunk_{i}.csv`; a finished chunk file is never redone unless asked.
+`{input_file}_{start}_{rows}_chunk_{i}.csv` holds rows [start, start + rows) of the eval file (the
+i-th chunk of the run that wrote it). A rerun answers only the rows no file holds yet, whatever
+chunk size either run used; a finished chunk file is never redone unless asked, and files of rows
+outside the rows asked for (another --start_row or --num_inference) are refused, not mixed in.
 """
 
 from __future__ import annotations
 
-import json
 import platform
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from clinical_distil.engines import (FittedPrompt, Sampling, Throughput, chunk_ranges, fit_notes, package_versions,
-                                     shard_chunks, shard_suffix)
-from clinical_distil.files import InputError, read_csv, write_csv, write_text
+from clinical_distil.chunks import (ChunkFile, RunManifest, check_no_overlap, chunk_ranges, package_versions,
+                                    shard_chunks, shard_suffix, uncovered)
+from clinical_distil.engines import FittedPrompt, Sampling, Throughput, fit_notes
+from clinical_distil.files import InputError, read_csv, write_csv
 from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE, note_of
 
 OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "note_truncated"]
@@ -49,7 +53,72 @@ def load_eval_rows(path: Path, dataset_name: str) -> pd.DataFrame:
 
 
 def chunk_file(output_dir: Path, input_file: str, start: int, count: int, index: int) -> Path:
+    """The file of eval rows [start, start + count), the index-th chunk of its run."""
     return output_dir / f"{input_file}_{start}_{count}_chunk_{index}.csv"
+
+
+def chunk_files(output_dir: Path, input_file: str) -> list[ChunkFile]:
+    """The chunk files of one eval file in a model's folder, each with the rows it holds."""
+    pattern = re.compile(rf"^{re.escape(input_file)}_(\d+)_(\d+)_chunk_(\d+)\.csv$")
+    found = []
+    for path in sorted(output_dir.glob(f"{input_file}_*_chunk_*.csv")) if output_dir.is_dir() else []:
+        match = pattern.match(path.name)
+        if match:
+            start, count = int(match[1]), int(match[2])
+            found.append(ChunkFile(path, start, start + count))
+    return found
+
+
+def read_chunk(item: ChunkFile, **kwargs) -> pd.DataFrame:
+    """One chunk file, checked to hold the rows its name says (files of an earlier naming did not)."""
+    frame = read_csv(item.path, what="eval-inference output", hint="rerun eval-inference.py with --overwrite",
+                     **kwargs)
+    if len(frame) != item.end - item.start:
+        raise InputError(f"{item.path} holds {len(frame)} rows but its name says {item.end - item.start} (rows "
+                         f"{item.start}-{item.end - 1}): written by an earlier version of eval-inference.py; rerun "
+                         "it with --overwrite")
+    return frame
+
+
+def plan_chunks(output_dir: Path, input_file: str, mine: list[tuple[int, tuple[int, int]]], start_row: int,
+                stop: int, overwrite: bool) -> list[tuple[int, int, int]]:
+    """(chunk index, start, end) of the rows this shard still has to answer.
+
+    Files of rows outside [start_row, stop) come from a run with other rows: an evaluation would
+    mix them in, so they are refused (removed with --overwrite). Without --overwrite only the rows no
+    file holds are answered; files whose rows overlap are refused, naming them.
+    """
+    existing = chunk_files(output_dir, input_file)
+    outside = [item for item in existing if item.start < start_row or item.end > stop]
+    if outside and not overwrite:
+        pieces = [(item.start, min(item.end, start_row)) for item in outside if item.start < start_row] + \
+                 [(max(item.start, stop), item.end) for item in outside if item.end > stop]
+        merged: list[list[int]] = []
+        for low, high in sorted(pieces):
+            if merged and low <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        rows = ", ".join(f"{low}-{high - 1}" for low, high in merged)
+        raise InputError(f"{output_dir} holds answers to rows {rows} of {input_file} (e.g. {outside[0].path.name}) "
+                         f"outside the rows asked for ({start_row}-{stop - 1}): written by a run with another "
+                         "--start_row or --num_inference; pass --overwrite to replace them, or another --output_dir")
+    if overwrite:
+        return [(index, low, high) for index, (low, high) in mine]
+    check_no_overlap(existing, f"eval-inference {input_file}")
+    for item in existing:
+        read_chunk(item, usecols=[0])
+    covered = [(item.start, item.end) for item in existing]
+    return [(index, start, end) for index, (low, high) in mine for start, end in uncovered(low, high, covered)]
+
+
+def remove_replaced(output_dir: Path, input_file: str, start_row: int, stop: int, index: int, low: int, high: int,
+                    kept: Path) -> None:
+    """After an --overwrite chunk is written: the older files of its rows, and any of rows outside the run."""
+    for item in chunk_files(output_dir, input_file):
+        stale = item.start < start_row or item.end > stop or (item.start < high and item.end > low)
+        if stale and item.path != kept:
+            item.path.unlink(missing_ok=True)
 
 
 def manifest_path(output_dir: Path, input_file: str, num_shards: int = 1, shard_index: int = 0) -> Path:
@@ -74,56 +143,81 @@ def answer_schema() -> dict[str, Any]:
             "required": list(ANSWER_KEYS), "additionalProperties": False}
 
 
+def plan_run(row_count: int, settings: InferenceSettings, output_dir: Path, input_file: str, start_row: int = 0,
+             num_inference: int | None = None, num_shards: int = 1,
+             shard_index: int = 0) -> tuple[int, list[tuple[int, tuple[int, int]]], list[tuple[int, int, int]]]:
+    """(stop row, this shard's chunks, what is left to answer): every check on rows and files, before a model loads."""
+    if start_row < 0 or start_row > row_count:
+        raise InputError(f"--start_row {start_row} is outside the eval file (0..{row_count})")
+    stop = row_count if num_inference is None else min(row_count, start_row + num_inference)
+    mine = shard_chunks(list(enumerate(chunk_ranges(start_row, stop, settings.chunk_size))), num_shards, shard_index)
+    return stop, mine, plan_chunks(output_dir, input_file, mine, start_row, stop, settings.overwrite)
+
+
 def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, output_dir: Path, input_file: str,
                        model_id: str, start_row: int = 0, num_inference: int | None = None, num_shards: int = 1,
                        shard_index: int = 0, manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Answer rows [start_row, start_row + num_inference) chunk by chunk; returns the manifest."""
-    if start_row < 0 or start_row > len(rows):
-        raise InputError(f"--start_row {start_row} is outside the eval file (0..{len(rows)})")
-    stop = len(rows) if num_inference is None else min(len(rows), start_row + num_inference)
-    count = stop - start_row
-    all_chunks = chunk_ranges(start_row, stop, settings.chunk_size)
-    mine = shard_chunks(list(enumerate(all_chunks)), num_shards, shard_index)
-    todo = [(index, low, high) for index, (low, high) in mine
-            if settings.overwrite or not chunk_file(output_dir, input_file, start_row, count, index).exists()]
+    """Answer rows [start_row, start_row + num_inference) chunk by chunk; returns the manifest.
+
+    The manifest adds this session to the earlier ones of the run (a resume): answers, tokens and
+    seconds are those of the whole run; "sessions" lists each, "session" (returned only) this one.
+    """
+    stop, mine, todo = plan_run(len(rows), settings, output_dir, input_file, start_row, num_inference, num_shards,
+                                shard_index)
     throughput = Throughput(sum(high - low for _, low, high in todo),
                             f"eval-inference shard {shard_index}/{num_shards}")
     sampling = settings.sampling
     if settings.structured_output:
         sampling = Sampling(**{**sampling.__dict__, "json_schema": answer_schema()})
-    max_prompt_tokens = engine.max_model_len - sampling.max_tokens
-    output_tokens, truncated, length_stops = 0, 0, 0
-    for index, low, high in todo:
-        chunk = rows.iloc[low:high].copy()
-        fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens)
-        results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
-                                  prompt_ids=[item.prompt_ids for item in fitted])
-        chunk["output"] = [result.text for result in results]
-        chunk["finish_reason"] = [result.finish_reason for result in results]
-        chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
-        chunk["output_tokens"] = [result.output_tokens for result in results]
-        chunk["note_truncated"] = [item.note_truncated for item in fitted]
-        write_csv(chunk, chunk_file(output_dir, input_file, start_row, count, index))
-        output_tokens += int(chunk["output_tokens"].sum())
-        truncated += int(chunk["note_truncated"].sum())
-        length_stops += int((chunk["finish_reason"] == "length").sum())
-    throughput.close()
-    seconds = throughput.seconds
-    answered = sum(high - low for _, low, high in todo)
     summary = {
         "model_id": model_id, "engine": engine.name, "versions": package_versions(), "host": platform.node(),
         "input_file": input_file, "rows": [start_row, stop], "chunk_size": settings.chunk_size,
         "chunks": [index for index, _ in mine], "shard": [shard_index, num_shards],
         "sampling": {key: value for key, value in sampling.__dict__.items() if key != "json_schema"},
         "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
-        "answered": answered, "skipped_chunks": len(mine) - len(todo), "notes_shortened": truncated,
-        "length_stops": length_stops, "output_tokens": output_tokens, "wall_seconds": round(seconds, 2),
-        "seconds_per_example": round(seconds / answered, 4) if answered else None,
-        "output_tokens_per_second": round(output_tokens / seconds, 2) if seconds and answered else None,
+        "skipped_chunks": len(mine) - len({index for index, _, _ in todo}),
         **(manifest_extra or {}),
     }
-    manifest = manifest_path(output_dir, input_file, num_shards, shard_index)
-    # a rerun that found every chunk done keeps the manifest of the run that answered (its timings)
-    if todo or not manifest.exists():
-        write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
-    return summary
+    path = manifest_path(output_dir, input_file, num_shards, shard_index)
+    record = RunManifest(path, fresh=settings.overwrite)
+    session = {"answered": 0, "notes_shortened": 0, "length_stops": 0, "output_tokens": 0, "wall_seconds": 0.0}
+
+    def manifest(complete: bool) -> dict[str, Any]:
+        session["wall_seconds"] = throughput.seconds
+        merged = record.merged(summary, session, complete)
+        merged["seconds_per_example"] = (round(merged["wall_seconds"] / merged["answered"], 4)
+                                         if merged["answered"] else None)
+        merged["output_tokens_per_second"] = (round(merged["output_tokens"] / merged["wall_seconds"], 2)
+                                              if merged["answered"] and merged["wall_seconds"] else None)
+        return merged
+
+    max_prompt_tokens = engine.max_model_len - sampling.max_tokens
+    if not todo and record.earlier.get("complete", True) and path.exists():
+        throughput.close()
+        merged = dict(record.earlier)  # nothing left to answer: the sessions that did the work stay as they were
+    else:
+        for index, low, high in todo:
+            chunk = rows.iloc[low:high].copy()
+            fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens)
+            results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
+                                      prompt_ids=[item.prompt_ids for item in fitted])
+            chunk["output"] = [result.text for result in results]
+            chunk["finish_reason"] = [result.finish_reason for result in results]
+            chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
+            chunk["output_tokens"] = [result.output_tokens for result in results]
+            chunk["note_truncated"] = [item.note_truncated for item in fitted]
+            written = write_csv(chunk, chunk_file(output_dir, input_file, low, high - low, index))
+            if settings.overwrite:
+                remove_replaced(output_dir, input_file, start_row, stop, index, low, high, written)
+            session["answered"] += high - low
+            session["output_tokens"] += int(chunk["output_tokens"].sum())
+            session["notes_shortened"] += int(chunk["note_truncated"].sum())
+            session["length_stops"] += int((chunk["finish_reason"] == "length").sum())
+            record.write(manifest(complete=False))  # a killed session keeps the chunks it finished
+        throughput.close()
+        merged = record.write(manifest(complete=True))
+    seconds = throughput.seconds
+    answered = session["answered"]
+    return {**merged, "session": {**session, "wall_seconds": round(seconds, 2),
+                                  "skipped_chunks": summary["skipped_chunks"],
+                                  "seconds_per_example": round(seconds / answered, 4) if answered else None}}

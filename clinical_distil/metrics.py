@@ -10,33 +10,59 @@ paper) and over examples.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from clinical_distil.files import InputError, read_csv, write_text
+from clinical_distil.chunks import check_no_overlap
+from clinical_distil.files import InputError, write_text
+from clinical_distil.inference import chunk_files, read_chunk
 from clinical_distil.parsing import json_values
-from clinical_distil.postprocess import normalize_answer
+from clinical_distil.postprocess import NUMBER, is_number, normalize_answer, parse_number
 from clinical_distil.tasks import N2C2_CRITERIA
 
 log = logging.getLogger(__name__)
 
-ANSWER_FIELD = re.compile(r'"?answer"?\s*[:=]\s*"?\s*([^",}\n]+)', re.IGNORECASE)
+ANSWER_FIELD = re.compile(r'"?answer"?\s*[:=]\s*"?\s*([^"}\n]+)', re.IGNORECASE)
 LEADING_WORD = re.compile(r"^\W*(yes|no|na|n/a)\b", re.IGNORECASE)
-NUMBER = re.compile(r"^\W*([-+]?\d+(?:\.\d+)?)\s*(?:%|[a-zA-Z/]+(?:/[a-zA-Z0-9]+)?)?\W*$")
+LEADING_NUMBER = re.compile(rf"^\s*({NUMBER})(?![\d.,/-])")
+
+
+def _text(value: Any) -> str | None:
+    """A table cell as text: None for missing (None, NaN, pandas' NA), whatever the column's dtype."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def _clean_answer(fragment: str) -> str:
+    """An answer written in prose ("Yes, per the note", "2.1 on day 3"): the whole of it where it reads as
+    Yes / No / NA / one number, else its leading Yes / No / NA or number, else the text."""
+    whole = normalize_answer(fragment)
+    if whole in ("Yes", "No", "NA") or is_number(whole):
+        return whole
+    word = LEADING_WORD.match(fragment)
+    if word:
+        return normalize_answer(word.group(1))
+    number = LEADING_NUMBER.match(fragment)
+    return normalize_answer(number.group(1)) if number else whole
 
 
 # --- answers --------------------------------------------------------------------------------------
 
-def extract_answer(output: Any, finish_reason: str = "stop") -> str | None:
+def extract_answer(output: Any, finish_reason: Any = "stop") -> str | None:
     """The normalized answer (Yes / No / NA / a plain number / text) of one reply, or None if unparseable.
 
     The JSON object's "answer" first (the trained format, mended where broken); then an
-    `answer: X` field in prose; then a bare reply: a leading Yes/No/NA or a lone number.
+    `answer: X` field in prose; then a bare reply: a lone number, or a leading Yes/No/NA.
     """
+    output, finish_reason = _text(output), _text(finish_reason) or "stop"
+    if output is None or not output.strip():
+        return None
     for value in json_values(output, finish_reason):
         candidates = [value] if isinstance(value, dict) else [item for item in value if isinstance(item, dict)] \
             if isinstance(value, list) else []
@@ -44,63 +70,70 @@ def extract_answer(output: Any, finish_reason: str = "stop") -> str | None:
             lowered = {str(key).strip().lower(): item for key, item in candidate.items()}
             if "answer" in lowered:
                 return normalize_answer(lowered["answer"])
-    if not isinstance(output, str) or not output.strip():
-        return None
     text = output.strip()
     field = ANSWER_FIELD.search(text)
     if field:
-        return normalize_answer(field.group(1))
-    number = NUMBER.match(text)
-    if number:
-        return normalize_answer(number.group(1))
+        return _clean_answer(field.group(1).strip())
+    if parse_number(text) is not None:
+        return normalize_answer(text)
     word = LEADING_WORD.match(text)
     if word:
         return normalize_answer(word.group(1))
     return None
 
 
-def same_answer(prediction: str | None, label: Any) -> bool:
-    """Equal after normalization; numbers compare as numbers (1.40 == 1.4)."""
+def same_answer(prediction: Any, label: Any) -> bool:
+    """Equal after normalization; numbers compare as numbers ("1.40 mg/dL" == 1.4, "210,000" == 210000)."""
+    prediction = None if _text(prediction) is None else normalize_answer(prediction)
     if prediction is None:
         return False
     label = normalize_answer(label)
-    try:
-        return abs(float(prediction) - float(label)) < 1e-9
-    except ValueError:
-        return prediction == label
+    expected, found = parse_number(label), parse_number(prediction)
+    if expected is not None and found is not None:
+        return abs(found - expected) <= 1e-9 * max(1.0, abs(expected))
+    return prediction == label
 
 
-def boolean_prediction(answer: str | None) -> int:
-    """1 for Yes; No, NA and unparseable replies count as No (as in the paper)."""
-    return int(answer == "Yes")
+def boolean_prediction(answer: Any) -> int:
+    """1 for Yes; No, NA and unparseable replies (None, NaN) count as No (as in the paper)."""
+    return int(_text(answer) is not None and normalize_answer(answer) == "Yes")
 
 
-def threshold_prediction(answer: str | None, low: float, high: float = float("inf"),
-                         strict_low: bool = False) -> int:
-    """1 when a numeric answer falls in [low, high] ((low, high] with strict_low); NA or text: 0."""
-    try:
-        value = float(answer)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+def threshold_prediction(answer: Any, low: float, high: float = float("inf"), strict_low: bool = False) -> int:
+    """1 when a numeric answer falls in [low, high] ((low, high] with strict_low); NA, text or unparseable: 0."""
+    value = None if _text(answer) is None else parse_number(answer)
+    if value is None:
         return 0
     above = value > low if strict_low else value >= low
     return int(above and value <= high)
 
 
-def n2c2_predictions(answers: pd.Series, criteria: pd.Series, hba1c_low: float = 6.5,
+def n2c2_predictions(answers: Sequence[Any], criteria: Sequence[str], hba1c_low: float = 6.5,
                      hba1c_high: float = 9.5, creatinine_above: float = 1.3) -> pd.Series:
     """met (1) / not met (0) per row: yes/no criteria from Yes, CREATININE and HBA1C from thresholds.
 
     HbA1c: the published code used [6.5, 9.5], the paper's text >= 6.5 (pass hba1c_high=inf).
     """
-    def decide(answer: str | None, criterion: str) -> int:
+    def decide(answer: Any, criterion: str) -> int:
         if criterion == "CREATININE":
             return threshold_prediction(answer, creatinine_above, strict_low=True)
         if criterion == "HBA1C":
             return threshold_prediction(answer, hba1c_low, hba1c_high)
         return boolean_prediction(answer)
 
-    return pd.Series([decide(answer, criterion) for answer, criterion in zip(answers, criteria)],
-                     index=answers.index, dtype=int)
+    index = answers.index if isinstance(answers, pd.Series) else None
+    return pd.Series([decide(answer, str(criterion)) for answer, criterion in zip(answers, criteria)],
+                     index=index, dtype=int)
+
+
+def met_label(value: Any) -> int:
+    """An n2c2 gold label as 1 (met) / 0 (not met): 1/0 as numbers or text, met / not met, yes / no, true / false."""
+    text = (_text(value) or "").strip().lower()
+    if text in ("1", "1.0", "met", "yes", "true"):
+        return 1
+    if text in ("0", "0.0", "not met", "no", "false"):
+        return 0
+    raise InputError(f"n2c2 label {value!r} is neither met (1) nor not met (0); score a labelled split")
 
 
 # --- per-question metrics (numpy: the bootstrap calls them thousands of times) ---------------------
@@ -245,14 +278,24 @@ def write_n2c2_xml(predictions: pd.DataFrame, output_dir: Path, gold_dir: Path |
 # --- reading inference outputs --------------------------------------------------------------------
 
 def read_model_outputs(model_dir: Path, input_file: str) -> pd.DataFrame:
-    """Every chunk of one model on one eval file ({input_file}_{start}_{num}_chunk_{i}.csv), in row order."""
-    files = sorted(model_dir.glob(f"{input_file}_*_chunk_*.csv"),
-                   key=lambda path: int(path.stem.rsplit("_chunk_", 1)[1]))
+    """Every chunk of one model on one eval file ({input_file}_{start}_{rows}_chunk_{i}.csv), in row order.
+
+    Files whose rows overlap are refused (an answer would count twice), as are files that do not
+    hold the rows their names say.
+    """
+    files = sorted(chunk_files(model_dir, input_file), key=lambda item: item.start)
     if not files:
         raise InputError(f"no outputs for {input_file} in {model_dir}; run eval-inference.py for this model")
-    frames = [read_csv(path, required=["id", "output"], what="eval-inference output", keep_default_na=False,
-                       hint="rerun eval-inference.py with --overwrite for it") for path in files]
-    return pd.concat(frames, ignore_index=True).drop_duplicates("id", keep="last")
+    check_no_overlap(files, f"eval-inference {input_file}")
+    frames = []
+    for item in files:
+        frame = read_chunk(item, keep_default_na=False)
+        missing = [column for column in ("id", "output") if column not in frame.columns]
+        if missing:
+            raise InputError(f"eval-inference output file {item.path} lacks column(s) {', '.join(missing)}; rerun "
+                             "eval-inference.py with --overwrite for it")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def model_folders(outputs_dir: Path, models: list[str] | tuple[str, ...] | str | None = None) -> list[Path]:
@@ -270,35 +313,46 @@ def model_folders(outputs_dir: Path, models: list[str] | tuple[str, ...] | str |
     return folders
 
 
+BOOLEAN_TYPES = ("yes_no", "na-bool", "boolean")  # the annotated set's and apixaban's yes/no question types
+
+
 def score_outputs(outputs: pd.DataFrame, task: str, hba1c_low: float = 6.5, hba1c_high: float = 9.5) -> pd.DataFrame:
     """Add `answer` (extracted, None when unparseable), `parsed`, `target` and `prediction` for a task.
 
-    i2b2: target/prediction are met (1) / not met (0). apixaban: yes/no criteria as 1/0, numeric ones
-    as normalized values (exact match). annotated-synthetic: normalized answers.
+    i2b2: target/prediction are met (1) / not met (0). apixaban: yes/no criteria as "1"/"0", numeric ones
+    as normalized values (exact match). annotated-synthetic: normalized answers. An unparseable reply to a
+    yes/no question counts as No (not met), as in the paper; to a numeric one it is "unparseable". Every
+    decision is made on Python values, never on a column's missing-value marker, so the result is the
+    same whatever dtypes the frame was read with.
     """
     scored = outputs.copy()
-    reasons = scored["finish_reason"] if "finish_reason" in scored else pd.Series("stop", index=scored.index)
-    scored["answer"] = [extract_answer(text, reason) for text, reason in zip(scored["output"], reasons)]
-    scored["parsed"] = scored["answer"].notna()
+    reasons = list(scored["finish_reason"]) if "finish_reason" in scored else ["stop"] * len(scored)
+    answers = [extract_answer(text, reason) for text, reason in zip(scored["output"], reasons)]
+    scored["answer"] = pd.Series(answers, index=scored.index, dtype=object)
+    scored["parsed"] = [answer is not None for answer in answers]
     if task == "i2b2":
-        scored["target"] = scored["label"].astype(int)
-        scored["prediction"] = n2c2_predictions(scored["answer"], scored["question_label"], hba1c_low, hba1c_high)
-    elif task == "apixaban":
-        boolean = scored["question_type"] == "boolean"
-        scored["target"] = np.where(boolean, scored["label"].map(lambda value: str(int(value == "Yes"))),
-                                    scored["label"].map(normalize_answer))
-        scored["prediction"] = [str(boolean_prediction(answer)) if is_boolean else
-                                (label if same_answer(answer, label) else (answer or "unparseable"))
-                                for answer, label, is_boolean in zip(scored["answer"], scored["target"], boolean)]
+        scored["target"] = [met_label(label) for label in scored["label"]]
+        scored["prediction"] = n2c2_predictions(answers, list(scored["question_label"]), hba1c_low,
+                                                hba1c_high).to_numpy()
+        return scored
+    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
+    if task == "apixaban":
+        targets = [str(int(normalize_answer(label) == "Yes")) if kind == "boolean" else normalize_answer(label)
+                   for label, kind in zip(scored["label"], kinds)]
+        predictions = [str(boolean_prediction(answer)) if kind == "boolean" else
+                       (label if same_answer(answer, label) else (answer if answer is not None else "unparseable"))
+                       for answer, label, kind in zip(answers, targets, kinds)]
     elif task == "annotated-synthetic":
-        scored["target"] = scored["label"].map(normalize_answer)
-        # an unparseable reply to a yes/no question counts as No, as in the paper
-        fallback = np.where(scored["question_type"] == "yes_no", "No", "unparseable")
-        scored["prediction"] = [label if same_answer(answer, label) else (answer or default)
-                                for answer, label, default in zip(scored["answer"], scored["target"], fallback)]
-        scored["correct"] = scored["prediction"] == scored["target"]
+        targets = [normalize_answer(label) for label in scored["label"]]
+        predictions = [label if same_answer(answer, label) else
+                       (answer if answer is not None else ("No" if kind in BOOLEAN_TYPES else "unparseable"))
+                       for answer, label, kind in zip(answers, targets, kinds)]
     else:
         raise InputError(f"unknown task {task!r}; choose i2b2, apixaban or annotated-synthetic")
+    scored["target"] = pd.Series(targets, index=scored.index, dtype=object)
+    scored["prediction"] = pd.Series(predictions, index=scored.index, dtype=object)
+    if task == "annotated-synthetic":
+        scored["correct"] = [prediction == target for prediction, target in zip(predictions, targets)]
     return scored
 
 
@@ -385,7 +439,7 @@ def evaluate_models(outputs_dir: Path, input_file: str, task: str, models: list[
     scored, per_question_tables, summaries = {}, {}, {}
     for folder in model_folders(outputs_dir, models):
         outputs = read_model_outputs(folder, input_file)
-        if task == "i2b2" and outputs["label"].astype(str).eq("").any():
+        if task == "i2b2" and any((_text(label) or "").strip() == "" for label in outputs["label"]):
             raise InputError(f"{input_file} of i2b2 has rows without a gold label (unlabelled XML files); "
                              "score a labelled split")
         frame = score_outputs(outputs, task, hba1c_low, hba1c_high)

@@ -189,15 +189,29 @@ class Step:
     command: Command | None  # None: work the driver does itself (the report)
     outputs: list[Path]
     inputs: list[Path] = field(default_factory=list)
-    covers: Callable[[], bool] | None = None  # extra check that the outputs hold every row asked for
+    # the state of outputs that exist and are newer than the inputs: do they hold every row asked for?
+    covers: Callable[[], str] | None = None
+    # what redoes the step when its outputs are older than its inputs (the script's --overwrite): run
+    # as it is, a script would keep (or refuse to replace) the outputs made from the old inputs
+    stale_command: Command | None = None
 
-    def finished(self) -> bool:
+    def state(self) -> str:
+        """"finished", "missing" (outputs not all there), "stale" (older than an input) or "incomplete"."""
         if self.command is None or not self.outputs or not all(path.exists() for path in self.outputs):
-            return False
+            return "missing"
         newest_input = max((path.stat().st_mtime for path in self.inputs if path.exists()), default=0.0)
         if min(path.stat().st_mtime for path in self.outputs) < newest_input:
-            return False
-        return self.covers() if self.covers else True
+            return "stale"
+        return "finished" if self.covers is None else self.covers()
+
+    def finished(self) -> bool:
+        return self.state() == "finished"
+
+    def command_to_run(self, overwrite: bool = False) -> Command:
+        """The command that brings the step up to date: its redo command when the outputs are stale."""
+        if not overwrite and self.stale_command is not None and self.state() == "stale":
+            return self.stale_command
+        return self.command
 
 
 @dataclass
@@ -331,21 +345,28 @@ def _optional(flag: str, value: Any) -> list[str]:
 
 
 def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_file: Callable[[], int | None],
-                     input_file: Path | None = None) -> Callable[[], bool]:
-    """A generation step is finished when its manifest covers rows [0, min(limit, rows in the file)) (of
-    `input_file`, where the manifest records which file it read)."""
+                     input_file: Path | None = None, more_is_stale: bool = False) -> Callable[[], str]:
+    """The state of a generation step from its manifest: "finished" when it covers rows [0, min(limit, rows
+    in the file)) of `input_file` (where the manifest records which file it read); "incomplete" when it
+    covers fewer (a rerun continues); "stale" when it was made from another file or, with
+    `more_is_stale` (evaluation answers, which are scored as they lie), covers more rows than asked."""
 
-    def covers() -> bool:
+    def covers() -> str:
         recorded = json.loads(manifest.read_text())
         if input_file is not None and Path(str(recorded.get("notes_file", ""))) != input_file:
-            return False
+            return "stale"
+        if recorded.get("complete") is False:  # a session was stopped before its last chunk
+            return "incomplete"
         available = recorded.get(count_key)
         if available is None:  # written before the manifests recorded it
             available = count_file()
         if available is None:
-            return False
+            return "incomplete"
         wanted = available if limit is None else min(limit, available)
-        return list(recorded.get("rows", [])) == [0, wanted]
+        start, stop = (list(recorded.get("rows") or [0, 0]) + [0, 0])[:2]
+        if start != 0 or stop < wanted:
+            return "incomplete" if start == 0 else "stale"
+        return "stale" if more_is_stale and stop > wanted else "finished"
 
     return covers
 
@@ -368,11 +389,11 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
     if layout.select_from is None:
         stages.append(Stage("select", [], note=f"notes given already selected: {layout.notes_file}"))
     else:
+        select = _script(STAGE_FOLDER / "synthetic-0-select-notes.py", "--source", layout.select_from,
+                         "--num_notes", settings.num_notes, "--output", layout.notes_file)
         stages.append(Stage("select", [Step(
-            "select notes",
-            Command(_script(STAGE_FOLDER / "synthetic-0-select-notes.py", "--source", layout.select_from,
-                            "--num_notes", settings.num_notes, "--output", layout.notes_file, *redo)),
-            outputs=[layout.notes_file], inputs=[layout.select_from])]))
+            "select notes", Command(select + redo), outputs=[layout.notes_file], inputs=[layout.select_from],
+            stale_command=Command(select + ["--overwrite"]))]))
 
     manifest = layout.generation_manifest
     generate = _script(STAGE_FOLDER / "synthetic-a-create.py", "--model_id", settings.teacher,
@@ -384,9 +405,10 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
                        *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
                        *_optional("--max_model_len", settings.max_model_len),
                        *(["--structured_output"] if settings.structured_output else []),
-                       *shlex.split(settings.generate_args), *redo)
+                       *shlex.split(settings.generate_args))
     stages.append(Stage("generate", [Step(
-        "teacher writes question/answer pairs", Command(generate), outputs=[manifest], inputs=[layout.notes_file],
+        "teacher writes question/answer pairs", Command(generate + redo), outputs=[manifest],
+        inputs=[layout.notes_file], stale_command=Command(generate + ["--overwrite"]),
         covers=_manifest_covers(manifest, "notes_in_file", settings.teacher_notes,
                                 lambda: _count_rows(layout.notes_file, "note_id"), input_file=layout.notes_file))]))
 
@@ -412,25 +434,31 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
     finetune_args = ["--model_id", settings.student, "--input_file", settings.combo,
                      "--min_difficulty", settings.min_difficulty, "--max_seq_length", settings.max_seq_length,
                      "--data_dir", root, "--output_dir", finetune_dir, *shlex.split(settings.finetune_args)]
+    resume: list[str] = []
     if overwrite:
-        finetune_args.append("--overwrite")
+        resume = ["--overwrite"]
     elif any(finetune_dir.glob("checkpoint-*")) and not (finetune_dir / "final").exists():
-        finetune_args += ["--resume_from_checkpoint", "last"]  # an interrupted run continues
+        resume = ["--resume_from_checkpoint", "last"]  # an interrupted run continues
     gpus = settings.num_gpus if settings.num_gpus is not None else (cuda_devices or 0)
-    if gpus > 0:
-        # the published launch: accelerate + DeepSpeed ZeRO-2 over several GPUs, plain accelerate on one
-        config = "deep_speed2.yaml" if gpus > 1 else "single_gpu.yaml"
-        finetune = Command(["bash", str(STAGE_FOLDER / "synthetic-d-run-finetune.sh"), *map(str, finetune_args)],
+
+    def finetune_command(extra: list[str]) -> Command:
+        arguments = [*map(str, finetune_args), *extra]
+        if gpus > 0:
+            # the published launch: accelerate + DeepSpeed ZeRO-2 over several GPUs, plain accelerate on one
+            config = "deep_speed2.yaml" if gpus > 1 else "single_gpu.yaml"
+            return Command(["bash", str(STAGE_FOLDER / "synthetic-d-run-finetune.sh"), *arguments],
                            env={"MODEL_ID": settings.student, "INPUT_FILE": settings.combo,
                                 "MIN_DIFFICULTY": str(settings.min_difficulty), "NUM_PROCESSES": str(gpus),
                                 "CONFIG": str(REPO_ROOT / "configs" / config),
                                 "LOG_DIR": str(layout.report_dir / "logs")})
-    else:
-        finetune = Command(_script(REPO_ROOT / "finetune.py", *finetune_args))
+        return Command(_script(REPO_ROOT / "finetune.py", *arguments))
+
     stages.append(Stage("finetune", [Step(
-        "fine-tune the student (LoRA)", finetune,
+        "fine-tune the student (LoRA)", finetune_command(resume),
         outputs=[finetune_dir / "final" / "adapter_config.json", finetune_dir / "training_summary.json"],
-        inputs=[layout.raw_dir / f"train_{name}.csv.gz"])]))
+        inputs=[layout.raw_dir / f"train_{name}.csv.gz"],
+        # training data newer than the adapter: train again from the start, not from an old checkpoint
+        stale_command=finetune_command(["--overwrite"]))]))
 
     stages.append(Stage("merge", [Step(
         "merge the adapter (stage E)",
@@ -454,19 +482,21 @@ def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = Non
             outputs_dir = layout.outputs_dir(task, role)
             manifests.append(layout.inference_manifest(task, role))
             model_inputs = [layout.eval_file(task)] + ([layout.merged_dir / "config.json"] if role == "distilled" else [])
+            answer = _script(REPO_ROOT / "eval-inference.py", "--model_id", layout.model_id(role),
+                             "--dataset_name", task, "--input_file", layout.eval_file_name(task),
+                             "--num_inference", "all" if limit is None else limit,
+                             "--model_name", layout.model_name(role), "--output_dir", outputs_dir,
+                             "--max_output_tokens", settings.eval_max_tokens, "--engine", settings.engine,
+                             "--batch_size", settings.batch_size,
+                             *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
+                             *_optional("--max_model_len", settings.max_model_len),
+                             "--data_dir", root, *shlex.split(settings.eval_args))
             inference_steps.append(Step(
-                f"{task}: {role} model answers",
-                Command(_script(REPO_ROOT / "eval-inference.py", "--model_id", layout.model_id(role),
-                                "--dataset_name", task, "--input_file", layout.eval_file_name(task),
-                                "--num_inference", "all" if limit is None else limit,
-                                "--model_name", layout.model_name(role), "--output_dir", outputs_dir,
-                                "--max_output_tokens", settings.eval_max_tokens, "--engine", settings.engine,
-                                "--batch_size", settings.batch_size,
-                                *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
-                                *_optional("--max_model_len", settings.max_model_len),
-                                "--data_dir", root, *shlex.split(settings.eval_args), *redo)),
+                f"{task}: {role} model answers", Command(answer + redo),
+                # a model (or prompts) newer than its answers: every answer is redone, none of the old kept
+                stale_command=Command(answer + ["--overwrite"]),
                 outputs=[manifests[-1]], inputs=model_inputs,
-                covers=_manifest_covers(manifests[-1], "rows_in_file", limit,
+                covers=_manifest_covers(manifests[-1], "rows_in_file", limit, more_is_stale=True, count_file=
                                         lambda task=task: _count_rows(layout.eval_file(task), "id"))))
         evaluation_parameters: dict[str, Any] = {
             "data_dir": str(root), "input_file": layout.eval_file_name(task),
@@ -493,6 +523,27 @@ def stage_range(from_stage: str | None, to_stage: str | None) -> list[str]:
     if first > last:
         raise InputError(f"--from_stage {from_stage} comes after --to_stage {to_stage}")
     return list(STAGES[first:last + 1])
+
+
+HEARTBEAT_SECONDS = 15.0  # how often run.json records a running stage's time (a killed driver loses less)
+
+
+def _run_child(command: Command, env: dict[str, str], heartbeat: Callable[[], Any]) -> int:
+    """Run one step's command to its end, calling `heartbeat` every HEARTBEAT_SECONDS; its exit code."""
+    process = subprocess.Popen(command.argv, env=env, cwd=REPO_ROOT)
+    try:
+        while True:
+            try:
+                return process.wait(timeout=HEARTBEAT_SECONDS)
+            except subprocess.TimeoutExpired:
+                heartbeat()
+    except BaseException:
+        try:  # Ctrl-C in a terminal reaches the child too: let it stop and keep what it finished
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait()
+        raise
 
 
 class StageFailed(Exception):
@@ -559,31 +610,51 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
                      (f" (ran in {record['seconds']:.0f}s earlier)" if record.get("seconds") else ""))
             record["status"] = "skipped"
             continue
+        commands = {step.label: step.command_to_run(overwrite) for step in todo}
         if dry_run:
             for step in stage.steps:
                 mark = "run " if step in todo else "done"
-                announce(f"{prefix} [{mark}] {step.label}: {step.command.shell()}")
+                command = commands.get(step.label, step.command)
+                note = " (stale: an input changed since it ran)" if command is step.stale_command else ""
+                announce(f"{prefix} [{mark}] {step.label}{note}: {command.shell()}")
             continue
         announce(f"{prefix}: {len(todo)} of {len(stage.steps)} step(s) to run")
+        # an interrupted stage's seconds count towards the stage; a finished one redone starts again
+        earlier = float(record.get("seconds") or 0) if record.get("status") in ("running", "failed", "interrupted") \
+            else 0.0
         stage_started = time.time()
-        record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), steps=record.get("steps", {}))
+        record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), steps=record.get("steps", {}),
+                      seconds=round(earlier, 1))
         save()
+
+        def elapsed() -> float:
+            return round(earlier + time.time() - stage_started, 1)
+
         for step in todo:
+            command = commands[step.label]
+            if command is step.stale_command:
+                announce(f"{prefix}: '{step.label}' is older than its inputs; redoing it with --overwrite")
             step_started = time.time()
-            log.info("%s: %s", step.label, step.command.shell())
-            completed = subprocess.run(step.command.argv, env={**env, **step.command.env}, cwd=REPO_ROOT)
-            record["steps"][step.label] = {"command": step.command.shell(), "returncode": completed.returncode,
-                                           "seconds": round(time.time() - step_started, 1)}
-            if completed.returncode != 0:
-                record.update(status="failed", seconds=round(time.time() - stage_started, 1))
+            log.info("%s: %s", step.label, command.shell())
+            try:
+                returncode = _run_child(command, {**env, **command.env}, heartbeat=lambda: (
+                    record.update(seconds=elapsed()), save()))
+            except KeyboardInterrupt:
+                record.update(status="interrupted", seconds=elapsed())
                 save()
-                returncode, reason = completed.returncode, ""
-                error = notebook_error(step.command.executed_notebook) if step.command.executed_notebook else None
+                raise
+            record["steps"][step.label] = {"command": command.shell(), "returncode": returncode,
+                                           "seconds": round(time.time() - step_started, 1)}
+            if returncode != 0:
+                record.update(status="failed", seconds=elapsed())
+                save()
+                reason = ""
+                error = notebook_error(command.executed_notebook) if command.executed_notebook else None
                 if error:
-                    reason = f"{error[1]} (in {step.command.executed_notebook})"
+                    reason = f"{error[1]} (in {command.executed_notebook})"
                     returncode = 2 if error[0] == "InputError" else returncode  # bad input, as the scripts say
                 raise StageFailed(stage.name, step.label, returncode, reason)
-        record.update(status="ran", seconds=round(time.time() - stage_started, 1))
+        record.update(status="ran", seconds=elapsed())
         save()
         announce(f"{prefix}: done in {record['seconds']:.1f}s (run total {time.time() - started:.0f}s)")
     return state

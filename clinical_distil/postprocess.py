@@ -7,7 +7,9 @@ by default so that the paper's numbers stay reproducible.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -23,20 +25,51 @@ log = logging.getLogger(__name__)
 
 COMBOS = {"all": ("yes_no", "numeric", "na-numeric", "na-bool"), "bool": ("yes_no",), "bool_num": ("yes_no", "numeric")}
 DIFFICULTIES = range(1, 10)
-NA_ANSWERS = {"na", "n/a", "n.a.", "not available", "not applicable", "not in note", "not in the note", "not found",
-              "not mentioned", "not documented", "not stated", "not reported", "unknown", "none", "null", ""}
-NUMBER_WITH_UNIT = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*(%|[a-zA-Z/]+(?:/[a-zA-Z0-9]+)?(?:\s?[a-zA-Z/0-9^]+)?)?\s*$")
+NA_ANSWERS = {"na", "n/a", "n.a.", "n/a.", "nan", "not available", "not applicable", "not in note", "not in the note",
+              "not found", "not mentioned", "not documented", "not stated", "not reported", "unknown", "none", "null",
+              ""}
+# a number as written in notes and replies: "-2.5", "1.40", "210,000" (thousands grouped by commas), ".5"
+NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
+# a unit after it: "mg/dL", "%", "x10^9/L", "mL/min/1.73m2", "K/uL", "°F", "/uL" (never "/80" of a blood pressure)
+UNIT = r"(?:%|°\s?[CFcf]?|(?:[^\W\d_]|/[^\W\d_])[\w/^.·*]*)"
+NUMBER_WITH_UNIT = re.compile(rf"^\s*({NUMBER})\s*(?:{UNIT}(?:\s+{UNIT})?)?\s*[.,;:!)]*\s*$")
 ITEM_COLUMNS = ["note_id", "subject_id", "hadm_id", "question_type", "item_index", *ITEM_KEYS]
 
 
+def parse_number(text: Any) -> float | None:
+    """The one number an answer states ("1.40 mg/dL" -> 1.4, "210,000/uL" -> 210000, "7.5%." -> 7.5), else None.
+
+    Ranges ("1.2-1.4"), ratios ("120/80"), comparisons ("<0.01") and prose are not one number.
+    """
+    if isinstance(text, bool) or text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text) if math.isfinite(text) else None
+    try:  # a plain number, scientific notation too ("1.2e3"), before "e3" could pass for a unit
+        value = float(str(text).strip())
+        return value if math.isfinite(value) else None
+    except ValueError:
+        pass
+    match = NUMBER_WITH_UNIT.match(str(text))
+    return float(match.group(1).replace(",", "")) if match else None
+
+
+def format_number(value: float) -> str:
+    """A number as an answer: "1.4", "210000", "-2.5" (the shortest form that reads back the same)."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
 def normalize_answer(answer: Any) -> str:
-    """Yes / No / NA, a plain number ("1.40 mg/dL" -> "1.4"), or the text as written."""
-    if answer is None or (isinstance(answer, float) and pd.isna(answer)):
+    """Yes / No / NA, a plain number ("1.40 mg/dL" -> "1.4", "210,000" -> "210000"), or the text as written."""
+    if answer is None or (isinstance(answer, float) and math.isnan(answer)):
         return "NA"
     if isinstance(answer, bool):
         return "Yes" if answer else "No"
-    if isinstance(answer, (int, float)):
-        return f"{answer:g}"
+    number = parse_number(answer)
+    if number is not None:
+        return format_number(number)
     text = str(answer).strip().strip(".").strip()
     lowered = text.lower()
     if lowered in NA_ANSWERS:
@@ -45,9 +78,6 @@ def normalize_answer(answer: Any) -> str:
         return "Yes"
     if lowered in ("no", "false", "n"):
         return "No"
-    match = NUMBER_WITH_UNIT.match(text)
-    if match:
-        return f"{float(match.group(1)):g}"
     return text
 
 
@@ -66,11 +96,7 @@ def normalize_difficulty(value: Any) -> int | None:
 
 
 def is_number(answer: str) -> bool:
-    try:
-        float(answer)
-        return True
-    except ValueError:
-        return False
+    return parse_number(answer) is not None
 
 
 def answer_agrees_with_type(question_type: str, answer: str) -> bool:
@@ -98,37 +124,62 @@ def source_match(source: Any, note: str, threshold: float = 90.0) -> tuple[str, 
     return ("fuzzy" if score >= threshold else "none"), float(score)
 
 
-def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Items (one row per question) and failures (one row per reply that yielded nothing)."""
-    items, failures = [], []
+FAILURE_COLUMNS = ["note_id", "subject_id", "hadm_id", "question_type", "level", "reason", "item_index",
+                   "finish_reason", "output"]
+
+
+REPLY_COLUMNS = ["note_id", "question_type", "finish_reason", "attempts", "outcome", "items", "dropped_items"]
+
+
+def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Items (one row per question), failures and replies (one row per reply).
+
+    Failures: one row per reply that yielded no item (level "reply") and one per item left out, such
+    as a template placeholder (level "item", the item as JSON in `output`). Replies: what each reply
+    came to (`outcome`: "items", "empty_list" or its failure reason) and how many items it gave; an
+    empty list is a valid reply, not a failure (the request had nothing to ask).
+    """
+    items, failures, replies = [], [], []
     for row in chunks.itertuples(index=False):
         parsed = parse_reply(row.output, row.finish_reason)
         base = {"note_id": row.note_id, "subject_id": row.subject_id, "hadm_id": row.hadm_id,
                 "question_type": row.question_type}
+        outcome = parsed.failure or ("empty_list" if parsed.empty_list else "items")
+        replies.append({"note_id": row.note_id, "question_type": row.question_type,
+                        "finish_reason": row.finish_reason, "attempts": getattr(row, "attempts", 1),
+                        "outcome": outcome, "items": len(parsed.items), "dropped_items": len(parsed.dropped)})
         if parsed.failure:
-            failures.append({**base, "reason": parsed.failure, "finish_reason": row.finish_reason,
-                             "output": row.output})
+            failures.append({**base, "level": "reply", "reason": parsed.failure, "item_index": None,
+                             "finish_reason": row.finish_reason, "output": row.output})
+        for index, (item, reason) in enumerate(parsed.dropped):
+            failures.append({**base, "level": "item", "reason": reason, "item_index": index,
+                             "finish_reason": row.finish_reason,
+                             "output": json.dumps(item, ensure_ascii=False, default=str)})
         for index, item in enumerate(parsed.items):
             items.append({**base, "item_index": index, **{key: item.get(key) for key in ITEM_KEYS},
                           "repaired": parsed.repaired})
     item_frame = pd.DataFrame(items, columns=ITEM_COLUMNS + ["repaired"])
-    failure_frame = pd.DataFrame(failures, columns=["note_id", "subject_id", "hadm_id", "question_type", "reason",
-                                                    "finish_reason", "output"])
-    return item_frame, failure_frame
+    failure_frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS).astype({"item_index": "Int64"})
+    return item_frame, failure_frame, pd.DataFrame(replies, columns=REPLY_COLUMNS)
 
 
-def reply_counts(chunks: pd.DataFrame, items: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
-    """Per question type: replies, replies stage A generated again, replies cut at the token limit, failed
-    replies, items parsed, items repaired."""
+def reply_counts(replies: pd.DataFrame, items: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """Per question type: replies, replies stage A generated again, replies cut at the token limit, replies
+    that yielded no item, replies that were an empty list, items parsed, items repaired, items left out as
+    template placeholders."""
+    by_type = "question_type"
+    dropped = failures[failures["level"] == "item"]
     counts = pd.DataFrame({
-        "replies": chunks.groupby("question_type").size(),
-        "retried": chunks[chunks["attempts"] > 1].groupby("question_type").size(),  # read_chunks fills it
-        "cut_by_length": chunks[chunks["finish_reason"] == "length"].groupby("question_type").size(),
-        "failed": failures.groupby("question_type").size(),
-        "items": items.groupby("question_type").size(),
-        "repaired_items": items[items["repaired"].astype(bool)].groupby("question_type").size(),
+        "replies": replies.groupby(by_type).size(),
+        "retried": replies[replies["attempts"].fillna(1).astype(int) > 1].groupby(by_type).size(),
+        "cut_by_length": replies[replies["finish_reason"] == "length"].groupby(by_type).size(),
+        "failed": replies[~replies["outcome"].isin(["items", "empty_list"])].groupby(by_type).size(),
+        "empty_lists": replies[replies["outcome"] == "empty_list"].groupby(by_type).size(),
+        "items": items.groupby(by_type).size(),
+        "repaired_items": items[items["repaired"].astype(bool)].groupby(by_type).size(),
+        "placeholder_items": dropped[dropped["reason"] == "placeholder"].groupby(by_type).size(),
     })
-    return counts.fillna(0).astype(int).rename_axis("question_type")
+    return counts.fillna(0).astype(int).rename_axis(by_type)
 
 
 def normalize_items(items: pd.DataFrame) -> pd.DataFrame:

@@ -203,6 +203,14 @@ def answer_messages(note_text: str, question: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": user}]
 
 
+def _json_value(value: Any) -> Any:
+    """A table cell as JSON: missing (None, NaN, pandas' NA) becomes null, never the invalid token NaN."""
+    if value is None or (isinstance(value, float) and value != value) or type(value).__name__ == "NAType":
+        return None
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
 def answer_target(item: dict[str, Any], keys: tuple[str, ...] = ANSWER_KEYS) -> str:
-    """The training target: the gold item as JSON (serialized by the json library) in a json fence."""
-    return "```json\n" + json.dumps({key: item.get(key) for key in keys}, ensure_ascii=False) + "\n```"
+    """The training target: the gold item as strict JSON (serialized by the json library) in a json fence."""
+    target = {key: _json_value(item.get(key)) for key in keys}
+    return "```json\n" + json.dumps(target, ensure_ascii=False, allow_nan=False) + "\n```"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinical_distil.files import write_text
+from clinical_distil.files import read_csv, write_text
 from clinical_distil.pipeline import MODEL_ROLES, STAGES, Layout, read_run_state
 from clinical_distil.postprocess import combo_path
 from clinical_distil.prompts import QUESTION_TYPES
@@ -49,7 +49,7 @@ def with_interval(row: pd.Series, metric: str, interval: str = "ci_questions") -
 
 
 def _read(path: Path, **kwargs) -> pd.DataFrame | None:
-    return pd.read_csv(path, **kwargs) if path.exists() else None
+    return read_csv(path, **kwargs) if path.exists() else None
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -93,7 +93,7 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
     notes = _read(layout.notes_file, usecols=["note_id"])
     manifest = _json(layout.generation_manifest) or {}
     replies = _read(layout.raw_dir / "replies_by_type.csv")
-    failures = _read(layout.raw_dir / "parse_failures.csv", usecols=["question_type", "reason"])
+    failures = _read(layout.raw_dir / "parse_failures.csv")
     kept = _read(layout.raw_dir / "synth_all_df.csv",
                  usecols=["question_type", "difficulty", "source_in_note", "answer_type_ok", "duplicate_question"])
     chosen = _read(combo_path(layout.raw_dir, settings.combo, settings.min_difficulty), usecols=["question_type"])
@@ -120,7 +120,9 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
             ("replies generated again (cut off or unreadable)", numbers.get("retried")),
             ("replies cut at the token limit", numbers.get("cut_by_length")),
             ("replies that failed to parse", numbers.get("failed")),
+            ("replies that were an empty list (nothing to ask)", numbers.get("empty_lists")),
             ("question/answer items parsed", numbers.get("items")),
+            ("items left out as template placeholders", numbers.get("placeholder_items")),
             ("items kept after filters", numbers.get("kept_after_filters")),
             (f"items of '{settings.combo}' with difficulty >= {settings.min_difficulty}",
              numbers.get(f"difficulty_{settings.min_difficulty}_plus")),
@@ -131,9 +133,12 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
         ("p", "Per question type:"),
         ("table", per_type.reset_index().astype(str))]
     if failures is not None and len(failures):
-        reasons = failures.groupby("reason").size().sort_values(ascending=False)
-        blocks.append(("p", "Parse failures by reason: " +
-                       ", ".join(f"{reason} {count}" for reason, count in reasons.items()) + "."))
+        levels = failures["level"] if "level" in failures else pd.Series("reply", index=failures.index)
+        for level, label in (("reply", "Replies without an item, by reason"), ("item", "Items left out, by reason")):
+            reasons = failures[levels == level].groupby("reason").size().sort_values(ascending=False)
+            if len(reasons):
+                blocks.append(("p", f"{label}: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items())
+                               + "."))
 
     blocks.append(("h2", "Teacher data quality"))
     if kept is not None and len(kept):
@@ -225,8 +230,8 @@ def timing_section(state: dict[str, Any]) -> list[Block]:
         rows.append((stage, record.get("status", ""), fmt(seconds, 1) if seconds is not None else "n/a"))
     rows.append(("total", "", fmt(total, 1)))
     return [("h2", "Wall time per stage"),
-            ("p", "Seconds each stage took when it last ran (a skipped stage keeps the time of the run that made "
-                  "its outputs)."),
+            ("p", "Seconds each stage took to make its outputs, summed over runs that were interrupted and resumed (a "
+                  "skipped stage keeps the time of the runs that made its outputs)."),
             ("table", pd.DataFrame(rows, columns=["stage", "status", "seconds"]))]
 
 

@@ -13,9 +13,9 @@ it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,10 @@ from typing import Any
 import pandas as pd
 
 from clinical_distil import prompts
-from clinical_distil.engines import (FittedPrompt, Generation, Sampling, Throughput, chunk_ranges, fit_notes,
-                                     package_versions, shard_chunks, shard_suffix)
-from clinical_distil.files import InputError, find_existing, read_csv, write_csv, write_text
+from clinical_distil.chunks import (ChunkFile, RunManifest, check_no_overlap, chunk_ranges, package_versions,
+                                    partial_overlaps, shard_chunks, shard_suffix, uncovered)
+from clinical_distil.engines import FittedPrompt, Generation, Sampling, Throughput, fit_notes
+from clinical_distil.files import InputError, find_existing, read_csv, write_csv
 from clinical_distil.notes import NOTE_COLUMNS
 from clinical_distil.parsing import reply_needs_retry
 
@@ -41,8 +42,62 @@ SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthe
                "--source NOTEEVENTS.csv.gz --num_notes N")
 
 
+CHUNK_NAME = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
+
+
 def chunk_path(output_dir: Path, question_type: str, start: int, end: int) -> Path:
     return output_dir / f"df_{question_type}_{start}_{end}.csv"
+
+
+def chunk_files(output_dir: Path) -> dict[str, list[ChunkFile]]:
+    """Stage A's files in a folder by question type, each with the note rows [start, end) it holds."""
+    found: dict[str, list[ChunkFile]] = {}
+    for path in sorted(output_dir.glob("df_*_*_*.csv")) if output_dir.is_dir() else []:
+        match = CHUNK_NAME.match(path.name)
+        if match:
+            found.setdefault(match["type"], []).append(ChunkFile(path, int(match["start"]), int(match["end"])))
+    return found
+
+
+@dataclass
+class ChunkTask:
+    start: int
+    end: int
+    question_types: list[str]  # the types whose replies for these rows are not on disk yet
+
+
+def plan_tasks(chunks: list[tuple[int, int]], question_types: list[str], existing: dict[str, list[ChunkFile]],
+               overwrite: bool) -> tuple[list[ChunkTask], int]:
+    """What is left to generate in these chunks, and how many (chunk, type) files are done already.
+
+    A chunk is split where earlier files of another chunk size begin or end, so that every note row
+    of every type is generated once, however the run was chunked before. --overwrite redoes whole
+    chunks; a file that reaches over a chunk's edge then would keep stale rows: refused up front.
+    """
+    tasks, done = [], 0
+    for low, high in chunks:
+        if overwrite:
+            for question_type in question_types:
+                straddling = partial_overlaps(existing.get(question_type, []), low, high)
+                if straddling:
+                    raise InputError(f"{straddling[0].path.name} reaches over rows {low}-{high - 1} that --overwrite "
+                                     f"would redo with --chunk_size {high - low}; remove it, or use the chunk size "
+                                     "it was written with")
+            tasks.append(ChunkTask(low, high, list(question_types)))
+            continue
+        covered = {kind: [(item.start, item.end) for item in existing.get(kind, [])] for kind in question_types}
+        cuts = sorted({low, high} | {edge for kind in question_types for item in existing.get(kind, [])
+                                     for edge in (item.start, item.end) if low < edge < high})
+        done += sum(not uncovered(low, high, covered[kind]) for kind in question_types)
+        pieces: list[ChunkTask] = []
+        for start, end in zip(cuts, cuts[1:]):
+            missing = [kind for kind in question_types if uncovered(start, end, covered[kind])]
+            if pieces and missing and pieces[-1].end == start and pieces[-1].question_types == missing:
+                pieces[-1].end = end  # one file for neighbouring pieces of the chunk that miss the same types
+            elif missing:
+                pieces.append(ChunkTask(start, end, missing))
+        tasks += pieces
+    return tasks, done
 
 
 def notes_file(data_dir: Path, dataset: int | str) -> Path:
@@ -108,21 +163,18 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
     return rows, fit_notes(tokenizer, requests, max_prompt_tokens)
 
 
-def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: StageASettings, output_dir: Path,
+def run_chunk(engine, notes: pd.DataFrame, task: ChunkTask, settings: StageASettings, output_dir: Path,
               model_id: str, throughput: Throughput, phase_seconds: dict[str, float] | None = None) -> dict[str, int]:
-    """Generate the missing question types of one chunk and write one file per type.
+    """Generate the task's question types for its rows and write one file per type.
 
     `phase_seconds` (when given) gains the chunk's seconds of prompt building ("prompts"),
     generation ("generate") and table writing ("write"): what the stage costs beside the engine.
     """
     clock = time.perf_counter()
-    missing = [question_type for question_type in settings.question_types
-               if settings.overwrite or not chunk_path(output_dir, question_type, start, end).exists()]
-    if not missing:
-        return {"skipped_files": len(settings.question_types)}
-    chunk_settings = StageASettings(**{**settings.__dict__, "question_types": missing})
+    chunk_settings = StageASettings(**{**settings.__dict__, "question_types": task.question_types})
     max_prompt_tokens = engine.max_model_len - settings.sampling.max_tokens
-    rows, fitted = build_requests(notes.iloc[start:end], chunk_settings, engine.tokenizer, max_prompt_tokens)
+    rows, fitted = build_requests(notes.iloc[task.start:task.end], chunk_settings, engine.tokenizer,
+                                  max_prompt_tokens)
     sampling = settings.sampling
     if settings.structured_output:
         schemas = [prompts.item_schema(row["question_type"], settings.questions_per_type) for row in rows]
@@ -141,14 +193,18 @@ def run_chunk(engine, notes: pd.DataFrame, start: int, end: int, settings: Stage
                    prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
                    note_truncated=item.note_truncated, note_tokens_dropped=item.note_tokens_dropped)
     frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
-    for question_type in missing:
-        write_csv(frame[frame["question_type"] == question_type], chunk_path(output_dir, question_type, start, end))
+    for question_type in task.question_types:
+        written = write_csv(frame[frame["question_type"] == question_type],
+                            chunk_path(output_dir, question_type, task.start, task.end))
+        if settings.overwrite:  # files of another chunking inside these rows now hold stale replies
+            for item in chunk_files(output_dir).get(question_type, []):
+                if item.path != written and task.start <= item.start and item.end <= task.end:
+                    item.path.unlink()
     timings["write"] = time.perf_counter() - clock
     if phase_seconds is not None:
         for phase, seconds in timings.items():
             phase_seconds[phase] = phase_seconds.get(phase, 0.0) + seconds
-    return {"written_files": len(missing), "skipped_files": len(settings.question_types) - len(missing),
-            "requests": len(rows),
+    return {"written_files": len(task.question_types), "requests": len(rows),
             "truncated_notes": int(sum(item.note_truncated for item in fitted)),
             "output_tokens": int(frame["output_tokens"].sum()) if len(frame) else 0,
             "length_stops": int((frame["finish_reason"] == "length").sum()), **retry_counts}
@@ -198,26 +254,28 @@ def manifest_path(output_dir: Path, num_shards: int = 1, shard_index: int = 0) -
     return output_dir / f"manifest{shard_suffix(num_shards, shard_index)}.json"
 
 
+def plan_run(note_count: int, settings: StageASettings, output_dir: Path, start_row: int = 0, limit: int | None = None,
+             num_shards: int = 1, shard_index: int = 0) -> tuple[int, list[tuple[int, int]], list[ChunkTask], int]:
+    """(stop row, this shard's chunks, what is left to generate, files done): every check on rows and files,
+    before a model loads."""
+    if start_row < 0 or start_row > note_count:
+        raise InputError(f"--start_row {start_row} is outside the notes table (0..{note_count})")
+    stop = note_count if limit is None else min(note_count, start_row + limit)
+    chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
+    tasks, done = plan_tasks(chunks, settings.question_types, chunk_files(output_dir), settings.overwrite)
+    return stop, chunks, tasks, done
+
+
 def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_dir: Path, model_id: str,
                 start_row: int = 0, limit: int | None = None, num_shards: int = 1, shard_index: int = 0,
                 manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run every chunk of this shard; returns the run summary written to the manifest."""
-    if start_row < 0 or start_row > len(notes):
-        raise InputError(f"--start_row {start_row} is outside the notes table (0..{len(notes)})")
-    stop = len(notes) if limit is None else min(len(notes), start_row + limit)
-    chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
-    started = time.time()
-    totals: dict[str, int] = {}
-    phase_seconds: dict[str, float] = {}
-    pending_requests = sum(int(notes["text"].iloc[low:high].map(is_usable_note).sum()) * len(settings.question_types)
-                           for low, high in chunks)
-    throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
-    for low, high in chunks:
-        for key, value in run_chunk(engine, notes, low, high, settings, output_dir, model_id, throughput,
-                                    phase_seconds).items():
-            totals[key] = totals.get(key, 0) + value
-    throughput.close()
-    seconds = time.time() - started
+    """Run every chunk of this shard that is not on disk yet; returns the manifest (and this session's figures).
+
+    The manifest adds this session to the earlier ones of the run (a resume): its counts, seconds and
+    tokens/s are those of the whole run; "sessions" lists each. It is rewritten after every chunk.
+    """
+    stop, chunks, tasks, done_files = plan_run(len(notes), settings, output_dir, start_row, limit, num_shards,
+                                               shard_index)
     summary = {
         "model_id": model_id, "engine": engine.name, "versions": package_versions(), "host": platform.node(),
         "rows": [start_row, stop], "chunks": [list(chunk) for chunk in chunks], "shard": [shard_index, num_shards],
@@ -226,26 +284,56 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
         "retries": {"max": settings.retries, "temperature": settings.retry_temperature,
                     "frequency_penalty": settings.retry_frequency_penalty},
-        "counts": totals, "wall_seconds": round(seconds, 2),
-        "phase_seconds": {phase: round(value, 2) for phase, value in phase_seconds.items()},
-        "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None,
         **(manifest_extra or {}),
     }
-    manifest = manifest_path(output_dir, num_shards, shard_index)
-    # a rerun that found every chunk done keeps the manifest of the run that generated (its timings)
-    if totals.get("written_files") or not manifest.exists():
-        write_text(json.dumps(summary, indent=2, default=str) + "\n", manifest)
-    return summary
+    path = manifest_path(output_dir, num_shards, shard_index)
+    record = RunManifest(path, fresh=settings.overwrite)
+    started = time.time()
+    totals: dict[str, int] = {}
+    phase_seconds: dict[str, float] = {}
+
+    def manifest(complete: bool) -> dict[str, Any]:
+        merged = record.merged(summary, {"counts": totals, "wall_seconds": time.time() - started,
+                                         "phase_seconds": phase_seconds}, complete)
+        merged["counts"]["skipped_files"] = done_files
+        merged["output_tokens_per_second"] = (round(merged["counts"].get("output_tokens", 0) / merged["wall_seconds"],
+                                                    2) if merged["wall_seconds"] else None)
+        return merged
+
+    if not tasks and record.earlier.get("complete", True) and path.exists():
+        merged = dict(record.earlier)  # nothing left to do: the sessions that did the work stay as they were
+    else:
+        pending_requests = sum(int(notes["text"].iloc[task.start:task.end].map(is_usable_note).sum())
+                               * len(task.question_types) for task in tasks)
+        throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
+        for task in tasks:
+            for key, value in run_chunk(engine, notes, task, settings, output_dir, model_id, throughput,
+                                        phase_seconds).items():
+                totals[key] = totals.get(key, 0) + value
+            record.write(manifest(complete=False))  # a killed session keeps the chunks it finished
+        throughput.close()
+        merged = record.write(manifest(complete=True))
+    seconds = time.time() - started
+    session = {"counts": {**totals, "skipped_files": done_files}, "wall_seconds": round(seconds, 2),
+               "output_tokens_per_second": round(totals.get("output_tokens", 0) / seconds, 2) if seconds else None}
+    return {**merged, "session": session}
 
 
 def read_chunks(output_dir: Path) -> pd.DataFrame:
-    """All of stage A's chunk files in a folder, in (start row, question type) order."""
-    files = sorted(output_dir.glob("df_*_*_*.csv"))
-    if not files:
+    """All of stage A's chunk files in a folder, in the order of their file names.
+
+    Two files of one question type that hold the same note rows (runs with other chunk sizes
+    before this version) are refused: their replies would be counted twice.
+    """
+    found = chunk_files(output_dir)
+    if not found:
         raise InputError(f"no stage A chunk files (df_*_START_END.csv) in {output_dir}; run "
                          "a-generate-synthetic-training-data/synthetic-a-create.py first")
-    frames = [read_csv(path, required=REQUIRED_COLUMNS, what="stage A chunk",
-                       hint="rerun synthetic-a-create.py for it") for path in files]
+    for question_type, files in found.items():
+        check_no_overlap(files, f"stage A {question_type}")
+    ordered = sorted((item for files in found.values() for item in files), key=lambda item: item.path.name)
+    frames = [read_csv(item.path, required=REQUIRED_COLUMNS, what="stage A chunk",
+                       hint="rerun synthetic-a-create.py for it") for item in ordered]
     frame = pd.concat(frames, ignore_index=True)
     frame["attempts"] = frame["attempts"].fillna(1).astype(int) if "attempts" in frame else 1
     return frame

@@ -40,6 +40,27 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
                           cwd=cwd or REPO, env={**os.environ, **(env or {})}, timeout=900)
 
 
+def kill_when(script: str, *args: str, ready, timeout: float = 600) -> bool:
+    """Start a project script and SIGKILL it as soon as `ready()` holds; whether it was still running then."""
+    import time
+
+    process = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=dict(os.environ))
+    deadline = time.monotonic() + timeout
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if ready():
+                process.kill()
+                process.wait()
+                return True
+            time.sleep(0.01)
+        return False
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 TYPE_OF_ANNOTATION = {"yes": "yes_no", "numeric": "numeric", "na-numeric": "na-numeric", "na-bool": "na-bool"}
 
 

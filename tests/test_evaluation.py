@@ -10,10 +10,11 @@ import torch
 
 from clinical_distil import eval_data
 from clinical_distil.n2c2 import read_folder
+from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import answer_target
 from clinical_distil.tasks import N2C2_CRITERIA
 
-from conftest import REPO, SAMPLES, run_script
+from conftest import REPO, SAMPLES, kill_when, run_script
 
 
 def test_preprocessing_the_samples():
@@ -76,6 +77,38 @@ def test_eval_inference_aligns_resumes_and_records(tmp_path, default_model_dir):
     assert pd.read_csv(folder / "prompts_1_2_chunk_0.csv", keep_default_na=False).equals(chunk)
     # the rerun that did nothing keeps the first run's manifest and its timings
     assert json.loads((folder / "manifest_prompts.json").read_text()) == manifest
+
+
+def test_killed_eval_inference_resumed_with_other_chunk_sizes_answers_every_row_once(tmp_path, tiny_model_dir):
+    prompts = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:8]
+    write_eval_data(tmp_path, "annotated-synthetic/prompts.csv", prompts)
+    args = ["--model_id", str(tiny_model_dir), "--dataset_name", "annotated-synthetic", "--input_file", "prompts",
+            "--data_dir", str(tmp_path), "--engine", "transformers", "--max_output_tokens", "48",
+            "--max_model_len", "640", "--model_name", "tiny"]
+    folder = tmp_path / "outputs" / "annotated-synthetic" / "tiny"
+    manifest_file = folder / "manifest_prompts.json"
+    assert kill_when("eval-inference.py", *args, "--chunk_size", "1", ready=manifest_file.exists), \
+        "the run ended before it could be killed"
+    killed = json.loads(manifest_file.read_text())
+    assert killed["complete"] is False and 1 <= killed["answered"] < 8
+    resumed = run_script("eval-inference.py", *args, "--chunk_size", "3")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    outputs = read_model_outputs(folder, "prompts")
+    assert outputs["id"].tolist() == prompts["id"].tolist()  # every row once, in order
+    manifest = json.loads(manifest_file.read_text())
+    answered_now = int(resumed.stdout.split("eval-inference: ")[1].split(" answers")[0])
+    assert manifest["complete"] is True and manifest["answered"] == killed["answered"] + answered_now
+    assert manifest["seconds_per_example"] == pytest.approx(manifest["wall_seconds"] / manifest["answered"], abs=1e-3)
+    # fewer rows than the folder holds: refused in one line (an evaluation would mix them in) ...
+    fewer = run_script("eval-inference.py", *args, "--num_inference", "4")
+    assert fewer.returncode == 2 and len(fewer.stderr.strip().splitlines()) == 1, fewer.stderr
+    assert "holds answers to rows 4-7 of prompts" in fewer.stderr and "--overwrite" in fewer.stderr, fewer.stderr
+    assert read_model_outputs(folder, "prompts")["id"].tolist() == prompts["id"].tolist()
+    # ... and replaced when asked
+    replaced = run_script("eval-inference.py", *args, "--num_inference", "4", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert read_model_outputs(folder, "prompts")["id"].tolist() == prompts["id"].iloc[:4].tolist()
+    assert json.loads(manifest_file.read_text())["answered"] == 4
 
 
 def test_eval_inference_serves_a_lora_adapter(tmp_path, tiny_model_dir):

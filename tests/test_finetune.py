@@ -2,8 +2,9 @@
 
 import copy
 import json
+import shutil
+import subprocess
 
-import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
@@ -12,9 +13,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from clinical_distil import finetuning, postprocess, training_data
+from clinical_distil.files import read_csv
 from clinical_distil.synthetic import read_chunks
 
-from conftest import make_stage_a_outputs, run_script
+from conftest import REPO, SAMPLES, make_stage_a_outputs, run_script
 
 ANSWER = '```json\n{"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes"}\n```'
 
@@ -60,8 +62,8 @@ def test_loss_covers_only_the_assistant_message_llama3_template(tiny_model_dir):
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     notes_path, chunks = make_stage_a_outputs(root)
-    items, _ = postprocess.parse_chunks(read_chunks(chunks))
-    items = postprocess.join_notes(postprocess.normalize_items(items), pd.read_csv(notes_path))
+    items, _, _ = postprocess.parse_chunks(read_chunks(chunks))
+    items = postprocess.join_notes(postprocess.normalize_items(items), read_csv(notes_path))
     examples = training_data.format_examples(training_data.balance(items, per_type=4, seed=1))
     train, test = training_data.split(examples, test_size=0.25)
     training_data.write_datasets(train, test, root / "synthetic-raw", "all_1")
@@ -83,13 +85,48 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert summary["notes_shortened"]["train"] > 0  # 640 tokens cannot hold a whole sample note
     assert (tmp_path / "final" / "adapter_model.safetensors").exists() and (tmp_path / "checkpoint-2").exists()
     assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
+    progress = json.loads((tmp_path / "checkpoint-2" / finetuning.PROGRESS_FILE).read_text())
+    assert progress["tokens"] == summary["trained_tokens"] > 0
     resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit,
                        "--resume_from_checkpoint", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "training_summary.json").read_text())
-    assert summary["global_step"] == 3
+    assert summary["global_step"] == 3 and summary["resumed_from"] == str(tmp_path / "checkpoint-2")
     steps = [entry["step"] for entry in summary["log_history"] if "loss" in entry]
     assert steps == [1, 2, 3]  # the resumed run carried the first two steps' history and added one
+    # the whole run's tokens and seconds: the checkpoint's two steps plus the resumed session's one
+    session_tokens = [entry["num_tokens"] for entry in summary["log_history"] if "loss" in entry][-1]
+    assert summary["trained_tokens"] == progress["tokens"] + session_tokens
+    assert summary["seconds"] == pytest.approx(progress["seconds"] + summary["session_seconds"], abs=0.02)
+    assert summary["tokens_per_second"] == pytest.approx(summary["trained_tokens"] / summary["seconds"], abs=0.1)
+    if four_bit == "False":  # the same three steps in one session train on exactly as many tokens
+        whole = finetune(data_dir, tmp_path / "whole", tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+        assert json.loads((tmp_path / "whole" / "training_summary.json").read_text())["trained_tokens"] == \
+            summary["trained_tokens"]
+
+
+def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model_dir, tmp_path):
+    """A run stopped after its second checkpoint (no final/, no summary): the command the driver plans resumes it."""
+    from clinical_distil import pipeline
+
+    results = tmp_path / "results"
+    interrupted = finetune(data_dir, results / "r", tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
+                           "--load_in_4bit", "False")
+    assert interrupted.returncode == 0, interrupted.stderr[-3000:]
+    shutil.rmtree(results / "r" / "final")
+    (results / "r" / "training_summary.json").unlink()
+    settings = pipeline.PipelineSettings(
+        notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), num_notes=12, data_dir=str(data_dir), run="r",
+        results_dir=str(results), student=str(tiny_model_dir), max_seq_length=640, min_difficulty=1,
+        finetune_args="--max_steps 3 --save_steps 1 --logging_steps 1 --load_in_4bit False")
+    step = next(stage for stage in pipeline.plan(pipeline.layout_for(settings)) if stage.name == "finetune").steps[0]
+    assert step.state() == "missing" and step.command.argv[-2:] == ["--resume_from_checkpoint", "last"]
+    resumed = subprocess.run(step.command_to_run().argv, capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((results / "r" / "training_summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
+    assert step.state() == "finished"
 
 
 def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir, tmp_path):

@@ -145,3 +145,89 @@ def test_question_vocabularies_cover_every_criterion():
     assert list(N2C2_QUESTIONS) == list(N2C2_CRITERIA)
     assert set(APIXABAN_QUESTIONS) == set(APIXABAN_BOOLEAN) | set(APIXABAN_NUMERIC)
     assert len(APIXABAN_BOOLEAN) == 15 and len(APIXABAN_NUMERIC) == 8
+
+
+# --- scoring frames with parsed and unparseable replies mixed, whatever the dtypes ----------------
+
+DTYPES = [pytest.param(None, id="as-built"), pytest.param(object, id="object"), pytest.param("str", id="str"),
+          pytest.param("string", id="string")]
+
+
+def _typed(frame: pd.DataFrame, dtype) -> pd.DataFrame:
+    return frame if dtype is None else frame.astype({column: dtype for column in frame.columns
+                                                    if column not in ("label",) or dtype != "string"})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_annotated_unparseable_yes_no_counts_as_no(dtype):
+    frame = _typed(pd.DataFrame({
+        "output": ['{"answer": "Yes"}', "blah", '{"answer": "2.1"}', "unsure", None, '{"answer": "210,000"}',
+                   "{broken", '{"answer": "NA"}'],
+        "finish_reason": ["stop", "stop", "stop", "stop", None, "stop", "length", "stop"],
+        "label": ["Yes", "No", "2.1", "3", "No", "210000", "NA", "NA"],
+        "question_type": ["yes_no", "yes_no", "numeric", "numeric", "yes_no", "numeric", "na-bool", "na-numeric"]}),
+        dtype)
+    scored = metrics.score_outputs(frame, "annotated-synthetic")
+    assert scored["parsed"].tolist() == [True, False, True, False, False, True, False, True]
+    assert scored["prediction"].tolist() == ["Yes", "No", "2.1", "unparseable", "No", "210000", "No", "NA"]
+    assert scored["correct"].tolist() == [True, True, True, False, True, True, False, True]
+    table = metrics.per_question(scored, "question_type").set_index("question_type")
+    assert table.loc["yes_no", "balanced_accuracy"] == 1.0 and table.loc["yes_no", "micro_f1"] == 1.0
+    # numeric: labels 2.1, 3, 210000 each a class, 2 of 3 found
+    assert table.loc["numeric", "balanced_accuracy"] == pytest.approx(2 / 3)
+    assert table.loc["numeric", "micro_f1"] == pytest.approx(2 / 3)
+    assert table.loc["na-bool", "micro_f1"] == 0.0 and table.loc["na-numeric", "micro_f1"] == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("labels", [[1, 0, 1, 0, 1, 0], ["1", "0", "1", "0", "1", "0"], ["met", "not met"] * 3,
+                                    [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]])
+def test_i2b2_unparseable_counts_as_not_met(dtype, labels):
+    frame = pd.DataFrame({
+        "output": ['{"answer": "Yes"}', "garbage", '{"answer": "1.40 mg/dL"}', "???", '{"answer": "7.1"}', ""],
+        "label": labels,
+        "question_label": ["ABDOMINAL", "ABDOMINAL", "CREATININE", "CREATININE", "HBA1C", "HBA1C"]})
+    scored = metrics.score_outputs(_typed(frame, dtype), "i2b2")
+    assert scored["target"].tolist() == [1, 0, 1, 0, 1, 0]
+    assert scored["prediction"].tolist() == [1, 0, 1, 0, 1, 0]
+    official = metrics.n2c2_official(scored)
+    assert official["micro_f1"] == 1.0 and official["macro_f1"] == 1.0
+    assert metrics.per_question(scored, "question_label")["balanced_accuracy"].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_apixaban_unparseable_boolean_is_no_and_numeric_is_unparseable(dtype):
+    frame = pd.DataFrame({
+        "output": ['{"answer": "Yes"}', "nothing", '{"answer": "98,000"}', "nothing", '{"answer": "1.9."}',
+                   '{"answer": "No"}'],
+        "label": ["Yes", "No", "98000", "2.4", "1.90", "Yes"],
+        "criterion": ["afib", "afib", "lowest_platelets", "highest_creatinine", "highest_creatinine", "t2d"],
+        "question_type": ["boolean", "boolean", "numeric", "numeric", "numeric", "boolean"]})
+    scored = metrics.score_outputs(_typed(frame, dtype), "apixaban")
+    assert scored["target"].tolist() == ["1", "0", "98000", "2.4", "1.9", "1"]
+    assert scored["prediction"].tolist() == ["1", "0", "98000", "unparseable", "1.9", "0"]
+    table = metrics.per_question(scored, "criterion").set_index("criterion")
+    assert table["micro_f1"].to_dict() == {"afib": 1.0, "highest_creatinine": 0.5, "lowest_platelets": 1.0, "t2d": 0.0}
+
+
+def test_scores_read_back_from_chunk_files_are_the_same(tmp_path):
+    """The CSV round trip (empty outputs, "NA" answers and labels) changes no decision."""
+    from clinical_distil.files import write_csv
+
+    frame = pd.DataFrame({"id": range(4), "output": ['{"answer": "NA"}', "", "blah", '{"answer": "No"}'],
+                          "finish_reason": ["stop"] * 4, "label": ["NA", "No", "No", "Yes"],
+                          "question_type": ["na-bool", "yes_no", "yes_no", "yes_no"]})
+    write_csv(frame, tmp_path / "prompts_0_4_chunk_0.csv")
+    read = metrics.read_model_outputs(tmp_path, "prompts")
+    direct, round_trip = (metrics.score_outputs(table, "annotated-synthetic") for table in (frame, read))
+    assert round_trip["prediction"].tolist() == direct["prediction"].tolist() == ["NA", "No", "No", "No"]
+    assert round_trip["target"].tolist() == ["NA", "No", "No", "Yes"]
+
+
+@pytest.mark.parametrize("prediction, label, same", [
+    ("210,000", "210000", True), ("1.40 mg/dL", 1.4, True), ("7.5%.", "7.5", True), ("2.1", "2.10", True),
+    ("1e3", "1,000", True), ("-2", "2", False), ("120/80", "120", False), (None, "NA", False), (float("nan"), "No", False),
+    ("Yes.", "yes", True), ("n/a", "NA", True),
+])
+def test_same_answer_reads_numbers_as_numbers(prediction, label, same):
+    assert metrics.same_answer(prediction, label) is same

@@ -1,5 +1,7 @@
 """Stage B and C notebooks executed with papermill on files made from the bundled samples."""
 
+import json
+
 import pandas as pd
 import papermill
 import pytest
@@ -31,11 +33,26 @@ def test_stage_b_and_c_notebooks(tmp_path, default_model_dir):
     assert len(train) + len(test) == 4 * 11  # balanced to the smallest type (na-bool: 11 items)
     printed = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", []))
     assert "patients in both splits: 0" in printed
-    lengths = next(output["data"]["text/plain"] for cell in executed.cells if "prompt_tokens" in cell.source
-                   for output in cell.get("outputs", []) if "data" in output)
-    assert "prompt_tokens" in lengths
-    min_prompt_tokens = float(lengths.split("min")[1].split()[0])
-    assert min_prompt_tokens > 500  # a whole note with instructions, counted with the student's chat template
+    # the notebook's length table against the lengths counted here from the datasets it wrote
+    from transformers import AutoTokenizer
+
+    from clinical_distil.engines import render_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    prompt_tokens = [len(render_ids(tokenizer, row["prompt"])) for split in (train, test) for row in split]
+    table = next(output["data"]["text/plain"] for cell in executed.cells if "lengths.describe()" in cell.source
+                 for output in cell.get("outputs", []) if "data" in output)
+    described = {line.split()[0]: [float(value) for value in line.split()[1:]] for line in table.splitlines()[1:]}
+    assert described["count"][0] == len(prompt_tokens) == 44
+    assert described["min"][0] == min(prompt_tokens) and described["max"][0] == max(prompt_tokens)
+    # stage C's targets are strict JSON (no NaN for a "not in the note" answer) with the stage B answers
+    targets = [json.loads(row["output"].removeprefix("```json\n").removesuffix("\n```"), parse_constant=_refuse)
+               for split in (train, test) for row in split]
+    assert sum(target["answer"] == "NA" for target in targets) == 22  # the two N/A types, 11 each
+
+
+def _refuse(constant: str):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def test_stage_b_notebook_names_the_missing_stage_a_folder(tmp_path):

@@ -1,4 +1,4 @@
-"""The reply parser on hand-written teacher replies, plus a round-trip property."""
+"""The reply parser: a table of named teacher replies, and a property over every way teachers write JSON."""
 
 import json
 
@@ -6,58 +6,128 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinical_distil.parsing import parse_reply, reply_needs_retry
+from clinical_distil.parsing import is_placeholder, json_values, parse_reply, reply_needs_retry
 
 A = {"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes", "section": "Discharge Medications",
      "source": "aspirin 81 mg PO daily", "difficulty": 3, "explanation": "Listed at discharge."}
 B = {"question": "What was the highest creatinine?", "type": "numeric", "answer": "2.1", "section": "Pertinent Results",
-     "source": "Creat-2.1", "difficulty": 5, "explanation": "Highest of the values."}
+     "source": "[**2150-3-4**] 06:40AM BLOOD Creat-2.1", "difficulty": 5, "explanation": "Highest of the values."}
 C = {"question": "What was the last LDL?", "type": "numeric", "answer": "N/A", "section": "not found",
      "source": "not found", "difficulty": 6, "explanation": "No lipid panel."}
-a, b, c = (json.dumps(item) for item in (A, B, C))
+D = {"question": "Has the patient's stroke left a deficit?", "type": "boolean", "answer": "No",
+     "section": "Past Medical History", "source": "Ischemic stroke, résolu", "difficulty": 4,
+     "explanation": 'The note says "no residual deficit" at discharge.'}
+a, b, c, d = (json.dumps(item) for item in (A, B, C, D))
+d_unescaped = d.replace('\\"', '"')  # inner quotes left unescaped, as teachers write them
+Q = {"question": "Q?", "answer": "No"}  # a question that is not a template slot would read "Q?": a placeholder
+
+
+def case(reply, finish, expected, failure=None, *, id):
+    return pytest.param(reply, finish, expected, failure, id=id)
+
 
 CASES = [
-    # (reply, finish_reason, expected items, expected failure)
-    (f"[{a}, {b}]", "stop", [A, B], None),
-    (f"```json\n[{a}, {b}]\n```", "stop", [A, B], None),
-    (f"```\n[{a}]\n```", "stop", [A], None),
-    (f"```JSON\n[{a}]\n```", "stop", [A], None),
-    (f"Here are the questions:\n[{a}, {c}]\nLet me know if you need more.", "stop", [A, C], None),
-    (f"Sure! ```json\n[{a}]\n``` and a second batch ```json\n[{b}]\n```", "stop", [A, B], None),
-    (f"[{a}]\n\n[{b}, {c}]", "stop", [A, B, C], None),
-    (a, "stop", [A], None),
-    (json.dumps({"questions": [A, B]}), "stop", [A, B], None),
-    (f"[{a}, {b},]", "stop", [A, B], None),
-    (f"[{a[:-1]},}}]", "stop", [A], None),
-    (json.dumps([A]).replace('"Yes"', "\u201cYes\u201d"), "stop", [A], None),
-    (json.dumps([A]).replace('"Listed at discharge."', '"Listed at\ndischarge."'), "stop",
-     [dict(A, explanation="Listed at\ndischarge.")], None),
-    (json.dumps([dict(B, answer=2.1, difficulty="5")]), "stop", [dict(B, answer=2.1, difficulty="5")], None),
-    (json.dumps([{key: A[key] for key in reversed(list(A))}]), "stop", [A], None),
-    (json.dumps([{key.capitalize(): value for key, value in A.items()}]), "stop", [A], None),
-    (json.dumps([A], indent=4), "stop", [A], None),
-    (f"[{a}, {b}, {c[:40]}", "length", [A, B], None),
-    (f"```json\n[{a}, {b[:60]}", "length", [A], None),
-    (f"[{a}, {b}, {c}", "length", [A, B, C], None),
-    (f"[{a[:50]}", "length", [], "truncated"),
-    # vLLM ended the request itself: a cut reply like one at the token limit
-    (f"[{a}, {b[:60]}", "abort", [A], None),
-    (f"[{a}, {b}, {c[:40]}", "error", [A, B], None),
-    (f"[{a[:50]}", "repetition", [], "truncated"),
-    ("", "stop", [], "empty"),
-    ("   \n ", "stop", [], "empty"),
-    (None, "stop", [], "empty"),
-    ("I cannot answer questions about this note.", "stop", [], "no_json"),
-    ('["Yes", "No", "Yes"]', "stop", [], "wrong_shape"),
-    ('{"answer": "Yes"}', "stop", [], "wrong_shape"),
-    ("[1, 2, 3]", "stop", [], "wrong_shape"),
-    ("[{]]]", "stop", [], "invalid_json"),
-    ("```json\n```", "stop", [], "no_json"),
-    (f"[{a}, {b.replace(chr(34) + '2.1' + chr(34), chr(8220) + '2.1' + chr(8221))}]", "stop", [A, B], None),
-    (f"[{a}, {b[:-1]},}}, {c}]", "stop", [A, B, C], None),
-    (f"See note [1].\n[{a}]", "stop", [A], None),
-    (f"<|im_start|>assistant\n[{a}]<|im_end|>", "stop", [A], None),
-    (f"[{a}] [{{\"question\": \"Q?\", \"answer\": \"No\"}}]", "stop", [A, {"question": "Q?", "answer": "No"}], None),
+    # --- one block, plain
+    case(f"[{a}, {b}]", "stop", [A, B], id="bare-list"),
+    case(a, "stop", [A], id="one-bare-object"),
+    case(json.dumps([A], indent=4), "stop", [A], id="indented"),
+    case(json.dumps([A, D], ensure_ascii=False), "stop", [A, D], id="unicode-unescaped"),
+    case(json.dumps([A, D], ensure_ascii=True), "stop", [A, D], id="unicode-escaped"),
+    case(json.dumps([{key.capitalize(): value for key, value in A.items()}]), "stop", [A], id="capitalised-keys"),
+    case(json.dumps([{key: A[key] for key in reversed(list(A))}]), "stop", [A], id="keys-reordered"),
+    case(json.dumps([dict(B, answer=2.1, difficulty="5")]), "stop", [dict(B, answer=2.1, difficulty="5")],
+         id="numbers-as-numbers-and-strings"),
+    # --- fences
+    case(f"```json\n[{a}, {b}]\n```", "stop", [A, B], id="fence-json"),
+    case(f"```\n[{a}]\n```", "stop", [A], id="fence-no-tag"),
+    case(f"```JSON\n[{a}]\n```", "stop", [A], id="fence-upper-tag"),
+    case(f"~~~json\n[{a}]\n~~~", "stop", [A], id="fence-tildes"),
+    case(f"`````\n[{a}]\n`````", "stop", [A], id="fence-five-backticks"),
+    case(f"````markdown\n```json\n[{a}]\n```\n````", "stop", [A], id="fence-four-holding-a-json-fence"),
+    case(f"~~~~\n```json\n[{a},]\n```\n~~~~\n", "stop", [A], id="fence-tildes-holding-a-broken-block"),
+    case(f"```json [{a}] ```", "stop", [A], id="fence-inline"),
+    case("```json\n```", "stop", [], "no_json", id="fence-empty"),
+    case(f"```python\n[{a}]\n```", "stop", [A], id="fence-python-tag"),
+    # --- prose around
+    case(f"Here are the questions:\n[{a}, {c}]\nLet me know if you need more.", "stop", [A, C], id="prose-around"),
+    case(f"See note [1].\n[{a}]", "stop", [A], id="bracket-in-prose-before"),
+    case(f"[{a}]\n\nNote: dates are shifted {{per policy}}.", "stop", [A], id="braces-in-prose-after"),
+    case(f"<|im_start|>assistant\n[{a}]<|im_end|>", "stop", [A], id="chat-tokens"),
+    case(f"I'm happy to help! Here's the list:\n[{a}]", "stop", [A], id="apostrophes-in-prose"),
+    # --- several blocks
+    case(f"Sure! ```json\n[{a}]\n``` and a second batch ```json\n[{b}]\n```", "stop", [A, B], id="two-fenced-blocks"),
+    case(f"[{a}]\n\n[{b}, {c}]", "stop", [A, B, C], id="two-bare-blocks"),
+    case(f"Yes questions:\n```json\n[{a},]\n```\nNo questions:\n```json\n[{d}]\n```", "stop", [A, D],
+         id="first-block-trailing-comma"),
+    case(f"```json\n[{a[:-1]}, \"note\": \"it's \"odd\"\"}}]\n```\n```json\n[{b}]\n```", "stop",
+         [dict(A, note="it's \"odd\""), B], id="first-block-stray-quotes"),
+    case(f"[{a},]\n[{b},]\n[{c},]", "stop", [A, B, C], id="three-blocks-all-broken"),
+    case(f"[{a}] [{b[:-1]},}}]", "stop", [A, B], id="second-block-trailing-comma-in-object"),
+    case(f"{a}\n{b}", "stop", [A, B], id="objects-one-per-line"),
+    case(f"1. {a}\n2. {b}", "stop", [A, B], id="numbered-objects"),
+    # --- wrappers
+    case(json.dumps({"questions": [A, B]}), "stop", [A, B], id="wrapper-one-level"),
+    case(json.dumps({"response": {"questions": [A, B]}}), "stop", [A, B], id="wrapper-two-levels"),
+    case(json.dumps({"data": {"response": {"items": [A]}}}), "stop", [A], id="wrapper-three-levels"),
+    case(json.dumps({"yes_questions": [A], "no_questions": [D]}), "stop", [A, D], id="wrapper-two-lists"),
+    case(json.dumps([[A, B], [C]]), "stop", [A, B, C], id="list-of-lists"),
+    case(json.dumps({"1": A, "2": B}), "stop", [A, B], id="objects-keyed-by-number"),
+    # --- mending inside one block
+    case(f"[{a}, {b},]", "stop", [A, B], id="trailing-comma"),
+    case(f"[{a[:-1]},}}]", "stop", [A], id="trailing-comma-in-object"),
+    case(json.dumps([A]).replace('"Yes"', "\u201cYes\u201d"), "stop", [A], id="smart-quotes"),
+    case(json.dumps([A]).replace('"Listed at discharge."', '"Listed at\ndischarge."'), "stop",
+         [dict(A, explanation="Listed at\ndischarge.")], id="raw-newline-in-string"),
+    case(f"[{d_unescaped}]", "stop", [D], id="unescaped-inner-quotes"),
+    case(f"[{a}, {b.replace(chr(34) + '2.1' + chr(34), chr(8220) + '2.1' + chr(8221))}]", "stop", [A, B],
+         id="smart-quoted-value"),
+    case(f"[{a}, {b[:-1]},}}, {c}]", "stop", [A, B, C], id="trailing-comma-middle-item"),
+    case(f"[{a}, {b}", "stop", [A, B], id="unclosed-list-ended-by-model"),
+    case(f"[{a}\n{b}]", "stop", [A, B], id="missing-comma-between-items"),
+    # --- Python literals
+    case(repr([A, B]), "stop", [A, B], id="python-literal"),
+    case(repr([A, D]), "stop", [A, D], id="python-literal-apostrophe-and-quotes"),
+    case(repr([dict(A, answer=True)]), "stop", [dict(A, answer=True)], id="python-literal-true"),
+    case(f"```python\n{repr([A])}\n```\n```json\n[{b}]\n```", "stop", [A, B], id="python-then-json-blocks"),
+    case("[{'question': 'Is the patient's INR above 2?', 'answer': 'Yes'}]", "stop",
+         [{"question": "Is the patient's INR above 2?", "answer": "Yes"}], id="python-unescaped-apostrophe"),
+    # --- cut off (token limit and vLLM's own endings)
+    case(f"[{a}, {b}, {c[:40]}", "length", [A, B], id="cut-in-third-item"),
+    case(f"```json\n[{a}, {b[:60]}", "length", [A], id="cut-fenced"),
+    case(f"[{a}, {b}, {c}", "length", [A, B, C], id="cut-before-closing-bracket"),
+    case(f"[{a}, {b}, {c},", "length", [A, B, C], id="cut-after-comma"),
+    case(f"[{a[:50]}", "length", [], "truncated", id="cut-in-first-item"),
+    case(f"[{a}, {b[:60]}", "abort", [A], id="vllm-abort"),
+    case(f"[{a}, {b}, {c[:40]}", "error", [A, B], id="vllm-error"),
+    case(f"[{a[:50]}", "repetition", [], "truncated", id="vllm-repetition"),
+    case(repr([A, B, C])[:-40], "length", [A, B], id="cut-python-literal"),
+    case(repr([A, D, C])[:len(repr([A, D])) + 5], "length", [A, D], id="cut-python-literal-after-quotes"),
+    case(json.dumps({"response": {"questions": [A, B, C]}})[:-60], "length", [A, B], id="cut-inside-wrapper"),
+    case(f"[{a}, {d_unescaped}, {b[:70]}", "length", [A, D], id="cut-after-unescaped-quotes"),
+    case(f"```json\n[{a}]\n```\n```json\n[{b}, {c[:20]}", "length", [A, B], id="cut-second-block"),
+    case(f"[{a}, {b[:-1]},}}, {c[:30]}", "length", [A, B], id="cut-after-trailing-comma-item"),
+    # --- empty lists: valid replies without a question
+    case("[]", "stop", [], None, id="empty-list"),
+    case("```json\n[]\n```", "stop", [], None, id="empty-list-fenced"),
+    case('{"questions": []}', "stop", [], None, id="empty-list-wrapped"),
+    case("The note has no numeric values.\n[]", "stop", [], None, id="empty-list-after-prose"),
+    # --- placeholders copied from the prompt's template
+    case(json.dumps([A, {"question": "...", "answer": "Yes"}]), "stop", [A], id="placeholder-ellipsis"),
+    case(json.dumps([{"question": "<question>"}, B]), "stop", [B], id="placeholder-angle-slot"),
+    case(json.dumps([A, {"question": "text>", "answer": "No"}]), "stop", [A], id="placeholder-stray-tag"),
+    case(json.dumps([{"question": "<question>"}, {"question": "\u2026"}]), "stop", [], "placeholder",
+         id="placeholders-only"),
+    case(f"[{a}] [{json.dumps(Q)}]", "stop", [A], id="placeholder-q"),
+    # --- nothing usable
+    case("", "stop", [], "empty", id="empty-string"),
+    case("   \n ", "stop", [], "empty", id="blank"),
+    case(None, "stop", [], "empty", id="none"),
+    case("I cannot answer questions about this note.", "stop", [], "no_json", id="refusal"),
+    case('["Yes", "No", "Yes"]', "stop", [], "wrong_shape", id="list-of-strings"),
+    case('{"answer": "Yes"}', "stop", [], "wrong_shape", id="object-without-question"),
+    case("[1, 2, 3]", "stop", [], "wrong_shape", id="list-of-numbers"),
+    case("{}", "stop", [], "wrong_shape", id="empty-object"),
+    case("[{]]]", "stop", [], "invalid_json", id="bracket-soup"),
 ]
 
 
@@ -68,31 +138,118 @@ def test_reply_table(reply, finish_reason, expected, failure):
     assert parsed.failure == failure
 
 
+def test_the_table_is_broad():
+    assert len(CASES) >= 50
+
+
+def test_empty_lists_and_placeholders_are_reported_apart():
+    assert parse_reply("[]").empty_list and parse_reply("[]").failure is None
+    assert not parse_reply(f"[{a}]").empty_list
+    parsed = parse_reply(json.dumps([A, {"question": "<question>", "answer": "<answer>"}]))
+    assert parsed.items == [A] and parsed.dropped == [({"question": "<question>", "answer": "<answer>"}, "placeholder")]
+
+
 def test_repair_is_reported():
     assert parse_reply(f"[{a}]").repaired is False
     assert parse_reply(f"[{a},]").repaired is True
+    assert parse_reply(repr([A])).repaired is True
     assert parse_reply(f"[{a}, {b[:30]}", "length").repaired is True
 
 
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+@pytest.mark.parametrize("question, placeholder", [
+    ("...", True), ("\u2026", True), ("?", True), ("", True), (None, True), (3, True), ("<question>", True),
+    ("text>", True), ("<insert question here>", True), ("{question}", True), ("[Question 1]", True),
+    ("Question", True), ("Your question here", True), ("Q1", True),
+    ("Is the creatinine > 1.3?", False), ("Was the INR >2 on admission?", False), ("Is BNP above 500?", False),
+    ("What was the highest troponin (ng/mL)?", False), ("Does the patient take aspirin?", False),
+])
+def test_placeholder_questions(question, placeholder):
+    assert is_placeholder(question) is placeholder
+
+
+def test_json_values_keep_broken_answer_objects_apart():
+    values = json_values('```json\n{"answer": "Yes",}\n```\n{"answer": "No"}')
+    assert values == [{"answer": "Yes"}, {"answer": "No"}]
+
+
+# ---------------------------------------------------------------- the property: every rendering teachers use
+
+WORDS = ["patient", "aspirin", "creatinine", "héparine", "µg/dL", "≥", "stroke", "last", "día", "发热", "value",
+         "highest", "admission", "O'Brien", "INR", "2.1", "50%", "(ICU)", "[**2150-3-4**]", "{dose}", "#2", "&"]
+words = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join)
+question = st.lists(st.sampled_from(WORDS), min_size=2, max_size=6).map(lambda parts: "What is " + " ".join(parts) + "?")
+# inner quotes around a phrase, followed by a word: the way teachers quote the note inside an explanation
+explanation = st.one_of(words, st.tuples(words, words, words).map(lambda parts: '{} "{}" {}.'.format(*parts)))
+answer = st.one_of(st.sampled_from(["Yes", "No", "N/A", "NA"]), st.integers(-1000, 100000),
+                   st.floats(-1e4, 1e6, allow_nan=False).map(lambda value: round(value, 2)), words)
 item = st.fixed_dictionaries({
-    "question": text, "type": st.sampled_from(["boolean", "numeric"]),
-    "answer": st.one_of(st.sampled_from(["Yes", "No", "N/A"]), st.floats(allow_nan=False, allow_infinity=False),
-                        st.integers(), text),
-    "section": text, "source": text, "difficulty": st.integers(min_value=1, max_value=10), "explanation": text,
+    "question": question, "type": st.sampled_from(["boolean", "numeric"]), "answer": answer,
+    "section": st.sampled_from(["Past Medical History", "Pertinent Results", "not found"]), "source": words,
+    "difficulty": st.integers(1, 10), "explanation": explanation,
 })
-noise = st.text(alphabet=st.characters(blacklist_characters="[]{}`", blacklist_categories=("Cs",)), max_size=40)
+noise = st.text(alphabet=st.characters(blacklist_characters="[]{}`~", blacklist_categories=("Cs",)), max_size=40)
+style = st.fixed_dictionaries({
+    "quoting": st.sampled_from(["json", "json-ascii", "json-unescaped-quotes", "python"]),
+    "indent": st.sampled_from([None, 2, 4]), "trailing_commas": st.booleans(),
+    "wrappers": st.lists(st.sampled_from(["questions", "response", "data", "items"]), max_size=3),
+    "fence": st.sampled_from(["", "```", "````", "`````", "~~~", "~~~~", "````+```"]),
+    "tag": st.sampled_from(["", "json", "JSON", "python"]),
+})
 
 
-@settings(max_examples=150, deadline=None)
-@given(items=st.lists(item, min_size=1, max_size=5), before=noise, after=noise,
-       fence=st.sampled_from(["", "```json\n", "```\n"]), indent=st.sampled_from([None, 2]))
-def test_any_valid_items_wrapped_in_noise_round_trip(items, before, after, fence, indent):
-    body = json.dumps(items, indent=indent, ensure_ascii=False)
-    reply = f"{before}{fence}{body}{chr(10) + '```' if fence else ''}{after}"
-    parsed = parse_reply(reply)
-    assert parsed.failure is None
-    assert parsed.items == items
+def render_item(value: dict, quoting: str, indent, trailing_comma: bool) -> str:
+    if quoting == "python":
+        text = repr(value)
+    else:
+        text = json.dumps(value, ensure_ascii=quoting == "json-ascii", indent=indent)
+        if quoting == "json-unescaped-quotes":
+            text = text.replace('\\"', '"')
+    return text[:-1].rstrip() + ",\n}" if trailing_comma else text
+
+
+def render_block(values: list[dict], block_style: dict) -> tuple[str, list[int]]:
+    """One block of items as a teacher writes it, and the offset just past each item's closing brace."""
+    quote = "'" if block_style["quoting"] == "python" else '"'
+    texts = [render_item(value, block_style["quoting"], block_style["indent"], block_style["trailing_commas"])
+             for value in values]
+    prefix = "".join("{" + quote + key + quote + ": " for key in block_style["wrappers"])
+    suffix = "}" * len(block_style["wrappers"])
+    text, ends = prefix + "[", []
+    for position, item_text in enumerate(texts):
+        text += ("," if position else "") + ("\n" if block_style["indent"] else " ") + item_text
+        ends.append(len(text))
+    text += ("," if block_style["trailing_commas"] and texts else "") + "]" + suffix
+    fence = block_style["fence"]
+    if not fence:
+        return text, ends
+    outer, _, inner = fence.partition("+")
+    opening = f"{outer}{block_style['tag']}\n" + (f"{inner}json\n" if inner else "")
+    closing = (f"\n{inner}" if inner else "") + f"\n{outer}"
+    return opening + text + closing, [end + len(opening) for end in ends]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=st.data(), values=st.lists(item, min_size=1, max_size=6), before=noise, after=noise,
+       between=noise, cut=st.booleans())
+def test_complete_items_come_back_in_order_from_any_rendering(data, values, before, after, between, cut):
+    blocks = data.draw(st.integers(1, min(3, len(values))))
+    bounds = sorted(data.draw(st.lists(st.integers(1, len(values) - 1), min_size=blocks - 1, max_size=blocks - 1,
+                                       unique=True))) if blocks > 1 and len(values) > 1 else []
+    groups = [values[low:high] for low, high in zip([0, *bounds], [*bounds, len(values)])]
+    reply, ends = before + "\n", []
+    for position, group in enumerate(groups):
+        text, group_ends = render_block(group, data.draw(style))
+        ends += [len(reply) + end for end in group_ends]
+        reply += text + ("\n" + between + "\n" if position < len(groups) - 1 else "")
+    reply += "\n" + after
+    finish = "stop"
+    if cut:
+        reply = reply[: data.draw(st.integers(0, len(reply)))]
+        finish = "length"
+    complete = [value for value, end in zip(values, ends) if end <= len(reply)]
+    parsed = parse_reply(reply, finish)
+    assert parsed.items == complete
+    assert (parsed.failure is None) == bool(complete)
 
 
 # ---------------------------------------------------------------- which teacher replies stage A generates again
@@ -105,7 +262,9 @@ def test_any_valid_items_wrapped_in_noise_round_trip(items, before, after, fence
     (f"[{a}, {b}]", "length", False, True),  # complete items, yet cut off: a loop or a short budget
     (f"[{a}]", "abort", False, True),
     ("I cannot help with that.", "stop", False, True),
-    ("[]", "stop", True, True),  # whole JSON, no question
+    ("[]", "stop", True, False),  # the note has no such values: a valid answer, not a failure
+    ("[]", "stop", False, False),
+    (json.dumps([{"question": "<question>"}]), "stop", False, True),  # only the template copied back
     (f"[{a[:-1]}, \"note\": \"line\nbreak\"}}]", "stop", False, False),  # a raw newline: stage B reads it ...
     (f"[{a[:-1]}, \"note\": \"line\nbreak\"}}]", "stop", True, True),  # ... but it is not strict JSON
     ("", "stop", False, True),
@@ -115,9 +274,9 @@ def test_reply_needs_retry(reply, finish_reason, whole_json, retry):
 
 
 @settings(max_examples=100, deadline=None)
-@given(items=st.lists(item, min_size=1, max_size=4), indent=st.sampled_from([None, 2]), cut=st.floats(0.01, 0.99))
-def test_whole_json_replies_are_never_retried_and_any_cut_one_is(items, indent, cut):
-    body = json.dumps(items, indent=indent, ensure_ascii=False)
+@given(values=st.lists(item, min_size=1, max_size=4), indent=st.sampled_from([None, 2]), cut=st.floats(0.01, 0.99))
+def test_whole_json_replies_are_never_retried_and_any_cut_one_is(values, indent, cut):
+    body = json.dumps(values, indent=indent, ensure_ascii=False)
     assert reply_needs_retry(body, "stop", whole_json=True) is False
     # no proper prefix of a JSON list is a JSON value, even one the model ended itself
     assert reply_needs_retry(body[: max(1, int(len(body) * cut))], "stop", whole_json=True) is True

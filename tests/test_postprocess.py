@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from clinical_distil import postprocess, training_data
-from clinical_distil.files import InputError
+from clinical_distil.files import InputError, read_csv
 from clinical_distil.synthetic import read_chunks
 
 from conftest import make_stage_a_outputs
@@ -17,6 +17,12 @@ from conftest import make_stage_a_outputs
     ("not in note", "NA"), ("Not mentioned", "NA"), (None, "NA"), ("", "NA"), ("1.40", "1.4"), ("1.4 mg/dL", "1.4"),
     ("98", "98"), (2.1, "2.1"), (7, "7"), ("55%", "55"), ("120 mmHg", "120"), ("3 units", "3"),
     ("Sinus rhythm", "Sinus rhythm"), ("1.2-1.4", "1.2-1.4"),
+    # thousands separators, units, trailing punctuation, signs, scientific notation
+    ("210,000", "210000"), ("1,234.50", "1234.5"), ("210,000/uL", "210000"), ("7.5 %.", "7.5"), ("-2.5", "-2.5"),
+    ("+3", "3"), (".5", "0.5"), ("98.6 °F", "98.6"), ("45 mL/min/1.73m2", "45"), ("12 K/uL", "12"),
+    ("1.4 mg/dL.", "1.4"), ("2.1)", "2.1"), ("1e3", "1000"), (1234567.0, "1234567"), ("nan", "NA"),
+    # not one number: kept as written
+    ("120/80", "120/80"), ("2 to 3", "2 to 3"), ("1,2", "1,2"), ("<0.01", "<0.01"), ("5 mg twice daily", "5 mg twice daily"),
 ])
 def test_normalize_answer(raw, expected):
     assert postprocess.normalize_answer(raw) == expected
@@ -66,15 +72,15 @@ def test_join_by_note_id_with_two_notes_on_one_admission():
 def stage_b(tmp_path_factory):
     root = tmp_path_factory.mktemp("b")
     notes_path, chunks_dir = make_stage_a_outputs(root)
-    items, failures = postprocess.parse_chunks(read_chunks(chunks_dir))
+    items, failures, replies = postprocess.parse_chunks(read_chunks(chunks_dir))
     items = postprocess.normalize_items(items)
-    items = postprocess.quality_checks(postprocess.join_notes(items, pd.read_csv(notes_path)))
-    return root, items, failures
+    items = postprocess.quality_checks(postprocess.join_notes(items, read_csv(notes_path)))
+    return root, items, failures, replies
 
 
 def test_parse_keeps_items_and_lists_failures(stage_b):
-    _, items, failures = stage_b
-    assert sorted(failures["reason"]) == ["empty", "no_json"]
+    _, items, failures, _ = stage_b
+    assert sorted(failures["reason"]) == ["empty", "no_json"] and set(failures["level"]) == {"reply"}
     # 12 notes x 5 questions = 60; lost: the empty yes/no reply (2), the refusal (1) and the
     # second item of the reply cut mid-list (1): the cut-off reply keeps its complete first item
     assert len(items) == 56
@@ -87,17 +93,56 @@ def test_parse_keeps_items_and_lists_failures(stage_b):
 
 
 def test_reply_counts_per_type(stage_b):
-    root, items, failures = stage_b
-    chunks = read_chunks(root / "synthetic-output" / "12")
-    counts = postprocess.reply_counts(chunks, items, failures)
+    _, items, failures, replies = stage_b
+    counts = postprocess.reply_counts(replies, items, failures)
+    zero = {"empty_lists": 0, "placeholder_items": 0}
     assert counts.loc[["yes_no", "numeric", "na-bool"]].to_dict("index") == {
-        "yes_no": {"replies": 12, "retried": 1, "cut_by_length": 1, "failed": 1, "items": 21, "repaired_items": 5},
-        "numeric": {"replies": 12, "retried": 1, "cut_by_length": 0, "failed": 0, "items": 12, "repaired_items": 3},
-        "na-bool": {"replies": 12, "retried": 0, "cut_by_length": 0, "failed": 1, "items": 11, "repaired_items": 3}}
+        "yes_no": {"replies": 12, "retried": 1, "cut_by_length": 1, "failed": 1, "items": 21, "repaired_items": 5,
+                   **zero},
+        "numeric": {"replies": 12, "retried": 1, "cut_by_length": 0, "failed": 0, "items": 12, "repaired_items": 3,
+                    **zero},
+        "na-bool": {"replies": 12, "retried": 0, "cut_by_length": 0, "failed": 1, "items": 11, "repaired_items": 3,
+                    **zero}}
+
+
+def test_every_outcome_is_counted_and_recorded():
+    """Empty lists, placeholders, cut and broken blocks: each reply's outcome, the failure rows and the counts."""
+    item = {"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes", "section": "Discharge Medications",
+            "source": "aspirin 81 mg", "difficulty": 2, "explanation": "Listed."}
+    other = dict(item, question="Does the patient smoke?", answer="No")
+    replies = [  # (question type, reply, finish reason, attempts)
+        ("numeric", "[]", "stop", 1),
+        ("numeric", "```json\n[]\n```", "stop", 2),
+        ("yes_no", json.dumps([item, {"question": "...", "answer": "Yes"}, {"question": "<question>"}]), "stop", 1),
+        ("yes_no", f"```json\n[{json.dumps(item)},]\n```\n```json\n[{json.dumps(other)}]\n```", "stop", 1),
+        ("yes_no", json.dumps([{"question": "text>"}]), "stop", 3),
+        ("na-bool", json.dumps([item])[:40], "length", 3),
+        ("na-bool", '{"answer": "No"}', "stop", 1),
+    ]
+    chunks = pd.DataFrame([{"note_id": index, "subject_id": 1, "hadm_id": 2, "question_type": kind, "output": text,
+                            "finish_reason": finish, "attempts": attempts}
+                           for index, (kind, text, finish, attempts) in enumerate(replies)])
+    items, failures, outcomes = postprocess.parse_chunks(chunks)
+    assert outcomes["outcome"].tolist() == ["empty_list", "empty_list", "items", "items", "placeholder", "truncated",
+                                            "wrong_shape"]
+    assert items["question"].tolist() == [item["question"], item["question"], other["question"]]
+    assert items["repaired"].tolist() == [False, True, True]
+    assert failures[["note_id", "level", "reason"]].values.tolist() == [
+        [2, "item", "placeholder"], [2, "item", "placeholder"], [4, "reply", "placeholder"],
+        [4, "item", "placeholder"], [5, "reply", "truncated"], [6, "reply", "wrong_shape"]]
+    assert json.loads(failures["output"].iloc[1]) == {"question": "<question>"}
+    counts = postprocess.reply_counts(outcomes, items, failures)
+    assert counts.to_dict("index") == {
+        "na-bool": {"replies": 2, "retried": 1, "cut_by_length": 1, "failed": 2, "empty_lists": 0, "items": 0,
+                    "repaired_items": 0, "placeholder_items": 0},
+        "numeric": {"replies": 2, "retried": 1, "cut_by_length": 0, "failed": 0, "empty_lists": 2, "items": 0,
+                    "repaired_items": 0, "placeholder_items": 0},
+        "yes_no": {"replies": 3, "retried": 1, "cut_by_length": 0, "failed": 1, "empty_lists": 0, "items": 3,
+                   "repaired_items": 2, "placeholder_items": 3}}
 
 
 def test_contract_files_and_combos(stage_b, tmp_path):
-    _, items, failures = stage_b
+    _, items, failures, _ = stage_b
     written = postprocess.write_stage_b(items, failures, tmp_path)
     names = {path.name for path in written}
     assert {"synth_all_df.csv", "parse_failures.csv", "synth_bool_1_df.csv.gz", "synth_bool_num_9_df.csv.gz"} <= names
@@ -114,7 +159,7 @@ def test_contract_files_and_combos(stage_b, tmp_path):
 
 
 def test_balance_split_and_datasets(stage_b, tmp_path):
-    _, items, _ = stage_b
+    _, items, _, _ = stage_b
     balanced = training_data.balance(items, seed=1)
     counts = balanced["question_type"].value_counts()
     assert counts.nunique() == 1 and counts.iloc[0] == items["question_type"].value_counts().min()

@@ -13,7 +13,7 @@ from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
 from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
 
-from conftest import SAMPLES, run_script
+from conftest import SAMPLES, kill_when, run_script
 
 SCRIPT = "a-generate-synthetic-training-data/synthetic-a-create.py"
 TYPES = list(prompts.QUESTION_TYPES)
@@ -50,14 +50,22 @@ def test_engine_returns_results_in_input_order(tiny_model_dir):
     results = engine.generate(conversations, Sampling(max_tokens=5))
     assert [result.prompt_tokens for result in results] == [len(render_ids(engine.tokenizer, c)) for c in conversations]
     assert all(result.finish_reason in ("stop", "length") and 1 <= result.output_tokens <= 5 for result in results)
-    # greedy decoding is deterministic whatever the batching
-    again = TransformersEngine(str(tiny_model_dir), batch_size=5).generate(conversations, Sampling(max_tokens=5))
-    assert [result.output_tokens for result in again] == [result.output_tokens for result in results]
     # ids the caller rendered already (fit_notes) are sent as they are: the same replies
     rendered = render_ids_batch(engine.tokenizer, conversations)
     assert engine.generate(conversations, Sampling(max_tokens=5), prompt_ids=rendered) == results
     with pytest.raises(ValueError, match="4 token id lists for 5 conversations"):
         engine.generate(conversations, Sampling(max_tokens=5), prompt_ids=rendered[:4])
+
+
+def test_greedy_replies_do_not_depend_on_batching(default_model_dir):
+    """The same replies, text for text, whether prompts of different lengths are decoded one by one or together."""
+    conversations = [[{"role": "user", "content": question}] for question in (
+        "Name a primary color.", "What is 2 + 2? Answer with a number.", "Say hello in French.",
+        "Which organ pumps blood through the body?", "Name a day of the week.")]
+    replies = {batch_size: [result.text for result in TransformersEngine(str(default_model_dir), batch_size=batch_size)
+                            .generate(conversations, Sampling(max_tokens=12))] for batch_size in (1, 2, 5)}
+    assert replies[1] == replies[2] == replies[5]
+    assert len(set(replies[1])) == 5  # five different replies: the comparison is not of five equal strings
 
 
 def test_engine_greedy_matches_plain_generate(default_model_dir):
@@ -199,6 +207,8 @@ def test_two_notes_four_types_files_columns_alignment_manifest(smol_run, data_di
 
 def test_structured_output_parses_with_required_keys(smol_run):
     frames = pd.concat([pd.read_csv(path) for path in smol_run.glob("df_*.csv")])
+    assert len(frames) == 8
+    items_written = 0
     for output, finish_reason, question_type in zip(frames["output"], frames["finish_reason"], frames["question_type"]):
         assert finish_reason == "stop", output
         items = json.loads(output)
@@ -207,6 +217,8 @@ def test_structured_output_parses_with_required_keys(smol_run):
         for item in items:
             assert set(item) == set(prompts.ITEM_KEYS)
             assert 1 <= item["difficulty"] <= 10
+        items_written += len(items)
+    assert items_written > 0  # the per-item checks above ran on real items
 
 
 # ---------------------------------------------------------------- retries
@@ -297,12 +309,43 @@ def test_resume_regenerates_only_the_missing_chunk(data_dir, tiny_model_dir, tmp
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {"df_numeric_2_4.csv"}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["counts"] == {**manifest["counts"], "requests": 2, "written_files": 1, "skipped_files": 11}
+    # the manifest adds the second session's 2 requests to the first's 24
+    assert manifest["counts"] == {**manifest["counts"], "requests": 26, "written_files": 13, "skipped_files": 11}
+    assert [session["counts"]["requests"] for session in manifest["sessions"]] == [24, 2]
     assert "4 new" not in second.stdout and "2 replies in 1 new files" in second.stdout
     # the random model's 8 tokens are never a usable reply: each was tried 1 + 2 times, and counted
     assert read_chunks(tmp_path)["attempts"].tolist() == [3] * 24
-    assert manifest["counts"] == {**manifest["counts"], "retried_requests": 2, "unusable_after_retries": 2}
+    assert manifest["sessions"][1]["counts"] == {**manifest["sessions"][1]["counts"], "retried_requests": 2,
+                                                 "unusable_after_retries": 2}
     assert "2 retried, 2 still unusable" in second.stdout
+
+
+def test_killed_run_resumed_with_other_chunk_sizes_has_every_row_once(data_dir, tiny_model_dir, tmp_path):
+    """SIGKILL mid-run, then resumes with chunk sizes 4 and 3: each note x type exactly once, the manifest
+    summing the sessions."""
+    args = ["--max_tokens", "64", "--retries", "0"]
+    manifest_file = tmp_path / "manifest.json"
+    assert kill_when(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "6", "--data_dir", str(data_dir),
+                     "--output_dir", str(tmp_path), "--engine", "transformers", "--chunk_size", "1", *args,
+                     ready=manifest_file.exists), "the run ended before it could be killed"
+    killed_manifest = json.loads(manifest_file.read_text())
+    assert killed_manifest["complete"] is False
+    files_at_kill = len(list(tmp_path.glob("df_*.csv")))
+    assert 4 <= files_at_kill < 24
+    resumed = create(data_dir, tmp_path, tiny_model_dir, "--chunk_size", "4", *args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = create(data_dir, tmp_path, tiny_model_dir, "--chunk_size", "3", *args)
+    assert again.returncode == 0 and "0 replies in 0 new files" in again.stdout
+    frame = read_chunks(tmp_path)
+    notes = pd.read_csv(data_dir / "mimic" / "notes_6.csv.gz")
+    assert sorted(zip(frame["note_id"], frame["question_type"])) == sorted(
+        (note_id, kind) for note_id in notes["note_id"] for kind in TYPES)
+    manifest = json.loads(manifest_file.read_text())
+    resumed_requests = int(resumed.stdout.split("stage A: ")[1].split(" replies")[0])
+    assert manifest["complete"] is True and len(manifest["sessions"]) == 2
+    assert manifest["counts"]["requests"] == killed_manifest["counts"]["requests"] + resumed_requests
+    assert manifest["wall_seconds"] == pytest.approx(sum(session["wall_seconds"] for session in manifest["sessions"]),
+                                                     abs=0.01)
 
 
 def test_shards_cover_every_row_exactly_once(data_dir, tiny_model_dir, tmp_path):
