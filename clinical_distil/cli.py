@@ -1,25 +1,67 @@
-"""Running a fire CLI the way every script in the project does.
+"""Running a script the way every script in the project does: fire over the script's declared settings.
 
-Errors a researcher can fix (`InputError`) become one line on stderr and exit code 2;
-anything else is a bug and keeps its traceback.
+The command line is checked against the declaration before anything else runs: an unknown or
+misspelt flag, or a word that belongs to no flag, stops with one line naming the nearest valid
+flag; then fire parses the values and every one is checked for type and range. Errors a
+researcher can fix (`InputError`) become one line on stderr and exit code 2; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import fire
 
 from clinical_distil.files import InputError
+from clinical_distil.settings import Settings, nearest
 
 
-def run(command: Callable[..., Any] | dict, name: str | None = None) -> None:
+def check_command_line(settings_class: type[Settings], argv: list[str]) -> None:
+    """Every word of `argv` is a declared --flag or the value of the flag before it."""
+    known = settings_class.names()
+    booleans = {item.name for item in settings_class.declared() if item.type in ("bool", "bool | None")}
+    takes_value = False
+    for word in argv:
+        if word.startswith("--") and len(word) > 2:
+            name, has_value, _ = word[2:].partition("=")
+            name = name.replace("-", "_")
+            if name not in known and not (name.startswith("no") and name[2:] in booleans):
+                raise InputError(f"unknown flag --{name}{nearest(name, known)} (--help lists them)")
+            takes_value = not has_value
+        elif takes_value:
+            takes_value = False
+        else:
+            raise InputError(f"unexpected argument {word!r}: every setting is given by name, as --name value "
+                             "(--help lists them)")
+
+
+def run_stage(settings_class: type[Settings], main: Callable[[Any], Any], argv: list[str] | None = None) -> None:
+    """Check the command line, build `settings_class` from it and call `main(settings)`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = Path(sys.argv[0]).name
+
+    def command(**values: Any) -> Any:
+        return main(settings_class.from_values(values))
+
+    command.__signature__ = settings_class.signature()  # type: ignore[attr-defined]
+    command.__doc__ = f"{(settings_class.__doc__ or '').strip()}\n\nArgs:\n{settings_class.help_lines()}\n"
+    command.__name__ = name
+    wants_help = any(word in ("--help", "-h") for word in argv)
+    run(command, name=name, argv=argv, check=None if wants_help else lambda: check_command_line(settings_class, argv))
+
+
+def run(command: Callable[..., Any] | dict, name: str | None = None, argv: list[str] | None = None,
+        check: Callable[[], None] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        if check is not None:
+            check()
         # fire prints whatever the command returns; stages return None or a short summary
-        fire.Fire(command, name=name)
+        fire.Fire(command, command=argv, name=name)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

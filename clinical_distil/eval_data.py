@@ -15,7 +15,7 @@ import pandas as pd
 from clinical_distil import n2c2
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.postprocess import normalize_answer
-from clinical_distil.prompts import answer_messages
+from clinical_distil.prompts import PromptTemplates, answer_messages
 from clinical_distil.tasks import APIXABAN_BOOLEAN, N2C2_CRITERIA
 
 # n2c2 2018 Track 1 criteria as questions. Time windows are anchored to the patient's most recent
@@ -79,9 +79,9 @@ APIXABAN_QUESTIONS = {
 ANNOTATED_TYPES = {"yes": "yes_no", "na-bool": "na-bool", "numeric": "numeric", "na-numeric": "na-numeric"}
 
 
-def prompt_text(note: str, question: str) -> str:
+def prompt_text(note: str, question: str, templates: PromptTemplates | None = None) -> str:
     """The user message a student answers (the system message is added at inference)."""
-    return answer_messages(note, question)[1]["content"]
+    return answer_messages(note, question, templates)[1]["content"]
 
 
 def _csv_folder(folder: Path, required: list[str], what: str, hint: str) -> pd.DataFrame:
@@ -92,7 +92,7 @@ def _csv_folder(folder: Path, required: list[str], what: str, hint: str) -> pd.D
                       for path in files], ignore_index=True)
 
 
-def annotated_synthetic_prompts(folder: str | Path) -> pd.DataFrame:
+def annotated_synthetic_prompts(folder: str | Path, templates: PromptTemplates | None = None) -> pd.DataFrame:
     """Annotated CSVs (`question, answer, difficulty, type, text`) -> `id, question, label, difficulty,
     question_type, prompt` (label normalized: Yes / No / NA / a plain number)."""
     hint = "each row needs question, answer, difficulty, type (yes, na-bool, numeric, na-numeric) and text"
@@ -106,11 +106,11 @@ def annotated_synthetic_prompts(folder: str | Path) -> pd.DataFrame:
         "id": [f"{note}-{index}" for index, note in enumerate(identifiers)],
         "question": rows["question"], "label": rows["answer"].map(normalize_answer),
         "difficulty": rows["difficulty"], "question_type": rows["type"].map(ANNOTATED_TYPES),
-        "prompt": [prompt_text(text, question) for text, question in zip(rows["text"], rows["question"])],
+        "prompt": [prompt_text(text, question, templates) for text, question in zip(rows["text"], rows["question"])],
     })
 
 
-def n2c2_prompts(folder: str | Path) -> pd.DataFrame:
+def n2c2_prompts(folder: str | Path, templates: PromptTemplates | None = None) -> pd.DataFrame:
     """n2c2 XML folder -> one row per patient x criterion: `id, patient, question_label, question, label
     (1 met, 0 not met; empty for unlabelled files), last_record_date, prompt`."""
     rows = []
@@ -124,13 +124,13 @@ def n2c2_prompts(folder: str | Path) -> pd.DataFrame:
                          "question_label": criterion, "question": question,
                          "label": None if label is None else int(label),
                          "last_record_date": dates[-1] if dates else "",
-                         "prompt": prompt_text(patient.text.strip(), question)})
+                         "prompt": prompt_text(patient.text.strip(), question, templates)})
     frame = pd.DataFrame(rows)
     frame["label"] = frame["label"].astype("Int64")
     return frame
 
 
-def apixaban_prompts(folder: str | Path) -> pd.DataFrame:
+def apixaban_prompts(folder: str | Path, templates: PromptTemplates | None = None) -> pd.DataFrame:
     """Apixaban CSVs (`criterion, answer, text`, a note id) -> `id, note_id, criterion, question_type,
     question, label, prompt`."""
     hint = "rows need criterion, answer and text (and note_id)"
@@ -145,15 +145,21 @@ def apixaban_prompts(folder: str | Path) -> pd.DataFrame:
         "id": note_ids + "-" + rows["criterion"], "note_id": note_ids, "criterion": rows["criterion"],
         "question_type": ["boolean" if name in APIXABAN_BOOLEAN else "numeric" for name in rows["criterion"]],
         "question": rows["criterion"].map(APIXABAN_QUESTIONS), "label": rows["answer"].map(normalize_answer),
-        "prompt": [prompt_text(text, APIXABAN_QUESTIONS[name]) for text, name in zip(rows["text"], rows["criterion"])],
+        "prompt": [prompt_text(text, APIXABAN_QUESTIONS[name], templates)
+                   for text, name in zip(rows["text"], rows["criterion"])],
     })
 
+
+def check_eval_targets(paths: list[Path], overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace eval-data files unless asked."""
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} exists; set overwrite=True (papermill: -p overwrite True) to rebuild it")
 
 
 def write_eval_file(frame: pd.DataFrame, path: Path, overwrite: bool = False) -> Path:
     """Write one eval-data file atomically; an existing one is kept unless asked."""
     from clinical_distil.files import write_csv
 
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; set overwrite=True (papermill: -p overwrite True) to rebuild it")
+    check_eval_targets([path], overwrite)
     return write_csv(frame, path)

@@ -1,8 +1,8 @@
-"""Where the data lives and how stages hand files to each other.
+"""How stages hand files to each other: atomic writes, CSV reading with clear errors, model folders.
 
-Every stage reads and writes under one data root. Writes are atomic (a temporary
-file in the same folder, then a rename), so an interrupted stage never leaves a
-half-written file that a later run would mistake for finished output.
+Writes are atomic (a temporary file in the same folder, then a rename), so an interrupted stage
+never leaves a half-written file that a later run would mistake for finished output. Where the
+files are is clinical_distil/layout.py's business.
 """
 
 from __future__ import annotations
@@ -17,33 +17,10 @@ from typing import Iterator
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_ENV = "CLINICAL_DISTIL_DATA"
-
+from clinical_distil.layout import resolve
 
 class InputError(Exception):
     """Bad input a researcher can fix: the CLI prints the message on one line and exits 2."""
-
-
-def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: the flag if given, else $CLINICAL_DISTIL_DATA, else data/ in the repository.
-
-    A relative flag or variable is taken relative to the repository, never the current
-    directory, so scripts behave the same from any folder.
-    """
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
-    if chosen is None:
-        return REPO_ROOT / "data"
-    path = Path(chosen).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
-    """A user-given path: absolute as is, relative ones against `base` (default the repository)."""
-    path = Path(path).expanduser()
-    if path.is_absolute():
-        return path
-    return (base or REPO_ROOT) / path
 
 
 @contextlib.contextmanager

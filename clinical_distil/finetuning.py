@@ -13,9 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clinical_distil.engines import fit_note, render_ids
+from clinical_distil import layout
+from clinical_distil.chat import fit_note, render_ids
 from clinical_distil.files import InputError, write_text
-from clinical_distil.prompts import note_of
+from clinical_distil.prompts import PromptTemplates, load_templates, note_of
+from clinical_distil.stages import FinetuneSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,6 @@ LLAMA3_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<|reserved_special_token_0|>", "<|endoftext|>")
-
-
-def dataset_paths(data_dir: Path, input_file: str, min_difficulty: int | str) -> tuple[Path, Path]:
-    raw = data_dir / "synthetic-raw"
-    return raw / f"train_{input_file}_{min_difficulty}.arrow", raw / f"test_{input_file}_{min_difficulty}.arrow"
 
 
 def prepare_tokenizer(tokenizer) -> None:
@@ -51,7 +48,8 @@ def prepare_tokenizer(tokenizer) -> None:
             tokenizer.pad_token = choice
 
 
-def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int) -> tuple[list[dict], int]:
+def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int,
+                     templates: PromptTemplates | None = None) -> tuple[list[dict], int]:
     """prompt/completion messages with notes shortened so every example fits; and how many were shortened."""
     converted, shortened = [], 0
     for row in rows:
@@ -65,7 +63,7 @@ def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int)
             raise InputError(f"--max_seq_length {max_seq_length} is too small: a response alone takes "
                              f"{completion_tokens} tokens; raise --max_seq_length")
         if total_tokens > max_seq_length:
-            note = note_of(prompt[-1]["content"]) or ""
+            note = note_of(prompt[-1]["content"], templates) or ""
             try:
                 prompt = fit_note(tokenizer, prompt, note, max_seq_length - completion_tokens).messages
             except InputError:
@@ -76,13 +74,10 @@ def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int)
     return converted, shortened
 
 
-def run_name(model_id: str, input_file: str, min_difficulty: int | str, lora_r: int, lora_alpha: int) -> str:
-    return f"{Path(str(model_id).rstrip('/')).name}_{input_file}_{min_difficulty}_{lora_r}_{lora_alpha}"
-
-
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
     """Whether the run folder must be emptied first; refuse to train over an earlier run unless asked."""
-    earlier = [*output_dir.glob("checkpoint-*"), output_dir / "final", output_dir / "training_summary.json"]
+    earlier = [*output_dir.glob(layout.CHECKPOINT_GLOB), layout.final_adapter(output_dir),
+               layout.training_summary(output_dir)]
     if resume_from_checkpoint or not any(path.exists() for path in earlier):
         return False
     if overwrite:
@@ -92,10 +87,9 @@ def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overw
 
 
 def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
-    write_text(json.dumps(summary, indent=2, default=str) + "\n", output_dir / "training_summary.json")
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", layout.training_summary(output_dir))
 
 
-PROGRESS_FILE = "training_progress.json"  # in each checkpoint: training seconds and tokens up to it
 
 
 def resumed_checkpoint(output_dir: Path, resume_from_checkpoint: str | None) -> Path | None:
@@ -137,28 +131,15 @@ def progress_callback(trainer, earlier: dict[str, float]):
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 if folder.is_dir():
-                    (folder / PROGRESS_FILE).write_text(json.dumps(self.totals()) + "\n")
+                    (folder / layout.PROGRESS_FILE).write_text(json.dumps(self.totals()) + "\n")
 
     return TrainingProgress()
 
 
-SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
-
-
-def check_sampling_strategy(name: str) -> None:
-    if name not in SAMPLING_STRATEGIES:
-        raise InputError(f"unknown --train_sampling_strategy {name!r}; choose {', '.join(SAMPLING_STRATEGIES)}")
-
-
-def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, max_seq_length: int = 12000,
-          num_train_epochs: float = 1.0, max_steps: int = -1, per_device_train_batch_size: int = 1,
-          gradient_accumulation_steps: int = 2, learning_rate: float = 2e-4, lora_r: int = 8, lora_alpha: int = 16,
-          load_in_4bit: bool | None = None, packing: bool = False, padding_free: bool = False,
-          gradient_checkpointing: bool = True, save_steps: int = 500, save_total_limit: int = 20,
-          logging_steps: int = 10, report_to: str = "none",
-          resume_from_checkpoint: str | None = None, seed: int = 42,
-          train_sampling_strategy: str = "random") -> dict[str, Any]:
-    """Fine-tune a LoRA adapter (4-bit NF4 base where asked) and return the training summary.
+def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path: Path,
+          output_dir: Path) -> dict[str, Any]:
+    """Fine-tune a LoRA adapter (4-bit NF4 base where asked) with `settings` (finetune.py's flags) and return
+    the training summary.
 
     train_sampling_strategy: transformers' sampler: "random" (the paper's), "sequential", "group_by_length",
     or "batch_rebalance" (each optimizer step's examples dealt out so every rank gets a like share of
@@ -174,22 +155,24 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    check_sampling_strategy(train_sampling_strategy)
     for path in (train_path, test_path):
         if not path.exists():
             raise InputError(f"training data not found: {path}; make it with stage C "
                              "(a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)")
     cuda = torch.cuda.is_available()
-    load_in_4bit = cuda if load_in_4bit is None else load_in_4bit
+    load_in_4bit = cuda if settings.load_in_4bit is None else settings.load_in_4bit
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
     except OSError as error:
         raise InputError(f"cannot load model {model_id!r}: not a local model folder, and the hub is offline "
                          "here; give a folder with config.json and weights") from error
     prepare_tokenizer(tokenizer)
-    train_rows, train_shortened = to_conversations(load_from_disk(str(train_path)).to_list(), tokenizer, max_seq_length)
-    test_rows, test_shortened = to_conversations(load_from_disk(str(test_path)).to_list(), tokenizer, max_seq_length)
-    log.info("notes shortened to fit %d tokens: %d of %d training and %d of %d test examples", max_seq_length,
+    templates = load_templates(settings.prompt_dir)
+    train_rows, train_shortened = to_conversations(load_from_disk(str(train_path)).to_list(), tokenizer,
+                                                   settings.max_seq_length, templates)
+    test_rows, test_shortened = to_conversations(load_from_disk(str(test_path)).to_list(), tokenizer,
+                                                 settings.max_seq_length, templates)
+    log.info("notes shortened to fit %d tokens: %d of %d training and %d of %d test examples", settings.max_seq_length,
              train_shortened, len(train_rows), test_shortened, len(test_rows))
 
     compute_dtype = torch.bfloat16 if cuda else torch.float32
@@ -210,45 +193,48 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
     if not cuda:
         log.info("no CUDA: training in fp32 with adamw_torch instead of paged_adamw_8bit")
     config = SFTConfig(
-        output_dir=str(output_dir), num_train_epochs=num_train_epochs, max_steps=max_steps,
-        per_device_train_batch_size=per_device_train_batch_size, per_device_eval_batch_size=per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
-        lr_scheduler_type="constant", optim=optimizer, bf16=cuda, packing=packing, padding_free=padding_free,
+        output_dir=str(output_dir), num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        per_device_eval_batch_size=settings.per_device_train_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant", optim=optimizer, bf16=cuda, packing=settings.packing,
+        padding_free=settings.padding_free,
         # every example already fits (notes were shortened above); TRL enforces max_length only when packing
-        max_length=None if padding_free and not packing else max_seq_length,
-        gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
-        save_steps=save_steps, save_total_limit=save_total_limit, logging_steps=logging_steps,
-        report_to=report_to, seed=seed, use_cpu=not cuda, eval_strategy="no", dataset_num_proc=None,
-        train_sampling_strategy=train_sampling_strategy,
+        max_length=None if settings.padding_free and not settings.packing else settings.max_seq_length,
+        gradient_checkpointing=settings.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
+        logging_steps=settings.logging_steps, report_to=settings.report_to, seed=settings.seed, use_cpu=not cuda,
+        eval_strategy="no", dataset_num_proc=None, train_sampling_strategy=settings.train_sampling_strategy,
         # examples are evaluated one by one whether or not training packs them, so eval losses compare
         eval_packing=False,
         # the untrained adapter's eval loss, so the summary shows what training bought; evaluated inside
         # train() because DeepSpeed ZeRO-2 builds its engine only there (a resumed run keeps the first one)
-        eval_on_start=not resume_from_checkpoint,
+        eval_on_start=not settings.resume_from_checkpoint,
     )
-    peft_config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.05, bias="none",
+    peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05, bias="none",
                              target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer, peft_config=peft_config)
-    checkpoint = resumed_checkpoint(output_dir, resume_from_checkpoint)
+    checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint)
     earlier = {}  # training seconds and tokens of the sessions before this one (a resumed run)
-    if checkpoint is not None and (checkpoint / PROGRESS_FILE).exists():
-        earlier = json.loads((checkpoint / PROGRESS_FILE).read_text())
+    if checkpoint is not None and (checkpoint / layout.PROGRESS_FILE).exists():
+        earlier = json.loads((checkpoint / layout.PROGRESS_FILE).read_text())
     progress = progress_callback(trainer, earlier)
     trainer.add_callback(progress)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    resume = True if resume_from_checkpoint == "last" else resume_from_checkpoint
+    resume = True if settings.resume_from_checkpoint == "last" else settings.resume_from_checkpoint
     result = trainer.train(resume_from_checkpoint=resume)
     totals = progress.totals()
     metrics = trainer.evaluate()
     # final/ appears whole or not at all: a later stage never reads a half-saved adapter
-    partial = output_dir / "final.partial"
+    final = layout.final_adapter(output_dir)
+    partial = final.with_name(final.name + ".partial")
     trainer.save_model(str(partial))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(partial))
-        shutil.rmtree(output_dir / "final", ignore_errors=True)
-        partial.rename(output_dir / "final")
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
     # TRL counts the tokens it trains on (from 0 again in a resumed session; the checkpoint held the rest)
     history = trainer.state.log_history
     eval_loss_before = next((entry["eval_loss"] for entry in history if "eval_loss" in entry), None)
@@ -263,7 +249,7 @@ def train(model_id: str, train_path: Path, test_path: Path, output_dir: Path, ma
         "session_seconds": round(totals["seconds"] - earlier.get("seconds", 0.0), 2),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "load_in_4bit": load_in_4bit, "optimizer": optimizer,
-        "config": config.to_dict(), "lora": {"r": lora_r, "alpha": lora_alpha, "target_modules": "all-linear"},
+        "config": config.to_dict(), "lora": {"r": settings.lora_r, "alpha": settings.lora_alpha, "target_modules": "all-linear"},
         "log_history": history,
     }
     if trainer.is_world_process_zero():

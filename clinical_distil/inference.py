@@ -12,7 +12,6 @@ outside the rows asked for (another --start_row or --num_inference) are refused,
 from __future__ import annotations
 
 import platform
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +19,17 @@ from typing import Any
 
 import pandas as pd
 
-from clinical_distil.chunks import (ChunkFile, RunManifest, check_no_overlap, chunk_ranges, package_versions,
-                                    shard_chunks, shard_suffix, uncovered)
-from clinical_distil.engines import FittedPrompt, Sampling, Throughput, fit_notes
+from clinical_distil import layout
+from clinical_distil.chat import FittedPrompt, fit_notes
+from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
+                                    package_versions, shard_chunks, uncovered)
+from clinical_distil.engines import Sampling
 from clinical_distil.files import InputError, read_csv, write_csv
-from clinical_distil.prompts import ANSWER_KEYS, ANSWER_SYSTEM_MESSAGE, note_of
+from clinical_distil.layout import REPO_ROOT
+from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, load_templates, note_of
+from clinical_distil.tasks import TASKS
 
 OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "note_truncated"]
-PREPROCESS_NOTEBOOKS = {
-    "i2b2": "c-i2b2-eval-task/i2b2-a-preprocess.ipynb",
-    "apixaban": "d-apixaban-eval-task/apixaban-a-preprocess.ipynb",
-    "annotated-synthetic": "b-synthetic-eval-task/annotated_synthetic-a-preprocess.ipynb",
-}
 
 
 @dataclass
@@ -40,26 +38,19 @@ class InferenceSettings:
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
     structured_output: bool = False
     overwrite: bool = False
-
-
-def eval_file(data_dir: Path, dataset_name: str, input_file: str) -> Path:
-    return data_dir / "eval-data" / dataset_name / f"{input_file}.csv"
+    templates: PromptTemplates | None = None  # the answer prompt's wording (None: the shipped templates)
 
 
 def load_eval_rows(path: Path, dataset_name: str) -> pd.DataFrame:
-    notebook = PREPROCESS_NOTEBOOKS.get(dataset_name, "the task's *-a-preprocess.ipynb")
-    return read_csv(path, required=["id", "prompt"], what="eval-data", keep_default_na=False,
+    task = TASKS.get(dataset_name)
+    notebook = task.preprocess_notebook.relative_to(REPO_ROOT) if task else "the task's *-a-preprocess.ipynb"
+    return read_csv(path, required=["id", "prompt"], what="evaluation prompts", keep_default_na=False,
                     hint=f"make it with {notebook}")
-
-
-def chunk_file(output_dir: Path, input_file: str, start: int, count: int, index: int) -> Path:
-    """The file of eval rows [start, start + count), the index-th chunk of its run."""
-    return output_dir / f"{input_file}_{start}_{count}_chunk_{index}.csv"
 
 
 def chunk_files(output_dir: Path, input_file: str) -> list[ChunkFile]:
     """The chunk files of one eval file in a model's folder, each with the rows it holds."""
-    pattern = re.compile(rf"^{re.escape(input_file)}_(\d+)_(\d+)_chunk_(\d+)\.csv$")
+    pattern = layout.eval_chunk_pattern(input_file)
     found = []
     for path in sorted(output_dir.glob(f"{input_file}_*_chunk_*.csv")) if output_dir.is_dir() else []:
         match = pattern.match(path.name)
@@ -122,19 +113,22 @@ def remove_replaced(output_dir: Path, input_file: str, start_row: int, stop: int
 
 
 def manifest_path(output_dir: Path, input_file: str, num_shards: int = 1, shard_index: int = 0) -> Path:
-    return output_dir / f"manifest_{input_file}{shard_suffix(num_shards, shard_index)}.json"
+    return layout.eval_manifest(output_dir, input_file, num_shards, shard_index)
 
 
-def conversation(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": prompt}]
+def conversation(prompt: str, templates: PromptTemplates | None = None) -> list[dict[str, str]]:
+    return [{"role": "system", "content": (templates or load_templates()).answer_system},
+            {"role": "user", "content": prompt}]
 
 
-def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int) -> list[FittedPrompt]:
+def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int,
+                templates: PromptTemplates | None = None) -> list[FittedPrompt]:
     """The conversations, each note shortened (never the instructions) where it does not fit the context.
 
     A prompt of one's own, without a note block, is sent as it is.
     """
-    return fit_notes(tokenizer, [(conversation(prompt), note_of(prompt)) for prompt in prompts], max_prompt_tokens)
+    return fit_notes(tokenizer, [(conversation(prompt, templates), note_of(prompt, templates)) for prompt in prompts],
+                     max_prompt_tokens)
 
 
 def answer_schema() -> dict[str, Any]:
@@ -198,7 +192,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
     else:
         for index, low, high in todo:
             chunk = rows.iloc[low:high].copy()
-            fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens)
+            fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens, settings.templates)
             results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
                                       prompt_ids=[item.prompt_ids for item in fitted])
             chunk["output"] = [result.text for result in results]
@@ -206,7 +200,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
             chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
             chunk["output_tokens"] = [result.output_tokens for result in results]
             chunk["note_truncated"] = [item.note_truncated for item in fitted]
-            written = write_csv(chunk, chunk_file(output_dir, input_file, low, high - low, index))
+            written = write_csv(chunk, layout.eval_chunk(output_dir, input_file, low, high - low, index))
             if settings.overwrite:
                 remove_replaced(output_dir, input_file, start_row, stop, index, low, high, written)
             session["answered"] += high - low

@@ -23,7 +23,7 @@ from clinical_distil.files import InputError, write_text
 from clinical_distil.inference import chunk_files, read_chunk
 from clinical_distil.parsing import json_values
 from clinical_distil.postprocess import NUMBER, is_number, normalize_answer, parse_number
-from clinical_distil.tasks import N2C2_CRITERIA
+from clinical_distil.tasks import N2C2_CRITERIA, get_task
 
 log = logging.getLogger(__name__)
 
@@ -316,43 +316,71 @@ def model_folders(outputs_dir: Path, models: list[str] | tuple[str, ...] | str |
 BOOLEAN_TYPES = ("yes_no", "na-bool", "boolean")  # the annotated set's and apixaban's yes/no question types
 
 
+def _score_n2c2(scored: pd.DataFrame, answers: list[str | None], hba1c_low: float, hba1c_high: float) -> None:
+    """met (1) / not met (0): yes/no criteria from Yes, CREATININE and HBA1C from thresholds."""
+    scored["target"] = [met_label(label) for label in scored["label"]]
+    scored["prediction"] = n2c2_predictions(answers, list(scored["question_label"]), hba1c_low, hba1c_high).to_numpy()
+
+
+def _score_yes_or_not(scored: pd.DataFrame, answers: list[str | None], *_: Any) -> None:
+    """Yes/no questions as "1" (Yes) / "0" (anything else); numeric ones by value ("unparseable" when none)."""
+    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
+    targets = [str(int(normalize_answer(label) == "Yes")) if kind == "boolean" else normalize_answer(label)
+               for label, kind in zip(scored["label"], kinds)]
+    scored["target"] = pd.Series(targets, index=scored.index, dtype=object)
+    scored["prediction"] = pd.Series(
+        [str(boolean_prediction(answer)) if kind == "boolean" else
+         (label if same_answer(answer, label) else (answer if answer is not None else "unparseable"))
+         for answer, label, kind in zip(answers, targets, kinds)], index=scored.index, dtype=object)
+
+
+def _score_answers(scored: pd.DataFrame, answers: list[str | None], *_: Any) -> None:
+    """Every answer against its gold answer (numbers as numbers); an unparseable yes/no reply is No."""
+    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
+    targets = [normalize_answer(label) for label in scored["label"]]
+    predictions = [label if same_answer(answer, label) else
+                   (answer if answer is not None else ("No" if kind in BOOLEAN_TYPES else "unparseable"))
+                   for answer, label, kind in zip(answers, targets, kinds)]
+    scored["target"] = pd.Series(targets, index=scored.index, dtype=object)
+    scored["prediction"] = pd.Series(predictions, index=scored.index, dtype=object)
+    scored["correct"] = [prediction == target for prediction, target in zip(predictions, targets)]
+
+
+def _extra_n2c2(frame: pd.DataFrame) -> dict[str, Any]:
+    official = n2c2_official(frame)
+    # the official scorer's figures, named apart from the paper's per-question micro_f1
+    return {f"n2c2_{key}": value for key, value in official.items() if key != "per_criterion"}
+
+
+def _extra_answers(frame: pd.DataFrame) -> dict[str, Any]:
+    extra = {"accuracy": float(frame["correct"].mean())}
+    for question_type, group in frame.groupby("question_type", sort=True):
+        extra[f"accuracy_{question_type}"] = float(group["correct"].mean())
+    return extra
+
+
+# each scorer of tasks.SCORERS: how it decides target and prediction, and the figures it adds to a summary
+SCORERS: dict[str, tuple[Callable[..., None], Callable[[pd.DataFrame], dict[str, Any]] | None]] = {
+    "n2c2": (_score_n2c2, _extra_n2c2), "yes_or_not": (_score_yes_or_not, None), "answers": (_score_answers,
+                                                                                           _extra_answers)}
+
+
 def score_outputs(outputs: pd.DataFrame, task: str, hba1c_low: float = 6.5, hba1c_high: float = 9.5) -> pd.DataFrame:
     """Add `answer` (extracted, None when unparseable), `parsed`, `target` and `prediction` for a task.
 
-    i2b2: target/prediction are met (1) / not met (0). apixaban: yes/no criteria as "1"/"0", numeric ones
-    as normalized values (exact match). annotated-synthetic: normalized answers. An unparseable reply to a
-    yes/no question counts as No (not met), as in the paper; to a numeric one it is "unparseable". Every
+    The task's scorer decides (tasks.SCORERS): n2c2 met (1) / not met (0); yes_or_not yes/no criteria as
+    "1"/"0" and numeric ones by value; answers every normalized answer. An unparseable reply to a yes/no
+    question counts as No (not met), as in the paper; to a numeric one it is "unparseable". Every
     decision is made on Python values, never on a column's missing-value marker, so the result is the
     same whatever dtypes the frame was read with.
     """
+    score, _ = SCORERS[get_task(task).scorer]
     scored = outputs.copy()
     reasons = list(scored["finish_reason"]) if "finish_reason" in scored else ["stop"] * len(scored)
     answers = [extract_answer(text, reason) for text, reason in zip(scored["output"], reasons)]
     scored["answer"] = pd.Series(answers, index=scored.index, dtype=object)
     scored["parsed"] = [answer is not None for answer in answers]
-    if task == "i2b2":
-        scored["target"] = [met_label(label) for label in scored["label"]]
-        scored["prediction"] = n2c2_predictions(answers, list(scored["question_label"]), hba1c_low,
-                                                hba1c_high).to_numpy()
-        return scored
-    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
-    if task == "apixaban":
-        targets = [str(int(normalize_answer(label) == "Yes")) if kind == "boolean" else normalize_answer(label)
-                   for label, kind in zip(scored["label"], kinds)]
-        predictions = [str(boolean_prediction(answer)) if kind == "boolean" else
-                       (label if same_answer(answer, label) else (answer if answer is not None else "unparseable"))
-                       for answer, label, kind in zip(answers, targets, kinds)]
-    elif task == "annotated-synthetic":
-        targets = [normalize_answer(label) for label in scored["label"]]
-        predictions = [label if same_answer(answer, label) else
-                       (answer if answer is not None else ("No" if kind in BOOLEAN_TYPES else "unparseable"))
-                       for answer, label, kind in zip(answers, targets, kinds)]
-    else:
-        raise InputError(f"unknown task {task!r}; choose i2b2, apixaban or annotated-synthetic")
-    scored["target"] = pd.Series(targets, index=scored.index, dtype=object)
-    scored["prediction"] = pd.Series(predictions, index=scored.index, dtype=object)
-    if task == "annotated-synthetic":
-        scored["correct"] = [prediction == target for prediction, target in zip(predictions, targets)]
+    score(scored, answers, hba1c_low, hba1c_high)
     return scored
 
 
@@ -422,25 +450,23 @@ def plot_heatmap(table: pd.DataFrame, path: Path, title: str) -> Path:
 
 # --- one task, every model ------------------------------------------------------------------------
 
-QUESTION_COLUMNS = {"i2b2": "question_label", "apixaban": "criterion", "annotated-synthetic": "question_type"}
-
-
 def evaluate_models(outputs_dir: Path, input_file: str, task: str, models: list[str] | str | None = None,
                     resamples: int = 1000, seed: int = 0, hba1c_low: float = 6.5,
                     hba1c_high: float = 9.5) -> dict[str, Any]:
     """Score every model folder under outputs/{task}/ on one eval file.
 
     Returns {"scored": model -> rows with answer/target/prediction, "per_question": model -> metric
-    table, "summaries": model -> means, CIs, parse failures (and the official n2c2 scores for i2b2)}.
+    table, "summaries": model -> means, CIs, parse failures and the task's own figures (the official
+    n2c2 scores, accuracy per question type)}.
     """
-    question_column = QUESTION_COLUMNS.get(task)
-    if question_column is None:
-        raise InputError(f"unknown task {task!r}; choose {', '.join(QUESTION_COLUMNS)}")
+    spec = get_task(task)
+    question_column = spec.question_column
+    _, extra = SCORERS[spec.scorer]
     scored, per_question_tables, summaries = {}, {}, {}
     for folder in model_folders(outputs_dir, models):
         outputs = read_model_outputs(folder, input_file)
-        if task == "i2b2" and any((_text(label) or "").strip() == "" for label in outputs["label"]):
-            raise InputError(f"{input_file} of i2b2 has rows without a gold label (unlabelled XML files); "
+        if spec.scorer == "n2c2" and any((_text(label) or "").strip() == "" for label in outputs["label"]):
+            raise InputError(f"{input_file} of {task} has rows without a gold label (unlabelled XML files); "
                              "score a labelled split")
         frame = score_outputs(outputs, task, hba1c_low, hba1c_high)
         scored[folder.name] = frame
@@ -448,14 +474,8 @@ def evaluate_models(outputs_dir: Path, input_file: str, task: str, models: list[
         summary = summarize(frame, question_column, resamples, seed)
         summary["parse_failures"] = int((~frame["parsed"]).sum())
         summary["parse_failure_rate"] = float((~frame["parsed"]).mean())
-        if task == "i2b2":
-            official = n2c2_official(frame)
-            # the official scorer's figures, named apart from the paper's per-question micro_f1
-            summary.update({f"n2c2_{key}": value for key, value in official.items() if key != "per_criterion"})
-        if task == "annotated-synthetic":
-            summary["accuracy"] = float(frame["correct"].mean())
-            for question_type, group in frame.groupby("question_type", sort=True):
-                summary[f"accuracy_{question_type}"] = float(group["correct"].mean())
+        if extra is not None:
+            summary.update(extra(frame))
         summaries[folder.name] = summary
         log.info("%s: %s", folder.name, {key: value for key, value in summary.items() if isinstance(value, float)})
     return {"scored": scored, "per_question": per_question_tables, "summaries": summaries,
@@ -476,10 +496,29 @@ def summary_frame(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(4)
 
 
-def write_evaluation(evaluation: dict[str, Any], output_dir: Path, title: str) -> dict[str, Path]:
+def check_results_dir(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace an earlier evaluation's scores unless asked."""
+    if (output_dir / "summary.csv").exists() and not overwrite:
+        raise InputError(f"{output_dir} holds an evaluation already; set overwrite=True (papermill: -p overwrite True) "
+                         "to replace it, or another results_dir")
+
+
+def by_kind(evaluation: dict[str, Any], question_column: str) -> pd.DataFrame:
+    """Mean per-question metrics of each kind of question (question_type: boolean, numeric), per model."""
+    kinds = []
+    for model, frame in evaluation["scored"].items():
+        table = per_question(frame, question_column).merge(
+            frame.groupby(question_column)["question_type"].first().reset_index())
+        kinds.append(table.groupby("question_type")[list(METRICS)].mean().assign(model=model))
+    return pd.concat(kinds).reset_index().round(4)
+
+
+def write_evaluation(evaluation: dict[str, Any], output_dir: Path, title: str,
+                     overwrite: bool = True) -> dict[str, Path]:
     """The tables (CSV) and figures (PNG) of one task into `output_dir`."""
     from clinical_distil.files import write_csv
 
+    check_results_dir(output_dir, overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     question_column, summaries = evaluation["question_column"], evaluation["summaries"]
     written = {"summary": write_csv(summary_frame(summaries), output_dir / "summary.csv")}

@@ -107,7 +107,3 @@ def select_notes(source: str | Path, num_notes: int | None, seed: int = 42,
         raise InputError(f"asked for {num_notes} notes but {source} has only {len(notes)} eligible discharge "
                          "summaries; lower --num_notes")
     return notes.sample(n=num_notes, random_state=seed).sort_values(["subject_id", "hadm_id"]).reset_index(drop=True)
-
-
-def notes_path(data_dir: Path, num_notes: int | str) -> Path:
-    return data_dir / "mimic" / f"notes_{num_notes}.csv.gz"

@@ -1,24 +1,28 @@
 """The whole job as one sequence of stage commands (run-pipeline.py).
 
-The driver runs the same scripts and notebooks a researcher runs one by one; this module
-only chooses their arguments, decides which steps are finished from the files on disk,
-times each stage and records the run in `reports/{run}/run.json`. No stage logic lives
-here: what a stage does stays in its script, notebook and library module.
+The driver runs the same scripts and notebooks a researcher runs one by one; this module only
+chooses their arguments, decides which steps are finished from the files on disk, times each
+stage and records the run in `reports/{run}/run.json`. No stage logic lives here: what a stage
+does stays in its script, notebook and library module.
 
-A step is finished when its output files exist and are newer than its inputs (as make
-does), and, for the two generation steps, when their manifest covers the rows asked for.
-An interrupted run therefore resumes where it stopped; stage A and eval-inference also
-resume inside a step, chunk by chunk.
+Settings come in two kinds. A few belong to the run and reach every stage that has a flag of that
+name (`data_dir`, `engine`, `input_file`, ...), or name the models and the notes (`teacher`,
+`student`, `notes`). Everything else is a stage's own flag, given under the stage's name with the
+script's own spelling (`generate: {max_tokens: 512}`), checked against the stage's declaration
+(clinical_distil/stages.py) before anything runs. The driver builds every command from those
+declarations.
+
+A step is finished when its output files exist and are newer than its inputs (as make does),
+and, for the two generation steps, when their manifest covers the rows asked for. An interrupted
+run therefore resumes where it stopped; stage A and eval-inference also resume inside a step,
+chunk by chunk. A step older than its inputs is redone with its script's --overwrite.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import logging
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -29,95 +33,127 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from clinical_distil import inference, synthetic
-from clinical_distil.files import REPO_ROOT, InputError, data_root, resolve, write_text
-from clinical_distil.notes import NOTE_COLUMNS, detect_format, notes_path
-from clinical_distil.postprocess import COMBOS, DIFFICULTIES, combo_path, stage_b_paths
+from clinical_distil import layout
+from clinical_distil.files import InputError, write_text
+from clinical_distil.report import read_run_state
+from clinical_distil.layout import MODEL_ROLES, REPO_ROOT, STAGES, RunLayout
+from clinical_distil.notes import NOTE_COLUMNS, detect_format
+from clinical_distil.settings import Settings, as_flags, setting
+from clinical_distil.stages import (STAGE_SETTINGS, CreateSettings, EvalInferenceSettings, FinetuneSettings,
+                                    MergeSettings, PostprocessSettings, PrepareSettings, SelectSettings,
+                                    evaluate_settings, preprocess_settings)
+from clinical_distil.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
 
-STAGES = ("select", "generate", "postprocess", "prepare", "finetune", "merge", "eval-preprocess", "eval-inference",
-          "evaluate", "report")
-STAGE_FOLDER = REPO_ROOT / "a-generate-synthetic-training-data"
-
-
-@dataclass(frozen=True)
-class EvalTask:
-    folder: str
-    preprocess: str
-    evaluate: str
-    raw_setting: str  # the PipelineSettings field naming the raw data folder
-    raw_parameter: str  # the preprocess notebook's parameter for it
-    rows_setting: str  # the PipelineSettings field limiting the rows answered
-
-
-EVAL_TASKS = {
-    "annotated-synthetic": EvalTask("b-synthetic-eval-task", "annotated_synthetic-a-preprocess.ipynb",
-                                    "annotated_synthetic-b-evaluate-performance.ipynb", "annotated_dir", "input_dir",
-                                    "annotated_rows"),
-    "i2b2": EvalTask("c-i2b2-eval-task", "i2b2-a-preprocess.ipynb", "i2b2-b-evaluate-performance.ipynb", "n2c2_dir",
-                     "n2c2_dir", "n2c2_rows"),
-    "apixaban": EvalTask("d-apixaban-eval-task", "apixaban-a-preprocess.ipynb", "apixaban-b-evaluate-performance.ipynb",
-                         "apixaban_dir", "input_dir", "apixaban_rows"),
+# run-level settings that reach every stage with a flag of the same name
+SHARED = {
+    "data_dir": ("select", "generate", "postprocess", "prepare", "finetune", "eval_inference"),
+    "engine": ("generate", "eval_inference"), "batch_size": ("generate", "eval_inference"),
+    "tensor_parallel_size": ("generate", "eval_inference"), "max_model_len": ("generate", "eval_inference"),
+    "prompt_dir": ("generate", "prepare", "finetune", "eval_inference"),
+    "input_file": ("prepare", "finetune"), "min_difficulty": ("prepare", "finetune"),
+    "max_seq_length": ("prepare", "finetune"),
 }
-MODEL_ROLES = ("base", "distilled")
-
-
-def _setting(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
+# flags the driver sets itself in each stage (paths, models, names): a section may not set them
+OWNED = {
+    "select": ("source", "output"), "generate": ("model_id", "dataset", "notes_file", "output_dir"),
+    "postprocess": ("dataset", "notes_file"), "prepare": ("tokenizer",),
+    "finetune": ("model_id", "output_dir", "variant", "resume_from_checkpoint"), "merge": ("adapter_dir", "output_dir"),
+    "eval_inference": ("model_id", "dataset_name", "input_file", "num_inference", "model_name", "output_dir"),
+    "evaluate": ("input_file", "models", "results_dir", "gold_dir"),
+}
+# settings of earlier versions of the driver, and where they are now
+MOVED = {
+    "num_notes": "select: {num_notes: N}", "teacher_notes": "generate: {limit: N}",
+    "questions_per_type": "generate: {questions_per_type: N}", "generation_max_tokens": "generate: {max_tokens: N}",
+    "structured_output": "generate: {structured_output: true}", "combo": "input_file: COMBO",
+    "generate_args": "generate: {flag: value, ...}", "finetune_args": "finetune: {flag: value, ...}",
+    "eval_args": "eval_inference: {flag: value, ...}", "eval_max_tokens": "eval_inference: {max_output_tokens: N}",
+    "resamples": "evaluate: {resamples: N}", "annotated_dir": "eval: {annotated-synthetic: {input_dir: DIR}}",
+    "n2c2_dir": "eval: {i2b2: {input_dir: DIR}}", "apixaban_dir": "eval: {apixaban: {input_dir: DIR}}",
+    "n2c2_split": "eval: {i2b2: {input_file: SPLIT}}", "annotated_rows": "eval: {annotated-synthetic: "
+    "{num_inference: N}}", "n2c2_rows": "eval: {i2b2: {num_inference: N}}",
+    "apixaban_rows": "eval: {apixaban: {num_inference: N}}",
+}
+EVAL_KEYS = ("input_dir", "input_file", "num_inference")  # what a task's entry under `eval` may set
 
 
 @dataclass
-class PipelineSettings:
-    """Everything a run is made of; flags and the YAML config file both name these fields."""
+class RunSettings(Settings):
+    """run-pipeline.py: the whole job from notes to report; each stage's own flags go under its name."""
 
-    run: str = _setting("", "run name for reports/{run}/, results/{run}/ and models/{run}-distilled "
-                            "(default: {student}_{dataset})")
-    teacher: str = _setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "teacher model (hub id or local folder)")
-    student: str = _setting("meta-llama/Meta-Llama-3.1-8B-Instruct", "student base model (hub id or local folder)")
-    notes: str = _setting("data/mimic/NOTEEVENTS.csv.gz", "MIMIC-III NOTEEVENTS / MIMIC-IV-Note discharge file "
-                          "(stage 0 selects --num_notes), or an already selected notes_{N}.csv(.gz)")
-    num_notes: int = _setting(100000, "discharge summaries to select from a raw MIMIC file")
-    dataset: str = _setting("", "stage A folder name (default: N of notes_{N}, or --num_notes)")
-    teacher_notes: int | None = _setting(None, "notes the teacher reads, from the first (default: all)")
-    questions_per_type: int = _setting(5, "k of the generation prompts (2k yes/no, up to 10 numeric, k per N/A type)")
-    generation_max_tokens: int = _setting(4096, "longest teacher reply in tokens")
-    structured_output: bool = _setting(False, "constrain teacher replies to the JSON schema")
-    engine: str = _setting("auto", "auto (vLLM with a GPU), vllm or transformers; for stage A and eval-inference")
-    tensor_parallel_size: int | None = _setting(None, "GPUs per vLLM model (default: all visible)")
-    max_model_len: int | None = _setting(None, "context length for generation and inference (default: the model's)")
-    batch_size: int = _setting(16, "prompts per batch for the transformers engine")
-    combo: str = _setting("all", "question types trained on: all, bool or bool_num")
-    min_difficulty: int = _setting(1, "lowest teacher-rated difficulty trained on (1-9)")
-    max_seq_length: int = _setting(12000, "longest training example in tokens")
-    num_gpus: int | None = _setting(None, "GPUs for fine-tuning (default: all visible; none = CPU, no 4-bit)")
-    tasks: str = _setting("annotated-synthetic,i2b2,apixaban", "evaluation tasks, comma-separated")
-    annotated_dir: str = _setting("annotated-synthetic", "annotated synthetic CSVs (relative to the data root)")
-    n2c2_dir: str = _setting("n2c2-2018-track1", "n2c2 2018 Track 1 folder with train/ and test/ (relative to the "
-                                                 "data root)")
-    n2c2_split: str = _setting("test", "n2c2 split to evaluate on")
-    apixaban_dir: str = _setting("apixaban", "apixaban annotation CSVs (relative to the data root)")
-    annotated_rows: int | str = _setting("all", "annotated synthetic prompts answered, from the first")
-    n2c2_rows: int | str = _setting("all", "n2c2 prompts answered (13 per patient), from the first")
-    apixaban_rows: int | str = _setting("all", "apixaban prompts answered (23 per note), from the first")
-    eval_max_tokens: int = _setting(256, "longest answer in tokens at evaluation")
-    resamples: int = _setting(1000, "bootstrap resamples for the 95% intervals")
-    generate_args: str = _setting("", "more arguments for synthetic-a-create.py, e.g. '--chunk_size 500'")
-    finetune_args: str = _setting("", "more arguments for finetune.py, e.g. '--max_steps 300 --padding_free True'")
-    eval_args: str = _setting("", "more arguments for eval-inference.py")
-    data_dir: str | None = _setting(None, "data root (default data/, or $CLINICAL_DISTIL_DATA)")
-    results_dir: str = _setting("results", "fine-tuning runs go to {results_dir}/{run}")
-    models_dir: str = _setting("models", "the merged student goes to {models_dir}/{run}-distilled")
-    reports_dir: str = _setting("reports", "the report goes to {reports_dir}/{run}/")
+    run: str = setting("", "run name for reports/{run}/, results/{run}/ and models/{run}-distilled (default: "
+                       "{student}_{dataset})")
+    teacher: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "teacher model (stage A's --model_id)")
+    student: str = setting("meta-llama/Meta-Llama-3.1-8B-Instruct", "student base model (finetune.py's --model_id, "
+                           "stage C's tokenizer, the base model evaluated)")
+    notes: str = setting("data/mimic/NOTEEVENTS.csv.gz", "MIMIC-III NOTEEVENTS / MIMIC-IV-Note discharge file "
+                         "(stage 0 selects select.num_notes), or an already selected notes_{N}.csv(.gz)")
+    dataset: str = setting("", "stage A folder name (default: N of notes_{N}, or select.num_notes)")
+    tasks: list = setting(list(TASKS), "evaluation tasks, comma-separated")
+    num_gpus: int | None = setting(None, "GPUs for fine-tuning (default: all visible; 0 = CPU, no 4-bit)", minimum=0)
+    data_dir: str | None = setting(None, "data root (default data/, or $CLINICAL_DISTIL_DATA); every stage's "
+                                   "--data_dir")
+    results_dir: str = setting(layout.RESULTS.name, "fine-tuning runs go to {results_dir}/{run}")
+    models_dir: str = setting(layout.MODELS.name, "the merged student goes to {models_dir}/{run}-distilled")
+    reports_dir: str = setting(layout.REPORTS.name, "the report goes to {reports_dir}/{run}/")
+    engine: str = setting("auto", "auto (vLLM with a GPU), vllm or transformers; stage A's and eval-inference's "
+                          "--engine", choices=("auto", "vllm", "transformers"))
+    batch_size: int = setting(16, "prompts per batch for the transformers engine (stage A, eval-inference)",
+                              minimum=1)
+    tensor_parallel_size: int | None = setting(None, "GPUs per vLLM model (default: all visible)", minimum=1)
+    max_model_len: int | None = setting(None, "context length for stage A and eval-inference (default: the "
+                                        "model's)", minimum=1)
+    input_file: str = setting("all", "question types trained on: all, bool or bool_num (stage C's and "
+                              "finetune.py's --input_file)", choices=("all", "bool", "bool_num"))
+    min_difficulty: int = setting(1, "lowest teacher-rated difficulty trained on, 1-9 (stage C, finetune.py)",
+                                  minimum=1, maximum=9)
+    max_seq_length: int = setting(12000, "longest training example in tokens (stage C, finetune.py)", minimum=1)
+    prompt_dir: str | None = setting(None, "prompt templates of one's own (stage A, C, D, the evaluation prompts)")
+    select: dict = setting({}, "synthetic-0-select-notes.py flags, e.g. {num_notes: 24}")
+    generate: dict = setting({}, "synthetic-a-create.py flags, e.g. {max_tokens: 512, limit: 4}")
+    postprocess: dict = setting({}, "stage B notebook parameters, e.g. {require_source_in_note: true}")
+    prepare: dict = setting({}, "stage C notebook parameters, e.g. {hardest: true}")
+    finetune: dict = setting({}, "finetune.py flags, e.g. {max_steps: 300, padding_free: true}")
+    merge: dict = setting({}, "synthetic-e-convert-peft.py flags, e.g. {dtype: float16}")
+    eval_inference: dict = setting({}, "eval-inference.py flags for every task and model, e.g. "
+                                   "{max_output_tokens: 128}")
+    evaluate: dict = setting({}, "evaluate notebook parameters for every task, e.g. {resamples: 200}")
+    eval: dict = setting({}, "per task: its raw data folder, eval file and rows, e.g. {i2b2: {input_dir: DIR, "
+                         "input_file: test, num_inference: 13}}")
+
+    def check(self) -> None:
+        for task in self.tasks:
+            get_task(task)
+        unknown = sorted(set(self.eval) - set(TASKS))
+        if unknown:
+            raise InputError(f"eval has unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+        for task, entry in self.eval.items():
+            if not isinstance(entry, dict) or set(entry) - set(EVAL_KEYS):
+                raise InputError(f"eval: {task} takes a mapping of {', '.join(EVAL_KEYS)}; got {entry!r}")
+            files = get_task(task).eval_files
+            if "input_file" in entry and entry["input_file"] not in files:
+                raise InputError(f"eval: {task}: input_file must be one of {', '.join(files)}, got "
+                                 f"{entry['input_file']!r}")
+        for stage, owned in OWNED.items():
+            section = getattr(self, stage)
+            if not isinstance(section, dict):
+                raise InputError(f"{stage} takes a mapping of its flags, e.g. {stage}: {{flag: value}}; got "
+                                 f"{section!r}")
+            taken = sorted(set(section) & set(owned))
+            if taken:
+                raise InputError(f"{stage}.{taken[0]} is set by the run (from teacher, student, notes, run or eval); "
+                                 f"leave it out of {stage}")
 
     @classmethod
-    def from_sources(cls, config: str | None = None, **overrides: Any) -> "PipelineSettings":
-        """Defaults, then the YAML config file, then the flags given."""
+    def from_sources(cls, config: str | None = None, **flags: Any) -> "RunSettings":
+        """Defaults, then the YAML config file, then the flags given (a stage's mapping merged key by key)."""
         values: dict[str, Any] = {}
         if config:
             import yaml
 
-            path = resolve(config)
+            path = layout.resolve(config)
             if not path.exists():
                 raise InputError(f"config file not found: {path}")
             try:
@@ -126,49 +162,19 @@ class PipelineSettings:
                 raise InputError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
             if not isinstance(loaded, dict):
                 raise InputError(f"config file {path} must hold a mapping of settings, e.g. 'teacher: MODEL'")
-            values.update(loaded)
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown setting(s) {', '.join(unknown)}; run-pipeline.py --help lists them")
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        if isinstance(self.tasks, (list, tuple)):  # fire turns "a,b" into a tuple
-            self.tasks = ",".join(self.tasks)
-        unknown = [task for task in self.task_list if task not in EVAL_TASKS]
-        if unknown:
-            raise InputError(f"unknown evaluation task(s) {', '.join(unknown)}; choose from {', '.join(EVAL_TASKS)}")
-        if self.combo not in COMBOS:
-            raise InputError(f"unknown combo {self.combo!r}; choose from {', '.join(COMBOS)}")
-        if self.min_difficulty not in DIFFICULTIES:
-            raise InputError(f"--min_difficulty must be 1-9, got {self.min_difficulty}")
-        for name in ("annotated_rows", "n2c2_rows", "apixaban_rows"):
-            value = getattr(self, name)
-            if not (str(value).lower() == "all" or str(value).isdigit() and int(value) > 0):
-                raise InputError(f"--{name} must be a positive number of rows or 'all', got {value!r}")
-
-    @property
-    def task_list(self) -> list[str]:
-        return [task.strip() for task in str(self.tasks).split(",") if task.strip()]
-
-
-def describe_settings() -> str:
-    """The settings as docstring `Args:` lines (`name: help (default X)`), for the driver's --help."""
-    return "\n".join(f"    {item.name}: {item.metadata['help']} (default {item.default!r})"
-                     for item in dataclasses.fields(PipelineSettings))
-
-
-def signature_with_settings(function: Callable[..., Any]) -> "inspect.Signature":
-    """`function`'s signature with its **settings replaced by one keyword argument per setting (for fire)."""
-    signature = inspect.signature(function)
-    fixed = [parameter for parameter in signature.parameters.values() if parameter.kind != parameter.VAR_KEYWORD]
-    extra = [inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=None)
-             for item in dataclasses.fields(PipelineSettings)]
-    return signature.replace(parameters=fixed + extra)
+            values.update({str(key).replace("-", "_"): value for key, value in loaded.items()})
+        for key, value in flags.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        moved = sorted(set(values) & set(MOVED))
+        if moved:
+            raise InputError(f"setting {moved[0]} is now written as {MOVED[moved[0]]} (run-pipeline.py --help lists "
+                             "the settings)")
+        return cls.from_values(values, source=f"config {config}" if config else "")
 
 
 @dataclass
@@ -224,73 +230,9 @@ class Stage:
         return all(step.finished() for step in self.steps)
 
 
-@dataclass
-class Layout:
-    """Where a run's files are; every stage contract path in one place."""
-
-    settings: PipelineSettings
-    root: Path
-    notes_file: Path
-    dataset: str
-    select_from: Path | None  # the raw MIMIC file when stage 0 has to run
-
-    @property
-    def run(self) -> str:
-        return self.settings.run
-
-    @property
-    def chunks_dir(self) -> Path:
-        return self.root / "synthetic-output" / self.dataset
-
-    @property
-    def generation_manifest(self) -> Path:
-        return synthetic.manifest_path(self.chunks_dir)
-
-    @property
-    def raw_dir(self) -> Path:
-        return self.root / "synthetic-raw"
-
-    @property
-    def training_name(self) -> str:
-        return f"{self.settings.combo}_{self.settings.min_difficulty}"
-
-    @property
-    def finetune_dir(self) -> Path:
-        return resolve(self.settings.results_dir) / self.run
-
-    @property
-    def merged_dir(self) -> Path:
-        return resolve(self.settings.models_dir) / f"{self.run}-distilled"
-
-    @property
-    def report_dir(self) -> Path:
-        return resolve(self.settings.reports_dir) / self.run
-
-    def eval_file_name(self, task: str) -> str:
-        return self.settings.n2c2_split if task == "i2b2" else "prompts"
-
-    def eval_file(self, task: str) -> Path:
-        return self.root / "eval-data" / task / f"{self.eval_file_name(task)}.csv"
-
-    def model_name(self, role: str) -> str:
-        return f"{self.run}-{role}"
-
-    def model_id(self, role: str) -> str:
-        return self.settings.student if role == "base" else str(self.merged_dir)
-
-    def outputs_dir(self, task: str, role: str) -> Path:
-        return self.root / "outputs" / task / self.model_name(role)
-
-    def inference_manifest(self, task: str, role: str) -> Path:
-        return inference.manifest_path(self.outputs_dir(task, role), self.eval_file_name(task))
-
-    def evaluation_dir(self, task: str) -> Path:
-        return self.root / "outputs" / task / "evaluation" / self.run
-
-
-def locate_notes(settings: PipelineSettings, root: Path) -> tuple[Path, str, Path | None]:
+def locate_notes(settings: RunSettings, select: dict[str, Any], root: Path) -> tuple[Path, str, Path | None]:
     """(selected notes file, stage A dataset name, raw file stage 0 selects from or None)."""
-    given = resolve(settings.notes)
+    given = layout.resolve(settings.notes)
     if not given.exists():
         raise InputError(f"notes file not found: {given}; pass --notes with a MIMIC-III NOTEEVENTS.csv(.gz), "
                          "a MIMIC-IV-Note discharge.csv(.gz) or a selected notes_{N}.csv(.gz)")
@@ -299,31 +241,108 @@ def locate_notes(settings: PipelineSettings, root: Path) -> tuple[Path, str, Pat
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as error:
         raise InputError(f"cannot read notes file {given}: {str(error).splitlines()[0]}") from error
     if set(NOTE_COLUMNS) <= set(columns) and "note_type" not in columns:
-        match = re.fullmatch(r"notes_(.+?)\.csv(\.gz)?", given.name)
-        dataset = settings.dataset or (match.group(1) if match else given.name.split(".")[0])
+        match = layout.NOTES_NAME.fullmatch(given.name)
+        dataset = settings.dataset or (match.group("dataset") if match else given.name.split(".")[0])
         return given, dataset, None
     detect_format(columns)  # a raw MIMIC file, or a one-line error naming what is missing
-    dataset = settings.dataset or str(settings.num_notes)
-    return notes_path(root, dataset), dataset, given
+    dataset = settings.dataset or str(select["num_notes"])
+    return layout.notes_file(root, dataset), dataset, given
 
 
-def layout_for(settings: PipelineSettings) -> Layout:
-    root = data_root(settings.data_dir)
-    notes_file, dataset, select_from = locate_notes(settings, root)
-    if not settings.run:
-        settings.run = f"{Path(str(settings.student).rstrip('/')).name}_{dataset}"
-    return Layout(settings, root, notes_file, dataset, select_from)
+def _stage_values(settings: RunSettings, stage: str, **own: Any) -> dict[str, Any]:
+    """A stage's values: the run's shared settings it has a flag for, its own section, what the driver sets."""
+    declared = STAGE_SETTINGS[stage].names()
+    shared = {name: getattr(settings, name) for name, stages in SHARED.items() if stage in stages and name in declared}
+    return {**shared, **getattr(settings, stage), **own}
 
 
-def _script(path: Path, *args: Any) -> list[str]:
-    return [sys.executable, str(path), *[str(arg) for arg in args]]
+def layout_for(settings: RunSettings) -> RunLayout:
+    """Every stage's checked settings and where the run's files go; a bad value stops here, before any work."""
+    root = layout.data_root(settings.data_dir)
+    select_values = SelectSettings.from_values(_stage_values(settings, "select"), "select").values()
+    notes_file, dataset, select_from = locate_notes(settings, select_values, root)
+    run = settings.run or f"{Path(str(settings.student).rstrip('/')).name}_{dataset}"
+    stage_settings: dict[str, Any] = {"run": settings}
+    if select_from is not None:
+        stage_settings["select"] = SelectSettings.from_values(
+            _stage_values(settings, "select", source=str(select_from), output=str(notes_file)), "select")
+    chunks = layout.chunks_dir(root, dataset)
+    stage_settings["generate"] = CreateSettings.from_values(_stage_values(
+        settings, "generate", model_id=settings.teacher, dataset=dataset, notes_file=str(notes_file),
+        output_dir=str(chunks)), "generate")
+    stage_settings["postprocess"] = PostprocessSettings.from_values(_stage_values(
+        settings, "postprocess", data_dir=str(root), dataset=dataset, notes_file=str(notes_file), overwrite=True),
+        "postprocess")
+    prepare = PrepareSettings.from_values(_stage_values(settings, "prepare", data_dir=str(root),
+                                                        tokenizer=settings.student, overwrite=True), "prepare")
+    stage_settings["prepare"] = prepare
+    variant = layout.variant_name(prepare.per_type, prepare.hardest, prepare.support, prepare.grouped_split)
+    training = layout.training_name(prepare.input_file, prepare.min_difficulty, variant)
+    results, models = layout.resolve(settings.results_dir), layout.resolve(settings.models_dir)
+    stage_settings["finetune"] = FinetuneSettings.from_values(_stage_values(
+        settings, "finetune", model_id=settings.student, data_dir=str(root), output_dir=str(results / run),
+        variant=variant), "finetune")
+    eval_files = {task: str(settings.eval.get(task, {}).get("input_file", get_task(task).eval_files[0]))
+                  for task in settings.tasks}
+    run_layout = RunLayout(run=run, root=root, notes_file=notes_file, dataset=dataset, select_from=select_from,
+                           results=results, models=models, reports=layout.resolve(settings.reports_dir),
+                           training=training, combo_file=layout.combo_file(layout.raw_dir(root), prepare.input_file,
+                                                                           prepare.min_difficulty),
+                           student=settings.student, tasks=tuple(settings.tasks), eval_files=eval_files,
+                           settings=stage_settings)
+    stage_settings["merge"] = MergeSettings.from_values({**settings.merge, "adapter_dir": str(
+        layout.final_adapter(run_layout.finetune_dir)), "output_dir": str(run_layout.merged_dir)}, "merge")
+    for task in settings.tasks:
+        spec, entry = get_task(task), settings.eval.get(task, {})
+        raw = Path(os.path.normpath(layout.resolve(entry.get("input_dir", spec.input_dir), base=root)))
+        preprocess = {"data_dir": str(root), "input_dir": str(raw), "overwrite": True}
+        if spec.labelled_splits:
+            preprocess["splits"] = [eval_files[task]]
+        if settings.prompt_dir:
+            preprocess["prompt_dir"] = settings.prompt_dir
+        stage_settings[f"preprocess:{task}"] = preprocess_settings(spec).from_values(preprocess, f"eval: {task}")
+        for role in MODEL_ROLES:
+            stage_settings[f"eval_inference:{task}:{role}"] = EvalInferenceSettings.from_values(_stage_values(
+                settings, "eval_inference", model_id=run_layout.model_id(role), dataset_name=task,
+                input_file=eval_files[task], num_inference=entry.get("num_inference", "all"),
+                model_name=run_layout.model_name(role), output_dir=str(run_layout.outputs_dir(task, role)),
+                data_dir=str(root)), f"eval: {task}")
+        evaluate_class = evaluate_settings(spec)
+        known = set(evaluate_class.names())
+        evaluate = {key: value for key, value in settings.evaluate.items() if key in known}
+        evaluate.update(data_dir=str(root), input_file=eval_files[task],
+                        models=[run_layout.model_name(role) for role in MODEL_ROLES],
+                        results_dir=str(run_layout.evaluation_dir(task)), overwrite=True)
+        if "gold_dir" in known:
+            evaluate["gold_dir"] = str(raw / eval_files[task])
+        stage_settings[f"evaluate:{task}"] = evaluate_class.from_values(evaluate, "evaluate")
+    every_evaluate = set().union(*(evaluate_settings(spec).names() for spec in TASKS.values()))
+    unknown = sorted(set(settings.evaluate) - every_evaluate)
+    if unknown:
+        raise InputError(f"evaluate has unknown parameter {unknown[0]}; the evaluate notebooks take "
+                         f"{', '.join(sorted(every_evaluate))}")
+    return run_layout
 
 
-def _notebook(layout: Layout, folder: str, name: str, parameters: dict[str, Any]) -> Command:
+def _given(stage_settings: Settings) -> dict[str, Any]:
+    """What a command passes: every setting the driver sets itself (spelled out even where it equals the
+    default, so the command says what it does) and every other one that differs from its default."""
+    stage = next((name for name, declared in STAGE_SETTINGS.items() if type(stage_settings) is declared), "")
+    owned = set(OWNED.get(stage, ())) | {"data_dir"}
+    changed = stage_settings.changed()
+    return {name: value for name, value in stage_settings.values().items() if name in changed or
+            (name in owned and value is not None)}
+
+
+def _script(path: Path, stage_settings: Settings, *extra: str) -> list[str]:
+    return [sys.executable, str(path), *as_flags(_given(stage_settings)), *extra]
+
+
+def _notebook(run_layout: RunLayout, notebook: Path, parameters: Settings) -> Command:
     """papermill run of a stage notebook; the executed copy goes to the report's notebooks/ folder."""
-    executed = layout.report_dir / "notebooks" / name
-    return Command([sys.executable, "-m", "papermill", "--cwd", str(REPO_ROOT / folder), str(REPO_ROOT / folder / name),
-                    str(executed), "--log-level", "WARNING", "-y", json.dumps(parameters)], executed_notebook=executed)
+    executed = run_layout.report_dir / "notebooks" / notebook.name
+    return Command([sys.executable, "-m", "papermill", "--cwd", str(notebook.parent), str(notebook), str(executed),
+                    "--log-level", "WARNING", "-y", json.dumps(_given(parameters))], executed_notebook=executed)
 
 
 def notebook_error(executed: Path) -> tuple[str, str] | None:
@@ -338,10 +357,6 @@ def notebook_error(executed: Path) -> tuple[str, str] | None:
                 message = str(output.get("evalue", "")).strip()
                 return output.get("ename", ""), message.splitlines()[0] if message else ""
     return None
-
-
-def _optional(flag: str, value: Any) -> list[str]:
-    return [] if value is None else [flag, str(value)]
 
 
 def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_file: Callable[[], int | None],
@@ -376,141 +391,109 @@ def _count_rows(path: Path, column: str) -> int | None:
     return len(pd.read_csv(path, usecols=[column])) if path.exists() else None
 
 
-def _rows(value: int | str) -> int | None:
-    return None if str(value).lower() == "all" else int(value)
-
-
-def plan(layout: Layout, overwrite: bool = False, cuda_devices: int | None = None) -> list[Stage]:
+def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | None = None) -> list[Stage]:
     """Every stage with its steps, commands and the files that mark them finished."""
-    settings, root = layout.settings, layout.root
+    stage_settings = run_layout.settings
+    settings: RunSettings = stage_settings["run"]
     redo = ["--overwrite"] if overwrite else []
     stages: list[Stage] = []
 
-    if layout.select_from is None:
-        stages.append(Stage("select", [], note=f"notes given already selected: {layout.notes_file}"))
+    if run_layout.select_from is None:
+        stages.append(Stage("select", [], note=f"notes given already selected: {run_layout.notes_file}"))
     else:
-        select = _script(STAGE_FOLDER / "synthetic-0-select-notes.py", "--source", layout.select_from,
-                         "--num_notes", settings.num_notes, "--output", layout.notes_file)
+        select = _script(layout.SELECT_SCRIPT, stage_settings["select"])
         stages.append(Stage("select", [Step(
-            "select notes", Command(select + redo), outputs=[layout.notes_file], inputs=[layout.select_from],
+            "select notes", Command(select + redo), outputs=[run_layout.notes_file], inputs=[run_layout.select_from],
             stale_command=Command(select + ["--overwrite"]))]))
 
-    manifest = layout.generation_manifest
-    generate = _script(STAGE_FOLDER / "synthetic-a-create.py", "--model_id", settings.teacher,
-                       "--dataset", layout.dataset, "--notes_file", layout.notes_file,
-                       "--output_dir", layout.chunks_dir, "--questions_per_type", settings.questions_per_type,
-                       "--max_tokens", settings.generation_max_tokens, "--engine", settings.engine,
-                       "--batch_size", settings.batch_size,
-                       *_optional("--limit", settings.teacher_notes),
-                       *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
-                       *_optional("--max_model_len", settings.max_model_len),
-                       *(["--structured_output"] if settings.structured_output else []),
-                       *shlex.split(settings.generate_args))
+    manifest = run_layout.generation_manifest
+    create: CreateSettings = stage_settings["generate"]
+    generate = _script(layout.CREATE_SCRIPT, create)
     stages.append(Stage("generate", [Step(
         "teacher writes question/answer pairs", Command(generate + redo), outputs=[manifest],
-        inputs=[layout.notes_file], stale_command=Command(generate + ["--overwrite"]),
-        covers=_manifest_covers(manifest, "notes_in_file", settings.teacher_notes,
-                                lambda: _count_rows(layout.notes_file, "note_id"), input_file=layout.notes_file))]))
+        inputs=[run_layout.notes_file], stale_command=Command(generate + ["--overwrite"]),
+        covers=_manifest_covers(manifest, "notes_in_file", create.limit,
+                                lambda: _count_rows(run_layout.notes_file, "note_id"),
+                                input_file=run_layout.notes_file))]))
 
     # a step only runs when its output is missing, stale or asked for again, so the notebooks may replace it
+    from clinical_distil.postprocess import stage_b_paths
+
     stages.append(Stage("postprocess", [Step(
         "parse, check and join (stage B)",
-        _notebook(layout, STAGE_FOLDER.name, "synthetic-b-post_process_join_notes.ipynb",
-                  {"data_dir": str(root), "dataset": layout.dataset, "notes_file": str(layout.notes_file),
-                   "overwrite": True}),
-        outputs=stage_b_paths(layout.raw_dir), inputs=[manifest])]))
+        _notebook(run_layout, layout.POSTPROCESS_NOTEBOOK, stage_settings["postprocess"]),
+        outputs=stage_b_paths(run_layout.raw_dir), inputs=[manifest])]))
 
-    name = layout.training_name
-    training_files = [layout.raw_dir / f"{split}_{name}.arrow" / "dataset_info.json" for split in ("train", "test")]
-    training_files += [layout.raw_dir / f"{split}_{name}.csv.gz" for split in ("train", "test")]
+    raw, name = run_layout.raw_dir, run_layout.training
+    training_files = [layout.training_dataset(raw, split, name) / "dataset_info.json" for split in ("train", "test")]
+    training_files += [layout.training_table(raw, split, name) for split in ("train", "test")]
     stages.append(Stage("prepare", [Step(
         "balance, format and split (stage C)",
-        _notebook(layout, STAGE_FOLDER.name, "synthetic-c-prep-training.ipynb",
-                  {"data_dir": str(root), "combo": settings.combo, "min_difficulty": settings.min_difficulty,
-                   "tokenizer": settings.student, "max_seq_length": settings.max_seq_length, "overwrite": True}),
-        outputs=training_files, inputs=[combo_path(layout.raw_dir, settings.combo, settings.min_difficulty)])]))
+        _notebook(run_layout, layout.PREPARE_NOTEBOOK, stage_settings["prepare"]),
+        outputs=training_files, inputs=[run_layout.combo_file])]))
 
-    finetune_dir = layout.finetune_dir
-    finetune_args = ["--model_id", settings.student, "--input_file", settings.combo,
-                     "--min_difficulty", settings.min_difficulty, "--max_seq_length", settings.max_seq_length,
-                     "--data_dir", root, "--output_dir", finetune_dir, *shlex.split(settings.finetune_args)]
+    finetune_dir = run_layout.finetune_dir
     resume: list[str] = []
     if overwrite:
         resume = ["--overwrite"]
-    elif any(finetune_dir.glob("checkpoint-*")) and not (finetune_dir / "final").exists():
+    elif any(finetune_dir.glob(layout.CHECKPOINT_GLOB)) and not layout.final_adapter(finetune_dir).exists():
         resume = ["--resume_from_checkpoint", "last"]  # an interrupted run continues
     gpus = settings.num_gpus if settings.num_gpus is not None else (cuda_devices or 0)
+    finetune_settings: FinetuneSettings = stage_settings["finetune"]
 
     def finetune_command(extra: list[str]) -> Command:
-        arguments = [*map(str, finetune_args), *extra]
         if gpus > 0:
             # the published launch: accelerate + DeepSpeed ZeRO-2 over several GPUs, plain accelerate on one
             config = "deep_speed2.yaml" if gpus > 1 else "single_gpu.yaml"
-            return Command(["bash", str(STAGE_FOLDER / "synthetic-d-run-finetune.sh"), *arguments],
-                           env={"MODEL_ID": settings.student, "INPUT_FILE": settings.combo,
-                                "MIN_DIFFICULTY": str(settings.min_difficulty), "NUM_PROCESSES": str(gpus),
-                                "CONFIG": str(REPO_ROOT / "configs" / config),
-                                "LOG_DIR": str(layout.report_dir / "logs")})
-        return Command(_script(REPO_ROOT / "finetune.py", *arguments))
+            return Command(["bash", str(layout.FINETUNE_LAUNCHER), *_script(layout.FINETUNE_SCRIPT,
+                                                                              finetune_settings, *extra)[2:]],
+                           env={"MODEL_ID": finetune_settings.model_id, "INPUT_FILE": finetune_settings.input_file,
+                                "MIN_DIFFICULTY": str(finetune_settings.min_difficulty), "NUM_PROCESSES": str(gpus),
+                                "CONFIG": str(layout.CONFIGS / config),
+                                "LOG_DIR": str(run_layout.report_dir / "logs")})
+        return Command(_script(layout.FINETUNE_SCRIPT, finetune_settings, *extra))
 
     stages.append(Stage("finetune", [Step(
         "fine-tune the student (LoRA)", finetune_command(resume),
-        outputs=[finetune_dir / "final" / "adapter_config.json", finetune_dir / "training_summary.json"],
-        inputs=[layout.raw_dir / f"train_{name}.csv.gz"],
+        outputs=[layout.final_adapter(finetune_dir) / "adapter_config.json", layout.training_summary(finetune_dir)],
+        inputs=[layout.training_table(raw, "train", name)],
         # training data newer than the adapter: train again from the start, not from an old checkpoint
         stale_command=finetune_command(["--overwrite"]))]))
 
+    merged = run_layout.merged_dir
     stages.append(Stage("merge", [Step(
         "merge the adapter (stage E)",
-        Command(_script(STAGE_FOLDER / "synthetic-e-convert-peft.py", "--adapter_dir", finetune_dir / "final",
-                        "--output_dir", layout.merged_dir, *(["--overwrite"] if overwrite or
-                                                             (layout.merged_dir / "config.json").exists() else []))),
-        outputs=[layout.merged_dir / "config.json"], inputs=[finetune_dir / "training_summary.json"])]))
+        Command(_script(layout.MERGE_SCRIPT, stage_settings["merge"],
+                        *(["--overwrite"] if overwrite or (merged / "config.json").exists() else []))),
+        outputs=[merged / "config.json"], inputs=[layout.training_summary(finetune_dir)])]))
 
     preprocess_steps, inference_steps, evaluate_steps = [], [], []
-    for task in settings.task_list:
-        spec = EVAL_TASKS[task]
-        raw = Path(os.path.normpath(resolve(getattr(settings, spec.raw_setting), base=root)))
-        parameters: dict[str, Any] = {"data_dir": str(root), spec.raw_parameter: str(raw), "overwrite": True}
-        if task == "i2b2":
-            parameters["splits"] = [settings.n2c2_split]
-        preprocess_steps.append(Step(f"{task} prompts", _notebook(layout, spec.folder, spec.preprocess, parameters),
-                                     outputs=[layout.eval_file(task)]))
-        limit = _rows(getattr(settings, spec.rows_setting))
+    for task in run_layout.tasks:
+        spec = get_task(task)
+        preprocess_steps.append(Step(f"{task} prompts", _notebook(run_layout, spec.preprocess_notebook,
+                                                                  stage_settings[f"preprocess:{task}"]),
+                                     outputs=[run_layout.eval_file(task)]))
         manifests = []
         for role in MODEL_ROLES:
-            outputs_dir = layout.outputs_dir(task, role)
-            manifests.append(layout.inference_manifest(task, role))
-            model_inputs = [layout.eval_file(task)] + ([layout.merged_dir / "config.json"] if role == "distilled" else [])
-            answer = _script(REPO_ROOT / "eval-inference.py", "--model_id", layout.model_id(role),
-                             "--dataset_name", task, "--input_file", layout.eval_file_name(task),
-                             "--num_inference", "all" if limit is None else limit,
-                             "--model_name", layout.model_name(role), "--output_dir", outputs_dir,
-                             "--max_output_tokens", settings.eval_max_tokens, "--engine", settings.engine,
-                             "--batch_size", settings.batch_size,
-                             *_optional("--tensor_parallel_size", settings.tensor_parallel_size),
-                             *_optional("--max_model_len", settings.max_model_len),
-                             "--data_dir", root, *shlex.split(settings.eval_args))
+            inference_settings: EvalInferenceSettings = stage_settings[f"eval_inference:{task}:{role}"]
+            manifests.append(run_layout.inference_manifest(task, role))
+            model_inputs = [run_layout.eval_file(task)] + ([merged / "config.json"] if role == "distilled" else [])
+            answer = _script(layout.EVAL_INFERENCE_SCRIPT, inference_settings)
             inference_steps.append(Step(
                 f"{task}: {role} model answers", Command(answer + redo),
                 # a model (or prompts) newer than its answers: every answer is redone, none of the old kept
                 stale_command=Command(answer + ["--overwrite"]),
                 outputs=[manifests[-1]], inputs=model_inputs,
-                covers=_manifest_covers(manifests[-1], "rows_in_file", limit, more_is_stale=True, count_file=
-                                        lambda task=task: _count_rows(layout.eval_file(task), "id"))))
-        evaluation_parameters: dict[str, Any] = {
-            "data_dir": str(root), "input_file": layout.eval_file_name(task),
-            "models": [layout.model_name(role) for role in MODEL_ROLES], "resamples": settings.resamples,
-            "results_dir": str(layout.evaluation_dir(task))}
-        if task == "i2b2":
-            evaluation_parameters["gold_dir"] = str(raw / settings.n2c2_split)
+                covers=_manifest_covers(manifests[-1], "rows_in_file", inference_settings.row_limit,
+                                        more_is_stale=True,
+                                        count_file=lambda task=task: _count_rows(run_layout.eval_file(task), "id"))))
         evaluate_steps.append(Step(f"{task}: score both models",
-                                   _notebook(layout, spec.folder, spec.evaluate, evaluation_parameters),
-                                   outputs=[layout.evaluation_dir(task) / "summary.csv"], inputs=manifests))
+                                   _notebook(run_layout, spec.evaluate_notebook, stage_settings[f"evaluate:{task}"]),
+                                   outputs=[run_layout.evaluation_dir(task) / "summary.csv"], inputs=manifests))
     stages.append(Stage("eval-preprocess", preprocess_steps))
     stages.append(Stage("eval-inference", inference_steps))
     stages.append(Stage("evaluate", evaluate_steps))
-    stages.append(Stage("report", [Step("write the report", None, outputs=[layout.report_dir / "report.md"])]))
+    stages.append(Stage("report", [Step("write the report", None, outputs=[run_layout.report_dir / "report.md"])]))
     return stages
 
 
@@ -554,33 +537,25 @@ class StageFailed(Exception):
         self.returncode = returncode
 
 
-def read_run_state(path: Path) -> dict[str, Any]:
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            log.warning("ignoring unreadable run state %s", path)
-    return {"stages": {}}
-
-
-def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwrite: bool = False,
-               announce: Callable[[str], None] = print, write_report: Callable[[Layout], Any] | None = None,
+def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], overwrite: bool = False,
+               announce: Callable[[str], None] = print, write_report: Callable[[RunLayout], Any] | None = None,
                dry_run: bool = False) -> dict[str, Any]:
     """Run the selected stages in order, skipping finished steps; returns the run state."""
-    state_path = layout.report_dir / "run.json"
+    state_path = run_layout.report_dir / "run.json"
     state = read_run_state(state_path)
-    state["run"] = layout.run
-    state["settings"] = dataclasses.asdict(layout.settings)
-    state["data_root"] = str(layout.root)
-    state["notes_file"] = str(layout.notes_file)
-    state["dataset"] = layout.dataset
+    state["run"] = run_layout.run
+    state["settings"] = {name: (value.changed() if name != "run" else value.values())
+                         for name, value in run_layout.settings.items()}
+    state["data_root"] = str(run_layout.root)
+    state["notes_file"] = str(run_layout.notes_file)
+    state["dataset"] = run_layout.dataset
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def save() -> None:
         write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
 
     if not dry_run:
-        (layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
+        (run_layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
     started = time.time()
     for position, stage in enumerate(stages, start=1):
         prefix = f"[{position}/{len(stages)}] {stage.name}"
@@ -593,16 +568,16 @@ def run_stages(layout: Layout, stages: list[Stage], selected: list[str], overwri
             continue
         if stage.name == "report":
             if dry_run:
-                announce(f"{prefix}: would write {layout.report_dir / 'report.md'}")
+                announce(f"{prefix}: would write {run_layout.report_dir / 'report.md'}")
                 continue
             stage_started = time.time()
             record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
             save()  # the report reads the stage times from run.json
             if write_report is not None:
-                write_report(layout)
+                write_report(run_layout)
             record.update(status="ran", seconds=round(time.time() - stage_started, 1))
             save()
-            announce(f"{prefix}: {layout.report_dir / 'report.md'} ({record['seconds']:.1f}s)")
+            announce(f"{prefix}: {run_layout.report_dir / 'report.md'} ({record['seconds']:.1f}s)")
             continue
         todo = [step for step in stage.steps if overwrite or not step.finished()]
         if not todo:

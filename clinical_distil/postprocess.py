@@ -17,13 +17,14 @@ from typing import Any
 import pandas as pd
 from rapidfuzz import fuzz
 
+from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.parsing import parse_reply
 from clinical_distil.prompts import ANSWER_TYPES, ITEM_KEYS, NOT_FOUND
+from clinical_distil.stages import COMBOS
 
 log = logging.getLogger(__name__)
 
-COMBOS = {"all": ("yes_no", "numeric", "na-numeric", "na-bool"), "bool": ("yes_no",), "bool_num": ("yes_no", "numeric")}
 DIFFICULTIES = range(1, 10)
 NA_ANSWERS = {"na", "n/a", "n.a.", "n/a.", "nan", "not available", "not applicable", "not in note", "not in the note",
               "not found", "not mentioned", "not documented", "not stated", "not reported", "unknown", "none", "null",
@@ -239,14 +240,18 @@ def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.Data
     return chosen[chosen["difficulty"].notna() & (chosen["difficulty"] >= min_difficulty)].reset_index(drop=True)
 
 
-def combo_path(output_dir: Path, combo: str, min_difficulty: int) -> Path:
-    return output_dir / f"synth_{combo}_{min_difficulty}_df.csv.gz"
-
-
 def stage_b_paths(output_dir: Path) -> list[Path]:
     """Every file stage B writes (the reply counts included)."""
-    return ([output_dir / name for name in ("synth_all_df.csv", "parse_failures.csv", "replies_by_type.csv")]
-            + [combo_path(output_dir, combo, difficulty) for combo in COMBOS for difficulty in DIFFICULTIES])
+    return ([layout.items_file(output_dir), layout.failures_file(output_dir), layout.reply_counts_file(output_dir)]
+            + [layout.combo_file(output_dir, combo, difficulty) for combo in COMBOS for difficulty in DIFFICULTIES])
+
+
+def check_stage_b_target(output_dir: Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace stage B's files unless asked."""
+    existing = [path for path in stage_b_paths(output_dir) if path.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} exists; set overwrite=True (papermill: -p overwrite True) to replace stage "
+                         "B's output")
 
 
 def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False,
@@ -256,12 +261,12 @@ def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path,
     if items.empty:
         raise InputError("no item survived parsing and filtering; nothing written (look at the failures table)")
     written = []
-    targets = {output_dir / "synth_all_df.csv": items, output_dir / "parse_failures.csv": failures}
+    targets = {layout.items_file(output_dir): items, layout.failures_file(output_dir): failures}
     if counts is not None:
-        targets[output_dir / "replies_by_type.csv"] = counts.reset_index()
+        targets[layout.reply_counts_file(output_dir)] = counts.reset_index()
     for combo in COMBOS:
         for difficulty in DIFFICULTIES:
-            targets[combo_path(output_dir, combo, difficulty)] = combo_frame(items, combo, difficulty)
+            targets[layout.combo_file(output_dir, combo, difficulty)] = combo_frame(items, combo, difficulty)
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")

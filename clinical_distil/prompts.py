@@ -7,8 +7,13 @@ prefix caching computes that prefix once per note.
 
 from __future__ import annotations
 
+import functools
 import json
+import string
+from dataclasses import dataclass
 from typing import Any
+
+from clinical_distil.files import InputError
 
 QUESTION_TYPES = ("yes_no", "numeric", "na-numeric", "na-bool")
 # k in the design: yes_no asks for 2k (k Yes + k No), na-numeric and na-bool for k each
@@ -23,95 +28,72 @@ SECTIONS = (
 ITEM_KEYS = ("question", "type", "answer", "section", "source", "difficulty", "explanation")
 NOT_FOUND = "not found"
 
-SYSTEM_MESSAGE = (
-    "You are a clinical research assistant. You are helping to train a language model that extracts "
-    "structured facts from clinical notes. Reply with valid JSON only, with no text before or after it. "
-    "Dates in these notes were shifted to protect patient identity, so they can lie in the future; treat them "
-    "as ordinary dates. When a question asks for the highest (or lowest) value of a lab, it means the highest "
-    "(or lowest) value recorded in this note. Write questions that are specific to this patient and that read "
-    "like eligibility criteria of a clinical trial. Do not ask about demographics or about the clinicians and "
-    "providers. Do not ask about the same attribute twice. Prefer facts that are less common but clinically "
-    "relevant over the obvious ones."
-)
-
-_KEY_MEANINGS = {
-    "question": "the question, answerable from this note alone",
-    "type": "{type_hint}",
-    "answer": "{answer_hint}",
-    "section": "the note section that holds the answer, one of: " + ", ".join(SECTIONS) + "{section_extra}",
-    "source": "the exact text copied from the note that supports the answer{source_extra}",
-    "difficulty": "how hard the question is to answer from the note, an integer from 1 (trivial) to 10 (very hard)",
-    "explanation": "a short explanation of how the source supports the answer",
+TEMPLATE_FILES = {
+    "teacher_system": "teacher_system.txt", **{f"teacher_{kind}": f"teacher_{kind}.txt" for kind in QUESTION_TYPES},
+    "answer_system": "answer_system.txt", "answer": "answer.txt",
 }
-
-_EXAMPLES = {
-    "yes_no": {"question": "Has the patient had a prior ischemic stroke?", "type": "boolean", "answer": "Yes",
-               "section": "Past Medical History", "source": "Ischemic stroke 2 years ago with residual dysarthria",
-               "difficulty": 3, "explanation": "The past medical history lists a previous ischemic stroke."},
-    "numeric": {"question": "What was the highest creatinine value recorded during the admission?",
-                "type": "numeric", "answer": "2.1", "section": "Pertinent Results",
-                "source": "06:40AM BLOOD Glucose-131 Creat-2.1", "difficulty": 5,
-                "explanation": "Of the creatinine values listed in the results, 2.1 is the highest."},
-    "na-numeric": {"question": "What was the patient's most recent hemoglobin A1c?", "type": "numeric",
-                   "answer": "N/A", "section": NOT_FOUND, "source": NOT_FOUND, "difficulty": 6,
-                   "explanation": "The patient has diabetes, but no hemoglobin A1c is reported in the note."},
-    "na-bool": {"question": "Did the patient receive a pneumococcal vaccine in the past five years?",
-                "type": "boolean", "answer": "N/A", "section": NOT_FOUND, "source": NOT_FOUND, "difficulty": 6,
-                "explanation": "The note does not record the patient's vaccination history."},
-}
+# the placeholders each template must hold ($note, $question; the request counts may be left out)
+REQUIRED_FIELDS = {**{f"teacher_{kind}": ("note",) for kind in QUESTION_TYPES}, "answer": ("note", "question")}
 
 
-def _request(question_type: str, count: int) -> tuple[str, dict[str, str]]:
-    """What to ask for, and the per-type wording of the key meanings."""
-    if question_type == "yes_no":
-        half = count
-        return (
-            f"Write {2 * half} yes/no questions about this patient that the note answers: {half} whose answer "
-            f"is Yes and {half} whose answer is No.",
-            dict(type_hint='"boolean"', answer_hint='"Yes" or "No"', section_extra="", source_extra=""),
-        )
-    if question_type == "numeric":
-        return (
-            f"Write up to {max_questions('numeric', count)} questions about this patient whose answer is a "
-            "single number found in the note (a lab value, a vital sign, a score, a dose, a measurement). Say "
-            "exactly which value is meant: the first, last, highest or lowest, on admission or at discharge, in "
-            "the emergency department or the ICU. If the note has fewer such values, write fewer questions; if "
-            "it has none, return an empty list.",
-            dict(type_hint='"numeric"', answer_hint="the number alone, without units", section_extra="",
-                 source_extra=""),
-        )
-    if question_type == "na-numeric":
-        return (
-            f"Write {count} questions that ask for a single number that this note does not contain, but that "
-            "would plausibly be measured or recorded for a patient like this one. Their answer is N/A.",
-            dict(type_hint='"numeric"', answer_hint='"N/A"', section_extra=f', or "{NOT_FOUND}"',
-                 source_extra=f', or "{NOT_FOUND}"'),
-        )
-    if question_type == "na-bool":
-        return (
-            f"Write {count} yes/no questions about this patient that the note cannot answer. Their answer is "
-            "N/A. Leave out questions about a serious or chronic diagnosis that a discharge summary would "
-            "mention if the patient had it: for those, silence in the note means No, not N/A.",
-            dict(type_hint='"boolean"', answer_hint='"N/A"', section_extra=f', or "{NOT_FOUND}"',
-                 source_extra=f', or "{NOT_FOUND}"'),
-        )
-    raise ValueError(f"unknown question type {question_type!r}; choose from {', '.join(QUESTION_TYPES)}")
+@dataclass(frozen=True)
+class PromptTemplates:
+    """The wording of every prompt, read from template files ($note, $question, $count, $total, $max_numeric).
+
+    The shipped files live in clinical_distil/prompt_templates/; a `prompt_dir` of one's own (the
+    published wording, say) replaces any of them by file name.
+    """
+
+    texts: dict[str, str]
+    source: str = "shipped"
+
+    def fill(self, name: str, **fields: Any) -> str:
+        try:
+            return string.Template(self.texts[name]).substitute(**fields)
+        except (KeyError, ValueError) as error:
+            raise InputError(f"prompt template {TEMPLATE_FILES[name]} ({self.source}) has a $-placeholder it "
+                             f"cannot fill ({error}); use $note, $question, $count, $total, $max_numeric, and $$ "
+                             "for a dollar sign") from None
+
+    @property
+    def system(self) -> str:
+        return self.texts["teacher_system"]
+
+    @property
+    def answer_system(self) -> str:
+        return self.texts["answer_system"]
 
 
-def generation_messages(note_text: str, question_type: str,
-                        questions_per_type: int = DEFAULT_QUESTIONS_PER_TYPE) -> list[dict[str, str]]:
+@functools.lru_cache(maxsize=16)
+def load_templates(prompt_dir: str | None = None) -> PromptTemplates:
+    """The shipped templates, each replaced by the file of the same name in `prompt_dir` when it has one."""
+    from clinical_distil.layout import PROMPT_TEMPLATES, resolve
+
+    folder = resolve(prompt_dir) if prompt_dir else None
+    if folder is not None and not folder.is_dir():
+        raise InputError(f"--prompt_dir {folder} is not a folder; it should hold template files named as in "
+                         f"{PROMPT_TEMPLATES} ({', '.join(TEMPLATE_FILES.values())})")
+    texts = {}
+    for name, file_name in TEMPLATE_FILES.items():
+        own = folder / file_name if folder is not None else None
+        path = own if own is not None and own.exists() else PROMPT_TEMPLATES / file_name
+        texts[name] = path.read_text(encoding="utf-8")
+        for placeholder in REQUIRED_FIELDS.get(name, ()):
+            if f"${placeholder}" not in texts[name] and "${" + placeholder + "}" not in texts[name]:
+                raise InputError(f"prompt template {path} lacks ${placeholder}: it must say where the {placeholder} "
+                                 "goes")
+    return PromptTemplates(texts, source=str(folder) if folder else "shipped")
+
+
+def generation_messages(note_text: str, question_type: str, questions_per_type: int = DEFAULT_QUESTIONS_PER_TYPE,
+                        templates: PromptTemplates | None = None) -> list[dict[str, str]]:
     """The chat sent to the teacher for one note and one question type."""
-    request, hints = _request(question_type, questions_per_type)
-    keys = "\n".join(f'- "{key}": {_KEY_MEANINGS[key].format(**hints)}' for key in ITEM_KEYS)
-    example = json.dumps([_EXAMPLES[question_type]], indent=2)
-    user = (
-        f"Clinical note:\n<note>\n{note_text}\n</note>\n\n"
-        f"{request}\n\n"
-        f"Return a JSON list with one object per question. Each object has these keys:\n{keys}\n\n"
-        f"Example of the format (about a different patient):\n{example}\n\n"
-        "Your whole reply must parse with a JSON parser."
-    )
-    return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": user}]
+    if question_type not in QUESTION_TYPES:
+        raise ValueError(f"unknown question type {question_type!r}; choose from {', '.join(QUESTION_TYPES)}")
+    templates = templates or load_templates()
+    user = templates.fill(f"teacher_{question_type}", note=note_text, count=questions_per_type,
+                          total=2 * questions_per_type, max_numeric=max_questions("numeric", questions_per_type))
+    return [{"role": "system", "content": templates.system}, {"role": "user", "content": user}]
 
 
 def note_slot(messages: list[dict[str, str]], note_text: str) -> tuple[int, int, int]:
@@ -123,11 +105,19 @@ def note_slot(messages: list[dict[str, str]], note_text: str) -> tuple[int, int,
     raise ValueError("the note text is not part of the messages")
 
 
-def note_of(prompt: str) -> str | None:
-    """The note inside an answer prompt's <note> block (see answer_messages), or None if it has none."""
-    head, opening, rest = prompt.partition("<note>\n")
-    note, closing, _ = rest.partition("\n</note>")
-    return note if opening and closing else None
+def note_of(prompt: str, templates: PromptTemplates | None = None) -> str | None:
+    """The note inside an answer prompt (what the answer template puts where $note is), or None if it has none."""
+    template = (templates or load_templates()).texts["answer"]
+    position = template.find("$note")
+    if position < 0:
+        return None
+    before = template[:position]
+    after = template[position + len("$note"):].split("$", 1)[0]
+    head, opening, rest = prompt.partition(before) if before else ("", "", prompt)
+    if before and not opening:
+        return None
+    note, closing, _ = rest.partition(after) if after else (rest, "x", "")
+    return note if closing else None
 
 
 def max_questions(question_type: str, questions_per_type: int = DEFAULT_QUESTIONS_PER_TYPE) -> int:
@@ -169,38 +159,15 @@ def item_schema(question_type: str | None = None,
     return schema
 
 
-ANSWER_SYSTEM_MESSAGE = (
-    "You are a clinical research assistant who extracts structured facts from clinical notes. Reply with valid "
-    "JSON only, with no text before or after it. Dates in these notes were shifted to protect patient identity, "
-    "so they can lie in the future. When a question asks for the highest (or lowest) value of a lab, it means "
-    "the highest (or lowest) value recorded in this note."
-)
 ANSWER_KEYS = ("question", "type", "answer", "section", "source", "explanation")
 ANSWER_TYPES = {"yes_no": "boolean", "numeric": "numeric", "na-numeric": "numeric", "na-bool": "boolean"}
-_ANSWER_EXAMPLE = {"question": "What was the lowest platelet count recorded?", "type": "numeric", "answer": "98",
-                   "section": "Pertinent Results", "source": "06:40AM BLOOD WBC-7.2 Hgb-10.1 Plt Ct-98",
-                   "explanation": "Of the platelet counts listed, 98 is the lowest."}
 
 
-def answer_messages(note_text: str, question: str) -> list[dict[str, str]]:
+def answer_messages(note_text: str, question: str, templates: PromptTemplates | None = None) -> list[dict[str, str]]:
     """The prompt a student answers (training inputs and every evaluation)."""
-    keys = "\n".join(f'- "{key}": {meaning}' for key, meaning in (
-        ("question", "the question, repeated"),
-        ("type", '"boolean" for a yes/no question, "numeric" for a question whose answer is a number'),
-        ("answer", '"Yes" or "No" for a boolean question, a single number without units for a numeric one, '
-                   'or "NA" when the note does not answer the question'),
-        ("section", "the note section that holds the answer, one of: " + ", ".join(SECTIONS) + ', or "NA"'),
-        ("source", 'the exact text copied from the note that supports the answer, or "NA"'),
-        ("explanation", "a short explanation of the answer"),
-    ))
-    user = (
-        f"Clinical note:\n<note>\n{note_text}\n</note>\n\n"
-        f"Question: {question}\n\n"
-        f"Answer the question from this note alone. Reply with one JSON object with these keys:\n{keys}\n\n"
-        f"Example of the format (about a different patient):\n{json.dumps(_ANSWER_EXAMPLE, indent=2)}\n\n"
-        "Your whole reply must parse with a JSON parser."
-    )
-    return [{"role": "system", "content": ANSWER_SYSTEM_MESSAGE}, {"role": "user", "content": user}]
+    templates = templates or load_templates()
+    return [{"role": "system", "content": templates.answer_system},
+            {"role": "user", "content": templates.fill("answer", note=note_text, question=question)}]
 
 
 def _json_value(value: Any) -> Any:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clinical_distil import layout as paths
 from clinical_distil.files import read_csv, write_text
-from clinical_distil.pipeline import MODEL_ROLES, STAGES, Layout, read_run_state
-from clinical_distil.postprocess import combo_path
+from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
 from clinical_distil.prompts import QUESTION_TYPES
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,16 @@ def with_interval(row: pd.Series, metric: str, interval: str = "ci_questions") -
     return f"{fmt(row[metric])} [{fmt(low)}, {fmt(high)}]"
 
 
+def read_run_state(path: Path) -> dict[str, Any]:
+    """The driver's run.json: each stage's status, seconds and commands."""
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            log.warning("ignoring unreadable run state %s", path)
+    return {"stages": {}}
+
+
 def _read(path: Path, **kwargs) -> pd.DataFrame | None:
     return read_csv(path, **kwargs) if path.exists() else None
 
@@ -58,18 +68,18 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 # --- sections ------------------------------------------------------------------------------------
 
-def settings_section(layout: Layout) -> list[Block]:
-    settings = layout.settings
+def settings_section(layout: RunLayout) -> list[Block]:
+    create, prepare = layout.settings["generate"], layout.settings["prepare"]
     manifest = _json(layout.generation_manifest) or {}
-    rows = [("teacher", settings.teacher), ("student", settings.student), ("notes", str(layout.notes_file)),
+    rows = [("teacher", create.model_id), ("student", layout.student), ("notes", str(layout.notes_file)),
             ("stage A dataset", layout.dataset),
-            ("notes read by the teacher", "all" if settings.teacher_notes is None else settings.teacher_notes),
-            ("questions per type (k)", settings.questions_per_type),
-            ("teacher reply limit (tokens)", settings.generation_max_tokens),
-            ("structured output", settings.structured_output), ("engine", manifest.get("engine", settings.engine)),
-            ("training data", f"{settings.combo}, difficulty >= {settings.min_difficulty}"),
-            ("evaluation tasks", ", ".join(settings.task_list)), ("data root", str(layout.root))]
-    for task in settings.task_list:
+            ("notes read by the teacher", "all" if create.limit is None else create.limit),
+            ("questions per type (k)", create.questions_per_type),
+            ("teacher reply limit (tokens)", create.max_tokens),
+            ("structured output", create.structured_output), ("engine", manifest.get("engine", create.engine)),
+            ("training data", f"{prepare.input_file}, difficulty >= {prepare.min_difficulty}"),
+            ("evaluation tasks", ", ".join(layout.tasks)), ("data root", str(layout.root))]
+    for task in layout.tasks:
         recorded = _json(layout.inference_manifest(task, "base"))
         if recorded:
             start, stop = recorded["rows"]
@@ -80,25 +90,26 @@ def settings_section(layout: Layout) -> list[Block]:
     blocks: list[Block] = [("h2", "Run settings"),
                            ("table", pd.DataFrame(rows, columns=["setting", "value"]).assign(
                                value=lambda frame: frame["value"].map(fmt)))]
-    if settings.structured_output:
+    if create.structured_output:
         blocks.append(("p", "Stage A constrained the teacher's replies to the JSON schema of the question list "
                             "(structured output). The paper's teacher wrote JSON unaided; a small teacher such as "
                             "the 135M default rarely does, so without it almost every reply would fail to parse."))
     return blocks
 
 
-def counts_section(layout: Layout, figures: Path) -> list[Block]:
-    settings = layout.settings
+def counts_section(layout: RunLayout, figures: Path) -> list[Block]:
+    prepare = layout.settings["prepare"]
+    combo, difficulty = prepare.input_file, prepare.min_difficulty
     numbers: dict[str, Any] = {}
     notes = _read(layout.notes_file, usecols=["note_id"])
     manifest = _json(layout.generation_manifest) or {}
-    replies = _read(layout.raw_dir / "replies_by_type.csv")
-    failures = _read(layout.raw_dir / "parse_failures.csv")
-    kept = _read(layout.raw_dir / "synth_all_df.csv",
+    replies = _read(paths.reply_counts_file(layout.raw_dir))
+    failures = _read(paths.failures_file(layout.raw_dir))
+    kept = _read(paths.items_file(layout.raw_dir),
                  usecols=["question_type", "difficulty", "source_in_note", "answer_type_ok", "duplicate_question"])
-    chosen = _read(combo_path(layout.raw_dir, settings.combo, settings.min_difficulty), usecols=["question_type"])
-    train = _read(layout.raw_dir / f"train_{layout.training_name}.csv.gz", usecols=["question_type"])
-    test = _read(layout.raw_dir / f"test_{layout.training_name}.csv.gz", usecols=["question_type"])
+    chosen = _read(layout.combo_file, usecols=["question_type"])
+    train = _read(paths.training_table(layout.raw_dir, "train", layout.training), usecols=["question_type"])
+    test = _read(paths.training_table(layout.raw_dir, "test", layout.training), usecols=["question_type"])
     if manifest.get("rows"):
         start, stop = manifest["rows"]
         numbers["notes_to_teacher"] = stop - start
@@ -107,7 +118,7 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
     per_type = pd.DataFrame(index=pd.Index(QUESTION_TYPES, name="question_type"))
     if replies is not None:
         per_type = per_type.join(replies.set_index("question_type"))
-    for name, frame in (("kept_after_filters", kept), (f"difficulty_{settings.min_difficulty}_plus", chosen),
+    for name, frame in (("kept_after_filters", kept), (f"difficulty_{difficulty}_plus", chosen),
                         ("train", train), ("test", test)):
         if frame is not None:
             per_type[name] = frame.groupby("question_type").size()
@@ -124,8 +135,7 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
             ("question/answer items parsed", numbers.get("items")),
             ("items left out as template placeholders", numbers.get("placeholder_items")),
             ("items kept after filters", numbers.get("kept_after_filters")),
-            (f"items of '{settings.combo}' with difficulty >= {settings.min_difficulty}",
-             numbers.get(f"difficulty_{settings.min_difficulty}_plus")),
+            (f"items of '{combo}' with difficulty >= {difficulty}", numbers.get(f"difficulty_{difficulty}_plus")),
             ("training examples (balanced)", numbers.get("train")), ("test examples", numbers.get("test"))]
     blocks: list[Block] = [
         ("h2", "Counts through the stages"),
@@ -158,8 +168,8 @@ def counts_section(layout: Layout, figures: Path) -> list[Block]:
     return blocks
 
 
-def training_section(layout: Layout, figures: Path) -> list[Block]:
-    summary = _json(layout.finetune_dir / "training_summary.json")
+def training_section(layout: RunLayout, figures: Path) -> list[Block]:
+    summary = _json(paths.training_summary(layout.finetune_dir))
     if summary is None:
         return [("h2", "Training"), ("p", "No training summary yet.")]
     rows = [("examples (train / test)", f"{summary['train_examples']} / {summary['test_examples']}"),
@@ -176,13 +186,13 @@ def training_section(layout: Layout, figures: Path) -> list[Block]:
     return blocks
 
 
-def evaluation_section(layout: Layout, figures: Path) -> list[Block]:
+def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
     blocks: list[Block] = [("h2", "Evaluation: base vs distilled student"),
                            ("p", "Means over questions of the per-question balanced accuracy and micro-F1 (the "
                                  "paper's metrics) with 95% bootstrap intervals over questions; unparseable answers "
                                  "count as No for yes/no questions, as in the paper.")]
     summaries: dict[str, pd.DataFrame] = {}
-    for task in layout.settings.task_list:
+    for task in layout.tasks:
         summary = _read(layout.evaluation_dir(task) / "summary.csv")
         if summary is None:
             blocks.append(("p", f"{task}: not scored yet."))
@@ -196,10 +206,11 @@ def evaluation_section(layout: Layout, figures: Path) -> list[Block]:
                                                              for _, row in summary.iterrows()],
                               "micro-F1 [95% CI]": [with_interval(row, "micro_f1") for _, row in summary.iterrows()],
                               "parse failure rate": summary["parse_failure_rate"].map(fmt)})
-        if task == "i2b2":
+        # the figures a task's scorer adds (the official n2c2 F1, accuracy per question type)
+        if "n2c2_micro_f1" in summary:
             table["n2c2 official micro-F1"] = summary["n2c2_micro_f1"].map(fmt)
             table["n2c2 official macro-F1"] = summary["n2c2_macro_f1"].map(fmt)
-        if task == "annotated-synthetic":
+        if "accuracy" in summary:
             table["accuracy"] = summary["accuracy"].map(fmt)
             for question_type in QUESTION_TYPES:
                 column = f"accuracy_{question_type}"
@@ -213,9 +224,10 @@ def evaluation_section(layout: Layout, figures: Path) -> list[Block]:
         blocks += [("h3", task), ("table", table)]
     if summaries:
         blocks.append(("image", plot_tasks(summaries, figures / "evaluation.png")))
-        annotated = summaries.get("annotated-synthetic")
-        if annotated is not None and any(f"accuracy_{kind}" in annotated for kind in QUESTION_TYPES):
-            blocks.append(("image", plot_types(annotated, figures / "accuracy_by_type.png")))
+        by_type = next((summary for summary in summaries.values()
+                        if any(f"accuracy_{kind}" in summary for kind in QUESTION_TYPES)), None)
+        if by_type is not None:
+            blocks.append(("image", plot_types(by_type, figures / "accuracy_by_type.png")))
     return blocks
 
 
@@ -378,7 +390,7 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_report(layout: Layout) -> Path:
+def write_report(layout: RunLayout) -> Path:
     """Gather the run's files into report.md, report.html and figures/ under reports/{run}/."""
     report_dir = layout.report_dir
     figures = report_dir / "figures"

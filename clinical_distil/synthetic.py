@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from clinical_distil import prompts
-from clinical_distil.chunks import (ChunkFile, RunManifest, check_no_overlap, chunk_ranges, package_versions,
-                                    partial_overlaps, shard_chunks, shard_suffix, uncovered)
-from clinical_distil.engines import FittedPrompt, Generation, Sampling, Throughput, fit_notes
+from clinical_distil import layout, prompts
+from clinical_distil.chat import FittedPrompt, fit_notes
+from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
+                                    package_versions, partial_overlaps, shard_chunks, uncovered)
+from clinical_distil.engines import Generation, Sampling
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv
 from clinical_distil.notes import NOTE_COLUMNS
 from clinical_distil.parsing import reply_needs_retry
@@ -42,18 +42,11 @@ SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthe
                "--source NOTEEVENTS.csv.gz --num_notes N")
 
 
-CHUNK_NAME = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
-
-
-def chunk_path(output_dir: Path, question_type: str, start: int, end: int) -> Path:
-    return output_dir / f"df_{question_type}_{start}_{end}.csv"
-
-
 def chunk_files(output_dir: Path) -> dict[str, list[ChunkFile]]:
     """Stage A's files in a folder by question type, each with the note rows [start, end) it holds."""
     found: dict[str, list[ChunkFile]] = {}
-    for path in sorted(output_dir.glob("df_*_*_*.csv")) if output_dir.is_dir() else []:
-        match = CHUNK_NAME.match(path.name)
+    for path in sorted(output_dir.glob(layout.STAGE_A_GLOB)) if output_dir.is_dir() else []:
+        match = layout.STAGE_A_CHUNK.match(path.name)
         if match:
             found.setdefault(match["type"], []).append(ChunkFile(path, int(match["start"]), int(match["end"])))
     return found
@@ -101,7 +94,7 @@ def plan_tasks(chunks: list[tuple[int, int]], question_types: list[str], existin
 
 
 def notes_file(data_dir: Path, dataset: int | str) -> Path:
-    candidates = [data_dir / "mimic" / f"notes_{dataset}.csv.gz", data_dir / "mimic" / f"notes_{dataset}.csv"]
+    candidates = layout.notes_candidates(data_dir, dataset)
     found = find_existing(candidates)
     if found is None:
         raise InputError(f"notes file not found: {candidates[0]} (or .csv); {SELECT_HINT} --num_notes {dataset}")
@@ -122,16 +115,6 @@ def load_notes(path: Path) -> tuple[pd.DataFrame, int]:
     return frame, int((~usable).sum())
 
 
-def check_question_types(question_types: str | list[str] | tuple[str, ...]) -> list[str]:
-    if isinstance(question_types, str):
-        question_types = [part.strip() for part in question_types.split(",") if part.strip()]
-    unknown = [name for name in question_types if name not in prompts.QUESTION_TYPES]
-    if unknown or not question_types:
-        raise InputError(f"unknown question type(s) {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(prompts.QUESTION_TYPES)}")
-    return list(dict.fromkeys(question_types))
-
-
 @dataclass
 class StageASettings:
     question_types: list[str]
@@ -143,6 +126,7 @@ class StageASettings:
     retries: int = 2
     retry_frequency_penalty: float = 0.5
     retry_temperature: float = 0.7  # retries sample at least this hot: a greedy retry tends to loop again
+    templates: prompts.PromptTemplates | None = None  # the prompts' wording (None: the shipped templates)
 
 
 def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
@@ -158,7 +142,8 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
         if not is_usable_note(text):
             continue
         for question_type in settings.question_types:
-            requests.append((prompts.generation_messages(text, question_type, settings.questions_per_type), text))
+            requests.append((prompts.generation_messages(text, question_type, settings.questions_per_type,
+                                                         settings.templates), text))
             rows.append({column: note[column] for column in NOTE_COLUMNS} | {"question_type": question_type})
     return rows, fit_notes(tokenizer, requests, max_prompt_tokens)
 
@@ -195,7 +180,7 @@ def run_chunk(engine, notes: pd.DataFrame, task: ChunkTask, settings: StageASett
     frame = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     for question_type in task.question_types:
         written = write_csv(frame[frame["question_type"] == question_type],
-                            chunk_path(output_dir, question_type, task.start, task.end))
+                            layout.stage_a_chunk(output_dir, question_type, task.start, task.end))
         if settings.overwrite:  # files of another chunking inside these rows now hold stale replies
             for item in chunk_files(output_dir).get(question_type, []):
                 if item.path != written and task.start <= item.start and item.end <= task.end:
@@ -251,7 +236,7 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
 
 
 def manifest_path(output_dir: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
-    return output_dir / f"manifest{shard_suffix(num_shards, shard_index)}.json"
+    return layout.stage_a_manifest(output_dir, num_shards, shard_index)
 
 
 def plan_run(note_count: int, settings: StageASettings, output_dir: Path, start_row: int = 0, limit: int | None = None,

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
-from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
+from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, answer_messages, answer_target
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,14 @@ def balance(items: pd.DataFrame, per_type: int | None = None, hardest: bool = Fa
     return shuffled.groupby("question_type", sort=True).head(size).reset_index(drop=True)
 
 
-def format_examples(items: pd.DataFrame, support: bool = True) -> pd.DataFrame:
+def format_examples(items: pd.DataFrame, support: bool = True, templates: PromptTemplates | None = None) -> pd.DataFrame:
     """`prompt` (chat messages: system + user) and `output` (the target) for every item."""
     keys = ANSWER_KEYS if support else NO_SUPPORT_KEYS
     examples = pd.DataFrame({
         "id": [f"{note_id}-{question_type}-{index}" for note_id, question_type, index
                in zip(items["note_id"], items["question_type"], items["item_index"])],
-        "prompt": [answer_messages(text, question) for text, question in zip(items["text"], items["question"])],
+        "prompt": [answer_messages(text, question, templates) for text, question in zip(items["text"],
+                                                                                         items["question"])],
         "output": [answer_target(row, keys) for row in items.to_dict("records")],
         "question_type": items["question_type"].values,
         "subject_id": items["subject_id"].values,
@@ -68,24 +70,33 @@ def split(examples: pd.DataFrame, test_size: float = 0.1, seed: int = 42,
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def check_target(output_dir: Path, name: str, overwrite: bool = False) -> None:
+    """Refuse, before any work, to replace a training set unless asked."""
+    for split_name in ("train", "test"):
+        arrow_dir = layout.training_dataset(output_dir, split_name, name)
+        if arrow_dir.exists() and not overwrite:
+            raise InputError(f"{arrow_dir} exists; set overwrite=True (papermill: -p overwrite True) to replace "
+                             "stage C's output")
+
+
 def write_datasets(train: pd.DataFrame, test: pd.DataFrame, output_dir: Path, name: str,
                    overwrite: bool = False) -> dict[str, Path]:
-    """`{train,test}_{name}.arrow` (datasets save_to_disk) and the same rows as csv.gz (prompt as JSON)."""
+    """`{train,test}_{name}.arrow` (datasets save_to_disk) and the same rows as csv.gz (prompt as JSON); all
+    of a split's files or none."""
     import shutil
 
     from datasets import Dataset
 
     written = {}
+    check_target(output_dir, name, overwrite)
     for split_name, frame in (("train", train), ("test", test)):
-        arrow_dir = output_dir / f"{split_name}_{name}.arrow"
-        if arrow_dir.exists() and not overwrite:
-            raise InputError(f"{arrow_dir} exists; pass overwrite=True to replace stage C's output")
+        arrow_dir = layout.training_dataset(output_dir, split_name, name)
         temp_dir = arrow_dir.with_name(arrow_dir.name + ".partial")
         shutil.rmtree(temp_dir, ignore_errors=True)
         Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(temp_dir))
         shutil.rmtree(arrow_dir, ignore_errors=True)
         temp_dir.rename(arrow_dir)
         csv_frame = frame.assign(prompt=frame["prompt"].map(json.dumps))  # the chat messages as JSON
-        write_csv(csv_frame, output_dir / f"{split_name}_{name}.csv.gz")
+        write_csv(csv_frame, layout.training_table(output_dir, split_name, name))
         written[split_name] = arrow_dir
     return written

@@ -18,6 +18,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
+# a test that uses one of these runs a model (or the whole driver): marked slow, left out of `make test-fast`
+MODEL_FIXTURES = {"default_model_dir", "tiny_model_dir", "whole_run", "smol_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

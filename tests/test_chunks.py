@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from clinical_distil.chunks import ChunkFile, RunManifest, check_no_overlap, chunk_ranges, uncovered
 from clinical_distil.files import InputError, write_csv
-from clinical_distil.inference import chunk_file, plan_chunks
-from clinical_distil.synthetic import chunk_files, chunk_path, plan_tasks
+from clinical_distil.inference import plan_chunks
+from clinical_distil.layout import eval_chunk as chunk_file
+from clinical_distil.layout import stage_a_chunk as chunk_path
+from clinical_distil.synthetic import chunk_files, plan_tasks
 
 TYPES = ["yes_no", "numeric"]
 

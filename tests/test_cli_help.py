@@ -14,7 +14,7 @@ SCRIPTS = {
     "eval-inference.py": ["--model_id", "--dataset_name", "--input_file", "--num_inference", "--chunk_size"],
 }
 MODULES = {
-    "clinical_distil.samples": ["--output_dir", "--seed"],
+    "simulation.samples": ["--output_dir", "--seed"],
     "clinical_distil.default_model": ["--output_dir", "--tiny"],
 }
 

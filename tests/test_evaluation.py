@@ -163,7 +163,7 @@ def test_the_six_notebooks_on_the_samples(tmp_path):
     samples = str(SAMPLES)  # an absolute folder works as well as one relative to the data root
     execute("b-synthetic-eval-task/annotated_synthetic-a-preprocess.ipynb", tmp_path, **data,
             input_dir=f"{samples}/annotated-synthetic")
-    execute("c-i2b2-eval-task/i2b2-a-preprocess.ipynb", tmp_path, **data, n2c2_dir=f"{samples}/n2c2-2018-track1")
+    execute("c-i2b2-eval-task/i2b2-a-preprocess.ipynb", tmp_path, **data, input_dir=f"{samples}/n2c2-2018-track1")
     execute("d-apixaban-eval-task/apixaban-a-preprocess.ipynb", tmp_path, **data, input_dir=f"{samples}/apixaban")
     assert len(pd.read_csv(tmp_path / "eval-data/i2b2/test.csv")) == 13 * 6
 

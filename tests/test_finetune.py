@@ -12,7 +12,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from clinical_distil import finetuning, postprocess, training_data
+from clinical_distil import finetuning, layout, postprocess, training_data
 from clinical_distil.files import read_csv
 from clinical_distil.synthetic import read_chunks
 
@@ -85,7 +85,7 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert summary["notes_shortened"]["train"] > 0  # 640 tokens cannot hold a whole sample note
     assert (tmp_path / "final" / "adapter_model.safetensors").exists() and (tmp_path / "checkpoint-2").exists()
     assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
-    progress = json.loads((tmp_path / "checkpoint-2" / finetuning.PROGRESS_FILE).read_text())
+    progress = json.loads((tmp_path / "checkpoint-2" / layout.PROGRESS_FILE).read_text())
     assert progress["tokens"] == summary["trained_tokens"] > 0
     resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit,
                        "--resume_from_checkpoint", "last")
@@ -116,10 +116,10 @@ def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model
     assert interrupted.returncode == 0, interrupted.stderr[-3000:]
     shutil.rmtree(results / "r" / "final")
     (results / "r" / "training_summary.json").unlink()
-    settings = pipeline.PipelineSettings(
-        notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), num_notes=12, data_dir=str(data_dir), run="r",
-        results_dir=str(results), student=str(tiny_model_dir), max_seq_length=640, min_difficulty=1,
-        finetune_args="--max_steps 3 --save_steps 1 --logging_steps 1 --load_in_4bit False")
+    settings = pipeline.RunSettings.from_values(dict(
+        notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), select={"num_notes": 12}, data_dir=str(data_dir),
+        run="r", results_dir=str(results), student=str(tiny_model_dir), max_seq_length=640, min_difficulty=1,
+        finetune={"max_steps": 3, "save_steps": 1, "logging_steps": 1, "load_in_4bit": False}))
     step = next(stage for stage in pipeline.plan(pipeline.layout_for(settings)) if stage.name == "finetune").steps[0]
     assert step.state() == "missing" and step.command.argv[-2:] == ["--resume_from_checkpoint", "last"]
     resumed = subprocess.run(step.command_to_run().argv, capture_output=True, text=True, cwd=REPO)
@@ -145,7 +145,8 @@ def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir
     ("missing_data", "training data not found"),
     ("bad_model", "model folder not found"),
     ("tiny_length", "--max_seq_length 20 is too small"),
-    ("bad_sampling", "unknown --train_sampling_strategy 'shortest_first'"),
+    ("bad_sampling", "--train_sampling_strategy must be one of random, sequential, group_by_length, batch_rebalance, "
+                     "got 'shortest_first'"),
 ])
 def test_bad_input(case, message, data_dir, tiny_model_dir, tmp_path):
     args = {"missing_data": ["--data_dir", str(tmp_path)], "bad_model": [], "tiny_length": ["--max_seq_length", "20"],

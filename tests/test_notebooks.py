@@ -25,7 +25,7 @@ def test_stage_b_and_c_notebooks(tmp_path, default_model_dir):
     assert len(all_1) == 56 and {"note_id", "question", "answer", "difficulty", "text", "source_in_note"} <= set(all_1)
     assert sorted(pd.read_csv(raw / "parse_failures.csv")["reason"]) == ["empty", "no_json"]
 
-    executed = execute("synthetic-c-prep-training.ipynb", tmp_path, data_dir=str(tmp_path), combo="all",
+    executed = execute("synthetic-c-prep-training.ipynb", tmp_path, data_dir=str(tmp_path), input_file="all",
                        min_difficulty=1, tokenizer=str(default_model_dir))
     train, test = load_from_disk(str(raw / "train_all_1.arrow")), load_from_disk(str(raw / "test_all_1.arrow"))
     assert train.column_names == ["id", "prompt", "output", "question_type", "subject_id", "note_id"]
@@ -36,7 +36,7 @@ def test_stage_b_and_c_notebooks(tmp_path, default_model_dir):
     # the notebook's length table against the lengths counted here from the datasets it wrote
     from transformers import AutoTokenizer
 
-    from clinical_distil.engines import render_ids
+    from clinical_distil.chat import render_ids
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     prompt_tokens = [len(render_ids(tokenizer, row["prompt"])) for split in (train, test) for row in split]
@@ -58,3 +58,23 @@ def _refuse(constant: str):
 def test_stage_b_notebook_names_the_missing_stage_a_folder(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="synthetic-a-create.py"):
         execute("synthetic-b-post_process_join_notes.ipynb", tmp_path, data_dir=str(tmp_path), dataset="7")
+
+
+def test_stage_c_variants_get_their_own_files_and_old_names_are_refused(tmp_path, default_model_dir):
+    """An ablation (hardest items, no support) never replaces the main training set; `combo` (this notebook's
+    earlier name for input_file, the seed's name) is refused with its new name instead of being ignored."""
+    make_stage_a_outputs(tmp_path)
+    execute("synthetic-b-post_process_join_notes.ipynb", tmp_path, data_dir=str(tmp_path), dataset="12")
+    raw = tmp_path / "synthetic-raw"
+    execute("synthetic-c-prep-training.ipynb", tmp_path, data_dir=str(tmp_path), input_file="bool", per_type=4,
+            hardest=True, support=False, tokenizer=str(default_model_dir))
+    assert sorted(path.name for path in raw.glob("train_*")) == ["train_bool_1_per4-hardest-nosupport.arrow",
+                                                                  "train_bool_1_per4-hardest-nosupport.csv.gz"]
+    train = load_from_disk(str(raw / "train_bool_1_per4-hardest-nosupport.arrow"))
+    assert set(train["question_type"]) == {"yes_no"}
+    assert all(list(json.loads(row.removeprefix("```json\n").removesuffix("\n```"))) ==
+               ["question", "type", "answer", "section"] for row in train["output"])
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown parameter combo; this notebook calls it "
+                                                                 "input_file"):
+        execute("synthetic-c-prep-training.ipynb", tmp_path, data_dir=str(tmp_path), combo="bool",
+                tokenizer=str(default_model_dir))

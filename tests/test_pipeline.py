@@ -14,7 +14,7 @@ from conftest import REPO, SAMPLES, run_script
 
 from clinical_distil import pipeline
 from clinical_distil.files import InputError, write_csv
-from clinical_distil.pipeline import Command, PipelineSettings, Step
+from clinical_distil.pipeline import Command, RunSettings, Step
 from clinical_distil.report import fmt, markdown_table
 
 MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
@@ -24,27 +24,40 @@ MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
 
 def test_config_file_then_flags(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("teacher: models/a\nstudent: models/b\nnum_notes: 7\nstructured_output: true\n")
-    settings = PipelineSettings.from_sources(str(config), student="models/c", num_notes=None)
-    assert (settings.teacher, settings.student, settings.num_notes, settings.structured_output) == \
-        ("models/a", "models/c", 7, True)
-    assert settings.questions_per_type == 5 and settings.generation_max_tokens == 4096  # the paper's defaults
+    config.write_text("teacher: models/a\nstudent: models/b\nselect: {num_notes: 7}\n"
+                      "generate:\n  structured_output: true\n  max_tokens: 512\n")
+    settings = RunSettings.from_sources(str(config), student="models/c", generate={"max_tokens": 64}, select=None)
+    assert (settings.teacher, settings.student, settings.select) == ("models/a", "models/c", {"num_notes": 7})
+    # a stage's mapping from the flags is merged key by key over the file's
+    assert settings.generate == {"structured_output": True, "max_tokens": 64}
+    layout = pipeline.layout_for(RunSettings.from_sources(str(config), data_dir=str(tmp_path), notes=str(MIMIC_III)))
+    create = layout.settings["generate"]
+    assert create.questions_per_type == 5 and create.temperature == 0.7 and create.max_tokens == 512  # the paper's
+    assert create.model_id == "models/a" and layout.settings["finetune"].model_id == "models/b"
 
 
 @pytest.mark.parametrize("text, message", [
-    ("teachr: x\n", "unknown setting(s) teachr"),
+    ("teachr: x\n", "unknown flag --teachr in config"),
     ("teacher: [unclosed\n", "is not valid YAML"),
     ("- a\n- b\n", "must hold a mapping"),
-    ("tasks: i2b2,mimic\n", "unknown evaluation task(s) mimic"),
-    ("combo: numeric\n", "unknown combo 'numeric'"),
-    ("n2c2_rows: -3\n", "--n2c2_rows must be a positive number"),
-    ("min_difficulty: 10\n", "--min_difficulty must be 1-9"),
+    ("tasks: i2b2,mimic\n", "unknown evaluation task 'mimic'"),
+    ("input_file: numeric\n", "--input_file must be one of all, bool, bool_num, got 'numeric'"),
+    ("min_difficulty: 10\n", "--min_difficulty must be at most 9, got 10"),
+    ("generate: {max_tokenz: 5}\n", "unknown flag --max_tokenz in generate; did you mean --max_tokens?"),
+    ("generate: {max_tokens: 0}\n", "--max_tokens must be at least 1, got 0"),
+    ("generate: {model_id: x}\n", "generate.model_id is set by the run"),
+    ("eval: {i2b2: {num_inference: -3}}\n", "--num_inference must be at least 1, got -3"),
+    ("eval: {i2b2: {rows: 3}}\n", "eval: i2b2 takes a mapping of input_dir, input_file, num_inference"),
+    ("eval: {i2b2: {input_file: dev}}\n", "eval: i2b2: input_file must be one of test, train, got 'dev'"),
+    ("evaluate: {hba1c_hi: 9}\n", "evaluate has unknown parameter hba1c_hi"),
+    ("generation_max_tokens: 512\n", "setting generation_max_tokens is now written as generate: {max_tokens: N}"),
+    ("n2c2_rows: 13\n", "setting n2c2_rows is now written as eval: {i2b2: {num_inference: N}}"),
 ])
 def test_bad_settings_name_the_problem(tmp_path, text, message):
     config = tmp_path / "run.yaml"
     config.write_text(text)
     with pytest.raises(InputError, match=re.escape(message)):
-        PipelineSettings.from_sources(str(config))
+        pipeline.layout_for(RunSettings.from_sources(str(config), notes=str(MIMIC_III), data_dir=str(tmp_path)))
 
 
 def test_tasks_given_as_a_tuple_by_fire(tmp_path):
@@ -58,7 +71,7 @@ def test_tasks_given_as_a_tuple_by_fire(tmp_path):
 
 
 def test_raw_notes_are_selected_first(tmp_path):
-    settings = PipelineSettings(notes=str(MIMIC_III), num_notes=12, data_dir=str(tmp_path))
+    settings = RunSettings.from_values(dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path)))
     layout = pipeline.layout_for(settings)
     assert layout.select_from == MIMIC_III
     assert layout.notes_file == tmp_path / "mimic" / "notes_12.csv.gz"
@@ -69,7 +82,7 @@ def test_raw_notes_are_selected_first(tmp_path):
 def test_selected_notes_are_used_as_given(tmp_path):
     selected = tmp_path / "elsewhere" / "notes_300.csv.gz"
     write_csv(pd.DataFrame({"subject_id": [1], "hadm_id": [2], "note_id": [3], "text": ["note"]}), selected)
-    layout = pipeline.layout_for(PipelineSettings(notes=str(selected), data_dir=str(tmp_path), run="r"))
+    layout = pipeline.layout_for(RunSettings.from_values(dict(notes=str(selected), data_dir=str(tmp_path), run="r")))
     assert (layout.select_from, layout.notes_file, layout.dataset) == (None, selected, "300")
     stages = pipeline.plan(layout)
     assert stages[0].name == "select" and stages[0].steps == []
@@ -78,11 +91,11 @@ def test_selected_notes_are_used_as_given(tmp_path):
 
 def test_notes_errors(tmp_path):
     with pytest.raises(InputError, match="notes file not found"):
-        pipeline.layout_for(PipelineSettings(notes=str(tmp_path / "missing.csv")))
+        pipeline.layout_for(RunSettings.from_values(dict(notes=str(tmp_path / "missing.csv"))))
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a MIMIC-III NOTEEVENTS"):
-        pipeline.layout_for(PipelineSettings(notes=str(wrong)))
+        pipeline.layout_for(RunSettings.from_values(dict(notes=str(wrong))))
 
 
 def test_stage_range():
@@ -145,8 +158,9 @@ def test_manifest_must_cover_the_rows_asked_for(tmp_path):
 # --- commands ------------------------------------------------------------------------------------
 
 def _finetune_command(tmp_path, cuda_devices=0, **settings) -> Command:
-    layout = pipeline.layout_for(PipelineSettings(notes=str(MIMIC_III), num_notes=12, data_dir=str(tmp_path),
-                                                  results_dir=str(tmp_path / "results"), run="r", **settings))
+    layout = pipeline.layout_for(RunSettings.from_values(dict(
+        notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), results_dir=str(tmp_path / "results"),
+        run="r", **settings)))
     stage = next(stage for stage in pipeline.plan(layout, cuda_devices=cuda_devices) if stage.name == "finetune")
     return stage.steps[0].command
 
@@ -154,10 +168,10 @@ def _finetune_command(tmp_path, cuda_devices=0, **settings) -> Command:
 def test_finetune_launch_follows_the_gpus(tmp_path):
     cpu = _finetune_command(tmp_path)
     assert cpu.argv[1].endswith("finetune.py") and cpu.env == {}
-    eight = _finetune_command(tmp_path, cuda_devices=8, finetune_args="--max_steps 300")
+    eight = _finetune_command(tmp_path, cuda_devices=8, finetune={"max_steps": 300})
     assert eight.argv[:2] == ["bash", str(REPO / "a-generate-synthetic-training-data" / "synthetic-d-run-finetune.sh")]
     assert eight.env["NUM_PROCESSES"] == "8" and eight.env["CONFIG"].endswith("configs/deep_speed2.yaml")
-    assert eight.argv[-2:] == ["--max_steps", "300"]
+    assert eight.argv[eight.argv.index("--max_steps") + 1] == "300"
     one = _finetune_command(tmp_path, num_gpus=1)
     assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
 
@@ -186,7 +200,7 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
                         "--results_dir", str(tmp_path / "results"), "--models_dir", str(tmp_path / "models"))
     assert result.returncode == 0, result.stderr
     assert "synthetic-a-create.py --model_id models/SmolLM2-135M-Instruct" in result.stdout
-    assert "--limit 4 --structured_output" in result.stdout
+    assert "--limit 4 --structured_output True" in result.stdout
     assert result.stdout.count("eval-inference.py") == 6
     assert not (tmp_path / "data" / "mimic").exists() and not (tmp_path / "results").exists()
     assert not (tmp_path / "reports").exists()
@@ -194,7 +208,7 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
 
 def test_failed_notebook_stops_with_its_message(tmp_path):
     """Stage B without stage A's files: the notebook's InputError becomes the driver's one-line error."""
-    result = run_script("run-pipeline.py", "--notes", str(MIMIC_III), "--num_notes", "4", "--run", "broken",
+    result = run_script("run-pipeline.py", "--notes", str(MIMIC_III), "--select", "{num_notes: 4}", "--run", "broken",
                         "--data_dir", str(tmp_path), "--reports_dir", str(tmp_path / "reports"),
                         "--from_stage", "postprocess", "--to_stage", "postprocess")
     assert result.returncode == 2
@@ -216,11 +230,12 @@ def whole_run(tmp_path_factory, default_model_dir, tiny_model_dir):
     config.write_text("\n".join([
         "run: e2e", f"data_dir: {work / 'data'}", f"results_dir: {work / 'results'}", f"models_dir: {work / 'models'}",
         f"reports_dir: {work / 'reports'}", f"teacher: {default_model_dir}", f"student: {tiny_model_dir}",
-        f"notes: {MIMIC_III}", "num_notes: 24", "teacher_notes: 3", "questions_per_type: 1",
-        "generation_max_tokens: 300", "structured_output: true", "engine: transformers", "max_seq_length: 2048",
-        "finetune_args: --logging_steps 1", f"annotated_dir: {SAMPLES / 'annotated-synthetic'}",
-        f"n2c2_dir: {SAMPLES / 'n2c2-2018-track1'}", f"apixaban_dir: {SAMPLES / 'apixaban'}",
-        "annotated_rows: 10", "n2c2_rows: 26", "apixaban_rows: 23", "eval_max_tokens: 24", "resamples: 200", ""]))
+        f"notes: {MIMIC_III}", "engine: transformers", "max_seq_length: 2048", "select: {num_notes: 24}",
+        "generate: {limit: 3, questions_per_type: 1, max_tokens: 300, structured_output: true}",
+        "finetune: {logging_steps: 1}", "eval_inference: {max_output_tokens: 24}", "evaluate: {resamples: 200}",
+        "eval:", f"  annotated-synthetic: {{input_dir: {SAMPLES / 'annotated-synthetic'}, num_inference: 10}}",
+        f"  i2b2: {{input_dir: {SAMPLES / 'n2c2-2018-track1'}, num_inference: 26}}",
+        f"  apixaban: {{input_dir: {SAMPLES / 'apixaban'}, num_inference: 23}}", ""]))
     first = run_script("run-pipeline.py", "--config", str(config))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return work, config, first
@@ -403,8 +418,9 @@ def test_training_data_newer_than_the_adapter_trains_again(whole_run):
 
 def test_stage_times_add_up_over_an_interrupted_run(tmp_path, monkeypatch):
     """A stage interrupted and then finished reports the seconds of both runs."""
-    layout = pipeline.layout_for(PipelineSettings(notes=str(MIMIC_III), num_notes=12, data_dir=str(tmp_path),
-                                                  reports_dir=str(tmp_path / "reports"), run="r"))
+    layout = pipeline.layout_for(RunSettings.from_values(dict(
+        notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), reports_dir=str(tmp_path / "reports"),
+        run="r")))
     output = tmp_path / "out.txt"
     write = f"import time; time.sleep(0.3); open({str(output)!r}, 'w').write('x')"
     stage = pipeline.Stage("select", [Step("sleep", Command([sys.executable, "-c", write]), outputs=[output])])

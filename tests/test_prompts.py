@@ -25,7 +25,7 @@ def test_every_prompt_has_note_keys_sections_example_and_parser_demand(question_
 
 
 def test_system_message_carries_the_shared_rules():
-    text = prompts.SYSTEM_MESSAGE
+    text = prompts.load_templates().system
     for fact in ("valid JSON", "shifted", "future", "highest", "recorded in this note", "specific to this patient",
                  "eligibility criteria", "demographics", "same attribute", "less common but clinically relevant"):
         assert fact in text
@@ -66,3 +66,35 @@ def test_note_slot_finds_the_note():
     messages = prompts.generation_messages(NOTE, "numeric")
     index, start, end = prompts.note_slot(messages, NOTE)
     assert messages[index]["content"][start:end] == NOTE
+
+
+# ---------------------------------------------------------------- prompt templates of one's own
+
+def test_a_prompt_dir_replaces_the_files_it_holds(tmp_path):
+    (tmp_path / "teacher_yes_no.txt").write_text("NOTE START\n$note\nNOTE END\nAsk $total questions: $count Yes, $count No.")
+    (tmp_path / "answer.txt").write_text("[[note]]\n$note\n[[/note]]\nQ: $question ($$ unit)")
+    own = prompts.load_templates(str(tmp_path))
+    assert prompts.generation_messages(NOTE, "yes_no", 3, own)[1]["content"] == (
+        f"NOTE START\n{NOTE}\nNOTE END\nAsk 6 questions: 3 Yes, 3 No.")
+    # files the folder lacks stay the shipped ones
+    assert prompts.generation_messages(NOTE, "numeric", 3, own) == prompts.generation_messages(NOTE, "numeric", 3)
+    assert own.system == prompts.load_templates().system
+    answer = prompts.answer_messages(NOTE, "Is it?", own)[1]["content"]
+    assert answer == f"[[note]]\n{NOTE}\n[[/note]]\nQ: Is it? ($ unit)"
+    assert prompts.note_of(answer, own) == NOTE
+    assert prompts.note_of(answer) is None  # the shipped template's markers are not in it
+
+
+@pytest.mark.parametrize("file_name, text, message", [
+    ("answer.txt", "Question: $question", r"answer.txt lacks \$note"),
+    ("teacher_numeric.txt", "$note and $unknown", r"cannot fill"),
+])
+def test_a_bad_template_is_one_clear_error(tmp_path, file_name, text, message):
+    from clinical_distil.files import InputError
+
+    (tmp_path / file_name).write_text(text)
+    with pytest.raises(InputError, match=message):
+        templates = prompts.load_templates(str(tmp_path))
+        prompts.generation_messages(NOTE, "numeric", 2, templates)
+    with pytest.raises(InputError, match="is not a folder"):
+        prompts.load_templates(str(tmp_path / "missing"))

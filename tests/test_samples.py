@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from clinical_distil import n2c2
-from clinical_distil.samples import write_samples
+from simulation.samples import write_samples
 from clinical_distil.tasks import APIXABAN_BOOLEAN, APIXABAN_NUMERIC, N2C2_CRITERIA
 
 from conftest import SAMPLES

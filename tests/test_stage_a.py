@@ -7,8 +7,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from clinical_distil import prompts
-from clinical_distil.engines import (FittedPrompt, Generation, Sampling, TransformersEngine, end_token_ids, fit_note,
-                                     fit_notes, render_ids, render_ids_batch)
+from clinical_distil.chat import FittedPrompt, end_token_ids, fit_note, fit_notes, render_ids, render_ids_batch
+from clinical_distil.engines import Generation, Sampling
+from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
 from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
@@ -393,7 +394,7 @@ def test_long_note_is_shortened_and_flagged(tiny_model_dir, tmp_path):
     ("bad_type", "unknown question type(s) essay"),
     ("bad_shard", "--shard_index must be in 0..1"),
     ("bad_model", "model folder not found"),
-    ("bad_retries", "--retries (-1), --retry_frequency_penalty (0.5) and --retry_temperature (0.7) must be 0 or more"),
+    ("bad_retries", "--retries must be at least 0, got -1"),
 ])
 def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_dir):
     notes = pd.DataFrame([{"subject_id": 1, "hadm_id": 2, "note_id": 3, "text": "Chief Complaint:\nfever"}])

@@ -6,8 +6,8 @@ events, medications, social history, dated labs); every note is rendered from it
 sheet, and every label is computed from it, so the labels agree with the text by
 construction and the tests can check that they do.
 
-    python -m clinical_distil.samples                 # rewrite data/samples (seed 2018)
-    python -m clinical_distil.samples --output_dir /tmp/s --seed 7
+    python -m simulation.samples                 # rewrite data/samples (seed 2018)
+    python -m simulation.samples --output_dir /tmp/s --seed 7
 
 What is written (see write_samples):
     mimic-iii/NOTEEVENTS.csv.gz          all NOTEEVENTS columns, "[**2150-3-4**]" placeholders
@@ -30,7 +30,8 @@ from xml.sax.saxutils import quoteattr
 
 import pandas as pd
 
-from clinical_distil.files import REPO_ROOT, atomic_path, write_csv, write_text
+from clinical_distil.files import atomic_path, write_csv, write_text
+from clinical_distil.layout import REPO_ROOT, resolve
 from clinical_distil.tasks import APIXABAN_BOOLEAN, APIXABAN_NUMERIC, N2C2_CRITERIA
 
 SAMPLES_DIR = REPO_ROOT / "data" / "samples"
@@ -702,8 +703,6 @@ def load_fact_sheet(record: dict) -> FactSheet:
 
 def main(output_dir: str = str(SAMPLES_DIR), seed: int = DEFAULT_SEED) -> None:
     """Regenerate the bundled sample data (deterministic for a seed)."""
-    from clinical_distil.files import resolve
-
     counts = write_samples(resolve(output_dir), seed=seed)
     for name, count in counts.items():
         print(f"{name}: {count}")

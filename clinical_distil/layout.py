@@ -1,0 +1,276 @@
+"""Where everything lives: the one module that spells the stage folders and the files between stages.
+
+Two kinds of places. The repository's own (stage folders, their scripts and notebooks, configs,
+models/, results/, reports/) are fixed relative to the repository. The data files are relative
+to one data root: the `--data_dir` flag, else $CLINICAL_DISTIL_DATA, else data/ in the
+repository; a relative root or path is taken relative to the repository, never the current
+directory, so scripts behave the same from any folder.
+
+    {root}/mimic/notes_{N}.csv.gz                                stage 0 -> A
+    {root}/synthetic-output/{N}/df_{type}_{start}_{end}.csv      stage A (+ manifest.json)
+    {root}/synthetic-raw/synth_{combo}_{d}_df.csv.gz             stage B (+ synth_all_df.csv, tables)
+    {root}/synthetic-raw/{train,test}_{name}.arrow (and .csv.gz) stage C, name = {combo}_{d}[_{variant}]
+    results/{run}/checkpoint-*, final/, training_summary.json    stage D
+    models/{name}/                                               stage E
+    {root}/eval-data/{task}/{file}.csv                           evaluation prompts
+    {root}/outputs/{task}/{model}/{file}_{start}_{rows}_chunk_{i}.csv (+ manifest_{file}.json)
+    {root}/outputs/{task}/evaluation/{file or run}/              scores, tables, figures
+    reports/{run}/                                               the driver's report
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ENV = "CLINICAL_DISTIL_DATA"
+
+# --- the repository -------------------------------------------------------------------------------
+
+GENERATION_FOLDER = REPO_ROOT / "a-generate-synthetic-training-data"
+SELECT_SCRIPT = GENERATION_FOLDER / "synthetic-0-select-notes.py"
+CREATE_SCRIPT = GENERATION_FOLDER / "synthetic-a-create.py"
+POSTPROCESS_NOTEBOOK = GENERATION_FOLDER / "synthetic-b-post_process_join_notes.ipynb"
+PREPARE_NOTEBOOK = GENERATION_FOLDER / "synthetic-c-prep-training.ipynb"
+FINETUNE_LAUNCHER = GENERATION_FOLDER / "synthetic-d-run-finetune.sh"
+MERGE_SCRIPT = GENERATION_FOLDER / "synthetic-e-convert-peft.py"
+FINETUNE_SCRIPT = REPO_ROOT / "finetune.py"
+EVAL_INFERENCE_SCRIPT = REPO_ROOT / "eval-inference.py"
+CONFIGS = REPO_ROOT / "configs"
+MODELS = REPO_ROOT / "models"
+RESULTS = REPO_ROOT / "results"
+REPORTS = REPO_ROOT / "reports"
+PROMPT_TEMPLATES = REPO_ROOT / "clinical_distil" / "prompt_templates"
+
+
+def task_notebooks(folder: str, prefix: str) -> tuple[Path, Path]:
+    """An evaluation task's two notebooks: {folder}/{prefix}-a-preprocess.ipynb and -b-evaluate-performance."""
+    return (REPO_ROOT / folder / f"{prefix}-a-preprocess.ipynb",
+            REPO_ROOT / folder / f"{prefix}-b-evaluate-performance.ipynb")
+
+
+def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
+    """A user-given path: absolute as is, relative ones against `base` (default the repository)."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (base or REPO_ROOT) / path
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data root: the flag if given, else $CLINICAL_DISTIL_DATA, else data/ in the repository."""
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_ENV)
+    return REPO_ROOT / "data" if chosen is None else resolve(chosen)
+
+
+# --- stage 0 and A --------------------------------------------------------------------------------
+
+def notes_file(root: Path, dataset: int | str) -> Path:
+    """The selected notes of stage 0 (written gzip; a plain notes_{N}.csv is read as well)."""
+    return root / "mimic" / f"notes_{dataset}.csv.gz"
+
+
+def notes_candidates(root: Path, dataset: int | str) -> list[Path]:
+    return [notes_file(root, dataset), root / "mimic" / f"notes_{dataset}.csv"]
+
+
+NOTES_NAME = re.compile(r"notes_(?P<dataset>.+?)\.csv(\.gz)?")
+
+
+def chunks_dir(root: Path, dataset: int | str) -> Path:
+    return root / "synthetic-output" / str(dataset)
+
+
+STAGE_A_CHUNK = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
+STAGE_A_GLOB = "df_*_*_*.csv"
+
+
+def stage_a_chunk(folder: Path, question_type: str, start: int, end: int) -> Path:
+    return folder / f"df_{question_type}_{start}_{end}.csv"
+
+
+def shard_suffix(num_shards: int, shard_index: int) -> str:
+    """What a shard adds to its manifest's name ("" for an unsharded run)."""
+    return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
+
+
+def stage_a_manifest(folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
+    return folder / f"manifest{shard_suffix(num_shards, shard_index)}.json"
+
+
+# --- stages B and C -------------------------------------------------------------------------------
+
+def raw_dir(root: Path) -> Path:
+    return root / "synthetic-raw"
+
+
+def items_file(raw: Path) -> Path:
+    return raw / "synth_all_df.csv"
+
+
+def failures_file(raw: Path) -> Path:
+    return raw / "parse_failures.csv"
+
+
+def reply_counts_file(raw: Path) -> Path:
+    return raw / "replies_by_type.csv"
+
+
+def combo_file(raw: Path, combo: str, min_difficulty: int | str) -> Path:
+    return raw / f"synth_{combo}_{min_difficulty}_df.csv.gz"
+
+
+def variant_name(per_type: int | None = None, hardest: bool = False, support: bool = True,
+                 grouped_split: bool = True) -> str:
+    """What sets a stage C training set apart from the main one ('' for the main one): per{N} (a fixed count
+    per type), hardest, nosupport (targets without source and explanation), byexample (split by example)."""
+    parts = ([f"per{per_type}"] if per_type is not None else []) + (["hardest"] if hardest else []) + \
+        ([] if support else ["nosupport"]) + ([] if grouped_split else ["byexample"])
+    return "-".join(parts)
+
+
+def training_name(combo: str, min_difficulty: int | str, variant: str = "") -> str:
+    """The name of one training set: {combo}_{d}, and its variant when it is not the main one."""
+    return f"{combo}_{min_difficulty}" + (f"_{variant}" if variant else "")
+
+
+def training_dataset(raw: Path, split: str, name: str) -> Path:
+    """A split of stage C as datasets' save_to_disk folder."""
+    return raw / f"{split}_{name}.arrow"
+
+
+def training_table(raw: Path, split: str, name: str) -> Path:
+    """The same rows as a gzip CSV (chat messages as JSON)."""
+    return raw / f"{split}_{name}.csv.gz"
+
+
+# --- stages D and E -------------------------------------------------------------------------------
+
+def run_name(model_id: str, training: str, lora_r: int, lora_alpha: int) -> str:
+    """finetune.py's default run folder name: {model}_{training set}_{r}_{alpha}."""
+    return f"{Path(str(model_id).rstrip('/')).name}_{training}_{lora_r}_{lora_alpha}"
+
+
+def final_adapter(run_dir: Path) -> Path:
+    return run_dir / "final"
+
+
+def training_summary(run_dir: Path) -> Path:
+    return run_dir / "training_summary.json"
+
+
+CHECKPOINT_GLOB = "checkpoint-*"
+PROGRESS_FILE = "training_progress.json"  # in each checkpoint: training seconds and tokens up to it
+
+
+def merged_model(models: Path, name: str) -> Path:
+    return models / name
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+def eval_file(root: Path, task: str, file_name: str) -> Path:
+    return root / "eval-data" / task / f"{file_name}.csv"
+
+
+def task_outputs(root: Path, task: str) -> Path:
+    """outputs/{task}/: one folder per model, and evaluation/."""
+    return root / "outputs" / task
+
+
+def model_outputs(root: Path, task: str, model_name: str) -> Path:
+    return task_outputs(root, task) / model_name
+
+
+def eval_chunk(folder: Path, file_name: str, start: int, count: int, index: int) -> Path:
+    """eval-inference's file of rows [start, start + count), the index-th chunk of its run."""
+    return folder / f"{file_name}_{start}_{count}_chunk_{index}.csv"
+
+
+def eval_chunk_pattern(file_name: str) -> re.Pattern:
+    return re.compile(rf"^{re.escape(file_name)}_(\d+)_(\d+)_chunk_(\d+)\.csv$")
+
+
+def eval_manifest(folder: Path, file_name: str, num_shards: int = 1, shard_index: int = 0) -> Path:
+    return folder / f"manifest_{file_name}{shard_suffix(num_shards, shard_index)}.json"
+
+
+def evaluation_dir(root: Path, task: str, name: str) -> Path:
+    """Scores, tables and figures of one task (named by its eval file, or by the driver's run)."""
+    return task_outputs(root, task) / "evaluation" / name
+
+
+def report_dir(reports: Path, run: str) -> Path:
+    return reports / run
+
+
+# --- a whole run of the driver ----------------------------------------------------------------------
+
+STAGES = ("select", "generate", "postprocess", "prepare", "finetune", "merge", "eval-preprocess", "eval-inference",
+          "evaluate", "report")
+MODEL_ROLES = ("base", "distilled")  # the student before and after distillation
+
+
+@dataclass
+class RunLayout:
+    """Where one run of run-pipeline.py keeps its files; `settings` holds the settings of each of its stages."""
+
+    run: str
+    root: Path  # the data root
+    notes_file: Path  # the selected notes stage A reads
+    dataset: str  # stage A's folder name
+    select_from: Path | None  # the raw MIMIC file when stage 0 has to run
+    results: Path
+    models: Path
+    reports: Path
+    training: str  # the training set's name: {input_file}_{min_difficulty}[_{variant}]
+    combo_file: Path  # the stage B file stage C reads
+    student: str
+    tasks: tuple[str, ...]
+    eval_files: dict[str, str]  # task -> the eval file both models answer
+    settings: dict = field(default_factory=dict)  # "run" and each stage's name -> its checked settings
+
+    @property
+    def chunks_dir(self) -> Path:
+        return chunks_dir(self.root, self.dataset)
+
+    @property
+    def generation_manifest(self) -> Path:
+        return stage_a_manifest(self.chunks_dir)
+
+    @property
+    def raw_dir(self) -> Path:
+        return raw_dir(self.root)
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.results / self.run
+
+    @property
+    def merged_dir(self) -> Path:
+        return merged_model(self.models, f"{self.run}-distilled")
+
+    @property
+    def report_dir(self) -> Path:
+        return report_dir(self.reports, self.run)
+
+    def eval_file(self, task: str) -> Path:
+        return eval_file(self.root, task, self.eval_files[task])
+
+    def model_name(self, role: str) -> str:
+        return f"{self.run}-{role}"
+
+    def model_id(self, role: str) -> str:
+        return self.student if role == "base" else str(self.merged_dir)
+
+    def outputs_dir(self, task: str, role: str) -> Path:
+        return model_outputs(self.root, task, self.model_name(role))
+
+    def inference_manifest(self, task: str, role: str) -> Path:
+        return eval_manifest(self.outputs_dir(task, role), self.eval_files[task])
+
+    def evaluation_dir(self, task: str) -> Path:
+        return evaluation_dir(self.root, task, self.run)

@@ -1,0 +1,91 @@
+"""The vLLM engine: tensor parallel, bf16, prefix caching, JSON-schema structured output, LoRA adapters."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from clinical_distil.chat import Conversation, conversation_ids, end_token_ids
+from clinical_distil.engines import Generation, Sampling, per_request
+
+
+class VLLMEngine:
+    """vLLM backend: tensor parallel, bf16, prefix caching, optional JSON-schema structured output."""
+
+    name = "vllm"
+
+    def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, seed: int = 0,
+                 adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None,
+                 dtype: str = "auto", enable_prefix_caching: bool = True, **llm_options: Any):
+        """`llm_options` go to vllm.LLM as they are (vLLM's own engine arguments)."""
+        import os
+
+        import torch
+
+        # spawn, not fork: the parent may already hold a CUDA context (a model built or timed before)
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        from vllm import LLM
+
+        self.model_id = model_id
+        self.adapter = adapter
+        options: dict[str, Any] = dict(
+            model=model_id, tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
+            dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager, seed=seed)
+        if max_model_len:
+            options["max_model_len"] = max_model_len
+        if max_num_batched_tokens:
+            options["max_num_batched_tokens"] = max_num_batched_tokens
+        if adapter:
+            options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        options.update(llm_options)
+        self.llm = LLM(**options)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        from transformers import GenerationConfig
+
+        try:
+            generation_config = GenerationConfig.from_pretrained(model_id)
+        except OSError:
+            generation_config = None
+        self.stop_ids = end_token_ids(self.tokenizer, generation_config)
+
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
+                 progress: Callable[[int, int], None] | None = None,
+                 prompt_ids: Sequence[list[int] | None] | None = None) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import StructuredOutputsParams
+
+        prompts = conversation_ids(self.tokenizer, conversations, prompt_ids)
+        schemas = per_request(sampling.json_schema, len(prompts))
+        params = []
+        for position, ids in enumerate(prompts):
+            options: dict[str, Any] = dict(
+                max_tokens=max(1, min(sampling.max_tokens, self.max_model_len - len(ids))),
+                temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                stop_token_ids=self.stop_ids, skip_special_tokens=True,
+                frequency_penalty=sampling.frequency_penalty)
+            if sampling.temperature > 0:
+                # a seed per request: the same request samples the same reply whatever its batch
+                options["seed"] = sampling.seed + position
+            if schemas is not None:
+                options["structured_outputs"] = StructuredOutputsParams(json=schemas[position])
+            params.append(SamplingParams(**options))
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, self.adapter)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params,
+                                    use_tqdm=progress is None, lora_request=lora)
+        results = []
+        for ids, output in zip(prompts, outputs):
+            completion = output.outputs[0]
+            # vLLM's own word: folding "abort" or "error" into "stop" would pass a broken reply as whole
+            reason = completion.finish_reason or "stop"
+            results.append(Generation(completion.text, reason, len(ids), len(completion.token_ids)))
+        if progress:
+            progress(len(results), sum(result.output_tokens for result in results))
+        return results

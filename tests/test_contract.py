@@ -1,0 +1,141 @@
+"""The stage contract: declarations, notebooks' parameters cells, the layout, and adding a task as one entry."""
+
+import ast
+import dataclasses
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from clinical_distil import layout, metrics, pipeline, stages, tasks
+from clinical_distil.files import write_csv
+from clinical_distil.layout import REPO_ROOT
+from clinical_distil.prompts import answer_target
+
+from conftest import SAMPLES
+
+NOTEBOOK_SETTINGS = {
+    layout.POSTPROCESS_NOTEBOOK: stages.PostprocessSettings, layout.PREPARE_NOTEBOOK: stages.PrepareSettings,
+    **{task.preprocess_notebook: stages.preprocess_settings(task) for task in tasks.TASKS.values()},
+    **{task.evaluate_notebook: stages.evaluate_settings(task) for task in tasks.TASKS.values()},
+}
+
+
+def _parameters(notebook) -> dict:
+    cells = json.loads(notebook.read_text())["cells"]
+    cell = next(cell for cell in cells if "parameters" in cell["metadata"].get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse("".join(cell["source"])).body}
+
+
+@pytest.mark.parametrize("notebook", sorted(NOTEBOOK_SETTINGS), ids=lambda path: path.name)
+def test_notebook_parameters_are_the_declared_ones(notebook):
+    declared = {item.name: item.default if item.default is not dataclasses.MISSING else item.default_factory()
+                for item in dataclasses.fields(NOTEBOOK_SETTINGS[notebook])}
+    assert _parameters(notebook) == declared
+    cells = json.loads(notebook.read_text())["cells"]
+    assert all(not cell.get("outputs") for cell in cells if cell["cell_type"] == "code")  # committed without outputs
+    code = "".join("".join(cell["source"]) for cell in cells)
+    assert "sys.path" not in code and "notebook_parameters(" in code
+
+
+def test_no_script_bootstraps_the_path():
+    for path in [*REPO_ROOT.glob("*.py"), *layout.GENERATION_FOLDER.glob("*.py"), *(REPO_ROOT / "bench").glob("*.py")]:
+        assert "sys.path.insert" not in path.read_text(), path
+
+
+def _strings(code: str) -> tuple[set[str], list[str]]:
+    """A module's string constants (docstrings left out) and the literal parts of its f-strings."""
+    tree = ast.parse(code)
+    documentation = {id(node.body[0].value) for node in ast.walk(tree)
+                     if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    fragments = [part.value for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
+                 for part in node.values if isinstance(part, ast.Constant)]
+    constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and id(node) not in documentation}
+    return constants, fragments
+
+
+def test_only_the_layout_spells_stage_folders_and_files():
+    """Folder and file names as string literals, and file names built with f-strings, live in layout.py alone."""
+    names = {"synthetic-raw", "synthetic-output", "eval-data", "mimic", "synth_all_df.csv", "parse_failures.csv",
+             "replies_by_type.csv", "training_summary.json", "final", "evaluation", "results", "reports"}
+    prefixes = ("train_", "test_", "synth_", "notes_", "df_", "_chunk_", "manifest")
+    for path in [*(REPO_ROOT / "clinical_distil").glob("*.py"), *REPO_ROOT.glob("*.py"),
+                 *layout.GENERATION_FOLDER.glob("*.py"), *(REPO_ROOT / "bench").glob("*.py"),
+                 *layout.GENERATION_FOLDER.glob("*.ipynb"), *REPO_ROOT.glob("*-eval-task/*.ipynb")]:
+        if path.name == "layout.py":
+            continue
+        code = path.read_text()
+        if path.suffix == ".ipynb":
+            code = "\n".join("".join(cell["source"]) for cell in json.loads(code)["cells"]
+                             if cell["cell_type"] == "code")
+        constants, fragments = _strings(code)
+        assert not constants & names, (path.name, constants & names)
+        assert not [part for part in fragments if part.startswith(prefixes)], (path.name, fragments)
+
+
+def test_the_driver_takes_every_stage_flag_under_its_own_name(tmp_path):
+    """Any flag of any stage's declaration is accepted in that stage's section and reaches its command."""
+    settings = pipeline.RunSettings.from_values(dict(
+        notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), data_dir=str(tmp_path), run="r",
+        select={"num_notes": 12, "seed": 7}, generate={"retries": 0, "top_p": 0.9},
+        finetune={"learning_rate": 1e-4, "padding_free": True}, eval_inference={"structured_output": True}))
+    plan = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(settings))}
+    select = plan["select"].steps[0].command.argv
+    assert select[select.index("--seed") + 1] == "7" and select[select.index("--num_notes") + 1] == "12"
+    generate = plan["generate"].steps[0].command.argv
+    assert generate[generate.index("--retries") + 1] == "0" and generate[generate.index("--top_p") + 1] == "0.9"
+    finetune = plan["finetune"].steps[0].command.argv
+    assert finetune[finetune.index("--learning_rate") + 1] == "0.0001" and "--padding_free" in finetune
+    assert all("--structured_output" in step.command.argv for step in plan["eval-inference"].steps)
+
+
+# ---------------------------------------------------------------- a fourth evaluation task: one entry + its folder
+
+@pytest.fixture
+def throwaway_task(tmp_path, monkeypatch):
+    """A "vitals" task: its folder (notebooks copied from apixaban's, the task name changed) and one entry."""
+    folder = tmp_path / "e-vitals-eval-task"
+    folder.mkdir()
+    for source, target in zip(tasks.TASKS["apixaban"].notebooks, ("vitals-a-preprocess.ipynb",
+                                                                   "vitals-b-evaluate-performance.ipynb")):
+        (folder / target).write_text(source.read_text().replace('get_task(\\"apixaban\\")', 'get_task(\\"vitals\\")'))
+    task = tasks.EvalTask("vitals", str(folder), "vitals", "Vital signs", "criterion", "yes_or_not", "vitals")
+    monkeypatch.setitem(tasks.TASKS, "vitals", task)
+    return task
+
+
+def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
+    settings = pipeline.RunSettings.from_values(dict(
+        notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), data_dir=str(tmp_path / "data"), run="r",
+        tasks=["apixaban", "vitals"], eval={"vitals": {"num_inference": 4}}))
+    run_layout = pipeline.layout_for(settings)
+    plan = {stage.name: stage for stage in pipeline.plan(run_layout)}
+    labels = [step.label for stage in ("eval-preprocess", "eval-inference", "evaluate") for step in plan[stage].steps]
+    assert labels == ["apixaban prompts", "vitals prompts", "apixaban: base model answers",
+                      "apixaban: distilled model answers", "vitals: base model answers",
+                      "vitals: distilled model answers", "apixaban: score both models", "vitals: score both models"]
+    preprocess = plan["eval-preprocess"].steps[1].command.argv
+    assert preprocess[5] == str(throwaway_task.preprocess_notebook)
+    assert json.loads(preprocess[-1])["input_dir"] == str(tmp_path / "data" / "vitals")
+    answers = plan["eval-inference"].steps[2].command.argv
+    assert answers[answers.index("--dataset_name") + 1] == "vitals" and answers[answers.index("--num_inference") + 1] == "4"
+    assert plan["evaluate"].steps[1].outputs == [tmp_path / "data" / "outputs" / "vitals" / "evaluation" / "r" /
+                                                 "summary.csv"]
+
+    # scored by the entry's scorer, per its question column
+    rows = pd.DataFrame({"id": ["1-hr", "1-fever", "2-hr", "2-fever"], "criterion": ["hr", "fever"] * 2,
+                         "question_type": ["numeric", "boolean"] * 2, "label": ["88", "Yes", "102", "No"]})
+    for model, answers_given in (("right", ["88", "Yes", "102", "No"]), ("wrong", ["90", "No", "102", "No"])):
+        replies = [answer_target({"question": "q", "answer": answer}) for answer in answers_given]
+        write_csv(rows.assign(output=replies, finish_reason="stop"),
+                  layout.eval_chunk(tmp_path / "outputs" / "vitals" / model, "prompts", 0, 4, 0))
+    evaluation = metrics.evaluate_models(tmp_path / "outputs" / "vitals", "prompts", "vitals")
+    assert evaluation["question_column"] == "criterion"
+    assert evaluation["summaries"]["right"]["micro_f1"] == 1.0
+    assert evaluation["summaries"]["wrong"]["micro_f1"] == pytest.approx((0.5 + 0.5) / 2)
+    written = metrics.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
+    assert pd.read_csv(written["summary"])["model"].tolist() == ["right", "wrong"]
+    shutil.rmtree(tmp_path / "scores")
