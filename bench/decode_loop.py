@@ -23,7 +23,7 @@ from clinical_distil.chat import render_ids_batch
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.eval_data import annotated_synthetic_prompts
-from clinical_distil.files import REPO_ROOT
+from clinical_distil.layout import REPO_ROOT
 from clinical_distil.inference import answer_schema, conversation
 from clinical_distil.notes import discharge_notes
 

@@ -139,3 +139,71 @@ def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
     written = metrics.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
     assert pd.read_csv(written["summary"])["model"].tolist() == ["right", "wrong"]
     shutil.rmtree(tmp_path / "scores")
+
+
+# ---------------------------------------------------------------- prompt templates of one's own, through the stages
+
+OWN_TEACHER = "OWN WORDING. Note follows.\n$note\nWrite $count questions as a JSON list."
+OWN_ANSWER = "OWN ANSWER PROMPT\n<<<\n$note\n>>>\nQ: $question"
+
+
+@pytest.fixture
+def own_prompts(tmp_path):
+    folder = tmp_path / "own-prompts"
+    folder.mkdir()
+    (folder / "teacher_yes_no.txt").write_text(OWN_TEACHER)
+    (folder / "answer.txt").write_text(OWN_ANSWER)
+    (folder / "answer_system.txt").write_text("You answer from the note alone.")
+    return folder
+
+
+def test_a_prompt_dir_reaches_stage_a_stage_c_and_the_evaluation(own_prompts, tmp_path, tiny_model_dir):
+    from datasets import load_from_disk
+
+    from clinical_distil import inference
+    from clinical_distil.eval_data import apixaban_prompts
+    from clinical_distil.prompts import load_templates
+    from clinical_distil.synthetic import read_chunks
+
+    from conftest import make_stage_a_outputs, run_script
+    from test_notebooks import execute
+
+    # stage A: the teacher's prompt is the folder's, for the type it replaces
+    notes_path, _ = make_stage_a_outputs(tmp_path / "a")
+    result = run_script("a-generate-synthetic-training-data/synthetic-a-create.py", "--model_id", str(tiny_model_dir),
+                        "--dataset", "12", "--data_dir", str(tmp_path / "a"), "--output_dir", str(tmp_path / "out"),
+                        "--engine", "transformers", "--qtypes", "yes_no,numeric", "--limit", "1", "--max_tokens", "4",
+                        "--retries", "0", "--prompt_dir", str(own_prompts))
+    assert result.returncode == 0, result.stderr[-2000:]
+    chunks = read_chunks(tmp_path / "out").set_index("question_type")
+    note = pd.read_csv(notes_path)["text"].iloc[0]
+    assert "OWN WORDING. Note follows.\n" + note + "\nWrite 5 questions as a JSON list." in chunks.loc["yes_no", "prompt"]
+    assert "OWN WORDING" not in chunks.loc["numeric", "prompt"]  # the shipped numeric template stays
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["prompt_dir"] == str(own_prompts)
+
+    # stage C: the training prompts use the folder's answer prompt and system message
+    make_stage_a_outputs(tmp_path / "c")
+    execute("synthetic-b-post_process_join_notes.ipynb", tmp_path, data_dir=str(tmp_path / "c"), dataset="12")
+    execute("synthetic-c-prep-training.ipynb", tmp_path, data_dir=str(tmp_path / "c"), input_file="all",
+            tokenizer=str(tiny_model_dir), prompt_dir=str(own_prompts))
+    first = load_from_disk(str(tmp_path / "c" / "synthetic-raw" / "train_all_1.arrow"))[0]["prompt"]
+    assert first[0]["content"] == "You answer from the note alone."
+    assert first[1]["content"].startswith("OWN ANSWER PROMPT\n<<<\n") and "\n>>>\nQ: " in first[1]["content"]
+
+    # evaluation: prompts built and read back (note found for shortening) with the same templates
+    own = load_templates(str(own_prompts))
+    prompts = apixaban_prompts(SAMPLES / "apixaban", own)
+    assert prompts["prompt"].iloc[0].startswith("OWN ANSWER PROMPT")
+    fitted = inference.fit_prompts(__import__("transformers").AutoTokenizer.from_pretrained(tiny_model_dir),
+                                   list(prompts["prompt"].iloc[:1]), 300, own)[0]
+    assert fitted.note_truncated and fitted.messages[0]["content"] == "You answer from the note alone."
+    assert fitted.messages[1]["content"].endswith(prompts["question"].iloc[0])  # the question kept whole
+
+    # the driver hands the folder to every stage that takes one
+    settings = pipeline.RunSettings.from_values(dict(notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"),
+                                                     data_dir=str(tmp_path / "d"), prompt_dir=str(own_prompts)))
+    plan = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(settings))}
+    for name in ("generate", "finetune", "eval-inference"):
+        assert all(str(own_prompts) in step.command.argv for step in plan[name].steps), name
+    for name in ("prepare", "eval-preprocess"):
+        assert all(json.loads(step.command.argv[-1])["prompt_dir"] == str(own_prompts) for step in plan[name].steps)
