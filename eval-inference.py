@@ -10,8 +10,8 @@ from pathlib import Path
 
 from clinical_distil import inference, layout
 from clinical_distil.cli import run_stage
-from clinical_distil.engines import Sampling, load_engine
-from clinical_distil.files import model_location
+from clinical_distil.engines import Sampling, check_engine_options, load_engine
+from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder, model_location
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import EvalInferenceSettings
 
@@ -21,21 +21,28 @@ def main(settings: EvalInferenceSettings) -> None:
     rows = inference.load_eval_rows(layout.eval_file(root, settings.dataset_name, settings.input_file),
                                     settings.dataset_name)
     name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name
-    target = layout.resolve(settings.output_dir) if settings.output_dir else layout.model_outputs(
-        root, settings.dataset_name, name)
+    target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
+                                 layout.model_outputs(root, settings.dataset_name, name))
     run = inference.InferenceSettings(
         chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
         sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
                           top_p=settings.top_p, seed=settings.seed),
         templates=load_templates(settings.prompt_dir))
     # the rows and files are checked before a model loads
-    inference.plan_run(len(rows), run, target, settings.input_file, settings.start_row, settings.row_limit,
-                       settings.num_shards, settings.shard_index)
+    stop, _, _ = inference.plan_run(len(rows), run, target, settings.input_file, settings.start_row,
+                                    settings.row_limit, settings.num_shards, settings.shard_index)
+    if stop <= settings.start_row and not settings.allow_empty:
+        raise InputError(f"{layout.eval_file(root, settings.dataset_name, settings.input_file)} has no row to answer "
+                         f"from row {settings.start_row} ({len(rows)} rows); pass --allow_empty to accept that")
+    check_model_folder(settings.model_id)
+    adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
+    check_engine_options(settings.engine, settings.dtype, adapter)
+    lock = FolderLock(target, "the answers",  # noqa: F841 (held to the end); one per shard
+                      name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     model = load_engine(model_location(settings.model_id), engine=settings.engine,
                         max_model_len=settings.max_model_len, tensor_parallel_size=settings.tensor_parallel_size,
                         batch_size=settings.batch_size, seed=settings.seed,
-                        adapter=str(layout.resolve(settings.adapter)) if settings.adapter else None,
-                        dtype=settings.dtype)
+                        adapter=adapter, dtype=settings.dtype)
     summary = inference.run_eval_inference(
         model, rows, run, target, settings.input_file, settings.model_id, start_row=settings.start_row,
         num_inference=settings.row_limit, num_shards=settings.num_shards, shard_index=settings.shard_index,

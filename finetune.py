@@ -11,7 +11,7 @@ import shutil
 
 from clinical_distil import finetuning, layout
 from clinical_distil.cli import run_stage
-from clinical_distil.files import check_model_folder, model_location
+from clinical_distil.files import FolderLock, check_model_folder, check_output_folder, model_location
 from clinical_distil.stages import FinetuneSettings
 
 
@@ -20,17 +20,25 @@ def main(settings: FinetuneSettings) -> None:
     raw = layout.raw_dir(layout.data_root(settings.data_dir))
     target = layout.resolve(settings.output_dir) if settings.output_dir else layout.RESULTS / layout.run_name(
         settings.model_id, training, settings.lora_r, settings.lora_alpha)
+    train_path = layout.training_dataset(raw, "train", training)
+    test_path = layout.training_dataset(raw, "test", training)
+    # everything a run could fail on is checked before a model loads
     check_model_folder(settings.model_id)
-    if finetuning.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite):
+    finetuning.check_datasets(train_path, test_path)
+    check_output_folder(target)
+    finetuning.resumed_checkpoint(target, settings.resume_from_checkpoint)
+    clear = finetuning.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
+    lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
+    if clear:
         from accelerate import PartialState
 
         state = PartialState()
-        if state.is_main_process:
-            shutil.rmtree(target)
+        if state.is_main_process:  # the earlier run goes; the lock this run holds stays
+            for path in target.iterdir():
+                if path.name != layout.lock_name():
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
         state.wait_for_everyone()
-    summary = finetuning.train(settings, model_location(settings.model_id),
-                               layout.training_dataset(raw, "train", training),
-                               layout.training_dataset(raw, "test", training), target)
+    summary = finetuning.train(settings, model_location(settings.model_id), train_path, test_path, target)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one line per run, not one per GPU

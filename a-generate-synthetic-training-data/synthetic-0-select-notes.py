@@ -9,7 +9,7 @@ import time
 
 from clinical_distil import layout, notes
 from clinical_distil.cli import run_stage
-from clinical_distil.files import write_csv
+from clinical_distil.files import FolderLock, InputError, check_output_folder, write_csv
 from clinical_distil.stages import SelectSettings
 
 
@@ -17,11 +17,16 @@ def main(settings: SelectSettings) -> None:
     started = time.time()
     target = layout.resolve(settings.output) if settings.output else layout.notes_file(
         layout.data_root(settings.data_dir), settings.num_notes)
+    check_output_folder(target.parent, "--output")
+    if target.is_dir():
+        raise InputError(f"--output {target} is a folder; give a file name such as notes_{settings.num_notes}.csv.gz")
     if target.exists() and not settings.overwrite:
         print(f"{target} exists; nothing to do (pass --overwrite to select again)")
         return
+    source = notes.check_source(layout.resolve(settings.source))
     excluded = notes.read_subject_ids(layout.resolve(settings.exclude_subjects)) if settings.exclude_subjects else set()
-    selected = notes.select_notes(layout.resolve(settings.source), settings.num_notes, seed=settings.seed,
+    lock = FolderLock(target.parent, "the notes", name=layout.lock_name(target.name))  # noqa: F841 (held to the end)
+    selected = notes.select_notes(source, settings.num_notes, seed=settings.seed,
                                   exclude_subjects=excluded)
     write_csv(selected, target)
     print(f"wrote {len(selected)} notes from {selected['subject_id'].nunique()} patients to {target} "

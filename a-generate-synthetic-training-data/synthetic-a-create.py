@@ -7,7 +7,8 @@ plus manifest.json. --help lists every flag.
 
 from clinical_distil import layout, synthetic
 from clinical_distil.cli import run_stage
-from clinical_distil.engines import Sampling, load_engine
+from clinical_distil.engines import Sampling, check_engine_options, load_engine
+from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
 
@@ -17,7 +18,8 @@ def main(settings: CreateSettings) -> None:
     notes_path = layout.resolve(settings.notes_file) if settings.notes_file else synthetic.notes_file(
         root, settings.dataset)
     notes, unusable = synthetic.load_notes(notes_path)
-    target = layout.resolve(settings.output_dir) if settings.output_dir else layout.chunks_dir(root, settings.dataset)
+    target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
+                                 layout.chunks_dir(root, settings.dataset))
     templates = load_templates(settings.prompt_dir)
     stage = synthetic.StageASettings(
         question_types=settings.question_types, questions_per_type=settings.questions_per_type,
@@ -28,8 +30,16 @@ def main(settings: CreateSettings) -> None:
         retry_frequency_penalty=settings.retry_frequency_penalty, retry_temperature=settings.retry_temperature,
         templates=templates)
     # the rows and files are checked before a model loads
-    synthetic.plan_run(len(notes), stage, target, settings.start_row, settings.limit, settings.num_shards,
-                       settings.shard_index)
+    stop, _, _, _ = synthetic.plan_run(len(notes), stage, target, settings.start_row, settings.limit,
+                                       settings.num_shards, settings.shard_index)
+    asked = notes["text"].iloc[settings.start_row:stop].map(synthetic.is_usable_note).sum()
+    if not asked and not settings.allow_empty:
+        raise InputError(f"{notes_path} has no note to ask about in rows {settings.start_row}-{stop - 1} "
+                         f"({len(notes)} rows, {unusable} of them empty); pass --allow_empty to accept that")
+    check_model_folder(settings.model_id)
+    check_engine_options(settings.engine, settings.dtype)
+    lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
+                      name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
                           tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
                           seed=settings.seed, dtype=settings.dtype)

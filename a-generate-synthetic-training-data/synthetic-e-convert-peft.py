@@ -8,7 +8,7 @@ adapter, and the result saved in --dtype with the tokenizer and chat template. -
 
 from clinical_distil import finetuning, layout
 from clinical_distil.cli import run_stage
-from clinical_distil.files import InputError
+from clinical_distil.files import FolderLock, InputError, check_output_folder
 from clinical_distil.stages import MergeSettings
 
 
@@ -18,8 +18,11 @@ def main(settings: MergeSettings) -> None:
     name = adapter.parent.name if inside_run else adapter.name
     target = layout.resolve(settings.output_dir) if settings.output_dir else layout.merged_model(
         layout.MODELS, f"{name}-merged")
+    finetuning.check_adapter(adapter)
+    check_output_folder(target)
     if (target / "config.json").exists() and not settings.overwrite:
         raise InputError(f"{target} exists; pass --overwrite to merge again")
+    lock = FolderLock(target.parent, "the merged model", name=layout.lock_name(target.name))  # noqa: F841 (held)
     report = finetuning.merge_adapter(adapter, target, base_model_id=settings.base_model_id, dtype=settings.dtype)
     print(f"merged {report['adapter']} into {report['base_model']} -> {target} "
           f"(float32 check: max next-token logit difference {report['max_logit_difference']:.2e} <= "

@@ -173,7 +173,8 @@ class Throughput:
         self.output_tokens += output_tokens
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(requests)
-        self.bar.set_postfix(prompts_s=f"{self.requests / elapsed:.2f}", out_tok_s=f"{self.output_tokens / elapsed:.1f}")
+        self.bar.set_postfix(prompts_s=f"{self.requests / elapsed:.2f}",
+                             out_tok_s=f"{self.output_tokens / elapsed:.1f}")
 
     @property
     def seconds(self) -> float:

@@ -67,6 +67,25 @@ def vllm_available() -> bool:
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
+def check_engine_options(engine: str, dtype: str, adapter: str | None = None) -> str:
+    """The engine that will run (auto: vLLM where it imports and a GPU is visible), after the checks a model
+    load would fail on: known engine and dtype, an adapter folder with its config, vLLM's LoRA dtypes."""
+    if engine not in ("auto", "vllm", "transformers"):
+        raise InputError(f"unknown engine {engine!r}; choose auto, vllm or transformers")
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
+    if adapter and not (Path(adapter) / "adapter_config.json").exists():
+        raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
+    chosen = engine if engine != "auto" else ("vllm" if vllm_available() else "transformers")
+    if chosen == "vllm" and adapter and dtype == "float32":
+        # vLLM's LoRA kernels assert bf16/fp16 weights (seen failing on an H100 with vLLM 0.24)
+        raise InputError("vLLM serves adapters in bfloat16 or float16 only; use --dtype bfloat16, or "
+                         "--engine transformers for float32")
+    if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise InputError("--engine vllm asked for, but vllm is not installed (pip install -r requirements.txt)")
+    return chosen
+
+
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,
                 tensor_parallel_size: int | None = None, batch_size: int = 16, seed: int = 0,
                 adapter: str | None = None, dtype: str = "auto", **vllm_options) -> Any:
@@ -75,18 +94,8 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
     dtype "auto" is bf16 on a GPU (float32 for the transformers engine on a CPU); float32 on both
     engines makes greedy replies comparable token for token (bf16 kernels differ between them).
     """
-    if engine not in ("auto", "vllm", "transformers"):
-        raise InputError(f"unknown engine {engine!r}; choose auto, vllm or transformers")
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
     check_model_folder(model_id)
-    if adapter and not (Path(adapter) / "adapter_config.json").exists():
-        raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
-    chosen = engine if engine != "auto" else ("vllm" if vllm_available() else "transformers")
-    if chosen == "vllm" and adapter and dtype == "float32":
-        # vLLM's LoRA kernels assert bf16/fp16 weights (seen failing on an H100 with vLLM 0.24)
-        raise InputError("vLLM serves adapters in bfloat16 or float16 only; use --dtype bfloat16, or "
-                         "--engine transformers for float32")
+    chosen = check_engine_options(engine, dtype, adapter)
     log.info("engine: %s for %s", chosen, model_id)
     if chosen == "vllm":
         if importlib.util.find_spec("vllm") is None:

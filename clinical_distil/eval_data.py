@@ -157,9 +157,12 @@ def check_eval_targets(paths: list[Path], overwrite: bool = False) -> None:
             raise InputError(f"{path} exists; set overwrite=True (papermill: -p overwrite True) to rebuild it")
 
 
-def write_eval_file(frame: pd.DataFrame, path: Path, overwrite: bool = False) -> Path:
-    """Write one eval-data file atomically; an existing one is kept unless asked."""
-    from clinical_distil.files import write_csv
+def write_eval_files(frames: dict[Path, pd.DataFrame], overwrite: bool = False) -> list[Path]:
+    """Write eval-data files (the splits of a task) all together or none; existing ones are kept unless asked."""
+    from clinical_distil.files import atomic_group, write_csv
 
-    check_eval_targets([path], overwrite)
-    return write_csv(frame, path)
+    check_eval_targets(list(frames), overwrite)
+    with atomic_group(list(frames)) as staged:
+        for stage, frame in zip(staged, frames.values()):
+            write_csv(frame, stage)
+    return list(frames)

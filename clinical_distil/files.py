@@ -17,26 +17,119 @@ from typing import Iterator
 
 import pandas as pd
 
-from clinical_distil.layout import resolve
+from clinical_distil.layout import lock_name, resolve
 
 class InputError(Exception):
     """Bad input a researcher can fix: the CLI prints the message on one line and exits 2."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# the mode a plainly created file gets: a temporary file is 0600, which a shared cluster's group could not read
+FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only on success."""
     target = Path(target)
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give a file name")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise InputError(f"{target.parent} is a file, not a folder; choose another output place")
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temp_path = Path(temp_name)
     try:
         yield temp_path
+        if temp_path.exists():
+            os.chmod(temp_path, FILE_MODE)
         os.replace(temp_path, target)
     finally:
         if temp_path.exists():
             temp_path.unlink()
+
+
+def check_output_folder(folder: Path, flag: str = "--output_dir") -> Path:
+    """An output folder must be a folder (or not exist yet): refused in one line when a file has its name."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {folder} is a file, not a folder; give a folder")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{flag} {folder} lies inside {parent}, which is a file")
+            break
+    return folder
+
+
+
+
+class FolderLock:
+    """The lock of one output folder while a run writes into it; released by `release()` or the process's end.
+
+    An OS file lock (flock): it ends with the process that held it, however that process ended, so a killed
+    run never leaves a stale lock. The lock file is removed on release (and at exit), with the folder when
+    the lock made them and nothing else came into them: a run refused after its lock leaves nothing behind.
+    """
+
+    def __init__(self, folder: Path, what: str = "the output", name: str = lock_name(), advice: str = ""):
+        self.handle = None
+        # under torchrun or accelerate the first process locks for all of them
+        if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+            return
+        import atexit
+        import fcntl
+
+        check_output_folder(folder)
+        self.made_folders = []  # the folders the lock makes, the deepest first
+        for path in (folder, *folder.parents):
+            if path.exists():
+                break
+            self.made_folders.append(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise InputError(f"another run is writing to {folder} ({holder}); wait for it to end, or "
+                                 f"{advice or f'write {what} elsewhere'}") from None
+            # the holder before us may have removed the file between our open and our lock: lock the live file
+            try:
+                live = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                live = False
+            if live:
+                break
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self.handle = handle
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        if self.handle is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # before the unlock: a waiting run then finds the file gone and makes a new one
+        self.handle.close()
+        self.handle = None
+        for path in self.made_folders:
+            try:
+                path.rmdir()  # only when nothing came into it
+            except OSError:
+                break
 
 
 def write_csv(frame: pd.DataFrame, target: str | os.PathLike, **kwargs) -> Path:
@@ -51,6 +144,37 @@ def write_csv(frame: pd.DataFrame, target: str | os.PathLike, **kwargs) -> Path:
         else:
             frame.to_csv(temp_path, index=False, **kwargs)
     return target
+
+
+@contextlib.contextmanager
+def atomic_group(targets: list[Path]) -> Iterator[list[Path]]:
+    """Staging paths for several outputs (files or folders) that must appear together: the caller writes
+    each into its staging path; on success all are renamed onto their targets in one go, on failure none.
+
+    A staging path keeps its target's name after a `.partial.` prefix, so a writer that looks at the
+    suffix (.csv.gz is gzipped) writes the right format.
+    """
+    import shutil
+
+    staged = [target.with_name(f".partial.{target.name}") for target in targets]
+    for target, stage in zip(targets, staged):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage) if stage.is_dir() else stage.unlink(missing_ok=True)  # left by an interrupted group
+    try:
+        yield staged
+        for stage in staged:
+            if stage.is_file():
+                os.chmod(stage, FILE_MODE)
+        for target, stage in zip(targets, staged):
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(stage, target)
+    finally:
+        for stage in staged:
+            if stage.is_dir():
+                shutil.rmtree(stage, ignore_errors=True)
+            elif stage.exists():
+                stage.unlink()
 
 
 def write_text(text: str, target: str | os.PathLike) -> Path:

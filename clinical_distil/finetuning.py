@@ -92,16 +92,72 @@ def write_summary(output_dir: Path, summary: dict[str, Any]) -> None:
 
 
 
-def resumed_checkpoint(output_dir: Path, resume_from_checkpoint: str | None) -> Path | None:
-    """The checkpoint a run continues from: the given folder, or the newest for "last"; None for a new run."""
+def checkpoint_complete(folder: Path) -> bool:
+    """Whether a checkpoint was written to its end: the run's totals come last (after the trainer's state);
+    a checkpoint of an earlier version counts when it has the trainer's state and adapter weights."""
+    if (folder / layout.PROGRESS_FILE).exists():
+        return True
+    return (folder / "trainer_state.json").exists() and any(folder.glob("adapter_model.*"))
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint-N folders, oldest first."""
+    found = [path for path in run_dir.glob(layout.CHECKPOINT_GLOB)
+             if path.is_dir() and path.name.split("-", 1)[1].isdigit()] if run_dir.is_dir() else []
+    return sorted(found, key=lambda path: int(path.name.split("-", 1)[1]))
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    return [path for path in checkpoints(run_dir) if checkpoint_complete(path)]
+
+
+def resumed_checkpoint(output_dir: Path, resume_from_checkpoint: str | None, set_aside: bool = False) -> Path | None:
+    """The checkpoint a run continues from: the given folder, or the newest complete one for "last"; None for
+    a new run. A checkpoint cut off while it was written (the process killed during the save) is never
+    picked; with `set_aside` it is renamed incomplete-checkpoint-N, out of the trainer's way."""
     if not resume_from_checkpoint:
         return None
     if resume_from_checkpoint != "last":
-        return Path(resume_from_checkpoint)
-    from transformers.trainer_utils import get_last_checkpoint
+        path = layout.resolve(resume_from_checkpoint)
+        if not path.is_dir():
+            raise InputError(f"--resume_from_checkpoint {path} is not a folder; give a checkpoint-N folder of "
+                             "finetune.py, or last")
+        if not checkpoint_complete(path):
+            raise InputError(f"{path} was not written to its end (no {layout.PROGRESS_FILE} or trainer state); "
+                             "give another checkpoint, or last")
+        return path
+    complete = complete_checkpoints(output_dir)
+    newest = int(complete[-1].name.split("-")[1]) if complete else -1
+    cut_off = [path for path in checkpoints(output_dir) if not checkpoint_complete(path)
+               and int(path.name.split("-")[1]) > newest]
+    for path in cut_off:
+        log.warning("%s was not written to its end; not resumed from", path)
+        if set_aside:
+            path.rename(path.with_name(f"incomplete-{path.name}"))
+    if not complete:
+        raise InputError(f"--resume_from_checkpoint last: no complete checkpoint in {output_dir}"
+                         f"{' (' + cut_off[0].name + ' was cut off while being written)' if cut_off else ''}; "
+                         "pass --overwrite to start again")
+    return complete[-1]
 
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    return Path(last) if last else None
+
+def check_datasets(train_path: Path, test_path: Path) -> None:
+    """Both splits of stage C there and not empty: refused in one line before a model loads."""
+    from datasets import load_from_disk
+
+    for path in (train_path, test_path):
+        if not (path / "dataset_info.json").exists():
+            raise InputError(f"training data not found: {path}; make it with stage C "
+                             "(a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)")
+        try:
+            rows = len(load_from_disk(str(path)))
+        except IndexError:  # datasets cannot load a saved table with no record batch: nothing in it
+            rows = 0
+        except Exception as error:  # noqa: BLE001 (a damaged folder: one line, not the library's traceback)
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise InputError(f"cannot read training data {path}: {reason}; make it again with stage C") from error
+        if rows == 0:
+            raise InputError(f"{path} holds no example; make a training set with items of every type (stage C)")
 
 
 def progress_callback(trainer, earlier: dict[str, float]):
@@ -155,10 +211,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
-    for path in (train_path, test_path):
-        if not path.exists():
-            raise InputError(f"training data not found: {path}; make it with stage C "
-                             "(a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)")
+    check_datasets(train_path, test_path)
     cuda = torch.cuda.is_available()
     load_in_4bit = cuda if settings.load_in_4bit is None else settings.load_in_4bit
     try:
@@ -215,7 +268,9 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
                              target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer, peft_config=peft_config)
-    checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint)
+    checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint,
+                                    set_aside=PartialState().is_main_process)
+    PartialState().wait_for_everyone()
     earlier = {}  # training seconds and tokens of the sessions before this one (a resumed run)
     if checkpoint is not None and (checkpoint / layout.PROGRESS_FILE).exists():
         earlier = json.loads((checkpoint / layout.PROGRESS_FILE).read_text())
@@ -223,8 +278,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     trainer.add_callback(progress)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    resume = True if settings.resume_from_checkpoint == "last" else settings.resume_from_checkpoint
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     totals = progress.totals()
     metrics = trainer.evaluate()
     # final/ appears whole or not at all: a later stage never reads a half-saved adapter
@@ -261,6 +315,18 @@ PROBE = [{"role": "system", "content": "You extract facts from clinical notes."}
          {"role": "user", "content": "Note: creatinine 1.4 on admission, 2.1 on day 2. Question: highest creatinine?"}]
 
 
+def check_adapter(adapter_dir: Path) -> dict[str, Any]:
+    """An adapter folder of finetune.py: its adapter_config.json, read; one clear line when it is not there."""
+    config = adapter_dir / "adapter_config.json"
+    if not config.exists():
+        raise InputError(f"no adapter_config.json in {adapter_dir}; give a checkpoint-N or final/ folder of finetune.py")
+    try:
+        return json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{config} is not JSON ({str(error).splitlines()[0]}); give an adapter written by "
+                         "finetune.py") from None
+
+
 def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None = None,
                   dtype: str = "bfloat16", tolerance: float = 1e-3) -> dict[str, Any]:
     """Merge a LoRA adapter into its unquantized base and save a plain model folder.
@@ -275,12 +341,12 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     import shutil
 
     import torch
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise InputError(f"no adapter_config.json in {adapter_dir}; give a checkpoint-N or final/ folder of finetune.py")
-    base_id = base_model_id or PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    base_id = base_model_id or check_adapter(adapter_dir).get("base_model_name_or_path")
+    if not base_id:
+        raise InputError(f"{adapter_dir}/adapter_config.json names no base model; pass --base_model_id")
     torch_dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))

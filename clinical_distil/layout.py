@@ -92,6 +92,12 @@ def stage_a_chunk(folder: Path, question_type: str, start: int, end: int) -> Pat
     return folder / f"df_{question_type}_{start}_{end}.csv"
 
 
+def lock_name(output: str = "clinical-distil") -> str:
+    """The lock file a run holds in the folder it writes: one per folder, or one per output where runs share
+    a folder (a shard of stage A, one notes file, one training set)."""
+    return f".{output}.lock"
+
+
 def shard_suffix(num_shards: int, shard_index: int) -> str:
     """What a shard adds to its manifest's name ("" for an unsharded run)."""
     return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"

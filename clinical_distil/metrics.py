@@ -503,6 +503,32 @@ def check_results_dir(output_dir: Path, overwrite: bool = False) -> None:
                          "to replace it, or another results_dir")
 
 
+def staging_dir(output_dir: Path, overwrite: bool = False) -> Path:
+    """A fresh folder beside `output_dir` that an evaluation writes into before `publish` puts it in place."""
+    import shutil
+
+    check_results_dir(output_dir, overwrite)
+    staging = output_dir.with_name(f".{output_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted evaluation left
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, output_dir: Path) -> Path:
+    """The staged evaluation replaces `output_dir` whole: its files appear all together or not at all."""
+    import shutil
+
+    if output_dir.exists():
+        retired = output_dir.with_name(f".{output_dir.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        output_dir.rename(retired)
+        staging.rename(output_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(output_dir)
+    return output_dir
+
+
 def by_kind(evaluation: dict[str, Any], question_column: str) -> pd.DataFrame:
     """Mean per-question metrics of each kind of question (question_type: boolean, numeric), per model."""
     kinds = []

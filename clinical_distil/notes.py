@@ -64,7 +64,7 @@ def discharge_notes(frame: pd.DataFrame) -> pd.DataFrame:
     notes = notes[NOTE_COLUMNS].copy()
     notes["hadm_id"] = notes["hadm_id"].astype("int64")
     notes = notes[notes["text"].fillna("").astype(str).str.strip() != ""]
-    log.info("%s: %d discharge summaries from %d rows", source_format, len(notes), len(frame))
+    log.debug("%s: %d discharge summaries from %d rows", source_format, len(notes), len(frame))
     return notes.sort_values(["subject_id", "hadm_id"]).reset_index(drop=True)
 
 
@@ -83,27 +83,34 @@ def read_subject_ids(path: str | Path) -> set[int]:
         raise InputError(f"exclude file {path} must hold one integer subject id per line ({error})") from error
 
 
-def select_notes(source: str | Path, num_notes: int | None, seed: int = 42,
-                 exclude_subjects: Iterable[int] = ()) -> pd.DataFrame:
-    """Read a MIMIC notes file and return `num_notes` sampled discharge summaries (all if None)."""
+def check_source(source: str | Path) -> Path:
+    """The notes source, after the checks its header allows (it exists, it is MIMIC-III or MIMIC-IV-Note)."""
     source = Path(source)
     if not source.exists():
         raise InputError(f"notes source not found: {source} (MIMIC-III NOTEEVENTS.csv(.gz) or "
                          "MIMIC-IV-Note discharge.csv(.gz))")
-    header = read_csv(source, nrows=0, what="notes source")
-    detect_format(header.columns)
+    detect_format(read_csv(source, nrows=0, what="notes source").columns)
+    return source
+
+
+def select_notes(source: str | Path, num_notes: int | None, seed: int = 42,
+                 exclude_subjects: Iterable[int] = ()) -> pd.DataFrame:
+    """Read a MIMIC notes file and return `num_notes` sampled discharge summaries (all if None)."""
+    source = check_source(source)
     frame = read_csv(source, what="notes source", low_memory=False)
     notes = discharge_notes(frame)
+    eligible = len(notes)
     excluded = set(exclude_subjects)
     if excluded:
-        before = len(notes)
         notes = notes[~notes["subject_id"].isin(excluded)]
-        log.info("excluded %d notes of %d held-out subjects", before - len(notes), len(excluded))
+    held_out = f" ({eligible - len(notes)} of {len(excluded)} held-out subjects left out)" if excluded else ""
+    if num_notes is not None and num_notes > len(notes):
+        raise InputError(f"asked for {num_notes} notes but {source} has only {len(notes)} eligible discharge "
+                         f"summaries{held_out}; lower --num_notes")
+    # logged after the checks: a refused run prints its one line only
+    log.info("%d discharge summaries in %d rows of %s%s", len(notes), len(frame), source, held_out)
     if num_notes is None:
         return notes.reset_index(drop=True)
     if num_notes < 1:
         raise InputError(f"--num_notes must be a positive integer, got {num_notes}")
-    if num_notes > len(notes):
-        raise InputError(f"asked for {num_notes} notes but {source} has only {len(notes)} eligible discharge "
-                         "summaries; lower --num_notes")
     return notes.sample(n=num_notes, random_state=seed).sort_values(["subject_id", "hadm_id"]).reset_index(drop=True)

@@ -26,6 +26,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from clinical_distil import layout
-from clinical_distil.files import InputError, write_text
+from clinical_distil.files import FolderLock, InputError, write_text
 from clinical_distil.report import read_run_state
 from clinical_distil.layout import MODEL_ROLES, REPO_ROOT, STAGES, RunLayout
 from clinical_distil.notes import NOTE_COLUMNS, detect_format
@@ -433,11 +434,16 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
         outputs=training_files, inputs=[run_layout.combo_file])]))
 
     finetune_dir = run_layout.finetune_dir
+    from clinical_distil.finetuning import checkpoints, complete_checkpoints
+
     resume: list[str] = []
     if overwrite:
         resume = ["--overwrite"]
-    elif any(finetune_dir.glob(layout.CHECKPOINT_GLOB)) and not layout.final_adapter(finetune_dir).exists():
-        resume = ["--resume_from_checkpoint", "last"]  # an interrupted run continues
+    elif not layout.final_adapter(finetune_dir).exists():
+        if complete_checkpoints(finetune_dir):
+            resume = ["--resume_from_checkpoint", "last"]  # an interrupted run continues
+        elif checkpoints(finetune_dir):
+            resume = ["--overwrite"]  # killed before its first checkpoint was whole: nothing to continue
     gpus = settings.num_gpus if settings.num_gpus is not None else (cuda_devices or 0)
     finetune_settings: FinetuneSettings = stage_settings["finetune"]
 
@@ -511,9 +517,15 @@ def stage_range(from_stage: str | None, to_stage: str | None) -> list[str]:
 HEARTBEAT_SECONDS = 15.0  # how often run.json records a running stage's time (a killed driver loses less)
 
 
-def _run_child(command: Command, env: dict[str, str], heartbeat: Callable[[], Any]) -> int:
-    """Run one step's command to its end, calling `heartbeat` every HEARTBEAT_SECONDS; its exit code."""
-    process = subprocess.Popen(command.argv, env=env, cwd=REPO_ROOT)
+def _run_child(command: Command, env: dict[str, str], heartbeat: Callable[[], Any],
+               stderr: Any = None) -> int:
+    """Run one step's command to its end, calling `heartbeat` every HEARTBEAT_SECONDS; its exit code.
+
+    The command runs under clinical_distil.guard, so it (and all it starts) ends with the driver,
+    however the driver ends.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "clinical_distil.guard", *command.argv], env=env, cwd=REPO_ROOT,
+                               stderr=stderr)
     try:
         while True:
             try:
@@ -521,8 +533,8 @@ def _run_child(command: Command, env: dict[str, str], heartbeat: Callable[[], An
             except subprocess.TimeoutExpired:
                 heartbeat()
     except BaseException:
-        try:  # Ctrl-C in a terminal reaches the child too: let it stop and keep what it finished
-            process.wait(timeout=10)
+        try:  # Ctrl-C in a terminal reaches the guard too: the step stops and keeps what it finished
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.terminate()
             process.wait()
@@ -554,82 +566,95 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
     def save() -> None:
         write_text(json.dumps(state, indent=2, default=str) + "\n", state_path)
 
+    lock = None
     if not dry_run:
-        (run_layout.report_dir / "notebooks").mkdir(parents=True, exist_ok=True)  # papermill writes executed copies there
+        lock = FolderLock(run_layout.report_dir, advice="give this run another --run name")  # one driver per run
+        (run_layout.report_dir / "notebooks").mkdir(exist_ok=True)  # papermill writes executed copies there
     started = time.time()
-    for position, stage in enumerate(stages, start=1):
-        prefix = f"[{position}/{len(stages)}] {stage.name}"
-        if stage.name not in selected:
-            continue
-        record = state["stages"].setdefault(stage.name, {})
-        if not stage.steps:
-            announce(f"{prefix}: nothing to do ({stage.note})")
-            record.update(status="given", note=stage.note)
-            continue
-        if stage.name == "report":
-            if dry_run:
-                announce(f"{prefix}: would write {run_layout.report_dir / 'report.md'}")
+    try:
+        for position, stage in enumerate(stages, start=1):
+            prefix = f"[{position}/{len(stages)}] {stage.name}"
+            if stage.name not in selected:
                 continue
+            record = state["stages"].setdefault(stage.name, {})
+            if not stage.steps:
+                announce(f"{prefix}: nothing to do ({stage.note})")
+                record.update(status="given", note=stage.note)
+                continue
+            if stage.name == "report":
+                if dry_run:
+                    announce(f"{prefix}: would write {run_layout.report_dir / 'report.md'}")
+                    continue
+                stage_started = time.time()
+                record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
+                save()  # the report reads the stage times from run.json
+                if write_report is not None:
+                    write_report(run_layout)
+                record.update(status="ran", seconds=round(time.time() - stage_started, 1))
+                save()
+                announce(f"{prefix}: {run_layout.report_dir / 'report.md'} ({record['seconds']:.1f}s)")
+                continue
+            todo = [step for step in stage.steps if overwrite or not step.finished()]
+            if not todo:
+                announce(f"{prefix}: skipped, outputs exist" +
+                         (f" (ran in {record['seconds']:.0f}s earlier)" if record.get("seconds") else ""))
+                record["status"] = "skipped"
+                continue
+            commands = {step.label: step.command_to_run(overwrite) for step in todo}
+            if dry_run:
+                for step in stage.steps:
+                    mark = "run " if step in todo else "done"
+                    command = commands.get(step.label, step.command)
+                    note = " (stale: an input changed since it ran)" if command is step.stale_command else ""
+                    announce(f"{prefix} [{mark}] {step.label}{note}: {command.shell()}")
+                continue
+            announce(f"{prefix}: {len(todo)} of {len(stage.steps)} step(s) to run")
+            # an interrupted stage's seconds count towards the stage; a finished one redone starts again
+            resumed = record.get("status") in ("running", "failed", "interrupted")
+            earlier = float(record.get("seconds") or 0) if resumed else 0.0
             stage_started = time.time()
-            record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"))
-            save()  # the report reads the stage times from run.json
-            if write_report is not None:
-                write_report(run_layout)
-            record.update(status="ran", seconds=round(time.time() - stage_started, 1))
+            record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), steps=record.get("steps", {}),
+                          seconds=round(earlier, 1))
             save()
-            announce(f"{prefix}: {run_layout.report_dir / 'report.md'} ({record['seconds']:.1f}s)")
-            continue
-        todo = [step for step in stage.steps if overwrite or not step.finished()]
-        if not todo:
-            announce(f"{prefix}: skipped, outputs exist" +
-                     (f" (ran in {record['seconds']:.0f}s earlier)" if record.get("seconds") else ""))
-            record["status"] = "skipped"
-            continue
-        commands = {step.label: step.command_to_run(overwrite) for step in todo}
-        if dry_run:
-            for step in stage.steps:
-                mark = "run " if step in todo else "done"
-                command = commands.get(step.label, step.command)
-                note = " (stale: an input changed since it ran)" if command is step.stale_command else ""
-                announce(f"{prefix} [{mark}] {step.label}{note}: {command.shell()}")
-            continue
-        announce(f"{prefix}: {len(todo)} of {len(stage.steps)} step(s) to run")
-        # an interrupted stage's seconds count towards the stage; a finished one redone starts again
-        earlier = float(record.get("seconds") or 0) if record.get("status") in ("running", "failed", "interrupted") \
-            else 0.0
-        stage_started = time.time()
-        record.update(status="running", started=time.strftime("%Y-%m-%d %H:%M:%S"), steps=record.get("steps", {}),
-                      seconds=round(earlier, 1))
-        save()
 
-        def elapsed() -> float:
-            return round(earlier + time.time() - stage_started, 1)
+            def elapsed() -> float:
+                return round(earlier + time.time() - stage_started, 1)
 
-        for step in todo:
-            command = commands[step.label]
-            if command is step.stale_command:
-                announce(f"{prefix}: '{step.label}' is older than its inputs; redoing it with --overwrite")
-            step_started = time.time()
-            log.info("%s: %s", step.label, command.shell())
-            try:
-                returncode = _run_child(command, {**env, **command.env}, heartbeat=lambda: (
-                    record.update(seconds=elapsed()), save()))
-            except KeyboardInterrupt:
-                record.update(status="interrupted", seconds=elapsed())
-                save()
-                raise
-            record["steps"][step.label] = {"command": command.shell(), "returncode": returncode,
-                                           "seconds": round(time.time() - step_started, 1)}
-            if returncode != 0:
-                record.update(status="failed", seconds=elapsed())
-                save()
-                reason = ""
-                error = notebook_error(command.executed_notebook) if command.executed_notebook else None
-                if error:
-                    reason = f"{error[1]} (in {command.executed_notebook})"
-                    returncode = 2 if error[0] == "InputError" else returncode  # bad input, as the scripts say
-                raise StageFailed(stage.name, step.label, returncode, reason)
-        record.update(status="ran", seconds=elapsed())
-        save()
-        announce(f"{prefix}: done in {record['seconds']:.1f}s (run total {time.time() - started:.0f}s)")
+            for step in todo:
+                command = commands[step.label]
+                if command is step.stale_command:
+                    announce(f"{prefix}: '{step.label}' is older than its inputs; redoing it with --overwrite")
+                step_started = time.time()
+                log.info("%s: %s", step.label, command.shell())
+                # a notebook's own traceback (papermill's, 50 lines) is shown only when it is not bad input
+                captured = tempfile.TemporaryFile(mode="w+") if command.executed_notebook else None
+                try:
+                    returncode = _run_child(command, {**env, **command.env}, heartbeat=lambda: (
+                        record.update(seconds=elapsed()), save()), stderr=captured)
+                except KeyboardInterrupt:
+                    record.update(status="interrupted", seconds=elapsed())
+                    save()
+                    raise
+                record["steps"][step.label] = {"command": command.shell(), "returncode": returncode,
+                                               "seconds": round(time.time() - step_started, 1)}
+                if returncode != 0:
+                    record.update(status="failed", seconds=elapsed())
+                    save()
+                    reason = ""
+                    error = notebook_error(command.executed_notebook) if command.executed_notebook else None
+                    if error:
+                        reason = f"{error[1]} (in {command.executed_notebook})"
+                        returncode = 2 if error[0] == "InputError" else returncode  # bad input, as the scripts say
+                    if captured is not None and returncode != 2:
+                        captured.seek(0)
+                        sys.stderr.write(captured.read())
+                    raise StageFailed(stage.name, step.label, returncode, reason)
+                if captured is not None:
+                    captured.close()
+            record.update(status="ran", seconds=elapsed())
+            save()
+            announce(f"{prefix}: done in {record['seconds']:.1f}s (run total {time.time() - started:.0f}s)")
+    finally:
+        if lock is not None:
+            lock.release()
     return state

@@ -18,7 +18,7 @@ import pandas as pd
 from rapidfuzz import fuzz
 
 from clinical_distil import layout
-from clinical_distil.files import InputError, write_csv
+from clinical_distil.files import InputError, atomic_group, read_csv, write_csv
 from clinical_distil.parsing import parse_reply
 from clinical_distil.prompts import ANSWER_TYPES, ITEM_KEYS, NOT_FOUND
 from clinical_distil.stages import COMBOS
@@ -193,6 +193,16 @@ def normalize_items(items: pd.DataFrame) -> pd.DataFrame:
     return items[items["question"] != ""].reset_index(drop=True)
 
 
+def read_notes(path: Path) -> pd.DataFrame:
+    """The notes table stage B joins its items to: it must exist, be readable and hold at least one note."""
+    notes = read_csv(path, required=["note_id", "text"], what="notes",
+                     hint="pass --notes_file with the notes stage A asked about")
+    if not len(notes):
+        raise InputError(f"notes file {path} has no note to join the items to; pass --notes_file with the notes "
+                         "stage A asked about")
+    return notes
+
+
 def join_notes(items: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     """Attach each item's note text by note_id (one admission can have several notes)."""
     if "note_id" not in notes.columns or "text" not in notes.columns:
@@ -270,6 +280,7 @@ def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path,
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")
-    for path, frame in targets.items():
-        written.append(write_csv(frame, path))
-    return written
+    with atomic_group(list(targets)) as staged:  # all of stage B's files or none
+        for stage, frame in zip(staged, targets.values()):
+            write_csv(frame, stage)
+    return list(targets)

@@ -81,6 +81,7 @@ class CreateSettings(Settings):
     retry_temperature: float = setting(0.7, "retries sample at least this hot (a greedy retry tends to loop again)",
                                        minimum=0)
     prompt_dir: str | None = setting(None, PROMPT_DIR_HELP)
+    allow_empty: bool = setting(False, "accept notes rows with no note to ask about (else that is an error)")
 
     def check(self) -> None:
         unknown = [name for name in self.question_types if name not in QUESTION_TYPES]
@@ -231,6 +232,7 @@ class EvalInferenceSettings(Settings):
     dtype: str = setting("auto", "model weights and compute: auto (bf16 on a GPU), bfloat16, float16 or float32",
                          choices=DTYPES)
     prompt_dir: str | None = setting(None, PROMPT_DIR_HELP)
+    allow_empty: bool = setting(False, "accept an eval file with no row to answer (else that is an error)")
 
     def check(self) -> None:
         if self.shard_index >= self.num_shards:

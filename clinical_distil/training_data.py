@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from clinical_distil import layout
-from clinical_distil.files import InputError, write_csv
+from clinical_distil.files import InputError, atomic_group, write_csv
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, answer_messages, answer_target
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,21 @@ def split(examples: pd.DataFrame, test_size: float = 0.1, seed: int = 42,
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def load_tokenizer(name: str):
+    """The student's tokenizer (a local folder, or a hub id where the hub is reachable), or one clear line."""
+    from transformers import AutoTokenizer
+
+    from clinical_distil.files import check_model_folder
+    from clinical_distil.layout import resolve
+
+    check_model_folder(name)
+    try:
+        return AutoTokenizer.from_pretrained(str(resolve(name)) if resolve(name).exists() else name)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot load the tokenizer {name!r} ({str(error).splitlines()[0]}); give a local model "
+                         "folder") from None
+
+
 def check_target(output_dir: Path, name: str, overwrite: bool = False) -> None:
     """Refuse, before any work, to replace a training set unless asked."""
     for split_name in ("train", "test"):
@@ -82,21 +97,15 @@ def check_target(output_dir: Path, name: str, overwrite: bool = False) -> None:
 def write_datasets(train: pd.DataFrame, test: pd.DataFrame, output_dir: Path, name: str,
                    overwrite: bool = False) -> dict[str, Path]:
     """`{train,test}_{name}.arrow` (datasets save_to_disk) and the same rows as csv.gz (prompt as JSON); all
-    of a split's files or none."""
-    import shutil
-
+    of both splits' files or none."""
     from datasets import Dataset
 
-    written = {}
     check_target(output_dir, name, overwrite)
-    for split_name, frame in (("train", train), ("test", test)):
-        arrow_dir = layout.training_dataset(output_dir, split_name, name)
-        temp_dir = arrow_dir.with_name(arrow_dir.name + ".partial")
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(temp_dir))
-        shutil.rmtree(arrow_dir, ignore_errors=True)
-        temp_dir.rename(arrow_dir)
-        csv_frame = frame.assign(prompt=frame["prompt"].map(json.dumps))  # the chat messages as JSON
-        write_csv(csv_frame, layout.training_table(output_dir, split_name, name))
-        written[split_name] = arrow_dir
-    return written
+    splits = {"train": train, "test": test}
+    targets = [path for split_name in splits for path in (layout.training_dataset(output_dir, split_name, name),
+                                                          layout.training_table(output_dir, split_name, name))]
+    with atomic_group(targets) as staged:
+        for (arrow_dir, table), frame in zip(zip(staged[::2], staged[1::2]), splits.values()):
+            Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(arrow_dir))
+            write_csv(frame.assign(prompt=frame["prompt"].map(json.dumps)), table)  # the chat messages as JSON
+    return {split_name: layout.training_dataset(output_dir, split_name, name) for split_name in splits}

@@ -69,6 +69,50 @@ def kill_when(script: str, *args: str, ready, timeout: float = 600) -> bool:
             process.wait()
 
 
+def start_script(script: str, *args: str) -> subprocess.Popen:
+    """A project script started in the background (its output kept in pipes for the test to read)."""
+    return subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def wait_for(condition, timeout: float = 300, process: subprocess.Popen | None = None) -> bool:
+    """Poll `condition` until it holds (True) or the time, or the given process, ends (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process is not None and process.poll() is not None:
+            return bool(condition())
+        time.sleep(0.02)
+    return False
+
+
+def processes_mentioning(*texts: str) -> list[int]:
+    """Live processes whose command line contains each of `texts` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if all(text in command for text in texts) and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def holds_lock(folder: Path, name: str | None = None) -> bool:
+    """Whether a run has taken the folder's lock (the lock file names its holder once taken)."""
+    from clinical_distil.layout import lock_name
+
+    path = folder / (name or lock_name())
+    return path.exists() and path.read_text().startswith("pid ")
+
+
 TYPE_OF_ANNOTATION = {"yes": "yes_no", "numeric": "numeric", "na-numeric": "na-numeric", "na-bool": "na-bool"}
 
 

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 
@@ -16,7 +17,7 @@ from clinical_distil import finetuning, layout, postprocess, training_data
 from clinical_distil.files import read_csv
 from clinical_distil.synthetic import read_chunks
 
-from conftest import REPO, SAMPLES, make_stage_a_outputs, run_script
+from conftest import REPO, SAMPLES, holds_lock, kill_when, make_stage_a_outputs, run_script, start_script, wait_for
 
 ANSWER = '```json\n{"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes"}\n```'
 
@@ -127,6 +128,73 @@ def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model
     summary = json.loads((results / "r" / "training_summary.json").read_text())
     assert summary["global_step"] == 3 and summary["resumed_from"].endswith("checkpoint-2")
     assert step.state() == "finished"
+
+
+def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_model_dir, tmp_path):
+    """The newest checkpoint lost its last files (as when the process dies during the save): `last` resumes from
+    the one before, sets the cut one aside, and the resumed run's history is whole."""
+    first = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
+                     "--load_in_4bit", "False")
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.rmtree(tmp_path / "final")
+    (tmp_path / "training_summary.json").unlink()
+    for name in ("trainer_state.json", layout.PROGRESS_FILE):
+        (tmp_path / "checkpoint-2" / name).unlink()
+    assert [path.name for path in finetuning.complete_checkpoints(tmp_path)] == ["checkpoint-1"]
+    resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "1",
+                       "--load_in_4bit", "False", "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint-2 was not written to its end; not resumed from" in resumed.stderr
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["resumed_from"] == str(tmp_path / "checkpoint-1") and summary["global_step"] == 3
+    assert [entry["step"] for entry in summary["log_history"] if "loss" in entry] == [1, 2, 3]
+    assert (tmp_path / "incomplete-checkpoint-2").is_dir()
+    assert [path.name for path in finetuning.complete_checkpoints(tmp_path)] == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    given = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
+                     "--resume_from_checkpoint", str(tmp_path / "incomplete-checkpoint-2"))
+    assert given.returncode == 2 and given.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'incomplete-checkpoint-2'} was not written to its end (no {layout.PROGRESS_FILE} or "
+        "trainer state); give another checkpoint, or last"]
+
+
+def test_finetune_killed_while_saving_resumes(data_dir, tiny_model_dir, tmp_path):
+    """SIGKILL as soon as the second checkpoint's folder appears (mid-save, or just after): the rerun the
+    driver would make continues from a complete checkpoint and ends with every step trained once."""
+    args = ["--max_steps", "4", "--save_steps", "1", "--load_in_4bit", "False", "--model_id", str(tiny_model_dir),
+            "--input_file", "all", "--min_difficulty", "1", "--data_dir", str(data_dir), "--output_dir",
+            str(tmp_path), "--max_seq_length", "640", "--logging_steps", "1"]
+    assert kill_when("finetune.py", *args, ready=(tmp_path / "checkpoint-2").exists), \
+        "the run ended before it could be killed"
+    assert not (tmp_path / "final").exists()
+    resumed = run_script("finetune.py", *args, "--resume_from_checkpoint", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["global_step"] == 4
+    resumed_from = summary["resumed_from"]
+    assert resumed_from in (str(tmp_path / "checkpoint-1"), str(tmp_path / "checkpoint-2"))
+    if (tmp_path / "incomplete-checkpoint-2").exists():  # the kill came inside the save
+        assert resumed_from == str(tmp_path / "checkpoint-1")
+    assert [entry["step"] for entry in summary["log_history"] if "loss" in entry] == [1, 2, 3, 4]
+
+
+def test_a_second_finetune_on_the_folder_is_refused(data_dir, tiny_model_dir, tmp_path):
+    args = ["--model_id", str(tiny_model_dir), "--input_file", "all", "--min_difficulty", "1", "--data_dir",
+            str(data_dir), "--output_dir", str(tmp_path), "--max_seq_length", "640", "--max_steps", "2",
+            "--load_in_4bit", "False"]
+    first = start_script("finetune.py", *args)
+    try:
+        assert wait_for(lambda: holds_lock(tmp_path), process=first), first.communicate()[1][-3000:]
+        second = run_script("finetune.py", *args)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: another run is writing to {tmp_path} (pid {first.pid} on {os.uname().nodename}); wait for it "
+            "to end, or write this run elsewhere"]
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
+    finally:
+        first.kill()
+    assert json.loads((tmp_path / "training_summary.json").read_text())["global_step"] == 2
+    assert not (tmp_path / layout.lock_name()).exists()  # released at the end
 
 
 def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SAMPLES, run_script
+from conftest import REPO, SAMPLES, holds_lock, processes_mentioning, run_script, start_script, wait_for
 
 from clinical_distil import pipeline
 from clinical_distil.files import InputError, write_csv
@@ -176,8 +176,14 @@ def test_finetune_launch_follows_the_gpus(tmp_path):
     assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
 
 
-def test_interrupted_finetune_resumes(tmp_path):
-    (tmp_path / "results" / "r" / "checkpoint-50").mkdir(parents=True)
+def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
+    """Only checkpoints cut off while saving: a resume would have nothing to continue from, so the run starts
+    again; with a complete one it resumes."""
+    cut = tmp_path / "results" / "r" / "checkpoint-50"
+    cut.mkdir(parents=True)
+    (cut / "adapter_model.safetensors").write_bytes(b"")
+    assert _finetune_command(tmp_path).argv[-1] == "--overwrite"
+    (cut / "trainer_state.json").write_text("{}")
     assert _finetune_command(tmp_path).argv[-2:] == ["--resume_from_checkpoint", "last"]
 
 
@@ -217,6 +223,45 @@ def test_failed_notebook_stops_with_its_message(tmp_path):
                            f"files (df_*_START_END.csv) in {tmp_path / 'synthetic-output' / '4'}")
     state = json.loads((tmp_path / "reports" / "broken" / "run.json").read_text())
     assert state["stages"]["postprocess"]["status"] == "failed"
+
+
+def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_path, tiny_model_dir):
+    """Two drivers on one run: the second stops in one line. SIGKILL of the first while stage A runs: the stage
+    ends with it (no orphan writing beside the rerun), and the rerun finishes stage A with each row once."""
+    import os
+    import signal
+
+    from clinical_distil.synthetic import read_chunks
+
+    data = tmp_path / "data"
+    argv = ["--notes", str(MIMIC_III), "--select", "{num_notes: 6}", "--run", "k", "--data_dir", str(data),
+            "--reports_dir", str(tmp_path / "reports"), "--results_dir", str(tmp_path / "results"),
+            "--models_dir", str(tmp_path / "models"), "--teacher", str(tiny_model_dir), "--student",
+            str(tiny_model_dir), "--engine", "transformers", "--to_stage", "generate",
+            "--generate", "{max_tokens: 64, chunk_size: 1, retries: 0}"]
+    manifest = data / "synthetic-output" / "6" / "manifest.json"
+    first = start_script("run-pipeline.py", *argv)
+    try:
+        assert wait_for(lambda: holds_lock(tmp_path / "reports" / "k"), process=first), first.communicate()[1]
+        second = run_script("run-pipeline.py", *argv)
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines()[-1] == (
+            f"error: another run is writing to {tmp_path / 'reports' / 'k'} (pid {first.pid} on "
+            f"{os.uname().nodename}); wait for it to end, or give this run another --run name")
+        assert wait_for(manifest.exists, process=first), first.communicate()[1][-3000:]
+        assert processes_mentioning("synthetic-a-create.py", str(data)), "stage A is not running"
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        first.kill()
+    assert wait_for(lambda: not processes_mentioning(str(data)), timeout=60), \
+        f"left running: {processes_mentioning(str(data))}"
+    assert not json.loads(manifest.read_text())["complete"]
+    rerun = run_script("run-pipeline.py", *argv)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    frame = read_chunks(data / "synthetic-output" / "6")
+    assert len(frame) == 24 and not frame.duplicated(["note_id", "question_type"]).any()
+    assert json.loads(manifest.read_text())["complete"] is True
 
 
 # --- one whole run -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from clinical_distil import prompts
+from clinical_distil import layout, prompts
 from clinical_distil.chat import FittedPrompt, end_token_ids, fit_note, fit_notes, render_ids, render_ids_batch
 from clinical_distil.engines import Generation, Sampling
 from clinical_distil.hf_engine import TransformersEngine
@@ -14,7 +14,7 @@ from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
 from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
 
-from conftest import SAMPLES, kill_when, run_script
+from conftest import SAMPLES, holds_lock, kill_when, run_script, start_script, wait_for
 
 SCRIPT = "a-generate-synthetic-training-data/synthetic-a-create.py"
 TYPES = list(prompts.QUESTION_TYPES)
@@ -347,6 +347,31 @@ def test_killed_run_resumed_with_other_chunk_sizes_has_every_row_once(data_dir, 
     assert manifest["counts"]["requests"] == killed_manifest["counts"]["requests"] + resumed_requests
     assert manifest["wall_seconds"] == pytest.approx(sum(session["wall_seconds"] for session in manifest["sessions"]),
                                                      abs=0.01)
+
+
+def test_a_second_run_on_the_folder_is_refused_and_a_shard_is_not(data_dir, tiny_model_dir, tmp_path):
+    """One lock per output folder (per shard): the same run twice at once is refused in one line, before its
+    model loads; the other shard of the same folder runs beside it."""
+    import os
+
+    args = ["--model_id", str(tiny_model_dir), "--dataset", "6", "--data_dir", str(data_dir), "--output_dir",
+            str(tmp_path), "--engine", "transformers", "--max_tokens", "24", "--retries", "0", "--chunk_size", "1"]
+    first = start_script(SCRIPT, *args, "--num_shards", "2", "--shard_index", "0")
+    try:
+        assert wait_for(lambda: holds_lock(tmp_path, layout.lock_name(f"stage-a{layout.shard_suffix(2, 0)}")), process=first), \
+            first.communicate()[1][-3000:]
+        second = run_script(SCRIPT, *args, "--num_shards", "2", "--shard_index", "0")
+        assert second.returncode == 2 and second.stderr.strip().splitlines() == [
+            f"error: another run is writing to {tmp_path} (pid {first.pid} on {os.uname().nodename}); wait for it "
+            "to end, or write stage A's files elsewhere"]
+        other = run_script(SCRIPT, *args, "--num_shards", "2", "--shard_index", "1")
+        assert other.returncode == 0, other.stderr[-2000:]
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+    finally:
+        first.kill()
+    frame = read_chunks(tmp_path)
+    assert len(frame) == 24 and not frame.duplicated(["note_id", "question_type"]).any()
+    assert not list(tmp_path.glob(".*.lock"))
 
 
 def test_shards_cover_every_row_exactly_once(data_dir, tiny_model_dir, tmp_path):

@@ -1,0 +1,143 @@
+"""clinical_distil.files: atomic writes with the umask's mode, one-line refusals, and the output folder lock."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from clinical_distil.files import FolderLock, InputError, atomic_path, write_text
+from clinical_distil.layout import lock_name
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from clinical_distil.files import FolderLock
+FolderLock(Path(sys.argv[1]), "the test's files")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(folder):
+    """A separate process that takes the folder's lock and keeps it until killed."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_the_umasks_mode(tmp_path, umask, mode):
+    """Not the 0600 of a temporary file: a group on a shared cluster reads what the umask lets it."""
+    target = tmp_path / "out" / "table.csv.gz"
+    code = ("import os, sys; os.umask(int(sys.argv[2], 8)); import pandas as pd; "
+            "from clinical_distil.files import write_csv; write_csv(pd.DataFrame({'a': [1]}), sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(target), oct(umask)], check=True)
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    assert [path.name for path in target.parent.iterdir()] == ["table.csv.gz"]  # no temporary file left
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = write_text("old", tmp_path / "a.txt")
+    with pytest.raises(RuntimeError), atomic_path(target) as temp_path:
+        temp_path.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_atomic_write_refuses_a_folder_or_a_file_in_the_way(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a folder; give a file name"):
+        write_text("x", tmp_path / "folder")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        write_text("x", tmp_path / "file" / "a.txt")
+
+
+def test_a_held_lock_refuses_a_second_run_naming_the_holder(tmp_path):
+    holder = hold_lock(tmp_path / "out")
+    try:
+        with pytest.raises(InputError) as refused:
+            FolderLock(tmp_path / "out", "these answers")
+        assert str(refused.value) == (f"another run is writing to {tmp_path / 'out'} (pid {holder.pid} on "
+                                      f"{os.uname().nodename}); wait for it to end, or write these answers elsewhere")
+        FolderLock(tmp_path / "out", name=lock_name("other-shard")).release()  # another output in the folder
+    finally:
+        holder.kill()
+        holder.wait()
+    # a killed holder leaves its file, but no lock: the next run takes it
+    assert (tmp_path / "out" / lock_name()).exists()
+    lock = FolderLock(tmp_path / "out")
+    lock.release()
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_lock_leaves_nothing_behind(tmp_path):
+    """Released (or at exit), the lock removes its file, and the folder it made if nothing came into it."""
+    (tmp_path / "made").mkdir()
+    FolderLock(tmp_path / "new" / "deeper").release()
+    assert os.listdir(tmp_path) == ["made"]
+    lock = FolderLock(tmp_path / "kept")
+    write_text("result", tmp_path / "kept" / "result.txt")
+    lock.release()
+    assert os.listdir(tmp_path / "kept") == ["result.txt"]
+    code = "import sys; from pathlib import Path; from clinical_distil.files import FolderLock; " \
+           "FolderLock(Path(sys.argv[1])); sys.exit(2)"
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "exit")]).returncode == 2
+    assert not (tmp_path / "exit").exists()
+
+
+def test_ranks_after_the_first_do_not_lock(tmp_path, monkeypatch):
+    """Under accelerate every process runs the script: the first one locks for all of them."""
+    first = FolderLock(tmp_path)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    second = FolderLock(tmp_path)
+    assert second.handle is None
+    first.release()
+
+
+def test_the_guard_stops_its_command_when_its_parent_is_killed(tmp_path):
+    """The driver's children run under clinical_distil.guard: a SIGKILLed driver takes them with it."""
+    marker = tmp_path / "marker"
+    parent_code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-m', 'clinical_distil.guard', "
+                   "sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]]); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, str(marker)])
+    from conftest import processes_mentioning, wait_for
+
+    assert wait_for(lambda: len(processes_mentioning("time.sleep(600)", str(marker))) == 3, timeout=60)  # parent, guard, command
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    assert wait_for(lambda: not processes_mentioning("time.sleep(600)", str(marker)), timeout=60), \
+        processes_mentioning(str(marker))
+
+
+def test_the_guard_passes_the_exit_code_on():
+    code = subprocess.run([sys.executable, "-m", "clinical_distil.guard", sys.executable, "-c",
+                           "import sys; sys.exit(7)"]).returncode
+    assert code == 7
+
+
+def test_a_group_of_outputs_appears_whole_or_not_at_all(tmp_path):
+    """Stage B's, stage C's and the preprocess notebooks' files: a failure halfway leaves the old set untouched."""
+    import pandas as pd
+
+    from clinical_distil.files import atomic_group, read_csv, write_csv
+
+    table, folder = tmp_path / "a.csv.gz", tmp_path / "train.arrow"
+    write_text("old table", tmp_path / "old.txt")
+    folder.mkdir()
+    (folder / "old").write_text("old dataset")
+    with pytest.raises(RuntimeError), atomic_group([table, folder]) as (staged_table, staged_folder):
+        write_csv(pd.DataFrame({"a": [1]}), staged_table)
+        raise RuntimeError("killed between the two")
+    assert not table.exists() and os.listdir(folder) == ["old"]
+    assert sorted(os.listdir(tmp_path)) == ["old.txt", "train.arrow"]  # no staging left
+    with atomic_group([table, folder]) as (staged_table, staged_folder):
+        assert staged_table.name.endswith(".csv.gz")  # a writer that reads the suffix gzips it
+        write_csv(pd.DataFrame({"a": [1]}), staged_table)
+        staged_folder.mkdir()
+        (staged_folder / "new").write_text("new dataset")
+    assert read_csv(table)["a"].tolist() == [1] and os.listdir(folder) == ["new"]
+    assert sorted(os.listdir(tmp_path)) == ["a.csv.gz", "old.txt", "train.arrow"]
