@@ -7,10 +7,12 @@ plus manifest.json. --help lists every flag.
 
 from clinical_distil import layout, synthetic
 from clinical_distil.cli import run_stage
+from clinical_distil.default_model import DEFAULT_MODEL_DIR
 from clinical_distil.engines import Sampling, check_engine_options, load_engine
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
+from simulation.reference_teacher import REFERENCE, TEACHER_KIND, ReferenceTeacher
 
 
 def main(settings: CreateSettings) -> None:
@@ -36,18 +38,29 @@ def main(settings: CreateSettings) -> None:
     if not asked and not settings.allow_empty:
         raise InputError(f"{notes_path} has no note to ask about in rows {settings.start_row}-{stop - 1} "
                          f"({len(notes)} rows, {unusable} of them empty); pass --allow_empty to accept that")
-    check_model_folder(settings.model_id)
-    check_engine_options(settings.engine, settings.dtype)
+    reference = settings.model_id == REFERENCE
+    if reference:  # no model: the replies are written from the simulated patients' fact sheets
+        facts = layout.resolve(settings.reference_facts) if settings.reference_facts else \
+            layout.facts_file(notes_path)
+        teacher = ReferenceTeacher(facts, tokenizer_dir=DEFAULT_MODEL_DIR, seed=settings.seed)
+        teacher.check_notes(notes["hadm_id"].iloc[settings.start_row:stop])
+    else:
+        check_model_folder(settings.model_id)
+        check_engine_options(settings.engine, settings.dtype)
     lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
                       name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
-    teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
-                          tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
-                          seed=settings.seed, dtype=settings.dtype)
+    if not reference:
+        teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
+                              tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
+                              seed=settings.seed, dtype=settings.dtype)
     summary = synthetic.run_stage_a(teacher, notes, stage, target, settings.model_id, start_row=settings.start_row,
                                     limit=settings.limit, num_shards=settings.num_shards,
                                     shard_index=settings.shard_index,
                                     manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
-                                                    "unusable_notes": unusable, "prompt_dir": settings.prompt_dir})
+                                                    "unusable_notes": unusable, "prompt_dir": settings.prompt_dir,
+                                                    "teacher": TEACHER_KIND if reference else "language model",
+                                                    **({"reference_facts": str(teacher.facts_path)} if reference
+                                                       else {})})
     session, counts = summary["session"], summary["session"]["counts"]
     print(f"stage A: {counts.get('requests', 0)} replies in {counts.get('written_files', 0)} new files "
           f"({counts.get('skipped_files', 0)} already done, {unusable} empty notes skipped, "

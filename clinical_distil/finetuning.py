@@ -242,9 +242,9 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     model.config.pad_token_id = tokenizer.pad_token_id
     # no KV cache in training: with one, transformers would not see packed sequences' boundaries
     model.config.use_cache = False
-    optimizer = "paged_adamw_8bit" if cuda else "adamw_torch"
+    optimizer = settings.optim if cuda else "adamw_torch"
     if not cuda:
-        log.info("no CUDA: training in fp32 with adamw_torch instead of paged_adamw_8bit")
+        log.info("no CUDA: training in fp32 with adamw_torch instead of %s", settings.optim)
     config = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
         per_device_train_batch_size=settings.per_device_train_batch_size,

@@ -41,11 +41,15 @@ class InferenceSettings:
     templates: PromptTemplates | None = None  # the answer prompt's wording (None: the shipped templates)
 
 
+# identifiers read as written: n2c2 patient "0020" must not become 20, or its exported file would miss the gold
+IDENTIFIER_DTYPES = {"patient": str}
+
+
 def load_eval_rows(path: Path, dataset_name: str) -> pd.DataFrame:
     task = TASKS.get(dataset_name)
     notebook = task.preprocess_notebook.relative_to(REPO_ROOT) if task else "the task's *-a-preprocess.ipynb"
     return read_csv(path, required=["id", "prompt"], what="evaluation prompts", keep_default_na=False,
-                    hint=f"make it with {notebook}")
+                    dtype=IDENTIFIER_DTYPES, hint=f"make it with {notebook}")
 
 
 def chunk_files(output_dir: Path, input_file: str) -> list[ChunkFile]:

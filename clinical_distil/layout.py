@@ -68,16 +68,32 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 # --- stage 0 and A --------------------------------------------------------------------------------
 
+def notes_dir(root: Path) -> Path:
+    """mimic/: the notes a run selects from and the notes it selected."""
+    return root / "mimic"
+
+
 def notes_file(root: Path, dataset: int | str) -> Path:
     """The selected notes of stage 0 (written gzip; a plain notes_{N}.csv is read as well)."""
-    return root / "mimic" / f"notes_{dataset}.csv.gz"
+    return notes_dir(root) / f"notes_{dataset}.csv.gz"
 
 
 def notes_candidates(root: Path, dataset: int | str) -> list[Path]:
-    return [notes_file(root, dataset), root / "mimic" / f"notes_{dataset}.csv"]
+    return [notes_file(root, dataset), notes_dir(root) / f"notes_{dataset}.csv"]
+
+
+def corpus_notes(root: Path) -> Path:
+    """A simulated corpus's notes (simulation/corpus.py), as MIMIC-III ships them."""
+    return notes_dir(root) / "NOTEEVENTS.csv.gz"
 
 
 NOTES_NAME = re.compile(r"notes_(?P<dataset>.+?)\.csv(\.gz)?")
+
+
+def facts_file(notes_path: Path) -> Path:
+    """A simulated corpus's truth (simulation/corpus.py), beside its notes: what the reference teacher and the
+    report's teacher check read."""
+    return notes_path.parent / "facts.jsonl.gz"
 
 
 def chunks_dir(root: Path, dataset: int | str) -> Path:
@@ -178,8 +194,13 @@ def merged_model(models: Path, name: str) -> Path:
 
 # --- evaluation -----------------------------------------------------------------------------------
 
+def eval_data_dir(root: Path, task: str) -> Path:
+    """eval-data/{task}/: the prompt tables of a task's preprocess notebook."""
+    return root / "eval-data" / task
+
+
 def eval_file(root: Path, task: str, file_name: str) -> Path:
-    return root / "eval-data" / task / f"{file_name}.csv"
+    return eval_data_dir(root, task) / f"{file_name}.csv"
 
 
 def task_outputs(root: Path, task: str) -> Path:
@@ -211,6 +232,11 @@ def evaluation_dir(root: Path, task: str, name: str) -> Path:
 
 def report_dir(reports: Path, run: str) -> Path:
     return reports / run
+
+
+def teacher_truth_file(report: Path) -> Path:
+    """The report's teacher precision against the truth (simulated notes only)."""
+    return report / "teacher_truth.csv"
 
 
 # --- a whole run of the driver ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pandas as pd
 
 from clinical_distil.chunks import check_no_overlap
 from clinical_distil.files import InputError, write_text
-from clinical_distil.inference import chunk_files, read_chunk
+from clinical_distil.inference import IDENTIFIER_DTYPES, chunk_files, read_chunk
 from clinical_distil.parsing import json_values
 from clinical_distil.postprocess import NUMBER, is_number, normalize_answer, parse_number
 from clinical_distil.tasks import N2C2_CRITERIA, get_task
@@ -289,7 +289,7 @@ def read_model_outputs(model_dir: Path, input_file: str) -> pd.DataFrame:
     check_no_overlap(files, f"eval-inference {input_file}")
     frames = []
     for item in files:
-        frame = read_chunk(item, keep_default_na=False)
+        frame = read_chunk(item, keep_default_na=False, dtype=IDENTIFIER_DTYPES)
         missing = [column for column in ("id", "output") if column not in frame.columns]
         if missing:
             raise InputError(f"eval-inference output file {item.path} lacks column(s) {', '.join(missing)}; rerun "

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from clinical_distil import layout as paths
-from clinical_distil.files import read_csv, write_text
+from clinical_distil.files import read_csv, write_csv, write_text
 from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
 from clinical_distil.prompts import QUESTION_TYPES
+from clinical_distil.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def _json(path: Path) -> dict[str, Any] | None:
 def settings_section(layout: RunLayout) -> list[Block]:
     create, prepare = layout.settings["generate"], layout.settings["prepare"]
     manifest = _json(layout.generation_manifest) or {}
-    rows = [("teacher", create.model_id), ("student", layout.student), ("notes", str(layout.notes_file)),
+    kind = manifest.get("teacher", "language model")
+    teacher = create.model_id if kind == "language model" else kind
+    rows = [("teacher", teacher), ("student", layout.student), ("notes", str(layout.notes_file)),
             ("stage A dataset", layout.dataset),
             ("notes read by the teacher", "all" if create.limit is None else create.limit),
             ("questions per type (k)", create.questions_per_type),
@@ -90,7 +93,11 @@ def settings_section(layout: RunLayout) -> list[Block]:
     blocks: list[Block] = [("h2", "Run settings"),
                            ("table", pd.DataFrame(rows, columns=["setting", "value"]).assign(
                                value=lambda frame: frame["value"].map(fmt)))]
-    if create.structured_output:
+    if kind != "language model":
+        blocks.append(("p", f"The teacher was not a language model: {kind}. Its items are right by construction, "
+                            "so this run measures what the student learns from correct synthetic data, not a "
+                            "teacher's quality."))
+    elif create.structured_output:
         blocks.append(("p", "Stage A constrained the teacher's replies to the JSON schema of the question list "
                             "(structured output). The paper's teacher wrote JSON unaided; a small teacher such as "
                             "the 135M default rarely does, so without it almost every reply would fail to parse."))
@@ -168,6 +175,31 @@ def counts_section(layout: RunLayout, figures: Path) -> list[Block]:
     return blocks
 
 
+def teacher_truth_section(layout: RunLayout) -> list[Block]:
+    """On a simulated corpus (its facts beside the notes): every kept item checked against the patient's truth."""
+    facts_path = paths.facts_file(layout.notes_file)
+    items = _read(paths.items_file(layout.raw_dir),
+                  usecols=["hadm_id", "question_type", "question", "answer", "source_in_note"])
+    if not facts_path.exists() or items is None:
+        return []
+    from simulation.corpus import read_facts
+    from simulation.teacher_check import check_items, teacher_precision
+
+    checked = check_items(items, read_facts(facts_path))
+    table = teacher_precision(checked)
+    write_csv(table, paths.teacher_truth_file(layout.report_dir))
+    manifest = _json(layout.generation_manifest) or {}
+    return [("h2", "Teacher against the truth (simulated notes)"),
+            ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
+                  f"{manifest.get('teacher', layout.settings['generate'].model_id)}. Each kept item's question is read "
+                  "for the one fact it asks about and its answer compared with the patient's fact sheet; "
+                  "'verifiable' is the share of items that could be read so, 'precision' the share of those answered "
+                  "right (for the N/A types: the fact is truly not in the note), 'quote_in_note' the share of "
+                  "answerable items whose quote stands in the note. The paper's physicians edited 12.8% of the "
+                  "teacher's items; this is the automatic analogue."),
+            ("table", table.map(fmt))]
+
+
 def training_section(layout: RunLayout, figures: Path) -> list[Block]:
     summary = _json(paths.training_summary(layout.finetune_dir))
     if summary is None:
@@ -189,7 +221,8 @@ def training_section(layout: RunLayout, figures: Path) -> list[Block]:
 def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
     blocks: list[Block] = [("h2", "Evaluation: base vs distilled student"),
                            ("p", "Means over questions of the per-question balanced accuracy and micro-F1 (the "
-                                 "paper's metrics) with 95% bootstrap intervals over questions; unparseable answers "
+                                 "paper's metrics) with 95% bootstrap intervals over questions (over examples where "
+                                 "questions are written per note, as in annotated-synthetic); unparseable answers "
                                  "count as No for yes/no questions, as in the paper.")]
     summaries: dict[str, pd.DataFrame] = {}
     for task in layout.tasks:
@@ -201,10 +234,12 @@ def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
         summary = summary[summary["model"].isin(names)].copy()
         summary["model"] = summary["model"].map(names)
         summaries[task] = summary
+        interval = f"ci_{get_task(task).interval_over}"
         table = pd.DataFrame({"model": summary["model"], "examples": summary["examples"].map(fmt),
-                              "balanced accuracy [95% CI]": [with_interval(row, "balanced_accuracy")
+                              "balanced accuracy [95% CI]": [with_interval(row, "balanced_accuracy", interval)
                                                              for _, row in summary.iterrows()],
-                              "micro-F1 [95% CI]": [with_interval(row, "micro_f1") for _, row in summary.iterrows()],
+                              "micro-F1 [95% CI]": [with_interval(row, "micro_f1", interval)
+                                                    for _, row in summary.iterrows()],
                               "parse failure rate": summary["parse_failure_rate"].map(fmt)})
         # the figures a task's scorer adds (the official n2c2 F1, accuracy per question type)
         if "n2c2_micro_f1" in summary:
@@ -229,6 +264,41 @@ def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
         if by_type is not None:
             blocks.append(("image", plot_types(by_type, figures / "accuracy_by_type.png")))
     return blocks
+
+
+def reading_section(layout: RunLayout) -> list[Block]:
+    """What this run's numbers can and cannot show, from its own sizes and intervals."""
+    sentences = []
+    summary = _json(paths.training_summary(layout.finetune_dir))
+    if summary is not None:
+        sentences.append(f"The student learned from {summary['train_examples']} training examples.")
+    if str(layout.settings["generate"].model_id) == str(layout.student):
+        sentences.append("The teacher was the student's own base model (self-distillation): the student can at "
+                         "best learn its teacher's answers, right or wrong.")
+    names = {layout.model_name(role): role for role in MODEL_ROLES}
+    for task in layout.tasks:
+        scores = _read(layout.evaluation_dir(task) / "summary.csv")
+        if scores is None:
+            continue
+        rows = {names[row["model"]]: row for row in scores.to_dict("records") if row["model"] in names}
+        if set(rows) != set(MODEL_ROLES):
+            continue
+        base, distilled = rows["base"], rows["distilled"]
+        over = get_task(task).interval_over
+        low, high = f"balanced_accuracy_ci_{over}_low", f"balanced_accuracy_ci_{over}_high"
+        gain = distilled["balanced_accuracy"] - base["balanced_accuracy"]
+        if distilled[low] > base[high] or distilled[high] < base[low]:
+            verdict = f"the 95% intervals (over {over}) do not overlap"
+        else:
+            verdict = (f"the 95% intervals (over {over}) overlap, so on {fmt(distilled['examples'])} examples this run cannot "
+                       "tell the two models apart")
+        sentences.append(f"{task}: balanced accuracy {fmt(base['balanced_accuracy'])} (base) against "
+                         f"{fmt(distilled['balanced_accuracy'])} (distilled), {gain:+.3f}; {verdict}.")
+    sentences.append("Whether distillation makes a better extractor is measured where the truth is known: on "
+                     "simulated patients, with a teacher that is right by construction and with the student's own "
+                     "base as teacher (bench/known_answer.py; figures in bench/RESULTS.md, section Known-answer "
+                     "distillation, and bench/known_answer.json).")
+    return [("h2", "What these numbers can show"), ("p", " ".join(sentences))]
 
 
 def timing_section(state: dict[str, Any]) -> list[Block]:
@@ -397,11 +467,13 @@ def write_report(layout: RunLayout) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     state = read_run_state(report_dir / "run.json")
     counts = counts_section(layout, figures)
+    truth = teacher_truth_section(layout)
     training = training_section(layout, figures)
     evaluation = evaluation_section(layout, figures)
     blocks = [("p", f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files of run '{layout.run}' "
                     f"(data root {layout.root}). Executed stage notebooks are in notebooks/, the run state in run.json."),
-              *settings_section(layout), *counts, *training, *evaluation, *timing_section(state)]
+              *settings_section(layout), *counts, *truth, *training, *evaluation, *reading_section(layout),
+              *timing_section(state)]
     title = f"Distillation report: {layout.run}"
     write_text(render_html(title, blocks, report_dir), report_dir / "report.html")
     target = write_text(render_markdown(title, blocks, report_dir), report_dir / "report.md")

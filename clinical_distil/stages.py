@@ -47,7 +47,9 @@ class CreateSettings(Settings):
     """synthetic-a-create.py: the teacher writes question/answer pairs about each note."""
 
     model_id: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "teacher model (hub id on a GPU node, or a "
-                            "local folder)")
+                            "local folder); reference: the fact-sheet writer of a simulated corpus (no model)")
+    reference_facts: str | None = setting(None, "with --model_id reference: the corpus's facts.jsonl.gz (default: "
+                                          "the one beside the notes file)")
     dataset: str = setting("100000", "N of data/mimic/notes_{N}.csv(.gz), and the output folder name")
     start_row: int = setting(0, "first note row to use", minimum=0)
     data_dir: str | None = setting(None, DATA_DIR_HELP)
@@ -136,6 +138,9 @@ class PrepareSettings(Settings):
     prompt_dir: str | None = setting(None, PROMPT_DIR_HELP)
 
 
+OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused", "adamw_torch")
+
+
 @dataclass
 class FinetuneSettings(Settings):
     """finetune.py: QLoRA supervised fine-tuning of the student on stage C's datasets."""
@@ -158,6 +163,8 @@ class FinetuneSettings(Settings):
     lora_r: int = setting(8, "LoRA rank", minimum=1)
     lora_alpha: int = setting(16, "LoRA alpha", minimum=1)
     load_in_4bit: bool | None = setting(None, "NF4 base weights (default: on when CUDA is present)")
+    optim: str = setting("paged_adamw_8bit", "optimizer on CUDA: the paper's paged 8-bit AdamW (bitsandbytes), or "
+                         "adamw_torch_fused for a bf16 base; without CUDA adamw_torch", choices=OPTIMIZERS)
     packing: bool = setting(False, "pack several examples into one sequence of max_seq_length tokens (fewer "
                             "optimizer steps)")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "

@@ -166,8 +166,11 @@ def run_chunk(engine, notes: pd.DataFrame, task: ChunkTask, settings: StageASett
         sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
     timings = {"prompts": time.perf_counter() - clock}
     clock = time.perf_counter()
+    # the reference teacher writes from each note's facts: it is told which note and question type each request is
+    extra = {"requests": [{**row, "questions_per_type": settings.questions_per_type} for row in rows]} \
+        if getattr(engine, "needs_requests", False) else {}
     results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
-                              prompt_ids=[item.prompt_ids for item in fitted]) if rows else []
+                              prompt_ids=[item.prompt_ids for item in fitted], **extra) if rows else []
     attempts = [1] * len(results)
     retry_counts = retry_failed(engine, fitted, sampling, results, attempts, settings)
     timings["generate"] = time.perf_counter() - clock
@@ -208,7 +211,7 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
         return reply_needs_retry(result.text, result.finish_reason, whole_json=settings.structured_output)
 
     pending = [position for position, result in enumerate(results) if unusable(result)]
-    counts = {"retried_requests": len(pending), "retry_output_tokens": 0}
+    counts = {"retried_requests": len(pending) if settings.retries else 0, "retry_output_tokens": 0}
     for attempt in range(1, settings.retries + 1):
         if not pending:
             break

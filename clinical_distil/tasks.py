@@ -49,6 +49,10 @@ class EvalTask:
     input_dir: str  # the raw data's default folder, under the data root
     eval_files: tuple[str, ...] = ("prompts",)  # files the preprocess notebook writes; the first is the default
     labelled_splits: bool = False  # the eval files are splits of the raw folder (train/, test/), with gold XML
+    # what a headline 95% interval resamples: "questions" where every patient is asked the same questions
+    # (the paper's bootstrap); "examples" where questions are written per note and question_column holds
+    # only their types
+    interval_over: str = "questions"
 
     @property
     def notebooks(self) -> tuple[Path, Path]:
@@ -65,7 +69,7 @@ class EvalTask:
 
 TASKS: dict[str, EvalTask] = {task.name: task for task in (
     EvalTask("annotated-synthetic", "b-synthetic-eval-task", "annotated_synthetic", "Annotated synthetic questions",
-             "question_type", "answers", "annotated-synthetic"),
+             "question_type", "answers", "annotated-synthetic", interval_over="examples"),
     EvalTask("i2b2", "c-i2b2-eval-task", "i2b2", "n2c2 2018 cohort selection", "question_label", "n2c2",
              "n2c2-2018-track1", eval_files=("test", "train"), labelled_splits=True),
     EvalTask("apixaban", "d-apixaban-eval-task", "apixaban", "Apixaban trial criteria", "criterion", "yes_or_not",

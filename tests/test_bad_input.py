@@ -4,8 +4,10 @@ Broad on purpose: misspelt and unknown flags, wrong types, values out of range, 
 malformed files, outputs that cannot be written, settings of earlier versions.
 """
 
+import gzip
 import json
 import os
+import shutil
 
 import pandas as pd
 import papermill
@@ -58,6 +60,9 @@ def work(tmp_path_factory):
     (root / "bad.yaml").write_text("teacher: [unclosed\n")
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "run-dir").mkdir()
+    (root / "simulated").mkdir()  # notes with a facts file that holds none of them (the reference teacher)
+    shutil.copy(root / "mimic" / "notes_3.csv.gz", root / "simulated" / "notes_3.csv.gz")
+    (root / "simulated" / "facts.jsonl.gz").write_bytes(gzip.compress(b""))
     _, chunks = make_stage_a_outputs(root)  # stage A's files for the notebook B cases, as dataset "annot"
     chunks.rename(chunks.with_name("annot"))
     (root / "mimic" / "latin-1.csv").write_bytes("note_id,text\n1,caf\xe9 au lait spots\n".encode("latin-1"))
@@ -110,6 +115,9 @@ CASES = [
     ("create-top-p-two", CREATE, lambda w: ["--dataset", "3", "--top_p", "2", *D(w)], "--top_p must be at most 1"),
     ("create-batch-negative", CREATE, lambda w: ["--dataset", "3", "--batch_size", "-1", *D(w)], "--batch_size must be at least 1"),
     ("create-batch-zero", CREATE, lambda w: ["--dataset", "3", "--batch_size", "0", *D(w)], "--batch_size must be at least 1"),
+    ("create-reference-no-facts", CREATE, lambda w: ["--dataset", "3", "--model_id", "reference", *D(w)], "the reference teacher needs the facts.jsonl.gz of a corpus"),
+    ("create-reference-facts-missing", CREATE, lambda w: ["--dataset", "3", "--model_id", "reference", "--reference_facts", str(w / "none.jsonl.gz"), *D(w)], "facts file not found"),
+    ("create-reference-other-notes", CREATE, lambda w: ["--dataset", "3", "--model_id", "reference", "--notes_file", str(w / "simulated" / "notes_3.csv.gz"), *D(w)], "3 note(s) are not in"),
     ("create-qtype", CREATE, lambda w: ["--dataset", "3", "--qtypes", "yes_no,essay", *D(w)], "unknown question type(s) essay"),
     ("create-engine", CREATE, lambda w: ["--dataset", "3", "--engine", "gpt", *D(w)], "--engine must be one of auto, vllm, transformers"),
     ("create-dtype", CREATE, lambda w: ["--dataset", "3", "--dtype", "int8", *D(w)], "--dtype must be one of"),

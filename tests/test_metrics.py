@@ -231,3 +231,15 @@ def test_scores_read_back_from_chunk_files_are_the_same(tmp_path):
 ])
 def test_same_answer_reads_numbers_as_numbers(prediction, label, same):
     assert metrics.same_answer(prediction, label) is same
+
+
+def test_patient_ids_are_read_as_written(tmp_path):
+    """n2c2 patient "0020" stays "0020" through eval-inference's files, so its exported file meets the gold."""
+    from clinical_distil.inference import load_eval_rows
+
+    rows = pd.DataFrame({"id": ["0020_ABDOMINAL", "0105_ABDOMINAL"], "patient": ["0020", "0105"],
+                         "question_label": ["ABDOMINAL"] * 2, "label": ["met", "not met"], "prompt": ["p", "p"]})
+    rows.to_csv(tmp_path / "test.csv", index=False)
+    assert load_eval_rows(tmp_path / "test.csv", "i2b2")["patient"].tolist() == ["0020", "0105"]
+    rows.assign(output=['{"answer": "Yes"}'] * 2).to_csv(tmp_path / "test_0_2_chunk_0.csv", index=False)
+    assert metrics.read_model_outputs(tmp_path, "test")["patient"].tolist() == ["0020", "0105"]

@@ -279,7 +279,7 @@ def test_no_retries_when_asked_or_when_every_reply_is_usable():
     cut = [Generation(GOOD[:20], "length", 1, 50)]
     settings = StageASettings(question_types=["yes_no"], retries=0)
     assert retry_failed(engine, fitted, Sampling(), cut, [1], settings) == {
-        "retried_requests": 1, "retry_output_tokens": 0, "unusable_after_retries": 1}
+        "retried_requests": 0, "retry_output_tokens": 0, "unusable_after_retries": 1}
     assert retry_failed(engine, fitted, Sampling(), [Generation(GOOD, "stop", 1, 9)], [1],
                         StageASettings(question_types=["yes_no"])) == {
         "retried_requests": 0, "retry_output_tokens": 0, "unusable_after_retries": 0}

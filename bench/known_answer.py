@@ -1,0 +1,185 @@
+"""The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
+
+    python bench/known_answer.py                                   # the GPU run of bench/RESULTS.md
+    python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100   # a longer learning curve
+
+Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
+configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
+(the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher). Every arm
+trains the same student on its teacher's items and scores it and its base on the corpus's held-out
+patients (annotated questions, n2c2 XML, apixaban criteria). The base model's answers are made once
+and reused by the later arms. Rerunning resumes: the driver skips what is done.
+
+Results go to bench/known_answer.json: one record per arm, task and model (balanced accuracy with its
+95% interval over questions, micro-F1, the official n2c2 micro-F1), and the teacher's precision
+against the truth per question type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from clinical_distil import layout
+from clinical_distil.cli import run
+from clinical_distil.files import InputError, read_csv, write_text
+from clinical_distil.layout import REPO_ROOT as REPO
+from clinical_distil.tasks import get_task
+from simulation.corpus import CORPUS_FILE, write_corpus
+
+RUN = "known-answer"  # configs/known-answer.yaml's run name: the same in every arm, so base answers carry over
+TASKS = ("annotated-synthetic", "i2b2", "apixaban")
+
+
+def parse_arms(arms: str | tuple) -> list[tuple[str, int]]:
+    parsed = []
+    for arm in (arms.split(",") if isinstance(arms, str) else arms):
+        teacher, _, notes = str(arm).strip().partition(":")
+        if teacher not in ("reference", "self") or not notes.isdigit() or int(notes) < 1:
+            raise InputError(f"arm {arm!r}: write TEACHER:NOTES with TEACHER reference or self, e.g. reference:150")
+        parsed.append((teacher, int(notes)))
+    return parsed
+
+
+def arm_root(corpus: Path, teacher: str, notes: int) -> Path:
+    return corpus / "arms" / f"{teacher}-{notes}"
+
+
+def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
+    """The arm's data root: the corpus's facts beside its notes, and the first arm's prompts and base answers."""
+    facts = layout.facts_file(layout.notes_file(root, "any"))
+    if not facts.exists():
+        facts.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(layout.facts_file(layout.corpus_notes(corpus)), facts)
+    if first is None or first == root:
+        return
+    for task in TASKS:  # copies keep their times, so the driver finds them up to date
+        for source, target in ((layout.eval_data_dir(first, task), layout.eval_data_dir(root, task)),
+                               (layout.model_outputs(first, task, f"{RUN}-base"),
+                                layout.model_outputs(root, task, f"{RUN}-base"))):
+            if source.is_dir() and not target.exists():
+                shutil.copytree(source, target)
+
+
+def run_arm(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str) -> int:
+    summary = json.loads((corpus / CORPUS_FILE).read_text())
+    evals = {task: {"input_dir": str(corpus / folder)} for task, folder in summary["eval_input_dirs"].items()}
+    argv = [sys.executable, str(REPO / "run-pipeline.py"), "--config", str(config), "--data_dir", str(root),
+            "--reports_dir", str(root / layout.REPORTS.name), "--results_dir", str(root / layout.RESULTS.name),
+            "--models_dir", str(root / layout.MODELS.name), "--notes", str(layout.corpus_notes(corpus)),
+            "--select", json.dumps({"num_notes": notes}),
+            "--teacher", "reference" if teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
+    print(f"== arm {teacher}:{notes}: {' '.join(argv[1:])}", flush=True)
+    return subprocess.run(argv, cwd=REPO, env=dict(os.environ)).returncode
+
+
+def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
+    """The records of bench/known_answer.json from the arms' files."""
+    runs, precision = [], []
+    for teacher, notes in arms:
+        root = arm_root(corpus, teacher, notes)
+        training = layout.training_summary(root / layout.RESULTS.name / RUN)
+        train_items = json.loads(training.read_text())["train_examples"] if training.exists() else None
+        for task in TASKS:
+            path = layout.evaluation_dir(root, task, RUN) / "summary.csv"
+            if not path.exists():
+                continue
+            over = get_task(task).interval_over  # questions, or examples where questions are written per note
+            for row in read_csv(path).to_dict("records"):
+                model = row["model"].removeprefix(f"{RUN}-")
+                runs.append({"teacher": teacher, "notes": notes, "train_items": train_items, "task": task,
+                             "model": model, "examples": row["examples"],
+                             "balanced_accuracy": row["balanced_accuracy"],
+                             "ci_over": over, "ci_low": row[f"balanced_accuracy_ci_{over}_low"],
+                             "ci_high": row[f"balanced_accuracy_ci_{over}_high"], "micro_f1": row["micro_f1"],
+                             "n2c2_micro_f1": row.get("n2c2_micro_f1"),
+                             "parse_failure_rate": row["parse_failure_rate"]})
+        truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))
+        if truth.exists():
+            precision += [{"teacher": teacher, "notes": notes, **row} for row in read_csv(truth).to_dict("records")]
+    clean = lambda value: None if isinstance(value, float) and value != value else value  # noqa: E731 (NaN -> null)
+    return {"runs": [{key: clean(value) for key, value in record.items()} for record in runs],
+            "teacher_precision": [{key: clean(value) for key, value in record.items()} for record in precision]}
+
+
+def markdown(results: dict) -> str:
+    """The table of bench/RESULTS.md: base against distilled, per arm and task."""
+    frame = pd.DataFrame(results["runs"])
+    if frame.empty:
+        return "(no arm scored yet)"
+    lines = ["| teacher | notes | train items | task | base BA [95% CI] | distilled BA [95% CI] | gain "
+             "| intervals apart | micro-F1 base -> distilled | n2c2 micro-F1 base -> distilled |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (teacher, notes, task), group in frame.groupby(["teacher", "notes", "task"], sort=False):
+        by_model = {row["model"]: row for row in group.to_dict("records")}
+        base, distilled = by_model.get("base"), by_model.get("distilled")
+        if base is None or distilled is None:
+            continue
+        cell = lambda row: f"{row['balanced_accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"  # noqa: E731
+        apart = "yes" if distilled["ci_low"] > base["ci_high"] or distilled["ci_high"] < base["ci_low"] else "no"
+        n2c2 = (f"{base['n2c2_micro_f1']:.3f} -> {distilled['n2c2_micro_f1']:.3f}"
+                if pd.notna(base.get("n2c2_micro_f1")) else "")
+        lines.append(f"| {teacher} | {notes} | {distilled['train_items']} | {task} | {cell(base)} | {cell(distilled)} "
+                     f"| {distilled['balanced_accuracy'] - base['balanced_accuracy']:+.3f} | {apart} "
+                     f"| {base['micro_f1']:.3f} -> {distilled['micro_f1']:.3f} | {n2c2} |")
+    return "\n".join(lines)
+
+
+def precision_markdown(results: dict) -> str:
+    """Teacher precision against the truth, per teacher (first arm of each) and question type."""
+    frame = pd.DataFrame(results["teacher_precision"])
+    if frame.empty:
+        return "(no teacher checked yet)"
+    lines = ["| teacher | notes | question type | items | verifiable | precision | quote in note |",
+             "|---|---|---|---|---|---|---|"]
+    show = lambda value: "" if pd.isna(value) else f"{value:.3f}"  # noqa: E731
+    for row in frame.to_dict("records"):
+        lines.append(f"| {row['teacher']} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
+                     f"| {show(row['verifiable'])} | {show(row['precision'])} | {show(row['quote_in_note'])} |")
+    return "\n".join(lines)
+
+
+def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-answer",
+         arms: str = "reference:25,reference:60,self:25", patients: int = 1200, seed: int = 7,
+         annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
+         self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
+         collect_only: bool = False) -> None:
+    """Run the arms (resuming), then write the results JSON and print the table."""
+    corpus_dir, config_path = layout.resolve(corpus), layout.resolve(config)
+    chosen = parse_arms(arms)
+    if not config_path.exists():
+        raise InputError(f"config file not found: {config_path}")
+    if max(notes for _, notes in chosen) > patients:
+        raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
+    started = time.time()
+    if not collect_only:
+        if not (corpus_dir / CORPUS_FILE).exists():
+            write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
+                         n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
+        first = None
+        for teacher, notes in chosen:
+            root = arm_root(corpus_dir, teacher, notes)
+            prepare_arm(corpus_dir, root, first)
+            code = run_arm(config_path, corpus_dir, root, teacher, notes, self_teacher)
+            if code != 0:
+                raise SystemExit(code)
+            first = first or root
+    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
+               "config": str(config), "corpus": json.loads((corpus_dir / CORPUS_FILE).read_text()),
+               "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
+    results["corpus"].pop("held_out_subject_ids", None)
+    write_text(json.dumps(results, indent=1) + "\n", layout.resolve(output))
+    print(markdown(results))
+    print()
+    print(precision_markdown(results))
+
+
+if __name__ == "__main__":
+    run(main)

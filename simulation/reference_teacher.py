@@ -1,0 +1,313 @@
+"""The reference teacher: stage A's replies written from the simulated patients' fact sheets.
+
+Not a language model. For a note of the known-answer corpus and a question type it writes the reply
+a careful teacher would: questions about facts the note states (with the answer, the note's own
+words as the quote, the section, a difficulty and an explanation), and, for the "not in the note"
+types, questions about facts the note lacks. The items are in the JSON the teacher prompts ask
+for, in the same chunk files and manifest as a language model's, so the rest of the pipeline
+cannot tell them apart; the manifest and the report say that the teacher was the reference.
+
+Every question it writes is one the truth checker (simulation/truth.py) reads, and its answer is
+the checker's: the reference teacher's precision is 1 by construction, which is what makes it the
+upper reference for a language model teacher on the same notes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from clinical_distil.engines import Generation, Sampling
+from clinical_distil.files import InputError
+from clinical_distil.prompts import max_questions
+from simulation.samples import FactSheet
+from simulation.truth import expected_answer, vitals_of
+from simulation.varied import Mention
+
+REFERENCE = "reference"  # the --model_id (the driver's `teacher`) that selects it
+TEACHER_KIND = "reference: replies written from the simulated patients' fact sheets, not by a language model"
+
+CONDITION_NAMES = {
+    "afib": ["atrial fibrillation", "AF"], "t2d": ["type 2 diabetes", "diabetes mellitus"],
+    "hypertension": ["hypertension", "high blood pressure"], "heart_failure": ["heart failure", "CHF"],
+    "cad": ["coronary artery disease", "CAD"], "mdd": ["major depressive disorder", "depression"],
+    "schizophrenia": ["schizophrenia"], "bipolar": ["bipolar disorder"],
+    "hemorrhagic": ["a bleeding disorder such as von Willebrand disease", "a bleeding disorder"],
+    "peptic_ulcer_disease": ["peptic ulcer disease", "a peptic or duodenal ulcer"],
+    "surgical_valvular_disease": ["aortic stenosis", "a valve lesion needing surgical valve replacement"],
+    "dementia": ["dementia", "Alzheimer dementia"], "abdominal_surgery": ["abdominal surgery",
+                                                                         "intra-abdominal surgery"],
+}
+EVENT_NAMES = {"mi": ["a myocardial infarction", "an MI"], "stroke": ["a stroke", "an ischemic stroke"],
+               "bleed": ["a GI bleed", "a gastrointestinal bleeding episode"],
+               "keto": ["diabetic ketoacidosis", "an episode of DKA"]}
+WINDOWS = [(30, "in the past 30 days"), (90, "in the past 3 months"), (180, "in the past 6 months"),
+           (365, "in the past year"), (730, "in the past 2 years")]
+LAB_NAMES = {"creatinine": "creatinine", "hba1c": "hemoglobin A1c", "platelets": "platelet count",
+             "hemoglobin": "hemoglobin", "wbc": "white blood cell count", "glucose": "glucose", "ast": "AST",
+             "alt": "ALT", "bilirubin": "total bilirubin"}
+AGGREGATES = [("highest", "highest"), ("lowest", "lowest"), ("first", "first recorded"),
+              ("last", "most recent")]
+ABSENT_NUMERIC = ["What was the patient's highest troponin T value?", "What was the most recent LDL cholesterol?",
+                  "What was the patient's INR on admission?", "What was the TSH level?",
+                  "What was the BNP on admission?", "What was the serum lactate?", "What was the admission potassium?",
+                  "What was the serum albumin?", "What was the patient's weight in kilograms?",
+                  "What was the serum sodium on admission?", "What was the patient's BMI?",
+                  "What was the ferritin level?"]
+UNKNOWABLE_BOOLEAN = ["Did the patient receive an influenza vaccine this season?",
+                      "Has the patient ever been tested for hepatitis C?",
+                      "Has the patient had a screening colonoscopy?",
+                      "Has the patient received a pneumococcal vaccine?", "Does the patient own a firearm?",
+                      "Has the patient ever had a DEXA scan?", "Has the patient had a sleep apnea study?",
+                      "Has the patient had a tetanus booster in the last 10 years?",
+                      "Does the patient have an advance directive on file?",
+                      "Has the patient ever had an HIV test?", "Is the patient a veteran?",
+                      "Has the patient traveled abroad in the past month?"]
+
+
+@dataclass
+class Item:
+    question: str
+    type: str
+    answer: Any
+    section: str
+    source: str
+    difficulty: int
+    explanation: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _number_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def _quote(mentions: list[Mention], key: str, value: float | None = None) -> Mention | None:
+    for mention in mentions:
+        if mention.key == key and (value is None or mention.value == value):
+            return mention
+    return None
+
+
+def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
+    """Every yes/no question this note answers, with its quote (the caller picks among them)."""
+    items: list[Item] = []
+    vitals = vitals_of(mentions)
+
+    def add(question: str, mention: Mention | None, difficulty: int, why: str) -> None:
+        expected = expected_answer(question, sheet, vitals)
+        if mention is None or expected is None or expected.answer not in ("Yes", "No"):
+            return
+        items.append(Item(question, "boolean", expected.answer, mention.section, mention.text, difficulty,
+                          why.format(answer=expected.answer.lower())))
+
+    for name, words in CONDITION_NAMES.items():
+        word = rng.choice(words)
+        mention = _quote(mentions, f"cond:{name}") or _quote(mentions, f"neg:{name}")
+        phrasing = rng.choice(["Does the patient have {}?", "Is there a history of {}?",
+                               "Has the patient been diagnosed with {}?"])
+        add(phrasing.format(word), mention, 3 if mention and mention.key.startswith("cond") else 4,
+            "The note " + ("lists" if mention and mention.key.startswith("cond") else "explicitly denies") + " it.")
+    for name, words in EVENT_NAMES.items():
+        mention = _quote(mentions, f"event:{name}")
+        if mention is None:
+            continue
+        word = rng.choice(words)
+        add(f"Has the patient ever had {word}?", mention, 3, "The note describes the event.")
+        days = {"mi": sheet.mi_days_ago, "stroke": sheet.stroke_days_ago, "bleed": sheet.bleed_days_ago,
+                "keto": sheet.keto_days_ago}[name]
+        windows = [(limit, text) for limit, text in WINDOWS if days is None or abs(days - limit) > 15]
+        if windows:
+            limit, text = rng.choice(windows)
+            add(f"Has the patient had {word} {text}?", mention, 6,
+                "The note dates the event, so the answer is {answer} for this time window.")
+    for drug in ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin"):
+        mention = _quote(mentions, f"med:{drug}")
+        if mention is not None:
+            add(rng.choice([f"Is the patient taking {drug} at discharge?", f"Is {drug} among the discharge "
+                            "medications?", f"Was the patient discharged on {drug}?"]), mention, 2,
+                "The discharge medications list it.")
+    supplement = next((mention for mention in mentions if mention.key.startswith("supp:")), None)
+    if supplement is not None:
+        add(rng.choice(["Is the patient taking a dietary supplement?", "Does the patient take any vitamins or "
+                        "supplements?"]), supplement, 4, "A supplement is among the discharge medications.")
+    for key, questions, why in (
+            ("social:alcohol", ["Does the patient drink alcohol?", "Does the patient drink more than 14 alcoholic "
+                                "drinks per week?", "Does the patient report heavy alcohol use?"],
+             "The social history states the patient's drinking."),
+            ("social:drugs", ["Does the patient use illicit drugs?", "Is there a history of recreational drug use?"],
+             "The social history addresses drug use."),
+            ("social:smoking", ["Is the patient a current smoker?", "Has the patient ever smoked tobacco?"],
+             "The social history states the smoking status."),
+            ("social:language", ["Does the patient speak English?", "Does the patient need an interpreter?"],
+             "The social history states the language."),
+            ("cond:cannot_decide", ["Is the patient able to make their own medical decisions?"],
+             "The exam documents the patient's mental status."),
+            ("cond:oriented", ["Is the patient able to make their own medical decisions?"],
+             "The exam documents the patient's mental status.")):
+        mention = _quote(mentions, key)
+        if mention is not None:
+            add(rng.choice(questions), mention, 4 if key.startswith("social") else 6, why)
+    for lab, threshold in (("creatinine", 1.5), ("hemoglobin", 10.0), ("platelets", 150.0), ("glucose", 200.0)):
+        values = [mention for mention in mentions if mention.key == f"lab:{lab}"]
+        if not values:
+            continue
+        above = lab in ("creatinine", "glucose")
+        extreme = max(values, key=lambda m: m.value) if above else min(values, key=lambda m: m.value)
+        word = "above" if above else "below"
+        add(f"Was any {LAB_NAMES[lab]} value {word} {threshold:g}?", extreme, 6,
+            f"The {'highest' if above else 'lowest'} recorded value decides: the answer is {{answer}}.")
+    return items
+
+
+def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
+    items: list[Item] = []
+    vitals = vitals_of(mentions)
+    for lab, name in LAB_NAMES.items():
+        draws = [mention for mention in mentions if mention.key == f"lab:{lab}"]
+        if not draws:
+            continue
+        if len({mention.value for mention in draws}) == 1:
+            question = f"What was the patient's {name}?"
+            mention = draws[0]
+            difficulty, why = 3, "It is the only value of this lab in the note."
+        else:
+            aggregate, words = rng.choice(AGGREGATES)
+            question = f"What was the {words} {name} value?"
+            expected = expected_answer(question, sheet, vitals)
+            if expected is None:
+                continue
+            mention = next((m for m in draws if m.value == expected.answer), None)
+            if mention is None:
+                continue
+            difficulty, why = 6, f"Of the {len(draws)} values in the note, this is the {words} one."
+        expected = expected_answer(question, sheet, vitals)
+        if expected is not None and isinstance(expected.answer, float):
+            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text,
+                              difficulty, why))
+    for key, question, why in (("vital:heart_rate", "What was the heart rate on admission?", "The vital signs."),
+                               ("vital:temperature", "What was the temperature on admission?", "The vital signs."),
+                               ("vital:systolic", "What was the systolic blood pressure on admission?",
+                                "The vital signs."),
+                               ("vital:oxygen_saturation", "What was the oxygen saturation on admission?",
+                                "The vital signs.")):
+        mention = _quote(mentions, key)
+        expected = expected_answer(question, sheet, vitals)
+        if mention is not None and expected is not None and isinstance(expected.answer, float):
+            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text, 2,
+                              why))
+    for key, question, why in (("lvef", "What was the left ventricular ejection fraction?", "The echo result."),
+                               ("chads2", "What was the documented CHADS2 score?", "The hospital course states it."),
+                               ("social:alcohol", "How many alcoholic drinks does the patient have per week?",
+                                "The social history states it.")):
+        mention = _quote(mentions, key)
+        expected = expected_answer(question, sheet, vitals)
+        if mention is not None and expected is not None and isinstance(expected.answer, float):
+            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text, 4,
+                              why))
+    return items
+
+
+def not_found_numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
+    candidates = list(ABSENT_NUMERIC)
+    for lab, name in LAB_NAMES.items():
+        if not any(mention.key == f"lab:{lab}" for mention in mentions):
+            candidates.append(f"What was the patient's {rng.choice(['highest', 'most recent'])} {name}?")
+    if sheet.lvef is None:
+        candidates.append("What was the left ventricular ejection fraction?")
+    items = []
+    for question in candidates:
+        expected = expected_answer(question, sheet, vitals_of(mentions))
+        if expected is not None and expected.answer == "NA":
+            items.append(Item(question, "numeric", "N/A", "not found", "not found", rng.randint(4, 7),
+                              "The note does not report this value."))
+    return items
+
+
+def not_found_boolean_items(rng: random.Random) -> list[Item]:
+    return [Item(question, "boolean", "N/A", "not found", "not found", rng.randint(4, 7),
+                 "The note does not say.") for question in UNKNOWABLE_BOOLEAN]
+
+
+def reference_reply(record: dict, question_type: str, count: int, max_numeric: int, seed: int) -> list[dict]:
+    """The reference teacher's items for one note and question type (deterministic for the seed)."""
+    sheet, mentions = record["sheet"], record["mentions"]
+    rng = random.Random(f"{seed}:{record['hadm_id']}:{question_type}")
+    if question_type == "yes_no":
+        pool = yes_no_items(sheet, mentions, rng)
+        rng.shuffle(pool)
+        chosen = [item for item in pool if item.answer == "Yes"][:count] + \
+                 [item for item in pool if item.answer == "No"][:count]
+        rng.shuffle(chosen)
+    elif question_type == "numeric":
+        pool = numeric_items(sheet, mentions, rng)
+        rng.shuffle(pool)
+        chosen = pool[:max_numeric]
+    elif question_type == "na-numeric":
+        chosen = rng.sample(pool := not_found_numeric_items(sheet, mentions, rng), min(count, len(pool)))
+    elif question_type == "na-bool":
+        chosen = rng.sample(pool := not_found_boolean_items(rng), min(count, len(pool)))
+    else:
+        raise ValueError(f"unknown question type {question_type!r}")
+    return [item.as_json() for item in chosen]
+
+
+class ReferenceTeacher:
+    """Stage A's teacher interface (`generate`, `tokenizer`, `max_model_len`) over a corpus's facts file.
+
+    Stage A passes each request's note ids and question type (`needs_requests`); the tokenizer only
+    counts prompt and reply tokens for the manifest, as a language model's would.
+    """
+
+    name = REFERENCE
+    needs_requests = True
+    max_model_len = 1_000_000  # no note is shortened: the reference reads the whole note
+
+    def __init__(self, facts_path: str | Path, tokenizer_dir: str | Path, seed: int = 0):
+        from transformers import AutoTokenizer
+
+        from simulation.corpus import read_facts
+
+        facts_path = Path(facts_path)
+        if not facts_path.exists():
+            raise InputError(f"facts file not found: {facts_path}; the reference teacher needs the facts.jsonl.gz of "
+                             "a corpus written by python -m simulation.corpus (pass --reference_facts)")
+        self.facts = read_facts(facts_path)
+        self.facts_path = facts_path
+        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        self.seed = seed
+
+    def check_notes(self, hadm_ids: Sequence) -> None:
+        """Refuse, before any work, notes whose admissions the facts do not hold."""
+        missing = sorted({int(hadm_id) for hadm_id in hadm_ids} - set(self.facts))
+        if missing:
+            raise InputError(f"{len(missing)} note(s) are not in {self.facts_path} (admission {missing[0]} first): the "
+                             "reference teacher writes only about the notes of its own corpus")
+
+    def generate(self, conversations: Sequence[list[dict]], sampling: Sampling,
+                 progress: Callable[[int, int], None] | None = None,
+                 prompt_ids: Sequence[list[int] | None] | None = None,
+                 requests: Sequence[dict] | None = None) -> list[Generation]:
+        if requests is None or len(requests) != len(conversations):
+            raise ValueError("the reference teacher answers stage A's requests only (their note ids and types)")
+        results = []
+        for position, request in enumerate(requests):
+            record = self.facts.get(int(request["hadm_id"]))
+            if record is None:
+                raise InputError(f"note of admission {request['hadm_id']} is not in {self.facts_path}: the reference "
+                                 "teacher writes only about the corpus's own notes")
+            count = int(request["questions_per_type"])
+            items = reference_reply(record, request["question_type"], count, max_questions("numeric", count),
+                                    self.seed + sampling.seed)
+            text = json.dumps(items, indent=2)
+            ids = prompt_ids[position] if prompt_ids is not None and prompt_ids[position] is not None else []
+            reply_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
+            results.append(Generation(text, "stop", len(ids), reply_tokens))
+            if progress is not None:
+                progress(1, results[-1].output_tokens)
+        return results
+

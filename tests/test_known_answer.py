@@ -1,0 +1,280 @@
+"""The known-answer benchmark's parts: the simulated corpus, the truth checker, the reference teacher,
+teacher precision and the bench's collection of results (bench/known_answer.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clinical_distil import layout
+from clinical_distil.files import InputError, write_csv
+from conftest import run_script
+from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
+from simulation.reference_teacher import reference_reply
+from simulation.samples import DateStyle, Lab, make_sheets
+from simulation.teacher_check import check_items, teacher_precision
+from simulation.truth import Expected, answer_matches, expected_answer
+from simulation.varied import render_varied_discharge_summary
+
+sys.path.insert(0, str(layout.REPO_ROOT / "bench"))
+import known_answer  # noqa: E402  (bench/ is scripts, not a package)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    write_corpus(root, patients=40, seed=3, annotated_notes=4, n2c2_train=2, n2c2_test=3, apixaban_notes=2)
+    return root
+
+
+def sheet_with(**fields):
+    """One simulated patient with the given facts set exactly."""
+    sheet = make_sheets(random.Random(0), 1, 1, 10, 2100)[0]
+    return dataclasses.replace(sheet, **fields)
+
+
+# --- corpus -------------------------------------------------------------------------------------------
+
+def digest(root: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            found[str(path.relative_to(root))] = hashlib.sha256(data).hexdigest()
+    return found
+
+
+def test_corpus_is_deterministic_for_its_seed(corpus, tmp_path):
+    write_corpus(tmp_path / "again", patients=40, seed=3, annotated_notes=4, n2c2_train=2, n2c2_test=3,
+                 apixaban_notes=2)
+    write_corpus(tmp_path / "other", patients=40, seed=4, annotated_notes=4, n2c2_train=2, n2c2_test=3,
+                 apixaban_notes=2)
+    assert digest(tmp_path / "again") == digest(corpus)
+    assert digest(tmp_path / "other")["mimic/NOTEEVENTS.csv.gz"] != digest(corpus)["mimic/NOTEEVENTS.csv.gz"]
+
+
+def test_corpus_files_and_held_out_patients(corpus):
+    summary = json.loads((corpus / CORPUS_FILE).read_text())
+    notes = pd.read_csv(layout.corpus_notes(corpus))
+    discharge = notes[notes["CATEGORY"] == "Discharge summary"]
+    assert summary["discharge_summaries"] == len(discharge) == 40 and summary["notes"] == len(notes)
+    assert set(notes["CATEGORY"]) > {"Discharge summary"}  # nursing, radiology and ECG notes around them
+    assert not set(notes["SUBJECT_ID"]) & set(summary["held_out_subject_ids"])
+    facts = read_facts(layout.facts_file(layout.corpus_notes(corpus)))
+    assert set(facts) == set(discharge["HADM_ID"])
+    assert sorted(path.name for path in (corpus / "raw" / "n2c2-2018-track1" / "test").iterdir()) == \
+        ["102.xml", "103.xml", "104.xml"]
+    annotated = pd.concat([pd.read_csv(path, keep_default_na=False)
+                           for path in sorted((corpus / "raw" / "annotated-synthetic").glob("*.csv"))])
+    assert len(annotated) == summary["annotated_questions"] == 20
+    assert set(annotated["type"]) == {"yes", "numeric", "na-numeric", "na-bool"}
+    apixaban = pd.concat(pd.read_csv(path) for path in sorted((corpus / "raw" / "apixaban").glob("*.csv")))
+    assert len(apixaban) == summary["apixaban_rows"] == 2 * 23
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), typo_rate=st.sampled_from([0.0, 0.15, 0.6]))
+def test_every_mention_stands_in_its_note(seed, typo_rate):
+    rng = random.Random(seed)
+    sheet = make_sheets(rng, 1, 1, 10, 2100)[0]
+    note = render_varied_discharge_summary(sheet, DateStyle("mimic-iii"), rng, typo_rate=typo_rate)
+    assert note.mentions and all(mention.text in note.text for mention in note.mentions)
+    for mention in note.find("lab"):
+        assert mention.value in sheet.lab_values(mention.key.split(":")[1])
+
+
+# --- truth --------------------------------------------------------------------------------------------
+
+LABS = [Lab("2154-07-27", "creatinine", 1.5), Lab("2154-07-28", "creatinine", 2.5),
+        Lab("2154-07-29", "creatinine", 1.1), Lab("2154-07-27", "hba1c", 7.4)]
+
+
+@pytest.mark.parametrize("question, answer, concept", [
+    ("Does the patient have atrial fibrillation?", "Yes", "condition:afib"),
+    ("Is there a history of type 2 diabetes?", "No", "condition:t2d"),
+    ("Is the patient on aspirin?", "No", "drug:aspirin"),
+    ("Is the patient taking warfarin at discharge?", "Yes", "drug:warfarin"),
+    ("What was the highest creatinine?", 2.5, "lab:creatinine"),
+    ("What was the lowest creatinine value?", 1.1, "lab:creatinine"),
+    ("What was the patient's hemoglobin A1c?", 7.4, "lab:hba1c"),
+    ("Was any creatinine value above 2?", "Yes", "lab:creatinine > 2"),
+    ("Has the patient had a myocardial infarction in the past 6 months?", "Yes", "event:mi 180d"),
+    ("Has the patient had a myocardial infarction in the past 1 month?", "No", "event:mi 30d"),
+    ("What was the patient's LDL cholesterol?", "NA", "absent number"),
+    ("Has the patient received the influenza vaccine?", "NA", "not recorded"),
+    ("How many alcoholic drinks does the patient have per week?", 10.0, "alcohol per week"),
+])
+def test_expected_answers_from_the_fact_sheet(question, answer, concept):
+    sheet = sheet_with(labs=LABS, mi_days_ago=90, alcohol_drinks_per_week=10,
+                       medications=["warfarin 5 mg PO daily"],
+                       conditions={**sheet_with().conditions, "afib": True, "t2d": False})
+    assert expected_answer(question, sheet, {}) == Expected(answer, concept)
+
+
+@pytest.mark.parametrize("question", ["Does the patient's father have diabetes?",
+                                      "Does the patient have atrial fibrillation and diabetes?",
+                                      "What is the weather like?"])
+def test_questions_that_cannot_be_read_are_unverifiable(question):
+    assert expected_answer(question, sheet_with(), {}) is None
+
+
+@pytest.mark.parametrize("answer, expected, matches", [
+    ("1.50", 1.5, True), ("1.5 mg/dL", 1.5, True), ("1.6", 1.5, False), ("yes", "Yes", True), ("No", "Yes", False),
+    ("N/A", "NA", True), ("NA", 1.5, False), ("210,000", 210000.0, True),
+])
+def test_answer_matches(answer, expected, matches):
+    assert answer_matches(answer, expected) is matches
+
+
+# --- the reference teacher and teacher precision -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def facts(corpus) -> dict:
+    facts = read_facts(layout.facts_file(layout.corpus_notes(corpus)))
+    notes = pd.read_csv(layout.corpus_notes(corpus))
+    texts = dict(zip(notes.loc[notes["CATEGORY"] == "Discharge summary", "HADM_ID"],
+                     notes.loc[notes["CATEGORY"] == "Discharge summary", "TEXT"]))
+    return {hadm_id: {**record, "text": texts[hadm_id]} for hadm_id, record in facts.items()}
+
+
+def items_of(facts: dict, question_type: str, count: int = 5) -> pd.DataFrame:
+    """The reference teacher's items for every note, with stage B's quote check (plain containment here)."""
+    rows = []
+    for hadm_id, record in facts.items():
+        for item in reference_reply(record, question_type, count, count, seed=0):
+            rows.append({"hadm_id": hadm_id, "question_type": question_type, "question": item["question"],
+                         "answer": item["answer"], "source_in_note": item["source"] in record["text"]})
+    return pd.DataFrame(rows)
+
+
+def test_reference_teacher_is_right_by_construction(facts):
+    items = pd.concat([items_of(facts, kind) for kind in ("yes_no", "numeric", "na-numeric", "na-bool")])
+    table = teacher_precision(check_items(items, facts)).set_index("question_type")
+    assert table.loc["all", "items"] == len(items)
+    assert table["verifiable"].tolist() == [1.0] * 5 and table["precision"].tolist() == [1.0] * 5
+    assert table.loc["yes_no", "quote_in_note"] == table.loc["numeric", "quote_in_note"] == 1.0
+    yes_no = items_of(facts, "yes_no", count=2)
+    assert (yes_no.groupby("hadm_id")["answer"].value_counts().unstack()[["Yes", "No"]] == 2).all().all()
+
+
+def test_reference_reply_is_deterministic_and_writes_complete_items(facts):
+    record = next(iter(facts.values()))
+    first = reference_reply(record, "numeric", 3, 3, seed=5)
+    assert first == reference_reply(record, "numeric", 3, 3, seed=5) and len(first) == 3
+    assert all(set(item) >= {"question", "answer", "source", "section", "explanation", "difficulty"} for item in first)
+    with pytest.raises(ValueError, match="unknown question type"):
+        reference_reply(record, "essay", 3, 3, seed=5)
+
+
+def test_teacher_precision_counts_wrong_and_unverifiable_items(facts):
+    hadm_id, record = next(iter(facts.items()))
+    sheet = record["sheet"]
+    has_afib = "Yes" if sheet.conditions["afib"] else "No"
+    wrong = "No" if has_afib == "Yes" else "Yes"
+    items = pd.DataFrame([
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Does the patient have atrial fibrillation?",
+         "answer": has_afib, "source_in_note": True},
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Is there a history of atrial fibrillation?",
+         "answer": wrong, "source_in_note": False},
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Does the patient's mother have diabetes?",
+         "answer": "No", "source_in_note": False},
+        {"hadm_id": hadm_id, "question_type": "na-numeric", "question": "What was the patient's LDL cholesterol?",
+         "answer": "NA", "source_in_note": False},
+        {"hadm_id": 1, "question_type": "yes_no", "question": "Is the patient on aspirin?", "answer": "No",
+         "source_in_note": True},  # not a simulated admission: left out
+    ])
+    checked = check_items(items, facts)
+    assert checked["answer_right"].tolist() == [True, False, False, True]
+    assert checked["verifiable"].tolist() == [True, True, False, True]
+    table = teacher_precision(checked).set_index("question_type")
+    assert table.loc["yes_no"].tolist() == [3, 0.667, 0.5, 0.333]
+    assert table.loc["all"].tolist() == [4, 0.75, 0.667, 0.333]
+
+
+# --- bench/known_answer.py --------------------------------------------------------------------------
+
+def test_arms_are_parsed_or_refused_in_one_line():
+    assert known_answer.parse_arms("reference:25, self:10") == [("reference", 25), ("self", 10)]
+    for bad in ("reference", "teacher:5", "self:0", "reference:x"):
+        with pytest.raises(InputError, match="write TEACHER:NOTES"):
+            known_answer.parse_arms(bad)
+
+
+def summary_row(model: str, ba: float, low: float, high: float) -> dict:
+    return {"model": f"{known_answer.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
+            "balanced_accuracy_ci_questions_low": low, "balanced_accuracy_ci_questions_high": high,
+            "balanced_accuracy_ci_examples_low": low - 0.01, "balanced_accuracy_ci_examples_high": high + 0.01,
+            "micro_f1": ba, "parse_failure_rate": 0.0}
+
+
+def test_collect_and_tables(tmp_path):
+    root = known_answer.arm_root(tmp_path, "reference", 5)
+    write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.8, 0.7, 0.9)]),
+              layout.evaluation_dir(root, "apixaban", known_answer.RUN) / "summary.csv")
+    write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.55, 0.45, 0.7)]),
+              layout.evaluation_dir(root, "annotated-synthetic", known_answer.RUN) / "summary.csv")
+    summary = layout.training_summary(root / layout.RESULTS.name / known_answer.RUN)
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"train_examples": 40}))
+    write_csv(pd.DataFrame([{"question_type": "all", "items": 50, "verifiable": 1.0, "precision": 1.0,
+                             "quote_in_note": 1.0}]),
+              layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, known_answer.RUN)))
+    results = known_answer.collect(tmp_path, [("reference", 5)])
+    by_task = {(run["task"], run["model"]): run for run in results["runs"]}
+    assert by_task[("apixaban", "distilled")] == {
+        "teacher": "reference", "notes": 5, "train_items": 40, "task": "apixaban", "model": "distilled",
+        "examples": 10, "balanced_accuracy": 0.8, "ci_over": "questions", "ci_low": 0.7, "ci_high": 0.9,
+        "micro_f1": 0.8, "n2c2_micro_f1": None, "parse_failure_rate": 0.0}
+    assert by_task[("annotated-synthetic", "base")]["ci_over"] == "examples"
+    assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
+    assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "question_type": "all", "items": 50,
+                                             "verifiable": 1.0, "precision": 1.0, "quote_in_note": 1.0}]
+    table = known_answer.markdown(results).splitlines()
+    assert table[2].startswith("| reference | 5 | 40 | annotated-synthetic | 0.500 [0.390, 0.610] | "
+                               "0.550 [0.440, 0.710] | +0.050 | no |")
+    assert "| +0.300 | yes | 0.500 -> 0.800 |" in table[3]
+    assert known_answer.precision_markdown(results).splitlines()[2] == \
+        "| reference | 5 | all | 50 | 1.000 | 1.000 | 1.000 |"
+
+
+def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
+    """One reference arm through run-pipeline.py on a small corpus (the tiny model as student): the results
+    JSON, the teacher's precision and the reports' statement that the teacher was the reference."""
+    config = tmp_path / "known-answer.yaml"
+    config.write_text(
+        f"run: known-answer\nstudent: {tiny_model_dir}\nteacher: reference\nengine: transformers\nbatch_size: 16\n"
+        "max_seq_length: 2048\nmin_difficulty: 1\nnum_gpus: 0\ngenerate: {questions_per_type: 2}\n"
+        "finetune: {load_in_4bit: false, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, "
+        "padding_free: true, gradient_checkpointing: false, max_steps: 2, logging_steps: 1}\n"
+        "eval_inference: {max_output_tokens: 8}\nevaluate: {resamples: 20}\n")
+    corpus, output = tmp_path / "corpus", tmp_path / "known_answer.json"
+    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4", "--patients", "12",
+            "--annotated_notes", "2", "--n2c2_test", "1", "--apixaban_notes", "1", "--output", str(output)]
+    done = run_script("bench/known_answer.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["corpus"]["patients"] == 12 and "held_out_subject_ids" not in results["corpus"]
+    assert sorted((run["task"], run["model"]) for run in results["runs"]) == sorted(
+        (task, model) for task in known_answer.TASKS for model in ("base", "distilled"))
+    examples = {run["task"]: run["examples"] for run in results["runs"]}
+    assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
+    precision = {row["question_type"]: row for row in results["teacher_precision"]}
+    assert set(precision) == {"yes_no", "numeric", "na-numeric", "na-bool", "all"}
+    assert all(row["precision"] == 1.0 and row["verifiable"] == 1.0 for row in precision.values())
+    root = known_answer.arm_root(corpus, "reference", 4)
+    manifest = json.loads((root / "synthetic-output" / "4" / "manifest.json").read_text())
+    assert manifest["teacher"].startswith("reference: replies written from the simulated patients' fact sheets")
+    report = (root / "reports" / known_answer.RUN / "report.md").read_text()
+    assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
+    again = run_script("bench/known_answer.py", *args)  # resumes: every step is done
+    assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 9
