@@ -100,7 +100,10 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
                              "ci_over": over, "ci_low": row[f"balanced_accuracy_ci_{over}_low"],
                              "ci_high": row[f"balanced_accuracy_ci_{over}_high"], "micro_f1": row["micro_f1"],
                              "n2c2_micro_f1": row.get("n2c2_micro_f1"),
-                             "parse_failure_rate": row["parse_failure_rate"]})
+                             "parse_failure_rate": row["parse_failure_rate"],
+                             # annotated-synthetic: accuracy per question type (format and abstention apart
+                             # from finding a fact)
+                             **{key: row[key] for key in row if key.startswith("accuracy_")}})
         truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))
         if truth.exists():
             precision += [{"teacher": teacher, "notes": notes, **row} for row in read_csv(truth).to_dict("records")]

@@ -210,8 +210,8 @@ def test_arms_are_parsed_or_refused_in_one_line():
             known_answer.parse_arms(bad)
 
 
-def summary_row(model: str, ba: float, low: float, high: float) -> dict:
-    return {"model": f"{known_answer.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
+def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict:
+    return {**extra, "model": f"{known_answer.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
             "balanced_accuracy_ci_questions_low": low, "balanced_accuracy_ci_questions_high": high,
             "balanced_accuracy_ci_examples_low": low - 0.01, "balanced_accuracy_ci_examples_high": high + 0.01,
             "micro_f1": ba, "parse_failure_rate": 0.0}
@@ -221,7 +221,8 @@ def test_collect_and_tables(tmp_path):
     root = known_answer.arm_root(tmp_path, "reference", 5)
     write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.8, 0.7, 0.9)]),
               layout.evaluation_dir(root, "apixaban", known_answer.RUN) / "summary.csv")
-    write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.55, 0.45, 0.7)]),
+    write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6, accuracy_yes_no=0.25),
+                            summary_row("distilled", 0.55, 0.45, 0.7, accuracy_yes_no=0.75)]),
               layout.evaluation_dir(root, "annotated-synthetic", known_answer.RUN) / "summary.csv")
     summary = layout.training_summary(root / layout.RESULTS.name / known_answer.RUN)
     summary.parent.mkdir(parents=True)
@@ -236,6 +237,7 @@ def test_collect_and_tables(tmp_path):
         "examples": 10, "balanced_accuracy": 0.8, "ci_over": "questions", "ci_low": 0.7, "ci_high": 0.9,
         "micro_f1": 0.8, "n2c2_micro_f1": None, "parse_failure_rate": 0.0}
     assert by_task[("annotated-synthetic", "base")]["ci_over"] == "examples"
+    assert by_task[("annotated-synthetic", "distilled")]["accuracy_yes_no"] == 0.75
     assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
     assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "question_type": "all", "items": 50,
                                              "verifiable": 1.0, "precision": 1.0, "quote_in_note": 1.0}]

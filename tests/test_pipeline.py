@@ -16,6 +16,7 @@ from clinical_distil import pipeline
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.pipeline import Command, RunSettings, Step
 from clinical_distil.report import fmt, markdown_table
+from clinical_distil.tasks import get_task
 
 MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
 
@@ -341,14 +342,15 @@ def test_report_numbers_are_the_files_numbers(whole_run):
     data, report_dir = work / "data", work / "reports" / "e2e"
     markdown = (report_dir / "report.md").read_text()
     for task in ("annotated-synthetic", "i2b2", "apixaban"):
+        over = get_task(task).interval_over  # annotated questions are written per note: intervals over examples
         table = _table_after(markdown, f"### {task}\n").set_index("model")
         summary = pd.read_csv(data / "outputs" / task / "evaluation" / "e2e" / "summary.csv").set_index("model")
         for role in ("base", "distilled"):
             row = summary.loc[f"e2e-{role}"]
             for metric, column in (("balanced_accuracy", "balanced accuracy [95% CI]"),
                                    ("micro_f1", "micro-F1 [95% CI]")):
-                assert table.loc[role, column] == (f"{row[metric]:.3f} [{row[metric + '_ci_questions_low']:.3f}, "
-                                                   f"{row[metric + '_ci_questions_high']:.3f}]")
+                assert table.loc[role, column] == (f"{row[metric]:.3f} [{row[f'{metric}_ci_{over}_low']:.3f}, "
+                                                   f"{row[f'{metric}_ci_{over}_high']:.3f}]")
             assert table.loc[role, "parse failure rate"] == f"{row['parse_failure_rate']:.3f}"
             assert table.loc[role, "examples"] == str(int(row["examples"]))
             if task == "i2b2":
@@ -359,6 +361,12 @@ def test_report_numbers_are_the_files_numbers(whole_run):
             manifest = json.loads((data / "outputs" / task / f"e2e-{role}" /
                                    f"manifest_{'test' if task == 'i2b2' else 'prompts'}.json").read_text())
             assert table.loc[role, "s/example"] == f"{manifest['seconds_per_example']:.3f}"
+        base, distilled = summary.loc["e2e-base"], summary.loc["e2e-distilled"]
+        gain = distilled["balanced_accuracy"] - base["balanced_accuracy"]
+        reading = markdown.split("## What these numbers can show\n\n", 1)[1].split("\n", 1)[0]
+        assert (f"{task}: balanced accuracy {base['balanced_accuracy']:.3f} (base) against "
+                f"{distilled['balanced_accuracy']:.3f} (distilled), {gain:+.3f}; the 95% intervals (over {over}) ") \
+            in reading
 
     counts = _table_after(markdown, "## Counts through the stages\n").set_index("stage")["count"]
     chunks = pd.concat(pd.read_csv(path) for path in (data / "synthetic-output" / "24").glob("df_*.csv"))
