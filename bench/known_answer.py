@@ -1,18 +1,21 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
     python bench/known_answer.py                                   # the GPU run of bench/RESULTS.md
-    python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100   # a longer learning curve
+    python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100 --parallel 3
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
 (the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher). Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
-patients (annotated questions, n2c2 XML, apixaban criteria). The base model's answers are made once
-and reused by the later arms. Rerunning resumes: the driver skips what is done.
+patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs alone and makes the
+base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
+(a 135M student leaves most of it idle), each logging to arms/{teacher}-{notes}/bench.log.
+Rerunning resumes: the driver skips what is done.
 
 Results go to bench/known_answer.json: one record per arm, task and model (balanced accuracy with its
-95% interval over questions, micro-F1, the official n2c2 micro-F1), and the teacher's precision
-against the truth per question type.
+95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
+micro-F1; accuracy per question type), the teacher's precision against the truth per question type,
+and each arm's seconds per stage.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
                 shutil.copytree(source, target)
 
 
-def run_arm(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str) -> int:
+def arm_command(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str) -> list[str]:
+    """The driver's command for one arm."""
     summary = json.loads((corpus / CORPUS_FILE).read_text())
     evals = {task: {"input_dir": str(corpus / folder)} for task, folder in summary["eval_input_dirs"].items()}
     argv = [sys.executable, str(REPO / "run-pipeline.py"), "--config", str(config), "--data_dir", str(root),
@@ -76,13 +80,42 @@ def run_arm(config: Path, corpus: Path, root: Path, teacher: str, notes: int, se
             "--models_dir", str(root / layout.MODELS.name), "--notes", str(layout.corpus_notes(corpus)),
             "--select", json.dumps({"num_notes": notes}),
             "--teacher", "reference" if teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
-    print(f"== arm {teacher}:{notes}: {' '.join(argv[1:])}", flush=True)
-    return subprocess.run(argv, cwd=REPO, env=dict(os.environ)).returncode
+    return argv
+
+
+def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int) -> None:
+    """Run (label, command, log file or None for this terminal) commands, `parallel` at a time.
+
+    Arms are independent once the first has made the base model's answers, and a 135M student leaves
+    most of a GPU idle, so several arms share one. A failed arm lets the others finish (each resumes
+    on a rerun) and then ends this run with its exit code.
+    """
+    waiting, running, failed = list(commands), [], []
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            label, argv, log = waiting.pop(0)
+            print(f"== arm {label}: {' '.join(argv[1:])}" + (f" (log: {log})" if log else ""), flush=True)
+            output = open(log, "a") if log else None  # noqa: SIM115 (closed when the arm ends)
+            running.append((label, subprocess.Popen(argv, cwd=REPO, env=dict(os.environ), stdout=output,
+                                                    stderr=subprocess.STDOUT if output else None), output, log))
+        time.sleep(0.2)
+        for entry in [entry for entry in running if entry[1].poll() is not None]:
+            label, process, output, log = entry
+            running.remove(entry)
+            if output:
+                output.close()
+            where = f", see {log}" if log else ""
+            ended = "done" if process.returncode == 0 else f"failed (exit code {process.returncode}{where})"
+            print(f"== arm {label}: {ended}", flush=True)
+            if process.returncode != 0:
+                failed.append(process.returncode)
+    if failed:
+        raise SystemExit(failed[0])
 
 
 def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
     """The records of bench/known_answer.json from the arms' files."""
-    runs, precision = [], []
+    runs, precision, arm_seconds = [], [], []
     for teacher, notes in arms:
         root = arm_root(corpus, teacher, notes)
         training = layout.training_summary(root / layout.RESULTS.name / RUN)
@@ -104,11 +137,18 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
                              # annotated-synthetic: accuracy per question type (format and abstention apart
                              # from finding a fact)
                              **{key: row[key] for key in row if key.startswith("accuracy_")}})
+        state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
+        if state.exists():  # the driver's seconds per stage, summed over sessions
+            stages = json.loads(state.read_text()).get("stages", {})
+            arm_seconds.append({"teacher": teacher, "notes": notes, "seconds": round(sum(
+                record.get("seconds") or 0 for record in stages.values()), 1),
+                "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
         truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))
         if truth.exists():
             precision += [{"teacher": teacher, "notes": notes, **row} for row in read_csv(truth).to_dict("records")]
     clean = lambda value: None if isinstance(value, float) and value != value else value  # noqa: E731 (NaN -> null)
-    return {"runs": [{key: clean(value) for key, value in record.items()} for record in runs],
+    return {"arm_seconds": arm_seconds,
+            "runs": [{key: clean(value) for key, value in record.items()} for record in runs],
             "teacher_precision": [{key: clean(value) for key, value in record.items()} for record in precision]}
 
 
@@ -153,12 +193,15 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
          arms: str = "reference:25,reference:60,self:25", patients: int = 1200, seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
-         collect_only: bool = False) -> None:
-    """Run the arms (resuming), then write the results JSON and print the table."""
+         parallel: int = 1, collect_only: bool = False) -> None:
+    """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
+    write the results JSON and print the tables."""
     corpus_dir, config_path = layout.resolve(corpus), layout.resolve(config)
     chosen = parse_arms(arms)
     if not config_path.exists():
         raise InputError(f"config file not found: {config_path}")
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        raise InputError(f"--parallel must be a whole number of arms at a time, at least 1; got {parallel!r}")
     if max(notes for _, notes in chosen) > patients:
         raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
     started = time.time()
@@ -166,14 +209,19 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         if not (corpus_dir / CORPUS_FILE).exists():
             write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
                          n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
-        first = None
+        # the first arm alone: it makes the prompts and the base model's answers the others reuse
+        first = arm_root(corpus_dir, *chosen[0])
+        commands = []
         for teacher, notes in chosen:
             root = arm_root(corpus_dir, teacher, notes)
-            prepare_arm(corpus_dir, root, first)
-            code = run_arm(config_path, corpus_dir, root, teacher, notes, self_teacher)
-            if code != 0:
-                raise SystemExit(code)
-            first = first or root
+            prepare_arm(corpus_dir, root, None)
+            log = root / "bench.log" if parallel > 1 and root != first else None
+            commands.append((f"{teacher}:{notes}", arm_command(config_path, corpus_dir, root, teacher, notes,
+                                                               self_teacher), log))
+        run_commands(commands[:1], 1)
+        for teacher, notes in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
+            prepare_arm(corpus_dir, arm_root(corpus_dir, teacher, notes), first)
+        run_commands(commands[1:], parallel)
     results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
                "config": str(config), "corpus": json.loads((corpus_dir / CORPUS_FILE).read_text()),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}

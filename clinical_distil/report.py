@@ -290,8 +290,8 @@ def reading_section(layout: RunLayout) -> list[Block]:
         if distilled[low] > base[high] or distilled[high] < base[low]:
             verdict = f"the 95% intervals (over {over}) do not overlap"
         else:
-            verdict = (f"the 95% intervals (over {over}) overlap, so on {fmt(distilled['examples'])} examples this run cannot "
-                       "tell the two models apart")
+            verdict = (f"the 95% intervals (over {over}) overlap, so on {fmt(distilled['examples'])} examples this "
+                       "run cannot tell the two models apart")
         sentences.append(f"{task}: balanced accuracy {fmt(base['balanced_accuracy'])} (base) against "
                          f"{fmt(distilled['balanced_accuracy'])} (distilled), {gain:+.3f}; {verdict}.")
     sentences.append("Whether distillation makes a better extractor is measured where the truth is known: on "

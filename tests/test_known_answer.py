@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -210,6 +211,25 @@ def test_arms_are_parsed_or_refused_in_one_line():
             known_answer.parse_arms(bad)
 
 
+def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_path, capsys):
+    sleeper = "import sys, time; time.sleep(1.5); print('arm', sys.argv[1]); sys.exit(int(sys.argv[2]))"
+    commands = [(f"a{index}", [sys.executable, "-c", sleeper, str(index), "0"], tmp_path / f"a{index}.log")
+                for index in range(3)]
+    started = time.monotonic()
+    known_answer.run_commands(commands, parallel=3)
+    assert time.monotonic() - started < 4.0  # three 1.5 s arms at once, not 4.5 s one after another
+    assert [(tmp_path / f"a{index}.log").read_text() for index in range(3)] == ["arm 0\n", "arm 1\n", "arm 2\n"]
+    failing = [("bad", [sys.executable, "-c", sleeper, "9", "3"], tmp_path / "bad.log"),
+               ("good", [sys.executable, "-c", sleeper, "8", "0"], tmp_path / "good.log")]
+    with pytest.raises(SystemExit) as ended:
+        known_answer.run_commands(failing, parallel=2)
+    assert ended.value.code == 3 and (tmp_path / "good.log").read_text() == "arm 8\n"  # the other arm finished
+    assert f"== arm bad: failed (exit code 3, see {tmp_path / 'bad.log'})" in capsys.readouterr().out
+    for bad in (0, -1, True):
+        with pytest.raises(InputError, match="--parallel must be a whole number of arms at a time"):
+            known_answer.main(corpus=str(tmp_path / "none"), parallel=bad)
+
+
 def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict:
     return {**extra, "model": f"{known_answer.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
             "balanced_accuracy_ci_questions_low": low, "balanced_accuracy_ci_questions_high": high,
@@ -239,6 +259,7 @@ def test_collect_and_tables(tmp_path):
     assert by_task[("annotated-synthetic", "base")]["ci_over"] == "examples"
     assert by_task[("annotated-synthetic", "distilled")]["accuracy_yes_no"] == 0.75
     assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
+    assert results["arm_seconds"] == []  # no driver state in this tree
     assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "question_type": "all", "items": 50,
                                              "verifiable": 1.0, "precision": 1.0, "quote_in_note": 1.0}]
     table = known_answer.markdown(results).splitlines()
@@ -250,8 +271,9 @@ def test_collect_and_tables(tmp_path):
 
 
 def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
-    """One reference arm through run-pipeline.py on a small corpus (the tiny model as student): the results
-    JSON, the teacher's precision and the reports' statement that the teacher was the reference."""
+    """Two reference arms through run-pipeline.py on a small corpus (the tiny model as student), the second
+    in the parallel path with the first's base answers: the results JSON, the teacher's precision and the
+    reports' statement that the teacher was the reference."""
     config = tmp_path / "known-answer.yaml"
     config.write_text(
         f"run: known-answer\nstudent: {tiny_model_dir}\nteacher: reference\nengine: transformers\nbatch_size: 16\n"
@@ -260,19 +282,27 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
         "padding_free: true, gradient_checkpointing: false, max_steps: 2, logging_steps: 1}\n"
         "eval_inference: {max_output_tokens: 8}\nevaluate: {resamples: 20}\n")
     corpus, output = tmp_path / "corpus", tmp_path / "known_answer.json"
-    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4", "--patients", "12",
+    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4,reference:3", "--parallel", "2",
+            "--patients", "12",
             "--annotated_notes", "2", "--n2c2_test", "1", "--apixaban_notes", "1", "--output", str(output)]
     done = run_script("bench/known_answer.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["corpus"]["patients"] == 12 and "held_out_subject_ids" not in results["corpus"]
-    assert sorted((run["task"], run["model"]) for run in results["runs"]) == sorted(
-        (task, model) for task in known_answer.TASKS for model in ("base", "distilled"))
+    assert sorted((run["notes"], run["task"], run["model"]) for run in results["runs"]) == sorted(
+        (notes, task, model) for notes in (3, 4) for task in known_answer.TASKS for model in ("base", "distilled"))
+    base = {(run["notes"], run["task"]): run["balanced_accuracy"] for run in results["runs"] if run["model"] == "base"}
+    assert all(base[(3, task)] == base[(4, task)] for task in known_answer.TASKS)  # one set of base answers
+    second = known_answer.arm_root(corpus, "reference", 3)
+    assert "[8/10] eval-inference: 3 of 6 step(s) to run" in (second / "bench.log").read_text()
     examples = {run["task"]: run["examples"] for run in results["runs"]}
     assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
-    precision = {row["question_type"]: row for row in results["teacher_precision"]}
+    precision = {row["question_type"]: row for row in results["teacher_precision"] if row["notes"] == 4}
     assert set(precision) == {"yes_no", "numeric", "na-numeric", "na-bool", "all"}
     assert all(row["precision"] == 1.0 and row["verifiable"] == 1.0 for row in precision.values())
+    assert [(arm["teacher"], arm["notes"]) for arm in results["arm_seconds"]] == [("reference", 4), ("reference", 3)]
+    assert all(arm["seconds"] > 0 and set(arm["stages"]) >= {"select", "generate", "finetune", "eval-inference"}
+               for arm in results["arm_seconds"])
     root = known_answer.arm_root(corpus, "reference", 4)
     manifest = json.loads((root / "synthetic-output" / "4" / "manifest.json").read_text())
     assert manifest["teacher"].startswith("reference: replies written from the simulated patients' fact sheets")
