@@ -179,37 +179,38 @@ def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random)
             aggregate, words = rng.choice(AGGREGATES)
             question = f"What was the {words} {name} value?"
             expected = expected_answer(question, sheet, vitals)
-            if expected is None:
-                continue
-            mention = next((m for m in draws if m.value == expected.answer), None)
+            mention = next((m for m in draws if m.value == expected.answer), None) if expected else None
             if mention is None:
                 continue
             difficulty, why = 6, f"Of the {len(draws)} values in the note, this is the {words} one."
-        expected = expected_answer(question, sheet, vitals)
-        if expected is not None and isinstance(expected.answer, float):
-            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text,
-                              difficulty, why))
-    for key, question, why in (("vital:heart_rate", "What was the heart rate on admission?", "The vital signs."),
-                               ("vital:temperature", "What was the temperature on admission?", "The vital signs."),
-                               ("vital:systolic", "What was the systolic blood pressure on admission?",
-                                "The vital signs."),
-                               ("vital:oxygen_saturation", "What was the oxygen saturation on admission?",
-                                "The vital signs.")):
+        add_numeric(items, question, mention, difficulty, why, sheet, vitals)
+    for key, question, difficulty, why in SINGLE_NUMBERS:
         mention = _quote(mentions, key)
-        expected = expected_answer(question, sheet, vitals)
-        if mention is not None and expected is not None and isinstance(expected.answer, float):
-            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text, 2,
-                              why))
-    for key, question, why in (("lvef", "What was the left ventricular ejection fraction?", "The echo result."),
-                               ("chads2", "What was the documented CHADS2 score?", "The hospital course states it."),
-                               ("social:alcohol", "How many alcoholic drinks does the patient have per week?",
-                                "The social history states it.")):
-        mention = _quote(mentions, key)
-        expected = expected_answer(question, sheet, vitals)
-        if mention is not None and expected is not None and isinstance(expected.answer, float):
-            items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text, 4,
-                              why))
+        if mention is not None:
+            add_numeric(items, question, mention, difficulty, why, sheet, vitals)
     return items
+
+
+# numbers a note states once: (mention key, question, difficulty, explanation)
+SINGLE_NUMBERS = (
+    ("vital:heart_rate", "What was the heart rate on admission?", 2, "The vital signs."),
+    ("vital:temperature", "What was the temperature on admission?", 2, "The vital signs."),
+    ("vital:systolic", "What was the systolic blood pressure on admission?", 2, "The vital signs."),
+    ("vital:oxygen_saturation", "What was the oxygen saturation on admission?", 2, "The vital signs."),
+    ("lvef", "What was the left ventricular ejection fraction?", 4, "The echo result."),
+    ("chads2", "What was the documented CHADS2 score?", 4, "The hospital course states it."),
+    ("social:alcohol", "How many alcoholic drinks does the patient have per week?", 4,
+     "The social history states it."),
+)
+
+
+def add_numeric(items: list[Item], question: str, mention: Mention, difficulty: int, why: str, sheet: FactSheet,
+                vitals: dict[str, float]) -> None:
+    """A numeric item whose answer is the truth checker's, so the teacher and the check cannot disagree."""
+    expected = expected_answer(question, sheet, vitals)
+    if expected is not None and isinstance(expected.answer, float):
+        items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text,
+                          difficulty, why))
 
 
 def not_found_numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:

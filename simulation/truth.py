@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from clinical_distil.postprocess import normalize_answer, parse_number
 from simulation.samples import FactSheet
 
 Answer = str | float  # "Yes", "No", "NA" or a number
@@ -297,8 +298,6 @@ def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | 
 def answer_matches(answer, expected: Answer) -> bool:
     """Whether a teacher's answer, read as stage B reads it ("1.5 mg/dL", "yes", "N/A"), equals the expected
     one; numbers within rounding."""
-    from clinical_distil.postprocess import normalize_answer, parse_number
-
     if isinstance(expected, float):
         number = parse_number(answer)
         return number is not None and abs(number - expected) < 1e-6 * max(1.0, abs(expected))

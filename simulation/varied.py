@@ -22,6 +22,13 @@ from simulation.samples import SCENARIOS, DateStyle, FactSheet, Lab, _ago
 
 # ------------------------------------------------------------------------------ wording banks
 
+PRESENTING_EVENTS = {
+    "mi": ["Troponin elevated consistent with NSTEMI.", "Found to have an NSTEMI on arrival."],
+    "keto": ["Labs consistent with diabetic ketoacidosis.", "Found to be in DKA with an anion gap of 24."],
+    "bleed": ["Melena for two days with a hemoglobin drop.", "Presented with an upper GI bleed (melena)."],
+    "stroke": ["Code stroke called on arrival; acute ischemic stroke.", "Found to have an acute ischemic stroke."],
+}
+
 SECTION_NAMES = {
     "complaint": ["Chief Complaint", "CHIEF COMPLAINT", "Chief complaint", "CC"],
     "hpi": ["History of Present Illness", "HISTORY OF PRESENT ILLNESS", "HPI", "History of present illness"],
@@ -275,18 +282,10 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
                f"{pronoun} reports that the symptoms began suddenly the morning of admission.",
                f"{pronoun} was brought in by family who noted the patient was more tired than usual."])))
     writer.line(hpi)
-    if sheet.mi_days_ago is not None and sheet.mi_days_ago <= 10:
-        writer.line(writer.fact("event:mi", rng.choice(["Troponin elevated consistent with NSTEMI.",
-                                                        "Found to have an NSTEMI on arrival."])))
-    if sheet.keto_days_ago is not None and sheet.keto_days_ago <= 10:
-        writer.line(writer.fact("event:keto", rng.choice(["Labs consistent with diabetic ketoacidosis.",
-                                                          "Found to be in DKA with an anion gap of 24."])))
-    if sheet.bleed_days_ago is not None and sheet.bleed_days_ago <= 10:
-        writer.line(writer.fact("event:bleed", rng.choice(["Melena for two days with a hemoglobin drop.",
-                                                           "Presented with an upper GI bleed (melena)."])))
-    if sheet.stroke_days_ago is not None and sheet.stroke_days_ago <= 10:
-        writer.line(writer.fact("event:stroke", rng.choice(["Code stroke called on arrival; acute ischemic stroke.",
-                                                            "Found to have an acute ischemic stroke."])))
+    for event, phrasings in PRESENTING_EVENTS.items():  # an event of the last ten days is why they came
+        days = getattr(sheet, f"{event}_days_ago")
+        if days is not None and days <= 10:
+            writer.line(writer.fact(f"event:{event}", rng.choice(phrasings)))
 
     middle = ["pmh", "social", "family", "ros", "exam"]
     rng.shuffle(middle)
