@@ -9,6 +9,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -22,8 +24,13 @@ from clinical_distil.settings import Settings, nearest
 
 def check_command_line(settings_class: type[Settings], argv: list[str]) -> None:
     """Every word of `argv` is a declared --flag or the value of the flag before it."""
-    known = settings_class.names()
     booleans = {item.name for item in settings_class.declared() if item.type in ("bool", "bool | None")}
+    check_words(argv, settings_class.names(), booleans)
+
+
+def check_words(argv: list[str], known: set[str] | list[str], booleans: set[str]) -> None:
+    """Every word of `argv` is one of the `known` --flags (--noNAME for a boolean) or the value of the flag
+    before it."""
     takes_value = False
     for word in argv:
         if word.startswith("--") and len(word) > 2:
@@ -54,9 +61,35 @@ def run_stage(settings_class: type[Settings], main: Callable[[Any], Any], argv: 
     run(command, name=name, argv=argv, check=None if wants_help else lambda: check_command_line(settings_class, argv))
 
 
+def _checked_function(function: Callable[..., Any], argv: list[str]) -> tuple[Callable[..., Any], Callable[[], None]]:
+    """A plain function as a command: its flags checked by name before it runs, its values by the type its
+    signature names (int, float, bool, str) once fire has read them."""
+    signature = inspect.signature(function)
+    kinds = {name: str(parameter.annotation) for name, parameter in signature.parameters.items()}
+    messages = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
+    fits = {"int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+            "float": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": lambda value: isinstance(value, bool), "str": lambda value: isinstance(value, (str, int, float))}
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for parameter, value in signature.bind(*args, **kwargs).arguments.items():
+            kind = kinds.get(parameter, "")
+            if kind in fits and not fits[kind](value):
+                raise InputError(f"--{parameter} must be {messages[kind]}, got {value!r}")
+        return function(*args, **kwargs)
+
+    booleans = {parameter for parameter, kind in kinds.items() if kind == "bool"}
+    return checked, lambda: check_words(argv, set(signature.parameters), booleans)
+
+
 def run(command: Callable[..., Any] | dict, name: str | None = None, argv: list[str] | None = None,
         check: Callable[[], None] | None = None) -> None:
+    """Run `command` with fire; a plain function given without `check` has its flags checked by its signature."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    words = sys.argv[1:] if argv is None else list(argv)
+    if check is None and inspect.isfunction(command) and not any(word in ("--help", "-h") for word in words):
+        command, check = _checked_function(command, words)
     try:
         if check is not None:
             check()

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from clinical_distil import layout
-from clinical_distil.files import atomic_path, write_csv, write_text
+from clinical_distil.files import InputError, atomic_path, write_csv, write_text
 from clinical_distil.layout import resolve
 from simulation.samples import (
     DateStyle,
@@ -168,8 +168,15 @@ def write_corpus(output_dir: str | Path, patients: int = 2000, seed: int = 7, an
 
 
 def main(output_dir: str = "data/known-answer", patients: int = 2000, seed: int = 7, annotated_notes: int = 150,
-         n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40) -> None:
-    """Write the known-answer corpus (deterministic for its arguments)."""
+         n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40, overwrite: bool = False) -> None:
+    """Write the known-answer corpus (deterministic for its arguments); an existing one only with --overwrite."""
+    for name, value, least in (("patients", patients, 1), ("annotated_notes", annotated_notes, 1),
+                               ("n2c2_train", n2c2_train, 0), ("n2c2_test", n2c2_test, 1),
+                               ("apixaban_notes", apixaban_notes, 1)):
+        if value < least:
+            raise InputError(f"--{name} must be at least {least}, got {value}")
+    if (resolve(output_dir) / CORPUS_FILE).exists() and not overwrite:
+        raise InputError(f"{resolve(output_dir)} already holds a corpus; pass --overwrite True to write it again")
     summary = write_corpus(resolve(output_dir), patients=patients, seed=seed, annotated_notes=annotated_notes,
                            n2c2_train=n2c2_train, n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
     print(f"{summary['discharge_summaries']} discharge summaries ({summary['notes']} notes) for the teacher; held out: "

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
-from conftest import run_script
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
 from simulation.reference_teacher import reference_reply
 from simulation.samples import DateStyle, Lab, make_sheets
@@ -310,3 +310,29 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
     again = run_script("bench/known_answer.py", *args)  # resumes: every step is done
     assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 9
+
+
+@pytest.mark.parametrize("script, arguments, message", [
+    ("bench/known_answer.py", ["--arm", "reference:3"], "unknown flag --arm; did you mean --arms? (--help lists them)"),
+    ("bench/known_answer.py", ["--patients", "abc"], "--patients must be a whole number, got 'abc'"),
+    ("bench/known_answer.py", ["--parallel", "2.5"], "--parallel must be a whole number, got 2.5"),
+    ("bench/known_answer.py", ["extra"], "unexpected argument 'extra': every setting is given by name"),
+    ("bench/known_answer.py", ["--arms", "reference:50", "--patients", "10"], "an arm asks for more notes than"),
+    ("simulation/corpus.py", ["--patiens", "3"], "unknown flag --patiens; did you mean --patients?"),
+    ("simulation/corpus.py", ["--patients", "0"], "--patients must be at least 1, got 0"),
+    ("simulation/corpus.py", ["--seed", "x"], "--seed must be a whole number, got 'x'"),
+])
+def test_entry_points_refuse_bad_input_in_one_line_before_any_work(tmp_path, script, arguments, message):
+    place = "--corpus" if script.startswith("bench") else "--output_dir"
+    done = run_script(script, *arguments, place, str(tmp_path / "out"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_corpus_is_kept_unless_asked(corpus):
+    before = digest(corpus)
+    done = run_script("simulation/corpus.py", "--output_dir", str(corpus), "--patients", "5")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {corpus} already holds a corpus; pass --overwrite True to write it again"
+    assert digest(corpus) == before
