@@ -10,7 +10,9 @@ trains the same student on its teacher's items and scores it and its base on the
 patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs alone and makes the
 base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
 (a 135M student leaves most of it idle), each logging to arms/{teacher}-{notes}/bench.log.
-Rerunning resumes: the driver skips what is done.
+Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
+earlier on the same corpus (in --output, arms not run now) are kept, so a learning curve can grow over runs;
+every arm's record says its date, card and config digest.
 
 Results go to bench/known_answer.json: one record per arm, task and model (balanced accuracy with its
 95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
@@ -20,6 +22,7 @@ and each arm's seconds per stage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -152,6 +155,45 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
             "teacher_precision": [{key: clean(value) for key, value in record.items()} for record in precision]}
 
 
+def summary_of(corpus: Path) -> dict:
+    """The corpus's summary as the results JSON holds it (without the long list of held-out ids)."""
+    summary = json.loads((corpus / CORPUS_FILE).read_text())
+    summary.pop("held_out_subject_ids", None)
+    return {"corpus": summary, "runs": [], "teacher_precision": [], "arm_seconds": []}
+
+
+def card() -> str:
+    """The accelerator the arms ran on, in words."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CPU"
+    count = torch.cuda.device_count()
+    return f"{torch.cuda.get_device_name(0)} ({count} GPU{'s' if count > 1 else ''} visible)"
+
+
+def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) -> dict:
+    """`results` with the records of `output`'s other arms before its own, when `output` was measured on the
+    same corpus; arms run now replace their earlier records."""
+    if not output.exists():
+        return results
+    earlier = json.loads(output.read_text())
+    if earlier.get("corpus") != results["corpus"]:
+        raise InputError(f"{output} was measured on another corpus; give another --output or leave out --keep_earlier")
+    ran = set(arms)
+    for key in ("runs", "teacher_precision", "arm_seconds"):
+        kept = [record for record in earlier.get(key, []) if (record["teacher"], record["notes"]) not in ran]
+        results[key] = kept + results[key]
+    # every kept arm says when and where it ran (files from before arm records carried it: the file's own)
+    timed = {(record["teacher"], record["notes"]) for record in results["arm_seconds"]}
+    carried = [{"teacher": record["teacher"], "notes": record["notes"], "seconds": None}
+               for record in results["runs"] if (record["teacher"], record["notes"]) not in timed | ran]
+    results["arm_seconds"] = [{"date": earlier.get("date"), "card": earlier.get("card"), **record}
+                              for record in list({(r["teacher"], r["notes"]): r for r in carried}.values())
+                              + results["arm_seconds"]]
+    return results
+
+
 def markdown(results: dict) -> str:
     """The table of bench/RESULTS.md: base against distilled, per arm and task."""
     frame = pd.DataFrame(results["runs"])
@@ -193,9 +235,9 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
          arms: str = "reference:25,reference:60,self:25", patients: int = 1200, seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
-         parallel: int = 1, collect_only: bool = False) -> None:
+         parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False) -> None:
     """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
-    write the results JSON and print the tables."""
+    write the results JSON (with --keep_earlier, also the other arms already in it) and print the tables."""
     corpus_dir, config_path = layout.resolve(corpus), layout.resolve(config)
     chosen = parse_arms(arms)
     if not config_path.exists():
@@ -209,6 +251,8 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         if not (corpus_dir / CORPUS_FILE).exists():
             write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
                          n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
+        if keep_earlier:  # a mismatch is found before any arm runs
+            keep_earlier_arms(summary_of(corpus_dir), layout.resolve(output), [])
         # the first arm alone: it makes the prompts and the base model's answers the others reuse
         first = arm_root(corpus_dir, *chosen[0])
         commands = []
@@ -222,10 +266,16 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         for teacher, notes in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
             prepare_arm(corpus_dir, arm_root(corpus_dir, teacher, notes), first)
         run_commands(commands[1:], parallel)
-    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
-               "config": str(config), "corpus": json.loads((corpus_dir / CORPUS_FILE).read_text()),
+    today, device = time.strftime("%Y-%m-%d"), card()
+    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
+    results = {"date": today, "card": device,
+               "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
+               "config": str(config), **summary_of(corpus_dir),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
-    results["corpus"].pop("held_out_subject_ids", None)
+    results["arm_seconds"] = [{"date": today, "card": device, "config_digest": digest, **arm}
+                              for arm in results["arm_seconds"]]
+    if keep_earlier:
+        results = keep_earlier_arms(results, layout.resolve(output), chosen)
     write_text(json.dumps(results, indent=1) + "\n", layout.resolve(output))
     print(markdown(results))
     print()

@@ -2,10 +2,12 @@
 
 Not a language model. For a note of the known-answer corpus and a question type it writes the reply
 a careful teacher would: questions about facts the note states (with the answer, the note's own
-words as the quote, the section, a difficulty and an explanation), and, for the "not in the note"
-types, questions about facts the note lacks. The items are in the JSON the teacher prompts ask
-for, in the same chunk files and manifest as a language model's, so the rest of the pipeline
-cannot tell them apart; the manifest and the report say that the teacher was the reference.
+words as the quote, the section, a difficulty and an explanation), yes/no questions about
+conditions, events and drugs that the note's complete lists leave out (No, quoting the list), and,
+for the "not in the note" types, questions about facts the note lacks. The items are in the JSON the
+teacher prompts ask for, in the same chunk files and manifest as a language model's, so the rest of
+the pipeline cannot tell them apart; the manifest and the report say that the teacher was the
+reference.
 
 Every question it writes is one the truth checker (simulation/truth.py) reads, and its answer is
 the checker's: the reference teacher's precision is 1 by construction, which is what makes it the
@@ -105,18 +107,29 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
         items.append(Item(question, "boolean", expected.answer, mention.section, mention.text, difficulty,
                           why.format(answer=expected.answer.lower())))
 
+    # A condition, event or drug the note does not name is a "No": the past medical history and the discharge
+    # medications are complete lists. The quote is a line of that list; without these items a student learns
+    # to answer Yes to any diagnosis it is asked about unless the note denies it.
+    history = next((mention for mention in mentions if mention.section == "Past Medical History"
+                    and mention.key.startswith(("cond:", "neg:"))), None)
+    medications = next((mention for mention in mentions if mention.key.startswith("med:")), None)
+    unlisted = "The past medical history lists the patient's conditions, and not this one."
     for name, words in CONDITION_NAMES.items():
         word = rng.choice(words)
         mention = _quote(mentions, f"cond:{name}") or _quote(mentions, f"neg:{name}")
         phrasing = rng.choice(["Does the patient have {}?", "Is there a history of {}?",
                                "Has the patient been diagnosed with {}?"])
-        add(phrasing.format(word), mention, 3 if mention and mention.key.startswith("cond") else 4,
-            "The note " + ("lists" if mention and mention.key.startswith("cond") else "explicitly denies") + " it.")
+        if mention is None:
+            add(phrasing.format(word), history, 5, unlisted)
+            continue
+        add(phrasing.format(word), mention, 3 if mention.key.startswith("cond") else 4,
+            "The note " + ("lists" if mention.key.startswith("cond") else "explicitly denies") + " it.")
     for name, words in EVENT_NAMES.items():
         mention = _quote(mentions, f"event:{name}")
-        if mention is None:
-            continue
         word = rng.choice(words)
+        if mention is None:
+            add(f"Has the patient ever had {word}?", history, 5, unlisted)
+            continue
         add(f"Has the patient ever had {word}?", mention, 3, "The note describes the event.")
         days = {"mi": sheet.mi_days_ago, "stroke": sheet.stroke_days_ago, "bleed": sheet.bleed_days_ago,
                 "keto": sheet.keto_days_ago}[name]
@@ -127,10 +140,12 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
                 "The note dates the event, so the answer is {answer} for this time window.")
     for drug in ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin"):
         mention = _quote(mentions, f"med:{drug}")
+        question = rng.choice([f"Is the patient taking {drug} at discharge?", f"Is {drug} among the discharge "
+                               "medications?", f"Was the patient discharged on {drug}?"])
         if mention is not None:
-            add(rng.choice([f"Is the patient taking {drug} at discharge?", f"Is {drug} among the discharge "
-                            "medications?", f"Was the patient discharged on {drug}?"]), mention, 2,
-                "The discharge medications list it.")
+            add(question, mention, 2, "The discharge medications list it.")
+        else:
+            add(question, medications, 4, "The discharge medications do not list it.")
     supplement = next((mention for mention in mentions if mention.key.startswith("supp:")), None)
     if supplement is not None:
         add(rng.choice(["Is the patient taking a dietary supplement?", "Does the patient take any vitamins or "

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
-from simulation.reference_teacher import reference_reply
+from simulation.reference_teacher import CONDITION_NAMES, reference_reply, yes_no_items
 from simulation.samples import DateStyle, Lab, make_sheets
 from simulation.teacher_check import check_items, teacher_precision
 from simulation.truth import Expected, answer_matches, expected_answer
@@ -168,6 +169,32 @@ def test_reference_teacher_is_right_by_construction(facts):
     assert (yes_no.groupby("hadm_id")["answer"].value_counts().unstack()[["Yes", "No"]] == 2).all().all()
 
 
+DRUGS = ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin")
+
+
+def test_reference_teacher_asks_about_what_the_lists_leave_out(facts):
+    """A condition or drug the note does not name gets a No that quotes the list (past medical history,
+    discharge medications): a student taught only denials would answer Yes to every diagnosis it is asked."""
+    pool, unlisted, drugs_left_out = [], 0, 0
+    for record in facts.values():
+        keys = {mention.key for mention in record["mentions"]}
+        items = yes_no_items(record["sheet"], record["mentions"], random.Random(0))
+        pool += items
+        for item in items:
+            named = [name for name in CONDITION_NAMES if any(word in item.question for word in CONDITION_NAMES[name])]
+            if item.explanation.startswith("The past medical history lists"):
+                unlisted += 1
+                assert item.answer == "No" and item.section == "Past Medical History" and item.source in record["text"]
+                assert not any(f"cond:{name}" in keys or f"neg:{name}" in keys for name in named)
+            if item.explanation == "The discharge medications do not list it.":
+                [drug] = [drug for drug in DRUGS if re.search(rf"\b{drug}\b", item.question)]
+                assert item.answer == "No" and f"med:{drug}" not in keys and item.source in record["text"]
+                drugs_left_out += 1
+    no_answers = [item for item in pool if item.answer == "No"]
+    denials = sum(item.explanation == "The note explicitly denies it." for item in pool)
+    assert unlisted > 0 and drugs_left_out > 0 and len(no_answers) > denials
+
+
 def test_reference_reply_is_deterministic_and_writes_complete_items(facts):
     record = next(iter(facts.values()))
     first = reference_reply(record, "numeric", 3, 3, seed=5)
@@ -268,6 +295,27 @@ def test_collect_and_tables(tmp_path):
     assert "| +0.300 | yes | 0.500 -> 0.800 |" in table[3]
     assert known_answer.precision_markdown(results).splitlines()[2] == \
         "| reference | 5 | all | 50 | 1.000 | 1.000 | 1.000 |"
+
+
+def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tmp_path):
+    corpus = {"seed": 7, "patients": 12}
+    record = lambda notes, ba: {"teacher": "reference", "notes": notes, "task": "i2b2", "model": "distilled",  # noqa: E731
+                                "balanced_accuracy": ba}
+    output = tmp_path / "known_answer.json"
+    output.write_text(json.dumps({"date": "2026-11-01", "card": "H200", "corpus": corpus,
+                                  "runs": [record(25, 0.6), record(60, 0.5)],
+                                  "teacher_precision": [{"teacher": "reference", "notes": 25, "precision": 1.0}]}))
+    now = {"corpus": corpus, "runs": [record(60, 0.7), record(300, 0.8)], "teacher_precision": [],
+           "arm_seconds": [{"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300,
+                            "seconds": 9.0}]}
+    merged = known_answer.keep_earlier_arms(now, output, [("reference", 60), ("reference", 300)])
+    assert [(run["notes"], run["balanced_accuracy"]) for run in merged["runs"]] == [(25, 0.6), (60, 0.7), (300, 0.8)]
+    assert merged["teacher_precision"] == [{"teacher": "reference", "notes": 25, "precision": 1.0}]
+    assert merged["arm_seconds"] == [
+        {"date": "2026-11-01", "card": "H200", "teacher": "reference", "notes": 25, "seconds": None},
+        {"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300, "seconds": 9.0}]
+    with pytest.raises(InputError, match="was measured on another corpus"):
+        known_answer.keep_earlier_arms({**now, "corpus": {"seed": 8, "patients": 12}}, output, [])
 
 
 def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
