@@ -53,6 +53,10 @@ LAB_NAMES = {"creatinine": "creatinine", "hba1c": "hemoglobin A1c", "platelets":
              "alt": "ALT", "bilirubin": "total bilirubin"}
 AGGREGATES = [("highest", "highest"), ("lowest", "lowest"), ("first", "first recorded"),
               ("last", "most recent")]
+# one set of wordings for a lab question whether or not the note holds the lab: were "the patient's
+# highest X" kept for absent labs, a student would learn NA from the wording instead of the note
+LAB_TEMPLATES = ["What was the {which} {name} value?", "What was the patient's {which} {name}?",
+                 "What is the patient's {which} {name}?", "What was the {which} {name} recorded in this note?"]
 ABSENT_NUMERIC = ["What was the patient's highest troponin T value?", "What was the most recent LDL cholesterol?",
                   "What was the patient's INR on admission?", "What was the TSH level?",
                   "What was the BNP on admission?", "What was the serum lactate?", "What was the admission potassium?",
@@ -179,6 +183,12 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
     return items
 
 
+def lab_question(name: str, rng: random.Random, several_values: bool = False) -> str:
+    """A question about a lab in one of LAB_TEMPLATES; which value is meant is said when the note has several."""
+    which = rng.choice([words for _, words in AGGREGATES] + ([] if several_values else ["", ""]))
+    return " ".join(rng.choice(LAB_TEMPLATES).format(which=which, name=name).split())
+
+
 def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
     items: list[Item] = []
     vitals = vitals_of(mentions)
@@ -187,12 +197,12 @@ def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random)
         if not draws:
             continue
         if len({mention.value for mention in draws}) == 1:
-            question = f"What was the patient's {name}?"
+            question = lab_question(name, rng)
             mention = draws[0]
             difficulty, why = 3, "It is the only value of this lab in the note."
         else:
-            aggregate, words = rng.choice(AGGREGATES)
-            question = f"What was the {words} {name} value?"
+            question = lab_question(name, rng, several_values=True)
+            words = next(words for _, words in AGGREGATES if f" {words} " in question)
             expected = expected_answer(question, sheet, vitals)
             mention = next((m for m in draws if m.value == expected.answer), None) if expected else None
             if mention is None:
@@ -232,7 +242,7 @@ def not_found_numeric_items(sheet: FactSheet, mentions: list[Mention], rng: rand
     candidates = list(ABSENT_NUMERIC)
     for lab, name in LAB_NAMES.items():
         if not any(mention.key == f"lab:{lab}" for mention in mentions):
-            candidates.append(f"What was the patient's {rng.choice(['highest', 'most recent'])} {name}?")
+            candidates.append(lab_question(name, rng))
     if sheet.lvef is None:
         candidates.append("What was the left ventricular ejection fraction?")
     items = []

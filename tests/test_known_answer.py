@@ -22,7 +22,16 @@ from hypothesis import strategies as st
 from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
-from simulation.reference_teacher import CONDITION_NAMES, reference_reply, yes_no_items
+from simulation.reference_teacher import (
+    AGGREGATES,
+    CONDITION_NAMES,
+    LAB_NAMES,
+    LAB_TEMPLATES,
+    not_found_numeric_items,
+    numeric_items,
+    reference_reply,
+    yes_no_items,
+)
 from simulation.samples import DateStyle, Lab, make_sheets
 from simulation.teacher_check import check_items, teacher_precision
 from simulation.truth import Expected, answer_matches, expected_answer
@@ -193,6 +202,20 @@ def test_reference_teacher_asks_about_what_the_lists_leave_out(facts):
     no_answers = [item for item in pool if item.answer == "No"]
     denials = sum(item.explanation == "The note explicitly denies it." for item in pool)
     assert unlisted > 0 and drugs_left_out > 0 and len(no_answers) > denials
+
+
+def test_lab_questions_are_worded_alike_whether_or_not_the_note_has_the_lab(facts):
+    """The wording of a lab question must not tell present from absent (a student would learn NA from it)."""
+    names = "|".join(sorted(map(re.escape, LAB_NAMES.values()), key=len, reverse=True))
+    aggregates = "|".join(words for _, words in AGGREGATES)
+    shape = lambda question: re.sub(rf"\b({aggregates}) ", "", re.sub(names, "X", question))  # noqa: E731
+    present, absent, rng = set(), set(), random.Random(1)
+    for record in facts.values():
+        present |= {shape(item.question) for item in numeric_items(record["sheet"], record["mentions"], rng)
+                    if re.search(names, item.question)}
+        absent |= {shape(item.question) for item in not_found_numeric_items(record["sheet"], record["mentions"], rng)
+                   if re.search(names, item.question)}
+    assert present == absent == {" ".join(template.format(which="", name="X").split()) for template in LAB_TEMPLATES}
 
 
 def test_reference_reply_is_deterministic_and_writes_complete_items(facts):
