@@ -2,8 +2,10 @@
 
     python eval-inference.py --model_id models/llama-3.2-1b-distilled --dataset_name i2b2 --input_file test
     python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name distilled-1b
+    python eval-inference.py --model_id models/RUN-distilled --dataset_name i2b2,apixaban --input_file test,prompts
 writes outputs/{dataset}/{model_name}/{input_file}_{start}_{rows}_chunk_{i}.csv (input rows + output,
-finish_reason, token counts) and manifest_{input_file}.json, under the data root. --help lists every flag.
+finish_reason, token counts) and manifest_{input_file}.json, under the data root; several datasets are answered
+one after another with one model load (vLLM starts once). --help lists every flag.
 """
 
 from pathlib import Path
@@ -18,40 +20,45 @@ from clinical_distil.stages import EvalInferenceSettings
 
 def main(settings: EvalInferenceSettings) -> None:
     root = layout.data_root(settings.data_dir)
-    rows = inference.load_eval_rows(layout.eval_file(root, settings.dataset_name, settings.input_file),
-                                    settings.dataset_name)
     name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name
-    target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
-                                 layout.model_outputs(root, settings.dataset_name, name))
     run = inference.InferenceSettings(
         chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
         sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
                           top_p=settings.top_p, seed=settings.seed),
         templates=load_templates(settings.prompt_dir))
-    # the rows and files are checked before a model loads
-    stop, _, _ = inference.plan_run(len(rows), run, target, settings.input_file, settings.start_row,
-                                    settings.row_limit, settings.num_shards, settings.shard_index)
-    if stop <= settings.start_row and not settings.allow_empty:
-        raise InputError(f"{layout.eval_file(root, settings.dataset_name, settings.input_file)} has no row to answer "
-                         f"from row {settings.start_row} ({len(rows)} rows); pass --allow_empty to accept that")
+    # every dataset's rows and files are checked before the model loads (once, for all of them)
+    jobs = []
+    for dataset, input_file, limit in settings.jobs:
+        source = layout.eval_file(root, dataset, input_file)
+        rows = inference.load_eval_rows(source, dataset)
+        target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
+                                     layout.model_outputs(root, dataset, name))
+        stop, _, _ = inference.plan_run(len(rows), run, target, input_file, settings.start_row, limit,
+                                        settings.num_shards, settings.shard_index)
+        if stop <= settings.start_row and not settings.allow_empty:
+            raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); pass "
+                             "--allow_empty to accept that")
+        jobs.append((dataset, input_file, limit, rows, target))
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
-    lock = FolderLock(target, "the answers",  # noqa: F841 (held to the end); one per shard
-                      name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
+    shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
+    locks = [FolderLock(target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
+             for *_, target in jobs]
     model = load_engine(model_location(settings.model_id), engine=settings.engine,
                         max_model_len=settings.max_model_len, tensor_parallel_size=settings.tensor_parallel_size,
                         batch_size=settings.batch_size, seed=settings.seed,
                         adapter=adapter, dtype=settings.dtype)
-    summary = inference.run_eval_inference(
-        model, rows, run, target, settings.input_file, settings.model_id, start_row=settings.start_row,
-        num_inference=settings.row_limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
-        manifest_extra={"dataset_name": settings.dataset_name, "adapter": settings.adapter, "model_name": name,
-                        "rows_in_file": len(rows), "prompt_dir": settings.prompt_dir})
-    session = summary["session"]
-    print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
-          f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
-          f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
+    for dataset, input_file, limit, rows, target in jobs:
+        summary = inference.run_eval_inference(
+            model, rows, run, target, input_file, settings.model_id, start_row=settings.start_row,
+            num_inference=limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
+            manifest_extra={"dataset_name": dataset, "adapter": settings.adapter, "model_name": name,
+                            "rows_in_file": len(rows), "prompt_dir": settings.prompt_dir})
+        session = summary["session"]
+        print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
+              f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
+              f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
 
 
 if __name__ == "__main__":

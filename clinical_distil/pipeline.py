@@ -20,6 +20,7 @@ chunk by chunk. A step older than its inputs is redone with its script's --overw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -201,6 +202,12 @@ class Step:
     # what redoes the step when its outputs are older than its inputs (the script's --overwrite): run
     # as it is, a script would keep (or refuse to replace) the outputs made from the old inputs
     stale_command: Command | None = None
+    # steps of one group that are due together run as one command where `together` can write one (the
+    # eval-inference steps of one model: every task answered with one model load, so vLLM starts once);
+    # it gets the due steps' settings and whether to redo their outputs, and returns None when it cannot
+    group: str | None = None
+    settings: Settings | None = None
+    together: Callable[[list[Settings], bool], Command | None] | None = None
 
     def state(self) -> str:
         """"finished", "missing" (outputs not all there), "stale" (older than an input) or "incomplete"."""
@@ -492,7 +499,9 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
                 outputs=[manifests[-1]], inputs=model_inputs,
                 covers=_manifest_covers(manifests[-1], "rows_in_file", inference_settings.row_limit,
                                         more_is_stale=True,
-                                        count_file=lambda task=task: _count_rows(run_layout.eval_file(task), "id"))))
+                                        count_file=lambda task=task: _count_rows(run_layout.eval_file(task), "id")),
+                group=f"answers:{role}", settings=inference_settings,
+                together=lambda due, again, root=run_layout.root: _answers_together(root, due, again)))
         evaluate_steps.append(Step(f"{task}: score both models",
                                    _notebook(run_layout, spec.evaluate_notebook, stage_settings[f"evaluate:{task}"]),
                                    outputs=[run_layout.evaluation_dir(task) / "summary.csv"], inputs=manifests))
@@ -501,6 +510,42 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
     stages.append(Stage("evaluate", evaluate_steps))
     stages.append(Stage("report", [Step("write the report", None, outputs=[run_layout.report_dir / "report.md"])]))
     return stages
+
+
+def _answers_together(root: Path, due: list[EvalInferenceSettings], overwrite: bool) -> Command | None:
+    """One eval-inference command for one model's due tasks, when they differ only in their dataset (and each
+    answers into its default folder); else None."""
+    plain = [dataclasses.replace(settings, dataset_name="", input_file="", num_inference="all", output_dir=None)
+             for settings in due]
+    if any(settings != plain[0] for settings in plain) or any(
+            settings.output_dir and layout.resolve(settings.output_dir) != layout.model_outputs(
+                root, settings.dataset_name, settings.model_name) for settings in due):
+        return None
+    combined = dataclasses.replace(due[0], dataset_name=",".join(settings.dataset_name for settings in due),
+                                   input_file=",".join(settings.input_file for settings in due),
+                                   num_inference=",".join(str(settings.num_inference) for settings in due),
+                                   output_dir=None)
+    return Command(_script(layout.EVAL_INFERENCE_SCRIPT, combined) + (["--overwrite"] if overwrite else []))
+
+
+def batches(steps: list[Step], commands: dict[str, Command], overwrite: bool) -> list[tuple[list[Step], Command]]:
+    """The due `steps` as the commands that run them: one per step, except steps of one group whose `together`
+    writes one command for all of them (those redone with --overwrite apart from the rest)."""
+    grouped: dict[tuple, list[Step]] = {}
+    for step in steps:
+        stale = commands[step.label] is step.stale_command
+        key = (step.group, stale) if step.group and step.together else (step.label,)
+        grouped.setdefault(key, []).append(step)
+    result = []
+    for key, members in grouped.items():
+        command = None
+        if len(members) > 1:
+            command = members[0].together([step.settings for step in members], overwrite or key[1])
+        if command is None:
+            result += [([step], commands[step.label]) for step in members]
+        else:
+            result.append((members, command))
+    return result
 
 
 def stage_range(from_stage: str | None, to_stage: str | None) -> list[str]:
@@ -601,12 +646,15 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
                 record["status"] = "skipped"
                 continue
             commands = {step.label: step.command_to_run(overwrite) for step in todo}
+            due = batches(todo, commands, overwrite)
             if dry_run:
                 for step in stage.steps:
-                    mark = "run " if step in todo else "done"
-                    command = commands.get(step.label, step.command)
-                    note = " (stale: an input changed since it ran)" if command is step.stale_command else ""
-                    announce(f"{prefix} [{mark}] {step.label}{note}: {command.shell()}")
+                    if step not in todo:
+                        announce(f"{prefix} [done] {step.label}: {step.command.shell()}")
+                for members, command in due:
+                    stale = any(commands[step.label] is step.stale_command for step in members)
+                    note = " (stale: an input changed since it ran)" if stale else ""
+                    announce(f"{prefix} [run ] {' + '.join(step.label for step in members)}{note}: {command.shell()}")
                 continue
             announce(f"{prefix}: {len(todo)} of {len(stage.steps)} step(s) to run")
             # an interrupted stage's seconds count towards the stage; a finished one redone starts again
@@ -620,12 +668,13 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
             def elapsed() -> float:
                 return round(earlier + time.time() - stage_started, 1)
 
-            for step in todo:
-                command = commands[step.label]
-                if command is step.stale_command:
-                    announce(f"{prefix}: '{step.label}' is older than its inputs; redoing it with --overwrite")
+            for members, command in due:
+                label = " + ".join(step.label for step in members)
+                for step in members:
+                    if commands[step.label] is step.stale_command:
+                        announce(f"{prefix}: '{step.label}' is older than its inputs; redoing it with --overwrite")
                 step_started = time.time()
-                log.info("%s: %s", step.label, command.shell())
+                log.info("%s: %s", label, command.shell())
                 # a notebook's own traceback (papermill's, 50 lines) is shown only when it is not bad input
                 captured = tempfile.TemporaryFile(mode="w+") if command.executed_notebook else None
                 try:
@@ -635,8 +684,9 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
                     record.update(status="interrupted", seconds=elapsed())
                     save()
                     raise
-                record["steps"][step.label] = {"command": command.shell(), "returncode": returncode,
-                                               "seconds": round(time.time() - step_started, 1)}
+                for step in members:  # steps run together share their command and its seconds
+                    record["steps"][step.label] = {"command": command.shell(), "returncode": returncode,
+                                                   "seconds": round(time.time() - step_started, 1)}
                 if returncode != 0:
                     record.update(status="failed", seconds=elapsed())
                     save()
@@ -648,7 +698,7 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
                     if captured is not None and returncode != 2:
                         captured.seek(0)
                         sys.stderr.write(captured.read())
-                    raise StageFailed(stage.name, step.label, returncode, reason)
+                    raise StageFailed(stage.name, label, returncode, reason)
                 if captured is not None:
                     captured.close()
             record.update(status="ran", seconds=elapsed())

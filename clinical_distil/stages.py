@@ -208,14 +208,25 @@ class MergeSettings(Settings):
             raise InputError("pass --adapter_dir: a checkpoint-N or final/ folder written by finetune.py")
 
 
+def _names(value: str, flag: str) -> list[str]:
+    """The comma-separated names of a flag; one line when one of them is empty."""
+    names = [part.strip() for part in str(value).split(",")]
+    if not all(names):
+        raise InputError(f"--{flag} {value!r} holds an empty name; separate names with single commas")
+    return names
+
+
 @dataclass
 class EvalInferenceSettings(Settings):
     """eval-inference.py: answer every prompt of an evaluation file."""
 
     model_id: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "model to evaluate (hub id or local folder)")
-    dataset_name: str = setting("i2b2", "evaluation set folder under eval-data/ (i2b2, apixaban, annotated-synthetic)")
-    input_file: str = setting("train", "file name without .csv (train, test, prompts)")
-    num_inference: int | str = setting("all", "number of rows to answer, or 'all'", minimum=1, words=("all",))
+    dataset_name: str = setting("i2b2", "evaluation set folder under eval-data/ (i2b2, apixaban, annotated-synthetic); "
+                                "several, comma-separated, are answered with one model load")
+    input_file: str = setting("train", "file name without .csv (train, test, prompts); with several datasets one "
+                              "name for all or one per dataset, comma-separated")
+    num_inference: int | str | list = setting("all", "number of rows to answer, or 'all'; with several datasets one "
+                                              "for all or one per dataset, comma-separated", minimum=1, words=("all",))
     start_row: int = setting(0, "first row to answer", minimum=0)
     max_output_tokens: int = setting(256, "longest answer in tokens", minimum=1)
     chunk_size: int = setting(10000, "rows per output file (the unit of resuming)", minimum=1)
@@ -244,10 +255,45 @@ class EvalInferenceSettings(Settings):
     def check(self) -> None:
         if self.shard_index >= self.num_shards:
             raise InputError(f"--shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+        datasets = _names(self.dataset_name, "dataset_name")
+        if len(set(datasets)) < len(datasets):
+            raise InputError(f"--dataset_name names a dataset twice ({self.dataset_name}); give each once")
+        for flag, values in (("input_file", _names(self.input_file, "input_file")), ("num_inference", self.limits)):
+            if len(values) not in (1, len(datasets)):
+                raise InputError(f"--{flag} gives {len(values)} values for {len(datasets)} datasets; give one for all "
+                                 "or one per dataset")
+        if len(datasets) > 1 and self.output_dir:
+            raise InputError("--output_dir names one folder; with several --dataset_name each dataset's answers go to "
+                             "its own outputs/{dataset_name}/{model_name} (leave out --output_dir)")
+
+    @property
+    def limits(self) -> list[int | None]:
+        """--num_inference as rows to answer per dataset (None: all)."""
+        values = self.num_inference if isinstance(self.num_inference, list) else [self.num_inference]
+        limits = []
+        for value in values:
+            text = str(value).strip().lower()
+            if text == "all":
+                limits.append(None)
+            elif text.isdigit() and int(text) >= 1:
+                limits.append(int(text))
+            else:
+                raise InputError(f"--num_inference must be a whole number or 'all' (rows to answer, at least 1), "
+                                 f"got {value!r}")
+        return limits
+
+    @property
+    def jobs(self) -> list[tuple[str, str, int | None]]:
+        """(dataset, input file, rows to answer or None for all), in the order given."""
+        datasets, files, limits = _names(self.dataset_name, "dataset_name"), _names(self.input_file, "input_file"), \
+            self.limits
+        spread = lambda values: values * len(datasets) if len(values) == 1 else values  # noqa: E731
+        return list(zip(datasets, spread(files), spread(limits)))
 
     @property
     def row_limit(self) -> int | None:
-        return None if self.num_inference == "all" else int(self.num_inference)
+        """The rows to answer of the first (or only) dataset."""
+        return self.jobs[0][2]
 
 
 @dataclass

@@ -79,6 +79,48 @@ def test_eval_inference_aligns_resumes_and_records(tmp_path, default_model_dir):
     assert json.loads((folder / "manifest_prompts.json").read_text()) == manifest
 
 
+def test_several_datasets_answered_with_one_model_load_as_each_alone(tmp_path, tiny_model_dir):
+    """--dataset_name a,b: one model load, and per dataset the very files (and answers) a run of it alone writes."""
+    annotated = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:4]
+    apixaban = eval_data.apixaban_prompts(SAMPLES / "apixaban").iloc[:5]
+    common = ["--model_id", str(tiny_model_dir), "--engine", "transformers", "--max_output_tokens", "12",
+              "--max_model_len", "640", "--model_name", "tiny", "--chunk_size", "2"]
+    for root in (tmp_path / "together", tmp_path / "alone"):
+        write_eval_data(root, "annotated-synthetic/prompts.csv", annotated)
+        write_eval_data(root, "apixaban/test.csv", apixaban)
+    together = run_script("eval-inference.py", *common, "--data_dir", str(tmp_path / "together"),
+                          "--dataset_name", "annotated-synthetic,apixaban", "--input_file", "prompts,test",
+                          "--num_inference", "3,all")
+    assert together.returncode == 0, together.stderr[-3000:]
+    assert together.stderr.count("engine: transformers for") == 1 and together.stdout.count("eval-inference: ") == 2
+    for dataset, input_file, rows in (("annotated-synthetic", "prompts", "3"), ("apixaban", "test", "all")):
+        alone = run_script("eval-inference.py", *common, "--data_dir", str(tmp_path / "alone"),
+                           "--dataset_name", dataset, "--input_file", input_file, "--num_inference", rows)
+        assert alone.returncode == 0, alone.stderr[-3000:]
+        folders = [root / "outputs" / dataset / "tiny" for root in (tmp_path / "together", tmp_path / "alone")]
+        files = [sorted(path.name for path in folder.glob("*.csv")) for folder in folders]
+        assert files[0] == files[1] and files[0]
+        answers = [read_model_outputs(folder, input_file) for folder in folders]
+        assert answers[0]["output"].tolist() == answers[1]["output"].tolist()
+        manifest = json.loads((folders[0] / f"manifest_{input_file}.json").read_text())
+        assert manifest["dataset_name"] == dataset and manifest["answered"] == (3 if rows == "3" else len(apixaban))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--dataset_name", "apixaban,apixaban"], "--dataset_name names a dataset twice (apixaban,apixaban)"),
+    (["--dataset_name", "apixaban,i2b2", "--input_file", "a,b,c"], "--input_file gives 3 values for 2 datasets"),
+    (["--dataset_name", "apixaban,i2b2", "--num_inference", "3,4,5"], "--num_inference gives 3 values for 2 datasets"),
+    (["--dataset_name", "apixaban,,i2b2"], "--dataset_name 'apixaban,,i2b2' holds an empty name"),
+    (["--dataset_name", "apixaban,i2b2", "--num_inference", "3,0"], "--num_inference must be a whole number or 'all'"),
+    (["--dataset_name", "apixaban,i2b2", "--output_dir", "out"], "--output_dir names one folder"),
+])
+def test_several_datasets_bad_flags_refused_in_one_line(tmp_path, flags, message):
+    done = run_script("eval-inference.py", "--model_id", "models/tiny-random-llama", "--data_dir", str(tmp_path), *flags)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), done.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_killed_eval_inference_resumed_with_other_chunk_sizes_answers_every_row_once(tmp_path, tiny_model_dir):
     prompts = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:8]
     write_eval_data(tmp_path, "annotated-synthetic/prompts.csv", prompts)

@@ -68,7 +68,7 @@ def test_tasks_given_as_a_tuple_by_fire(tmp_path):
                         "--reports_dir", str(tmp_path / "reports"))
     assert result.returncode == 0, result.stderr[-2000:]
     answered = re.findall(r"eval-inference\.py .*?--dataset_name (\S+)", result.stdout)
-    assert answered == ["i2b2", "i2b2", "apixaban", "apixaban"]
+    assert answered == ["i2b2,apixaban", "i2b2,apixaban"]  # each model answers both tasks with one load
 
 
 def test_raw_notes_are_selected_first(tmp_path):
@@ -97,6 +97,46 @@ def test_notes_errors(tmp_path):
     wrong.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a MIMIC-III NOTEEVENTS"):
         pipeline.layout_for(RunSettings.from_values(dict(notes=str(wrong))))
+
+
+def test_due_steps_of_one_group_run_as_one_command_unless_they_cannot():
+    def step(label, group=None, stale=False, together=True):
+        command, redo = pipeline.Command([label]), pipeline.Command([label, "--overwrite"])
+        made = pipeline.Step(label, command, outputs=[], stale_command=redo, group=group, settings=label,
+                             together=(lambda due, again: pipeline.Command(["+".join(due)] + (["-o"] if again else [])))
+                             if together else None)
+        return made, (redo if stale else command)
+
+    steps = [step("a1", "a"), step("x"), step("a2", "a"), step("b1", "b", together=False), step("b2", "b"),
+             step("a3", "a", stale=True), step("a4", "a", stale=True)]
+    commands = {made.label: command for made, command in steps}
+    ran = [([member.label for member in members], command.argv)
+           for members, command in pipeline.batches([made for made, _ in steps], commands, overwrite=False)]
+    assert ran == [(["a1", "a2"], ["a1+a2"]), (["x"], ["x"]), (["b1"], ["b1"]), (["b2"], ["b2"]),
+                   (["a3", "a4"], ["a3+a4", "-o"])]  # stale steps are redone together, apart from the rest
+    cannot = [step("c1", "c", together=False)[0], step("c2", "c")[0]]
+    cannot[1].together = lambda due, again: None
+    assert [[m.label for m in members] for members, _ in pipeline.batches(
+        cannot, {made.label: made.command for made in cannot}, False)] == [["c1"], ["c2"]]
+
+
+def test_answers_of_one_model_combine_only_when_they_differ_in_their_dataset(tmp_path):
+    from clinical_distil.stages import EvalInferenceSettings
+
+    def answers(task, **extra):
+        values = {"model_id": "m", "dataset_name": task, "input_file": "test", "data_dir": str(tmp_path),
+                  "model_name": "base", "output_dir": str(tmp_path / "outputs" / task / "base"), **extra}
+        return EvalInferenceSettings.from_values(values)
+
+    combined = pipeline._answers_together(tmp_path, [answers("i2b2", num_inference=13), answers("apixaban")], True)
+    argv = combined.argv
+    assert argv[argv.index("--dataset_name") + 1] == "i2b2,apixaban" and "--output_dir" not in argv
+    assert argv[argv.index("--input_file") + 1] == "test,test" and argv[argv.index("--num_inference") + 1] == "13,all"
+    assert argv[-1] == "--overwrite"
+    assert pipeline._answers_together(tmp_path, [answers("i2b2"), answers("apixaban", max_output_tokens=9)], False) \
+        is None  # other settings: two commands
+    assert pipeline._answers_together(tmp_path, [answers("i2b2"), answers("apixaban", output_dir=str(tmp_path / "x"))],
+                                      False) is None  # a folder of its own
 
 
 def test_stage_range():
@@ -208,7 +248,9 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "synthetic-a-create.py --model_id models/SmolLM2-135M-Instruct" in result.stdout
     assert "--limit 4 --structured_output True" in result.stdout
-    assert result.stdout.count("eval-inference.py") == 6
+    assert result.stdout.count("eval-inference.py") == 2  # one command (one model load) per model
+    assert ("--dataset_name annotated-synthetic,i2b2,apixaban --input_file prompts,test,prompts "
+            "--num_inference 12,13,23") in result.stdout
     assert not (tmp_path / "data" / "mimic").exists() and not (tmp_path / "results").exists()
     assert not (tmp_path / "reports").exists()
 
