@@ -1,6 +1,6 @@
 """Compare two stage A (or eval-inference) output folders written by different engines.
 
-    python bench/compare_engines.py OUT_VLLM OUT_TRANSFORMERS --model models/SmolLM2-135M-Instruct
+    python bench/compare_engines.py --first OUT_VLLM --second OUT_TRANSFORMERS --model models/SmolLM2-135M-Instruct
 
 Prints whether the folders hold the same files with the same columns and rows, the share of
 replies whose first 32 tokens agree, the share of replies that parse as JSON, how many replies
@@ -11,11 +11,10 @@ eval-inference folders, the share of rows whose extracted answers are the same.
 import json
 from pathlib import Path
 
-
-import fire
 import pandas as pd
 from transformers import AutoTokenizer
 
+from clinical_distil.cli import run
 from clinical_distil.metrics import extract_answer
 
 
@@ -66,4 +65,4 @@ def main(first: str, second: str, model: str, tokens: int = 32, unparsed: str | 
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import time
 
-import fire
 import pandas as pd
 import torch
 
 from clinical_distil import prompts
 from clinical_distil.chat import render_ids_batch
+from clinical_distil.cli import run
 from clinical_distil.engines import Sampling
-from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.eval_data import annotated_synthetic_prompts
-from clinical_distil.layout import REPO_ROOT
+from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.inference import answer_schema, conversation
+from clinical_distil.layout import REPO_ROOT
 from clinical_distil.notes import discharge_notes
 
 SAMPLES = REPO_ROOT / "data" / "samples"
@@ -101,4 +101,4 @@ def main(model: str = "models/SmolLM2-135M-Instruct", workload: str = "stage_a",
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

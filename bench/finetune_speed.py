@@ -19,12 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fire
 import numpy as np
 import pandas as pd
 from shapes import build_random_model
 
 from clinical_distil import layout
+from clinical_distil.cli import run
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 
@@ -161,4 +161,4 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

@@ -16,15 +16,13 @@ import json
 import time
 from pathlib import Path
 
-
-import fire
 import pandas as pd
-
 from shapes import build_random_model
 
 from clinical_distil import prompts
-from clinical_distil.default_model import DEFAULT_MODEL_DIR
 from clinical_distil.chat import render_ids
+from clinical_distil.cli import run
+from clinical_distil.default_model import DEFAULT_MODEL_DIR
 from clinical_distil.engines import Sampling, load_engine
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.notes import discharge_notes
@@ -176,4 +174,4 @@ def _cuda() -> bool:
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

@@ -23,7 +23,7 @@ M=models/SmolLM2-135M-Instruct
 D=/tmp/gd
 LIMIT=${STEP_LIMIT:-300}
 step() { echo "== $(date +%T) $*"; }
-compare() { python3 bench/compare_engines.py "$1" "$2" --model $M --unparsed "$OUT/$3_unparsed.csv" | tee "$OUT/$3.json"; }
+compare() { python3 bench/compare_engines.py --first "$1" --second "$2" --model $M --unparsed "$OUT/$3_unparsed.csv" | tee "$OUT/$3.json"; }
 A="timeout $LIMIT python3 a-generate-synthetic-training-data/synthetic-a-create.py --model_id $M --dataset 24
    --data_dir $D --questions_per_type 2 --chunk_size 8"
 E="timeout $LIMIT python3 eval-inference.py --dataset_name combined --input_file prompts --data_dir data/gpu-eval"

@@ -42,17 +42,15 @@ import sys
 import time
 from pathlib import Path
 
-
-import fire
 import pandas as pd
-
 from shapes import build_random_model
 
 from clinical_distil import inference, layout, prompts, synthetic
+from clinical_distil.cli import run as run_command
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
-from clinical_distil.vllm_engine import VLLMEngine
 from clinical_distil.notes import discharge_notes
+from clinical_distil.vllm_engine import VLLMEngine
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_NOTES = REPO / "data" / "samples" / "mimic-iii" / "NOTEEVENTS.csv.gz"
@@ -421,4 +419,4 @@ def table(path: str = str(OUT / "gpu_throughput.jsonl")) -> None:
 
 
 if __name__ == "__main__":
-    fire.Fire({"build": build, "run": run, "notes": notes, "cli": cli, "table": table})
+    run_command({"build": build, "run": run, "notes": notes, "cli": cli, "table": table})

@@ -2,6 +2,7 @@
 
     python bench/known_answer.py                                   # the GPU run of bench/RESULTS.md
     python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100 --parallel 3
+    python bench/known_answer.py --arms self:300 --engine vllm --keep_earlier True
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
@@ -74,8 +75,9 @@ def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
                 shutil.copytree(source, target)
 
 
-def arm_command(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str) -> list[str]:
-    """The driver's command for one arm."""
+def arm_command(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str,
+                engine: str | None = None) -> list[str]:
+    """The driver's command for one arm (`engine`: stage A's and the answers' engine, else the config's)."""
     summary = json.loads((corpus / CORPUS_FILE).read_text())
     evals = {task: {"input_dir": str(corpus / folder)} for task, folder in summary["eval_input_dirs"].items()}
     argv = [sys.executable, str(REPO / "run-pipeline.py"), "--config", str(config), "--data_dir", str(root),
@@ -83,7 +85,7 @@ def arm_command(config: Path, corpus: Path, root: Path, teacher: str, notes: int
             "--models_dir", str(root / layout.MODELS.name), "--notes", str(layout.corpus_notes(corpus)),
             "--select", json.dumps({"num_notes": notes}),
             "--teacher", "reference" if teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
-    return argv
+    return argv + (["--engine", engine] if engine else [])
 
 
 def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int) -> None:
@@ -235,15 +237,18 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
          arms: str = "reference:25,reference:60,self:25", patients: int = 1200, seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
-         parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False) -> None:
+         parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "") -> None:
     """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
-    write the results JSON (with --keep_earlier, also the other arms already in it) and print the tables."""
+    write the results JSON (with --keep_earlier, also the other arms already in it) and print the tables.
+    --engine auto, vllm or transformers overrides the config's engine for stage A and the answers."""
     corpus_dir, config_path = layout.resolve(corpus), layout.resolve(config)
     chosen = parse_arms(arms)
     if not config_path.exists():
         raise InputError(f"config file not found: {config_path}")
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
         raise InputError(f"--parallel must be a whole number of arms at a time, at least 1; got {parallel!r}")
+    if engine not in ("", "auto", "vllm", "transformers"):
+        raise InputError(f"--engine must be auto, vllm or transformers, got {engine!r}")
     if max(notes for _, notes in chosen) > patients:
         raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
     started = time.time()
@@ -261,7 +266,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
             prepare_arm(corpus_dir, root, None)
             log = root / "bench.log" if parallel > 1 and root != first else None
             commands.append((f"{teacher}:{notes}", arm_command(config_path, corpus_dir, root, teacher, notes,
-                                                               self_teacher), log))
+                                                               self_teacher, engine or None), log))
         run_commands(commands[:1], 1)
         for teacher, notes in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
             prepare_arm(corpus_dir, arm_root(corpus_dir, teacher, notes), first)

@@ -65,7 +65,9 @@ def _checked_function(function: Callable[..., Any], argv: list[str]) -> tuple[Ca
     """A plain function as a command: its flags checked by name before it runs, its values by the type its
     signature names (int, float, bool, str) once fire has read them."""
     signature = inspect.signature(function)
-    kinds = {name: str(parameter.annotation) for name, parameter in signature.parameters.items()}
+    # "int" whether the module postpones its annotations (a string) or not (the class)
+    kinds = {name: getattr(parameter.annotation, "__name__", "") if isinstance(parameter.annotation, type)
+             else str(parameter.annotation) for name, parameter in signature.parameters.items()}
     messages = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
     fits = {"int": lambda value: isinstance(value, int) and not isinstance(value, bool),
             "float": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
@@ -88,8 +90,13 @@ def run(command: Callable[..., Any] | dict, name: str | None = None, argv: list[
     """Run `command` with fire; a plain function given without `check` has its flags checked by its signature."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     words = sys.argv[1:] if argv is None else list(argv)
-    if check is None and inspect.isfunction(command) and not any(word in ("--help", "-h") for word in words):
+    asks_help = any(word in ("--help", "-h") for word in words)
+    if check is None and inspect.isfunction(command) and not asks_help:
         command, check = _checked_function(command, words)
+    elif check is None and isinstance(command, dict) and words and not asks_help and \
+            inspect.isfunction(command.get(words[0])):  # a command of several: the one named, checked the same way
+        checked, check = _checked_function(command[words[0]], words[1:])
+        command = {**command, words[0]: checked}
     try:
         if check is not None:
             check()

@@ -33,3 +33,20 @@ def test_module_help(module, tmp_path):
     assert result.returncode == 0, result.stderr
     for flag in MODULES[module]:
         assert flag in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script, arguments, message", [
+    ("bench/decode_loop.py", ["--workloads", "eval"], "unknown flag --workloads; did you mean --workload?"),
+    ("bench/decode_loop.py", ["--notes", "two"], "--notes must be a whole number, got 'two'"),
+    ("bench/finetune_speed.py", ["--train_exampels", "4"], "unknown flag --train_exampels; did you mean --train_examples?"),
+    ("bench/generation_speed.py", ["--bogus", "1"], "unknown flag --bogus"),
+    ("bench/compare_engines.py", ["--first", "a", "--second", "b", "--model", "m", "--tokens", "x"],
+     "--tokens must be a whole number, got 'x'"),
+    ("bench/compare_engines.py", ["a", "b"], "unexpected argument 'a': every setting is given by name"),
+    ("bench/gpu_throughput.py", ["table", "--bogus", "1"], "unknown flag --bogus"),
+])
+def test_bench_scripts_refuse_bad_flags_in_one_line_before_any_work(script, arguments, message, tmp_path):
+    """The benchmarks check their flags like the stages (one command of several: that command's flags)."""
+    result = run_script(script, *arguments, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr

@@ -261,6 +261,16 @@ def test_arms_are_parsed_or_refused_in_one_line():
             known_answer.parse_arms(bad)
 
 
+def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus):
+    root = known_answer.arm_root(corpus, "self", 7)
+    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, "self", 7, "models/student", "vllm")
+    flag = lambda name: argv[argv.index(name) + 1]  # noqa: E731
+    assert flag("--teacher") == "models/student" and flag("--engine") == "vllm" and flag("--data_dir") == str(root)
+    assert json.loads(flag("--select")) == {"num_notes": 7}
+    assert json.loads(flag("--eval"))["i2b2"] == {"input_dir": str(corpus / "raw" / "n2c2-2018-track1")}
+    assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, "reference", 7, "m")
+
+
 def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_path, capsys):
     sleeper = "import sys, time; time.sleep(1.5); print('arm', sys.argv[1]); sys.exit(int(sys.argv[2]))"
     commands = [(f"a{index}", [sys.executable, "-c", sleeper, str(index), "0"], tmp_path / f"a{index}.log")
@@ -389,6 +399,7 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     ("bench/known_answer.py", ["--parallel", "2.5"], "--parallel must be a whole number, got 2.5"),
     ("bench/known_answer.py", ["extra"], "unexpected argument 'extra': every setting is given by name"),
     ("bench/known_answer.py", ["--arms", "reference:50", "--patients", "10"], "an arm asks for more notes than"),
+    ("bench/known_answer.py", ["--engine", "tgi"], "--engine must be auto, vllm or transformers, got 'tgi'"),
     ("simulation/corpus.py", ["--patiens", "3"], "unknown flag --patiens; did you mean --patients?"),
     ("simulation/corpus.py", ["--patients", "0"], "--patients must be at least 1, got 0"),
     ("simulation/corpus.py", ["--seed", "x"], "--seed must be a whole number, got 'x'"),
