@@ -1,6 +1,6 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
-    python bench/known_answer.py                                   # the GPU run of bench/RESULTS.md
+    python bench/known_answer.py                                   # every arm of bench/RESULTS.md (one GPU)
     python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100 --parallel 3
     python bench/known_answer.py --arms self:300 --engine vllm --keep_earlier True
 
@@ -234,7 +234,8 @@ def precision_markdown(results: dict) -> str:
 
 
 def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-answer",
-         arms: str = "reference:25,reference:60,self:25", patients: int = 1200, seed: int = 7,
+         arms: str = "reference:25,reference:60,reference:300,reference:500,self:25", patients: int = 1200,
+         seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
          parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "") -> None:

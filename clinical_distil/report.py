@@ -183,11 +183,12 @@ def teacher_truth_section(layout: RunLayout) -> list[Block]:
     if not facts_path.exists() or items is None:
         return []
     from simulation.corpus import read_facts
-    from simulation.teacher_check import check_items, teacher_precision
+    from simulation.teacher_check import check_items, teacher_precision, yes_share_by_kind
 
     checked = check_items(items, read_facts(facts_path))
     table = teacher_precision(checked)
     write_csv(table, paths.teacher_truth_file(layout.report_dir))
+    balance = yes_share_by_kind(checked)
     manifest = _json(layout.generation_manifest) or {}
     return [("h2", "Teacher against the truth (simulated notes)"),
             ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
@@ -197,7 +198,10 @@ def teacher_truth_section(layout: RunLayout) -> list[Block]:
                   "right (for the N/A types: the fact is truly not in the note), 'quote_in_note' the share of "
                   "answerable items whose quote stands in the note. The paper's physicians edited 12.8% of the "
                   "teacher's items; this is the automatic analogue."),
-            ("table", table.map(fmt))]
+            ("table", table.map(fmt)),
+            ("p", "The teacher's yes/no answers per kind of question (verifiable items): a kind answered nearly "
+                  "always Yes, or always No, lets a student learn the answer from the wording instead of the note."),
+            ("table", balance.map(fmt))]
 
 
 def training_section(layout: RunLayout, figures: Path) -> list[Block]:

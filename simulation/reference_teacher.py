@@ -133,13 +133,19 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
         word = rng.choice(words)
         if mention is None:
             add(f"Has the patient ever had {word}?", history, 5, unlisted)
+            add(f"Has the patient had {word} {rng.choice(WINDOWS)[1]}?", history, 6, unlisted)
             continue
         add(f"Has the patient ever had {word}?", mention, 3, "The note describes the event.")
         days = {"mi": sheet.mi_days_ago, "stroke": sheet.stroke_days_ago, "bleed": sheet.bleed_days_ago,
                 "keto": sheet.keto_days_ago}[name]
         windows = [(limit, text) for limit, text in WINDOWS if days is None or abs(days - limit) > 15]
-        if windows:
-            limit, text = rng.choice(windows)
+        # a window that holds the event and one that does not, equally often where both exist: most events a
+        # note dates are recent, and a random window would nearly always hold them
+        inside = [window for window in windows if days is not None and days <= window[0]]
+        outside = [window for window in windows if window not in inside]
+        choices = rng.choice([side for side in (inside, outside) if side] or [[]])
+        if choices:
+            limit, text = rng.choice(choices)
             add(f"Has the patient had {word} {text}?", mention, 6,
                 "The note dates the event, so the answer is {answer} for this time window.")
     for drug in ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin"):

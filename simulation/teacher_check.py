@@ -2,9 +2,10 @@
 
 For each item: was its question readable for one fact (`verifiable`), is its answer the fact sheet's
 (`answer_right`; for the "not in the note" types: is the fact truly absent from the note), and is
-its quote in the note (`quote_in_note`, stage B's own source match). `teacher_precision`
-sums these per question type; the paper's human review edited 12.8% of the teacher's items, and
-this is the automatic analogue on simulated data.
+its quote in the note (`quote_in_note`, stage B's own source match). `teacher_precision` sums these
+per question type; the paper's human review edited 12.8% of the teacher's items, and this is the
+automatic analogue on simulated data. `yes_share_by_kind` shows how balanced the yes/no answers are
+per kind of question (a student learns the answer a kind of question always gets).
 """
 
 from __future__ import annotations
@@ -54,6 +55,28 @@ def teacher_precision(checked: pd.DataFrame) -> pd.DataFrame:
             for kind, group in checked.groupby("question_type", sort=True)]
     rows.append({"question_type": "all", **summarize(checked)})
     return pd.DataFrame(rows, columns=["question_type", "items", "verifiable", "precision", "quote_in_note"])
+
+
+def concept_kind(concept: str) -> str:
+    """What a yes/no question asks about, from its concept: condition, event, event in a time window, drug, lab
+    threshold, or social history and capacity."""
+    name, _, detail = concept.partition(":")
+    if not detail:
+        return "social history and capacity"
+    if name == "event":
+        return "event in a time window" if " " in detail else "event"
+    return {"condition": "condition", "drug": "drug", "lab": "lab threshold"}.get(name, name)
+
+
+def yes_share_by_kind(checked: pd.DataFrame) -> pd.DataFrame:
+    """Per kind of yes/no question: items, and the share the teacher answered Yes. A kind answered (almost) always
+    Yes, or always No, teaches a student its answer from the wording instead of the note."""
+    yes_no = checked[(checked["question_type"] == "yes_no") & checked["verifiable"]].copy()
+    yes_no["kind"] = yes_no["concept"].map(concept_kind)
+    yes_no["yes"] = yes_no["answer"].astype(str).str.strip().str.lower() == "yes"
+    rows = [{"kind": kind, "items": len(group), "yes_share": round(float(group["yes"].mean()), 3)}
+            for kind, group in yes_no.groupby("kind", sort=True)]
+    return pd.DataFrame(rows, columns=["kind", "items", "yes_share"])
 
 
 def corpus_facts(notes_file: Path) -> dict[int, dict] | None:

@@ -33,7 +33,7 @@ from simulation.reference_teacher import (
     yes_no_items,
 )
 from simulation.samples import DateStyle, Lab, make_sheets
-from simulation.teacher_check import check_items, teacher_precision
+from simulation.teacher_check import check_items, concept_kind, teacher_precision, yes_share_by_kind
 from simulation.truth import Expected, answer_matches, expected_answer
 from simulation.varied import render_varied_discharge_summary
 
@@ -202,6 +202,40 @@ def test_reference_teacher_asks_about_what_the_lists_leave_out(facts):
     no_answers = [item for item in pool if item.answer == "No"]
     denials = sum(item.explanation == "The note explicitly denies it." for item in pool)
     assert unlisted > 0 and drugs_left_out > 0 and len(no_answers) > denials
+
+
+def test_reference_teacher_answers_every_kind_of_yes_no_question_both_ways(facts):
+    """No kind of yes/no question (condition, drug, event, time window, lab threshold, social history) is
+    answered nearly always one way: the student would learn the answer from the kind of question."""
+    items = items_of(facts, "yes_no")
+    balance = yes_share_by_kind(check_items(items, facts)).set_index("kind")
+    assert set(balance.index) == {"condition", "drug", "event", "event in a time window", "lab threshold",
+                                  "social history and capacity"}
+    assert balance["yes_share"].between(0.2, 0.8).all(), balance
+
+
+def test_concept_kinds_and_the_yes_share_of_a_hand_made_mix(facts):
+    assert [concept_kind(concept) for concept in ("condition:afib", "event:mi", "event:mi 180d", "drug:aspirin",
+                                                  "lab:creatinine > 1.5", "english", "current smoker")] == [
+        "condition", "event", "event in a time window", "drug", "lab threshold", "social history and capacity",
+        "social history and capacity"]
+    hadm_id, record = next(iter(facts.items()))
+    takes_aspirin = "Yes" if any(med.lower().startswith("aspirin") for med in record["sheet"].medications) else "No"
+    items = pd.DataFrame([
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Is the patient taking aspirin at discharge?",
+         "answer": "Yes", "source_in_note": True},
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Was the patient discharged on aspirin?",
+         "answer": "No", "source_in_note": True},
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Is aspirin among the discharge medications?",
+         "answer": takes_aspirin, "source_in_note": True},
+        {"hadm_id": hadm_id, "question_type": "yes_no", "question": "Does the patient's mother have diabetes?",
+         "answer": "Yes", "source_in_note": False},  # unverifiable: left out
+        {"hadm_id": hadm_id, "question_type": "na-bool", "question": "Is the patient a veteran?", "answer": "NA",
+         "source_in_note": False},  # not a yes/no item
+    ])
+    table = yes_share_by_kind(check_items(items, facts))
+    assert table.to_dict("records") == [{"kind": "drug", "items": 3,
+                                         "yes_share": round((1 + (takes_aspirin == "Yes")) / 3, 3)}]
 
 
 def test_lab_questions_are_worded_alike_whether_or_not_the_note_has_the_lab(facts):
@@ -389,6 +423,7 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     assert manifest["teacher"].startswith("reference: replies written from the simulated patients' fact sheets")
     report = (root / "reports" / known_answer.RUN / "report.md").read_text()
     assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
+    assert "The teacher's yes/no answers per kind of question" in report and "| condition |" in report
     again = run_script("bench/known_answer.py", *args)  # resumes: every step is done
     assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 9
 
