@@ -157,11 +157,21 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
             "teacher_precision": [{key: clean(value) for key, value in record.items()} for record in precision]}
 
 
-def summary_of(corpus: Path) -> dict:
+def corpus_summary(corpus: Path) -> dict:
     """The corpus's summary as the results JSON holds it (without the long list of held-out ids)."""
     summary = json.loads((corpus / CORPUS_FILE).read_text())
     summary.pop("held_out_subject_ids", None)
-    return {"corpus": summary, "runs": [], "teacher_precision": [], "arm_seconds": []}
+    return summary
+
+
+def earlier_results(output: Path, corpus: dict) -> dict | None:
+    """The results already in `output`, if any; refused when they were measured on another corpus."""
+    if not output.exists():
+        return None
+    earlier = json.loads(output.read_text())
+    if earlier.get("corpus") != corpus:
+        raise InputError(f"{output} was measured on another corpus; give another --output or leave out --keep_earlier")
+    return earlier
 
 
 def card() -> str:
@@ -177,11 +187,9 @@ def card() -> str:
 def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) -> dict:
     """`results` with the records of `output`'s other arms before its own, when `output` was measured on the
     same corpus; arms run now replace their earlier records."""
-    if not output.exists():
+    earlier = earlier_results(output, results["corpus"])
+    if earlier is None:
         return results
-    earlier = json.loads(output.read_text())
-    if earlier.get("corpus") != results["corpus"]:
-        raise InputError(f"{output} was measured on another corpus; give another --output or leave out --keep_earlier")
     ran = set(arms)
     for key in ("runs", "teacher_precision", "arm_seconds"):
         kept = [record for record in earlier.get(key, []) if (record["teacher"], record["notes"]) not in ran]
@@ -258,7 +266,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
             write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
                          n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
         if keep_earlier:  # a mismatch is found before any arm runs
-            keep_earlier_arms(summary_of(corpus_dir), layout.resolve(output), [])
+            earlier_results(layout.resolve(output), corpus_summary(corpus_dir))
         # the first arm alone: it makes the prompts and the base model's answers the others reuse
         first = arm_root(corpus_dir, *chosen[0])
         commands = []
@@ -276,7 +284,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
     results = {"date": today, "card": device,
                "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
-               "config": str(config), **summary_of(corpus_dir),
+               "config": str(config), "corpus": corpus_summary(corpus_dir),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
     results["arm_seconds"] = [{"date": today, "card": device, "config_digest": digest, **arm}
                               for arm in results["arm_seconds"]]

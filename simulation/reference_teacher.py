@@ -189,10 +189,11 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
     return items
 
 
-def lab_question(name: str, rng: random.Random, several_values: bool = False) -> str:
-    """A question about a lab in one of LAB_TEMPLATES; which value is meant is said when the note has several."""
+def lab_question(name: str, rng: random.Random, several_values: bool = False) -> tuple[str, str]:
+    """A question about a lab in one of LAB_TEMPLATES, and the words in it that say which value is meant (said
+    when the note has several values; else "" at times)."""
     which = rng.choice([words for _, words in AGGREGATES] + ([] if several_values else ["", ""]))
-    return " ".join(rng.choice(LAB_TEMPLATES).format(which=which, name=name).split())
+    return " ".join(rng.choice(LAB_TEMPLATES).format(which=which, name=name).split()), which
 
 
 def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
@@ -203,12 +204,11 @@ def numeric_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random)
         if not draws:
             continue
         if len({mention.value for mention in draws}) == 1:
-            question = lab_question(name, rng)
+            question, _ = lab_question(name, rng)
             mention = draws[0]
             difficulty, why = 3, "It is the only value of this lab in the note."
         else:
-            question = lab_question(name, rng, several_values=True)
-            words = next(words for _, words in AGGREGATES if f" {words} " in question)
+            question, words = lab_question(name, rng, several_values=True)
             expected = expected_answer(question, sheet, vitals)
             mention = next((m for m in draws if m.value == expected.answer), None) if expected else None
             if mention is None:
@@ -248,7 +248,7 @@ def not_found_numeric_items(sheet: FactSheet, mentions: list[Mention], rng: rand
     candidates = list(ABSENT_NUMERIC)
     for lab, name in LAB_NAMES.items():
         if not any(mention.key == f"lab:{lab}" for mention in mentions):
-            candidates.append(lab_question(name, rng))
+            candidates.append(lab_question(name, rng)[0])
     if sheet.lvef is None:
         candidates.append("What was the left ventricular ejection fraction?")
     items = []
