@@ -1,7 +1,7 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
-    python bench/known_answer.py                                   # every arm of bench/RESULTS.md (one GPU)
-    python bench/known_answer.py --arms reference:25,reference:100,reference:300,self:100 --parallel 3
+    python bench/known_answer.py --engine vllm                     # the arms of bench/RESULTS.md (one GPU)
+    python bench/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # transformers engine
     python bench/known_answer.py --arms self:300 --engine vllm --keep_earlier True
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
@@ -12,8 +12,9 @@ patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs 
 base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
 (a 135M student leaves most of it idle), each logging to arms/{teacher}-{notes}/bench.log.
 Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
-earlier on the same corpus (in --output, arms not run now) are kept, so a learning curve can grow over runs;
-every arm's record says its date, card and config digest.
+earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
+learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
+arm's record says its date, card and config digest; the file says its reference teacher's code digest.
 
 Results go to bench/known_answer.json: one record per arm, task and model (balanced accuracy with its
 95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
@@ -164,14 +165,27 @@ def corpus_summary(corpus: Path) -> dict:
     return summary
 
 
-def earlier_results(output: Path, corpus: dict) -> dict | None:
-    """The results already in `output`, if any; refused when they were measured on another corpus."""
+def reference_teacher_digest() -> str:
+    """A digest of the reference teacher's code: arms are comparable only when written by the same teacher."""
+    sources = ("reference_teacher.py", "truth.py", "varied.py", "samples.py")
+    text = b"".join((REPO / "simulation" / name).read_bytes() for name in sources)
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+def measured_alike(earlier: dict, results: dict) -> bool:
+    """Whether two results files measured the same thing: the same corpus and the same reference teacher."""
+    return (earlier.get("corpus") == results.get("corpus")
+            and earlier.get("reference_teacher") == results.get("reference_teacher"))
+
+
+def earlier_results(output: Path) -> dict | None:
+    """The results already in `output`, if any."""
     if not output.exists():
         return None
-    earlier = json.loads(output.read_text())
-    if earlier.get("corpus") != corpus:
-        raise InputError(f"{output} was measured on another corpus; give another --output or leave out --keep_earlier")
-    return earlier
+    try:
+        return json.loads(output.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{output} is not a results JSON ({error}); give another --output") from None
 
 
 def card() -> str:
@@ -185,10 +199,15 @@ def card() -> str:
 
 
 def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) -> dict:
-    """`results` with the records of `output`'s other arms before its own, when `output` was measured on the
-    same corpus; arms run now replace their earlier records."""
-    earlier = earlier_results(output, results["corpus"])
+    """`results` with `output`'s earlier records. Measured alike (same corpus, same reference teacher): its
+    other arms' records come before the new ones, and arms run now replace theirs. Measured otherwise: the
+    earlier file is kept whole under `superseded` (newest first), apart from the new arms' table."""
+    earlier = earlier_results(output)
     if earlier is None:
+        return results
+    superseded = earlier.pop("superseded", [])
+    if not measured_alike(earlier, results):
+        results["superseded"] = [earlier, *superseded]
         return results
     ran = set(arms)
     for key in ("runs", "teacher_precision", "arm_seconds"):
@@ -201,6 +220,8 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) 
     results["arm_seconds"] = [{"date": earlier.get("date"), "card": earlier.get("card"), **record}
                               for record in list({(r["teacher"], r["notes"]): r for r in carried}.values())
                               + results["arm_seconds"]]
+    if superseded:
+        results["superseded"] = superseded
     return results
 
 
@@ -242,9 +263,9 @@ def precision_markdown(results: dict) -> str:
 
 
 def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-answer",
-         arms: str = "reference:25,reference:60,reference:300,reference:500,self:25", patients: int = 1200,
+         arms: str = "reference:500,reference:100,self:100", patients: int = 1200,
          seed: int = 7,
-         annotated_notes: int = 60, n2c2_test: int = 30, apixaban_notes: int = 16,
+         annotated_notes: int = 60, n2c2_test: int = 60, apixaban_notes: int = 48,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
          parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "") -> None:
     """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
@@ -258,6 +279,9 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         raise InputError(f"--parallel must be a whole number of arms at a time, at least 1; got {parallel!r}")
     if engine not in ("", "auto", "vllm", "transformers"):
         raise InputError(f"--engine must be auto, vllm or transformers, got {engine!r}")
+    if engine == "vllm" and parallel > 1:
+        raise InputError(f"--parallel {parallel} with --engine vllm: each vLLM engine takes 90% of the GPU's memory; "
+                         "run the arms one at a time (--parallel 1) or on --engine transformers")
     if max(notes for _, notes in chosen) > patients:
         raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
     started = time.time()
@@ -265,8 +289,8 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         if not (corpus_dir / CORPUS_FILE).exists():
             write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
                          n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
-        if keep_earlier:  # a mismatch is found before any arm runs
-            earlier_results(layout.resolve(output), corpus_summary(corpus_dir))
+        if keep_earlier:  # an unreadable file is found before any arm runs
+            earlier_results(layout.resolve(output))
         # the first arm alone: it makes the prompts and the base model's answers the others reuse
         first = arm_root(corpus_dir, *chosen[0])
         commands = []
@@ -285,6 +309,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     results = {"date": today, "card": device,
                "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
                "config": str(config), "corpus": corpus_summary(corpus_dir),
+               "reference_teacher": reference_teacher_digest(),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
     results["arm_seconds"] = [{"date": today, "card": device, "config_digest": digest, **arm}
                               for arm in results["arm_seconds"]]

@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -322,6 +323,9 @@ def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_p
     for bad in (0, -1, True):
         with pytest.raises(InputError, match="--parallel must be a whole number of arms at a time"):
             known_answer.main(corpus=str(tmp_path / "none"), parallel=bad)
+    with pytest.raises(InputError, match="--parallel 2 with --engine vllm: each vLLM engine takes 90%"):
+        known_answer.main(corpus=str(tmp_path / "none"), parallel=2, engine="vllm")
+    assert not (tmp_path / "none").exists()
 
 
 def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict:
@@ -381,8 +385,41 @@ def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tm
     assert merged["arm_seconds"] == [
         {"date": "2026-11-01", "card": "H200", "teacher": "reference", "notes": 25, "seconds": None},
         {"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300, "seconds": 9.0}]
-    with pytest.raises(InputError, match="was measured on another corpus"):
-        known_answer.keep_earlier_arms({**now, "corpus": {"seed": 8, "patients": 12}}, output, [])
+    assert "superseded" not in merged
+
+
+def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp_path):
+    output = tmp_path / "known_answer.json"
+    first = {"date": "2026-11-01", "corpus": {"seed": 7}, "reference_teacher": "aaa",
+             "runs": [{"teacher": "reference", "notes": 25, "balanced_accuracy": 0.6}]}
+    output.write_text(json.dumps(first))
+    now = lambda corpus, teacher: {"corpus": corpus, "reference_teacher": teacher, "arm_seconds": [],  # noqa: E731
+                                   "runs": [{"teacher": "reference", "notes": 60, "balanced_accuracy": 0.7}],
+                                   "teacher_precision": []}
+    by_teacher = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [("reference", 60)])
+    assert [run["notes"] for run in by_teacher["runs"]] == [60]
+    assert by_teacher["superseded"] == [first]
+    output.write_text(json.dumps(by_teacher))  # a third file: newest superseded first, the same-measure arms merge
+    by_corpus = known_answer.keep_earlier_arms(now({"seed": 8}, "bbb"), output, [("reference", 60)])
+    assert [entry["corpus"] for entry in by_corpus["superseded"]] == [{"seed": 7}, {"seed": 7}]
+    assert [entry["reference_teacher"] for entry in by_corpus["superseded"]] == ["bbb", "aaa"]
+    assert "superseded" not in by_corpus["superseded"][0]
+    alike = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [("reference", 100)])
+    assert alike["superseded"] == [first] and [run["notes"] for run in alike["runs"]] == [60, 60]
+    output.write_text("{not json")
+    with pytest.raises(InputError, match="is not a results JSON"):
+        known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [])
+
+
+def test_reference_teacher_digest_follows_its_code(tmp_path, monkeypatch):
+    digest = known_answer.reference_teacher_digest()
+    assert re.fullmatch(r"[0-9a-f]{12}", digest)
+    shutil.copytree(known_answer.REPO / "simulation", tmp_path / "simulation")
+    monkeypatch.setattr(known_answer, "REPO", tmp_path)
+    assert known_answer.reference_teacher_digest() == digest
+    with (tmp_path / "simulation" / "truth.py").open("a") as truth:
+        truth.write("# another rule\n")
+    assert known_answer.reference_teacher_digest() != digest
 
 
 def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
@@ -453,3 +490,9 @@ def test_an_existing_corpus_is_kept_unless_asked(corpus):
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {corpus} already holds a corpus; pass --overwrite True to write it again"
     assert digest(corpus) == before
+
+
+def test_results_page_shows_the_committed_results():
+    """bench/RESULTS.md's known-answer table is the one bench/known_answer.json gives."""
+    results = json.loads((known_answer.REPO / "bench" / "known_answer.json").read_text())
+    assert results["runs"] and known_answer.markdown(results) in (known_answer.REPO / "bench" / "RESULTS.md").read_text()
