@@ -1,7 +1,7 @@
 """finetune.py throughput: the paper's configuration against faster ones, same data, same card.
 
-    python bench/finetune_speed.py --shape llama-3.2-1b --tokenizer models/smollm2-tokenizer \
-        --train_examples 400 --test_examples 32 --configs paper,fast_4bit,fast_bf16
+    python bench/finetune_speed.py --shape llama-3.2-1b,llama-3.1-8b --tokenizer models/smollm2-tokenizer \
+        --train_examples 400 --test_examples 32 --configs paper,fast_4bit,fast_bf16 --output /tmp/speed.json
 
 Builds a random-weight model of a real Llama shape (or takes --model), writes training examples
 whose lengths spread log-uniformly over 500-4,000 tokens (sample notes cut to length, questions and
@@ -28,17 +28,13 @@ from clinical_distil.cli import run
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 
-# name -> finetune.py flags. "paper" is the published setup (batch 1 x accumulation 2). The fast ones
-# keep exactly two examples per optimizer update, as one padding-free batch of 2 (the examples
-# concatenated, no padding, boundaries from position ids), so the optimization is the paper's and the
-# eval loss says whether anything was lost; they drop gradient checkpointing (memory allows it).
-FAST = ["--gradient_checkpointing", "False", "--padding_free", "True", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "1", "--max_seq_length", "4096"]
+# name -> finetune.py flags. "paper" is the published setup (batch 1 x accumulation 2, 4-bit base, gradient
+# checkpointing, paged 8-bit AdamW). The "fast" preset computes the same update (two examples per optimizer
+# step, the same optimizer, learning rate and LoRA) in one pass: see finetuning.training_plan.
 CONFIGS = {
-    "paper": ["--load_in_4bit", "True", "--gradient_checkpointing", "True", "--per_device_train_batch_size", "1",
-              "--gradient_accumulation_steps", "2", "--max_seq_length", "4096"],
-    "fast_4bit": ["--load_in_4bit", "True", *FAST],
-    "fast_bf16": ["--load_in_4bit", "False", *FAST],
+    "paper": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096"],
+    "fast_4bit": ["--preset", "fast", "--load_in_4bit", "True", "--max_seq_length", "4096"],
+    "fast_bf16": ["--preset", "fast", "--load_in_4bit", "False", "--max_seq_length", "4096"],
     # packing fills 4,096-token rows (about 2.3 examples each): fewer optimizer steps for the same data
     "packed_bf16": ["--load_in_4bit", "False", "--gradient_checkpointing", "False", "--packing", "True",
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
@@ -85,14 +81,15 @@ def parameter_count(model_dir: Path) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str = "models/smollm2-tokenizer",
+def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
+         tokenizer: str = "models/smollm2-tokenizer",
          train_examples: int = 400, test_examples: int = 32, configs: str | tuple = "paper,fast_4bit,fast_bf16",
          work_dir: str = "/tmp/finetune-bench", data_dir: str | None = None, peak_tflops: float = 989.0, seed: int = 0,
-         extra: str = "") -> None:
+         extra: str = "", output: str = "", longest_example: int = 4000) -> None:
     """Run finetune.py under each configuration on the same examples and print the comparison.
 
     Args:
-        shape: Llama shape of the random-weight model (ignored when --model is given).
+        shape: Llama shape(s) of the random-weight model, comma-separated (ignored when --model is given).
         model: an existing model folder instead of a random one.
         tokenizer: tokenizer folder for the random model.
         train_examples: training examples (one epoch).
@@ -103,53 +100,81 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
         peak_tflops: the card's dense bf16 peak for the MFU estimate (H100 SXM: 989).
         seed: data seed.
         extra: more finetune.py flags for every configuration, space-separated.
+        output: a JSON file for the rows of every shape (with the card and the date).
+        longest_example: the examples' lengths spread over 500 tokens to this many.
     """
-    from transformers import AutoTokenizer
-
     work = Path(work_dir)
     names = configs.split(",") if isinstance(configs, str) else list(configs)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
-    if model:
-        model_dir = Path(model)
+    shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
+    rows = []
+    for each in shapes:
+        rows += measure_shape(each, bool(model), names, work / Path(each).name, tokenizer, train_examples,
+                              test_examples, data_dir, peak_tflops, seed, extra, longest_example)
+    if output:
+        import time
+
+        import torch
+
+        card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+        Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
+                                            "command": " ".join(["python bench/finetune_speed.py", *sys.argv[1:]]),
+                                            "rows": rows}, indent=1) + "\n")
+
+
+def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tokenizer: str, train_examples: int,
+                  test_examples: int, data_dir: str | None, peak_tflops: float, seed: int, extra: str,
+                  longest_example: int = 4000) -> list[dict]:
+    """finetune.py under each configuration on one model's examples; prints the table and returns its rows."""
+    from transformers import AutoTokenizer
+
+    if is_folder:
+        model_dir = Path(shape)
     else:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model_dir = build_random_model(shape, work / f"random-{shape}", tokenizer_dir=REPO / tokenizer, device=device)
-    data_dir = Path(data_dir) if data_dir else work / "data"
-    raw, training = layout.raw_dir(data_dir), layout.training_name("all", 1, "bench")
+    data = Path(data_dir) if data_dir else work / "data"
+    raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     if not layout.training_dataset(raw, "train", training).exists():
         from clinical_distil.training_data import write_datasets
 
-        examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed)
+        examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed,
+                                 max_tokens=longest_example)
         write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], raw, training, overwrite=True)
     parameters = parameter_count(model_dir)
     results = []
     for name in names:
         output_dir = work / "runs" / name
         command = [sys.executable, str(REPO / "finetune.py"), "--model_id", str(model_dir), "--input_file", "all",
-                   "--variant", "bench", "--min_difficulty", "1", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
-                   "--overwrite", "--save_steps", "100000", "--logging_steps", "10", *CONFIGS[name], *extra.split()]
+                   "--variant", "bench", "--min_difficulty", "1", "--data_dir", str(data), "--output_dir",
+                   str(output_dir), "--overwrite", "--save_steps", "100000", "--logging_steps", "10", *CONFIGS[name],
+                   *extra.split()]
         print("$", " ".join(command), flush=True)
         finished = subprocess.run(command, capture_output=True, text=True)
         if finished.returncode != 0:
             print(finished.stderr[-3000:])
-            results.append({"config": name, "error": finished.stderr.strip().splitlines()[-1]})
+            results.append({"shape": shape, "config": name, "error": finished.stderr.strip().splitlines()[-1]})
             continue
         summary = json.loads(layout.training_summary(output_dir).read_text())
         tokens_per_second = summary["tokens_per_second"]
+        plan = summary.get("plan") or {}
         results.append({
-            "config": name, "steps": summary["global_step"], "trained_tokens": summary["trained_tokens"],
+            "shape": shape, "config": name, "steps": summary["global_step"],
+            "trained_tokens": summary["trained_tokens"],
             "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
             "peak_memory_gib": summary["peak_memory_gib"], "eval_loss_before": round(summary["eval_loss_before"], 4),
             "eval_loss": round(summary["eval_loss"], 4),
             "mfu_percent": round(100 * 4 * parameters * tokens_per_second / (peak_tflops * 1e12), 1),
+            "liger": plan.get("liger_kernels"), "attention": plan.get("attention") or "sdpa",
+            "padding_free": plan.get("padding_free"),
         })
         print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
-    if "paper" in names and "tokens_per_second" in table:
+    if "paper" in names and "tokens_per_second" in table and table["config"].eq("paper").any():
         paper = table.set_index("config").loc["paper"]
         table["speedup"] = (table["tokens_per_second"] / paper["tokens_per_second"]).round(2)
         table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper["eval_loss"] - 1)).round(1)
@@ -158,6 +183,7 @@ def main(shape: str = "llama-3.2-1b", model: str | None = None, tokenizer: str =
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join("" if pd.isna(value) else str(value) for value in row) + " |")
+    return table.to_dict("records")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ never cut (the published code truncated from the left, which dropped the instruc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,43 @@ def to_conversations(rows: list[dict[str, Any]], tokenizer, max_seq_length: int,
             shortened += 1
         converted.append({"prompt": prompt, "completion": completion})
     return converted, shortened
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How finetune.py computes its updates: what a preset makes of the flags on this machine."""
+
+    preset: str
+    per_device_train_batch_size: int
+    gradient_accumulation_steps: int
+    padding_free: bool
+    gradient_checkpointing: bool
+    liger_kernels: bool
+    attention: str | None  # a transformers attn_implementation; None: the model's default (SDPA)
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = None,
+                  flash_attention: bool | None = None) -> TrainingPlan:
+    """The preset applied. `paper` keeps the flags. `fast` computes the same update (the same examples per
+    optimizer step, learning rate and LoRA) in fewer, fuller passes: the step's examples in one batch, no
+    activation recomputation, Liger's Triton kernels (RMSNorm, SwiGLU, RoPE; TRL's fused LM head does the
+    cross-entropy) and flash-attention's varlen kernel where installed on a GPU, and padding-free batches
+    where they are cheap: with a varlen kernel, or for at most two examples (under SDPA a padding-free batch
+    attends over all its examples at once, so larger ones are padded instead)."""
+    if settings.preset == "paper":
+        return TrainingPlan("paper", settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
+                            settings.padding_free, settings.gradient_checkpointing, False, None)
+    liger = installed("liger_kernel") if liger is None else liger
+    flash_attention = installed("flash_attn") if flash_attention is None else flash_attention
+    varlen = cuda and flash_attention
+    batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps
+    padding_free = not settings.packing and (settings.padding_free or varlen or batch <= 2)
+    return TrainingPlan("fast", batch, 1, padding_free, False, cuda and liger,
+                        "flash_attention_2" if varlen else None)
 
 
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
@@ -228,8 +268,12 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     log.info("notes shortened to fit %d tokens: %d of %d training and %d of %d test examples", settings.max_seq_length,
              train_shortened, len(train_rows), test_shortened, len(test_rows))
 
+    plan = training_plan(settings, cuda)
+    log.info("preset %s: %s", plan.preset, asdict(plan))
     compute_dtype = torch.bfloat16 if cuda else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if plan.attention:
+        model_kwargs["attn_implementation"] = plan.attention
     if load_in_4bit:
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -247,14 +291,15 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         log.info("no CUDA: training in fp32 with adamw_torch instead of %s", settings.optim)
     config = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.per_device_train_batch_size,
+        per_device_train_batch_size=plan.per_device_train_batch_size,
+        # eval batches as the flags give them, so that both presets report the same eval loss
         per_device_eval_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps, learning_rate=settings.learning_rate,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps, learning_rate=settings.learning_rate,
         lr_scheduler_type="constant", optim=optimizer, bf16=cuda, packing=settings.packing,
-        padding_free=settings.padding_free,
+        padding_free=plan.padding_free, use_liger_kernel=plan.liger_kernels,
         # every example already fits (notes were shortened above); TRL enforces max_length only when packing
-        max_length=None if settings.padding_free and not settings.packing else settings.max_seq_length,
-        gradient_checkpointing=settings.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=None if plan.padding_free and not settings.packing else settings.max_seq_length,
+        gradient_checkpointing=plan.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
         save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         logging_steps=settings.logging_steps, report_to=settings.report_to, seed=settings.seed, use_cpu=not cuda,
         eval_strategy="no", dataset_num_proc=None, train_sampling_strategy=settings.train_sampling_strategy,
@@ -266,8 +311,11 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     )
     peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05, bias="none",
                              target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer, peft_config=peft_config)
+    with warnings.catch_warnings():  # TRL 1.x points to hub kernels instead, which an offline node cannot fetch
+        warnings.filterwarnings("ignore", message=".use_liger_kernel=True. is deprecated", category=FutureWarning)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
+                             eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer,
+                             peft_config=peft_config)
     checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint,
                                     set_aside=PartialState().is_main_process)
     PartialState().wait_for_everyone()
@@ -302,8 +350,9 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         "resumed_from": str(checkpoint) if checkpoint else None,
         "session_seconds": round(totals["seconds"] - earlier.get("seconds", 0.0), 2),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-        "load_in_4bit": load_in_4bit, "optimizer": optimizer,
-        "config": config.to_dict(), "lora": {"r": settings.lora_r, "alpha": settings.lora_alpha, "target_modules": "all-linear"},
+        "load_in_4bit": load_in_4bit, "optimizer": optimizer, "plan": asdict(plan),
+        "config": config.to_dict(),
+        "lora": {"r": settings.lora_r, "alpha": settings.lora_alpha, "target_modules": "all-linear"},
         "log_history": history,
     }
     if trainer.is_world_process_zero():

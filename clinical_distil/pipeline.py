@@ -257,11 +257,18 @@ def locate_notes(settings: RunSettings, select: dict[str, Any], root: Path) -> t
     return layout.notes_file(root, dataset), dataset, given
 
 
+# Where the driver's default differs from the stage script's (the scripts keep the published defaults): the
+# driver fine-tunes with the fast preset, the same update as the paper's, unless the config's finetune section
+# says `preset: paper`.
+DRIVER_DEFAULTS: dict[str, dict[str, Any]] = {"finetune": {"preset": "fast"}}
+
+
 def _stage_values(settings: RunSettings, stage: str, **own: Any) -> dict[str, Any]:
-    """A stage's values: the run's shared settings it has a flag for, its own section, what the driver sets."""
+    """A stage's values: the run's shared settings it has a flag for, the driver's defaults, its own section,
+    what the driver sets."""
     declared = STAGE_SETTINGS[stage].names()
     shared = {name: getattr(settings, name) for name, stages in SHARED.items() if stage in stages and name in declared}
-    return {**shared, **getattr(settings, stage), **own}
+    return {**shared, **DRIVER_DEFAULTS.get(stage, {}), **getattr(settings, stage), **own}
 
 
 def layout_for(settings: RunSettings) -> RunLayout:

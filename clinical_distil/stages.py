@@ -165,6 +165,11 @@ class FinetuneSettings(Settings):
     load_in_4bit: bool | None = setting(None, "NF4 base weights (default: on when CUDA is present)")
     optim: str = setting("paged_adamw_8bit", "optimizer on CUDA: the paper's paged 8-bit AdamW (bitsandbytes), or "
                          "adamw_torch_fused for a bf16 base; without CUDA adamw_torch", choices=OPTIMIZERS)
+    preset: str = setting("paper", "paper: the flags as given (their defaults are the published setup); fast: the "
+                          "same examples per optimizer update in one pass (batch x accumulation, accumulation 1), "
+                          "no recomputation, Liger kernels and flash-attention where installed, padding-free "
+                          "batches where a varlen kernel or at most two examples make them cheap",
+                          choices=("paper", "fast"))
     packing: bool = setting(False, "pack several examples into one sequence of max_seq_length tokens (fewer "
                             "optimizer steps)")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "

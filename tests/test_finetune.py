@@ -281,3 +281,66 @@ def test_smollm2_eval_loss_falls_on_the_sample_training_set(data_dir, default_mo
     assert summary["global_step"] == 4 and summary["test_examples"] > 0
     assert summary["eval_loss"] < summary["eval_loss_before"]
     assert f"eval loss {summary['eval_loss_before']:.4f} -> {summary['eval_loss']:.4f}" in result.stdout
+
+
+def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_path):
+    """The paper's two examples per update (batch 1 x accumulation 2, recomputation on) and the fast preset's
+    one padding-free batch of two give the same losses step by step, and the same eval loss, within rounding."""
+    losses = {}
+    for preset in ("paper", "fast"):
+        result = finetune(data_dir, tmp_path / preset, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
+                          "--preset", preset, "--learning_rate", "0.01")
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((tmp_path / preset / "training_summary.json").read_text())
+        losses[preset] = ([entry["loss"] for entry in summary["log_history"] if "loss" in entry],
+                          summary["eval_loss_before"], summary["eval_loss"], summary["plan"])
+    paper, fast = losses["paper"], losses["fast"]
+    assert paper[3] == {"preset": "paper", "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2,
+                        "padding_free": False, "gradient_checkpointing": True, "liger_kernels": False,
+                        "attention": None}
+    assert fast[3] == {"preset": "fast", "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+                       "padding_free": True, "gradient_checkpointing": False, "liger_kernels": False,
+                       "attention": None}
+    assert len(paper[0]) == len(fast[0]) == 3
+    assert fast[0] == pytest.approx(paper[0], rel=1e-4)  # step 2 and 3 also compare the updates made before them
+    assert fast[1] == pytest.approx(paper[1], rel=1e-5) and fast[2] == pytest.approx(paper[2], rel=1e-4)
+    assert paper[0][2] != pytest.approx(paper[0][0], rel=1e-3)  # the steps moved the weights
+
+
+@pytest.mark.parametrize("flags, cuda, liger, flash, expected", [
+    ({}, True, True, True, (1, 2, False, True, False, None)),  # paper: the flags as given, nothing installed used
+    ({"preset": "fast"}, True, True, True, (2, 1, True, False, True, "flash_attention_2")),
+    ({"preset": "fast"}, False, True, True, (2, 1, True, False, False, None)),  # no GPU: no Triton or flash kernels
+    ({"preset": "fast", "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1}, True, False, False,
+     (16, 1, False, False, False, None)),  # 16 examples under SDPA: padded
+    ({"preset": "fast", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}, True, False, True,
+     (16, 1, True, False, False, "flash_attention_2")),  # a varlen kernel makes any padding-free batch cheap
+    ({"preset": "fast", "per_device_train_batch_size": 8, "padding_free": True}, True, False, False,
+     (16, 1, True, False, False, None)),  # asked for
+    ({"preset": "fast", "packing": True}, True, False, True, (2, 1, False, False, False, "flash_attention_2")),
+])
+def test_training_plan_of_each_preset(flags, cuda, liger, flash, expected):
+    from clinical_distil.stages import FinetuneSettings
+
+    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=liger, flash_attention=flash)
+    assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.padding_free,
+            plan.gradient_checkpointing, plan.liger_kernels, plan.attention) == expected
+
+
+def test_finetune_speed_bench_compares_the_presets_on_the_same_examples(tiny_model_dir, tmp_path):
+    """bench/finetune_speed.py on the tiny model: one row per configuration with its plan; the paper and the
+    fast preset on the same 4-bit base start from the same eval loss and reach the same one."""
+    output = tmp_path / "speed.json"
+    finished = run_script("bench/finetune_speed.py", "--model", str(tiny_model_dir), "--train_examples", "4",
+                          "--test_examples", "2", "--configs", "paper,fast_4bit", "--work_dir", str(tmp_path / "w"),
+                          "--extra=--learning_rate 0.01", "--output", str(output),
+                          "--longest_example", "700")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    rows = {row["config"]: row for row in json.loads(output.read_text())["rows"]}
+    assert (rows["paper"]["padding_free"], rows["fast_4bit"]["padding_free"]) == (False, True)
+    assert rows["paper"]["steps"] == rows["fast_4bit"]["steps"] == 2  # four examples, two per update
+    assert rows["fast_4bit"]["eval_loss_before"] == pytest.approx(rows["paper"]["eval_loss_before"], abs=2e-4)
+    # Adam's first steps divide by the gradients' own size, so rounding apart moves a few weights apart
+    assert rows["fast_4bit"]["eval_loss"] == pytest.approx(rows["paper"]["eval_loss"], rel=1e-3)
+    assert rows["paper"]["eval_loss"] != pytest.approx(rows["paper"]["eval_loss_before"], abs=1e-3)
+    assert rows["fast_4bit"]["speedup"] > 0

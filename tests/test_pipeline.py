@@ -217,6 +217,15 @@ def test_finetune_launch_follows_the_gpus(tmp_path):
     assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
 
 
+def test_driver_fine_tunes_with_the_fast_preset_unless_the_config_says_paper(tmp_path):
+    fast = _finetune_command(tmp_path).argv
+    assert fast[fast.index("--preset") + 1] == "fast"
+    paper = _finetune_command(tmp_path, finetune={"preset": "paper"}).argv
+    assert "--preset" not in paper  # the script's own default
+    with pytest.raises(InputError, match="preset"):
+        _finetune_command(tmp_path, finetune={"preset": "fastest"})
+
+
 def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
     """Only checkpoints cut off while saving: a resume would have nothing to continue from, so the run starts
     again; with a complete one it resumes."""
