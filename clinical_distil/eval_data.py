@@ -16,66 +16,13 @@ from clinical_distil import n2c2
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.postprocess import normalize_answer
 from clinical_distil.prompts import PromptTemplates, answer_messages
-from clinical_distil.tasks import APIXABAN_BOOLEAN, N2C2_CRITERIA
+from clinical_distil.tasks import APIXABAN, APIXABAN_BOOLEAN, N2C2, N2C2_CRITERIA
 
-# n2c2 2018 Track 1 criteria as questions. Time windows are anchored to the patient's most recent
-# record ({reference_date}); the default-answer guidance follows the published prompts.
-N2C2_QUESTIONS = {
-    "ABDOMINAL": "Has the patient ever had intra-abdominal surgery, a bowel resection or a small bowel "
-                 "obstruction? Answer No unless one of these is mentioned.",
-    "ADVANCED-CAD": "Does the patient have advanced coronary artery disease, meaning at least two of: taking two "
-                    "or more medications for cardiovascular disease, any myocardial infarction, current or recent "
-                    "angina, ischemia? Answer No unless at least two are documented.",
-    "ALCOHOL-ABUSE": "Does the patient currently drink more alcohol than the weekly limit (more than 7 drinks a "
-                     "week for women, more than 14 for men)? Answer No unless heavier drinking is stated.",
-    "ASP-FOR-MI": "Does the patient take aspirin?",
-    "CREATININE": "What is the highest serum creatinine value (mg/dL) reported for the patient? Answer NA if "
-                  "none is reported.",
-    "DIETSUPP-2MOS": "Has the patient taken a dietary supplement (vitamins, minerals, fish oil or similar) in the "
-                     "2 months before {reference_date}?",
-    "DRUG-ABUSE": "Has the patient ever used illicit drugs?",
-    "ENGLISH": "Does the patient speak English? Answer Yes unless a translator or another language is "
-               "documented.",
-    "HBA1C": "What is the highest hemoglobin A1c (HbA1c, %) reported for the patient? Answer NA if none is "
-             "reported.",
-    "KETO-1YR": "Was the patient diagnosed with ketoacidosis in the year before {reference_date}?",
-    "MAJOR-DIABETES": "Does the patient have a major complication of diabetes: amputation, kidney damage, skin "
-                      "conditions, retinopathy, nephropathy, neuropathy, or several conditions together that imply "
-                      "severe diabetes?",
-    "MAKES-DECISIONS": "Can the patient make their own medical decisions? Answer Yes unless incapacity or a "
-                       "decision-making proxy is documented.",
-    "MI-6MOS": "Has the patient had a myocardial infarction in the 6 months before {reference_date}?",
-}
-
-APIXABAN_QUESTIONS = {
-    "afib": "Does the patient have atrial fibrillation? Answer No when it was only secondary to a reversible "
-            "cause.",
-    "mdd": "Has the patient ever had depression or major depressive disorder?",
-    "schizophrenia": "Does the patient have schizophrenia or schizoaffective disorder?",
-    "bipolar": "Does the patient have bipolar disorder?",
-    "hemorrhagic": "Does the patient have a bleeding tendency or a blood dyscrasia?",
-    "recent_stroke": "Did the patient have a stroke during this admission or in the last 30 days? Answer Yes for a "
-                     "recent stroke whose date is not given.",
-    "peptic_ulcer_disease": "Does the patient have peptic ulcer disease?",
-    "bleeding": "Has the patient had serious bleeding in the past 6 months?",
-    "afib_ablation": "Has the patient had an atrial fibrillation ablation, or is one planned?",
-    "surgical_valvular_disease": "Does the patient have a heart valve stenosis that needs surgery?",
-    "heart_failure": "Does the patient have heart failure?",
-    "t2d": "Does the patient have diabetes mellitus?",
-    "arterial_hypertension": "Does the patient have arterial hypertension, treated or not?",
-    "prior_stroke": "Has the patient ever had a stroke or a transient ischemic attack?",
-    "med_decisions": "Is the patient unable to make their own medical decisions at discharge? Answer Yes for "
-                     "dementia or death.",
-    "lowest_platelets": "What is the patient's lowest platelet count (K/uL)? Answer NA if none is reported.",
-    "highest_bilirubin": "What is the patient's highest total bilirubin (mg/dL)? Answer NA if none is reported.",
-    "highest_ast": "What is the patient's highest AST (IU/L)? Answer NA if none is reported.",
-    "highest_creatinine": "What is the patient's highest creatinine (mg/dL)? Answer NA if none is reported.",
-    "lowest_hemoglobin": "What is the patient's lowest hemoglobin (g/dL)? Answer NA if none is reported.",
-    "highest_chads2": "What is the patient's highest CHADS2 score? Answer NA if none is reported.",
-    "lowest_lvef": "What is the patient's lowest left ventricular ejection fraction (%)? Answer 55 when it is "
-                   "reported as 55% or more, NA if none is reported.",
-    "highest_glucose": "What is the patient's highest blood glucose (mg/dL)? Answer NA if none is reported.",
-}
+# The criteria as questions, from the shipped criteria files (clinical_distil.tasks). n2c2's time windows
+# are anchored to the patient's most recent record ({reference_date}); the default-answer guidance
+# follows the published prompts.
+N2C2_QUESTIONS = {criterion.id: criterion.question for criterion in N2C2}
+APIXABAN_QUESTIONS = {criterion.id: criterion.question for criterion in APIXABAN}
 ANNOTATED_TYPES = {"yes": "yes_no", "na-bool": "na-bool", "numeric": "numeric", "na-numeric": "na-numeric"}
 
 

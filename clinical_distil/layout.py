@@ -44,6 +44,12 @@ MODELS = REPO_ROOT / "models"
 RESULTS = REPO_ROOT / "results"
 REPORTS = REPO_ROOT / "reports"
 PROMPT_TEMPLATES = REPO_ROOT / "clinical_distil" / "prompt_templates"
+CRITERIA = REPO_ROOT / "criteria"  # criteria files: the evaluation tasks' questions, examples for researchers
+
+
+def criteria_file(name: str) -> Path:
+    """A shipped criteria file by name (n2c2-2018, apixaban)."""
+    return CRITERIA / f"{name}.yaml"
 
 
 def task_notebooks(folder: str, prefix: str) -> tuple[Path, Path]:

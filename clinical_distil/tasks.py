@@ -11,25 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from clinical_distil.criteria import Criterion, read_criteria
 from clinical_distil.files import InputError
-from clinical_distil.layout import REPO_ROOT, task_notebooks
+from clinical_distil.layout import REPO_ROOT, criteria_file, task_notebooks
 
-N2C2_CRITERIA = (
-    "ABDOMINAL", "ADVANCED-CAD", "ALCOHOL-ABUSE", "ASP-FOR-MI", "CREATININE", "DIETSUPP-2MOS",
-    "DRUG-ABUSE", "ENGLISH", "HBA1C", "KETO-1YR", "MAJOR-DIABETES", "MAKES-DECISIONS", "MI-6MOS",
-)
+# The criteria of the two cohort tasks and their questions come from the shipped criteria files, one source
+# for the evaluation and for researchers' runs.
+N2C2_FILE, APIXABAN_FILE = criteria_file("n2c2-2018"), criteria_file("apixaban")
+N2C2: tuple[Criterion, ...] = tuple(read_criteria(N2C2_FILE))
+APIXABAN: tuple[Criterion, ...] = tuple(read_criteria(APIXABAN_FILE))
+N2C2_CRITERIA = tuple(criterion.id for criterion in N2C2)
 # asked as numbers and thresholded; every other criterion is asked as yes/no
-N2C2_NUMERIC = ("CREATININE", "HBA1C")
-
-APIXABAN_BOOLEAN = (
-    "afib", "mdd", "schizophrenia", "bipolar", "hemorrhagic", "recent_stroke", "peptic_ulcer_disease",
-    "bleeding", "afib_ablation", "surgical_valvular_disease", "heart_failure", "t2d",
-    "arterial_hypertension", "prior_stroke", "med_decisions",
-)
-APIXABAN_NUMERIC = (
-    "lowest_platelets", "highest_bilirubin", "highest_ast", "highest_creatinine", "lowest_hemoglobin",
-    "highest_chads2", "lowest_lvef", "highest_glucose",
-)
+N2C2_NUMERIC = tuple(criterion.id for criterion in N2C2 if criterion.answer == "numeric")
+APIXABAN_BOOLEAN = tuple(criterion.id for criterion in APIXABAN if criterion.answer == "yes/no")
+APIXABAN_NUMERIC = tuple(criterion.id for criterion in APIXABAN if criterion.answer == "numeric")
 
 # how a task's answers are scored (clinical_distil.metrics.SCORERS): "n2c2" met / not met per criterion
 # (numeric criteria thresholded) with the official F1 too; "yes_or_not" yes/no questions as Yes against
