@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-fast samples clean-venv
+.PHONY: setup demo test test-fast samples clean-venv browser
 
 setup: $(VENV)/.installed $(DEFAULT_MODEL)/config.json
 
@@ -37,8 +37,17 @@ $(DEFAULT_MODEL)/config.json: $(VENV)/.installed
 demo: setup
 	$(PY) run-pipeline.py --config configs/demo.yaml $(DEMO_ARGS)
 
+# The review page's test renders it in headless Chromium: installed here where the machine allows it (Debian's
+# package, as root), else that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
+	  echo "Chromium not installed: the review page's rendering test will be skipped"
+
 # pytest exits 5 when it collects no test: that is not a failure of the suite
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # everything but the tests marked slow (models run end to end): a few minutes on 2 cores

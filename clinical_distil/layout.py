@@ -218,6 +218,16 @@ def model_outputs(root: Path, task: str, model_name: str) -> Path:
     return task_outputs(root, task) / model_name
 
 
+def extraction_dir(root: Path, model_name: str, criteria_name: str) -> Path:
+    """extract.py's default run folder."""
+    return root / "outputs" / "extract" / f"{model_name}_{criteria_name}"
+
+
+EXTRACTION_PROMPTS = "prompts"  # the run's prompt table (prompts.csv) and its answers' chunk files
+EXTRACTION_FILES = {"answers": "answers.csv", "patients": "patients.csv", "cohort": "cohort.csv",
+                    "review": "review.html", "manifest": "extraction.json"}
+
+
 def eval_chunk(folder: Path, file_name: str, start: int, count: int, index: int) -> Path:
     """eval-inference's file of rows [start, start + count), the index-th chunk of its run."""
     return folder / f"{file_name}_{start}_{count}_chunk_{index}.csv"

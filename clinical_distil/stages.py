@@ -8,6 +8,7 @@ names and builds every command from them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -222,17 +223,9 @@ def _names(value: str, flag: str) -> list[str]:
 
 
 @dataclass
-class EvalInferenceSettings(Settings):
-    """eval-inference.py: answer every prompt of an evaluation file."""
+class AnswerSettings(Settings):
+    """The answering machinery of eval-inference.py and extract.py: engine, sampling, chunks, shards."""
 
-    model_id: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "model to evaluate (hub id or local folder)")
-    dataset_name: str = setting("i2b2", "evaluation set folder under eval-data/ (i2b2, apixaban, annotated-synthetic); "
-                                "several, comma-separated, are answered with one model load")
-    input_file: str = setting("train", "file name without .csv (train, test, prompts); with several datasets one "
-                              "name for all or one per dataset, comma-separated")
-    num_inference: int | str | list = setting("all", "number of rows to answer, or 'all'; with several datasets one "
-                                              "for all or one per dataset, comma-separated", minimum=1, words=("all",))
-    start_row: int = setting(0, "first row to answer", minimum=0)
     max_output_tokens: int = setting(256, "longest answer in tokens", minimum=1)
     chunk_size: int = setting(10000, "rows per output file (the unit of resuming)", minimum=1)
     temperature: float = setting(0.0, "sampling temperature (0 = greedy)", minimum=0)
@@ -240,9 +233,6 @@ class EvalInferenceSettings(Settings):
     engine: str = setting("auto", "auto (vLLM when it imports and a GPU is visible), vllm or transformers",
                           choices=ENGINES)
     tensor_parallel_size: int | None = setting(None, "GPUs per model for vLLM (default: all visible)", minimum=1)
-    data_dir: str | None = setting(None, DATA_DIR_HELP)
-    output_dir: str | None = setting(None, "outputs folder (default {data_dir}/outputs/{dataset_name}/{model_name})")
-    model_name: str | None = setting(None, "output folder name (default: the last part of model_id)")
     adapter: str | None = setting(None, "a LoRA adapter folder served on top of model_id without merging")
     max_model_len: int | None = setting(None, "context length (default: the model's); longer notes are shortened "
                                         "inside the note", minimum=1)
@@ -255,11 +245,39 @@ class EvalInferenceSettings(Settings):
     dtype: str = setting("auto", "model weights and compute: auto (bf16 on a GPU), bfloat16, float16 or float32",
                          choices=DTYPES)
     prompt_dir: str | None = setting(None, PROMPT_DIR_HELP)
+
+    @classmethod
+    def declared(cls) -> list[dataclasses.Field]:
+        """A script's own settings first, then the machinery (for --help and checks alike)."""
+        machinery = {item.name for item in dataclasses.fields(AnswerSettings)}
+        fields = list(dataclasses.fields(cls))
+        return [item for item in fields if item.name not in machinery] + \
+            [item for item in fields if item.name in machinery]
+
+    def check_shard(self) -> None:
+        if self.shard_index >= self.num_shards:
+            raise InputError(f"--shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+
+
+@dataclass
+class EvalInferenceSettings(AnswerSettings):
+    """eval-inference.py: answer every prompt of an evaluation file."""
+
+    model_id: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "model to evaluate (hub id or local folder)")
+    dataset_name: str = setting("i2b2", "evaluation set folder under eval-data/ (i2b2, apixaban, annotated-synthetic); "
+                                "several, comma-separated, are answered with one model load")
+    input_file: str = setting("train", "file name without .csv (train, test, prompts); with several datasets one "
+                              "name for all or one per dataset, comma-separated")
+    num_inference: int | str | list = setting("all", "number of rows to answer, or 'all'; with several datasets one "
+                                              "for all or one per dataset, comma-separated", minimum=1, words=("all",))
+    start_row: int = setting(0, "first row to answer", minimum=0)
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    output_dir: str | None = setting(None, "outputs folder (default {data_dir}/outputs/{dataset_name}/{model_name})")
+    model_name: str | None = setting(None, "output folder name (default: the last part of model_id)")
     allow_empty: bool = setting(False, "accept an eval file with no row to answer (else that is an error)")
 
     def check(self) -> None:
-        if self.shard_index >= self.num_shards:
-            raise InputError(f"--shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+        self.check_shard()
         datasets = _names(self.dataset_name, "dataset_name")
         if len(set(datasets)) < len(datasets):
             raise InputError(f"--dataset_name names a dataset twice ({self.dataset_name}); give each once")
@@ -299,6 +317,33 @@ class EvalInferenceSettings(Settings):
     def row_limit(self) -> int | None:
         """The rows to answer of the first (or only) dataset."""
         return self.jobs[0][2]
+
+
+@dataclass
+class ExtractSettings(AnswerSettings):
+    """extract.py: a distilled model's answers to a criteria file over notes, with grounded quotes, patient and
+    cohort tables and a review page."""
+
+    criteria: str | None = setting(None, "criteria file (.yaml or .csv: id, question, answer yes/no or numeric, "
+                                   "optional rule and window), e.g. criteria/n2c2-2018.yaml")
+    notes: str | None = setting(None, "notes: a notes CSV (text and optionally patient/subject_id, note_id, date), a "
+                                "MIMIC-III NOTEEVENTS or MIMIC-IV discharge file, a folder of n2c2 XML or of .txt files")
+    model_id: str | None = setting(None, "the model that answers: a merged distilled student, or its base with "
+                                   "--adapter")
+    output_dir: str | None = setting(None, "run folder (default {data_dir}/outputs/extract/{model_name}_{criteria})")
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    model_name: str | None = setting(None, "name in the default run folder (default: the last part of model_id)")
+    num_notes: int | str = setting("all", "answer the first N notes only, or 'all'", minimum=1, words=("all",))
+    fuzzy_threshold: float = setting(90.0, "rapidfuzz partial_ratio at or above which a quote counts as found "
+                                     "(inexactly) in the note", minimum=0, maximum=100)
+    structured_output: bool = setting(True, "constrain answers to the JSON answer object")
+    max_output_tokens: int = setting(192, "longest answer in tokens (the answer object with its quote)", minimum=1)
+
+    def check(self) -> None:
+        self.check_shard()
+        for flag in ("criteria", "notes", "model_id"):
+            if not getattr(self, flag):
+                raise InputError(f"pass --{flag} (extract.py --help describes it)")
 
 
 @dataclass

@@ -12,6 +12,7 @@ SCRIPTS = {
     "a-generate-synthetic-training-data/synthetic-e-convert-peft.py": ["--adapter_dir", "--base_model_id", "--dtype"],
     "finetune.py": ["--model_id", "--input_file", "--min_difficulty", "--max_seq_length"],
     "eval-inference.py": ["--model_id", "--dataset_name", "--input_file", "--num_inference", "--chunk_size"],
+    "extract.py": ["--criteria", "--notes", "--model_id", "--num_notes", "--fuzzy_threshold", "--engine"],
 }
 MODULES = {
     "simulation.samples": ["--output_dir", "--seed"],

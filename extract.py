@@ -1,0 +1,132 @@
+"""Ask a distilled model a criteria file's questions of every note: grounded answers, patient and cohort tables.
+
+    python extract.py --criteria criteria/n2c2-2018.yaml --notes data/samples/n2c2-2018-track1/test \
+        --model_id models/SmolLM2-135M-Instruct
+    python extract.py --criteria my_criteria.csv --notes data/mimic/NOTEEVENTS.csv.gz --model_id models/RUN-merged \
+        --num_notes 1000 --engine vllm
+writes into {data_dir}/outputs/extract/{model_name}_{criteria}/ (or --output_dir): prompts.csv and the answers'
+chunk files with their manifest (a rerun resumes), answers.csv (one row per note x criterion: answer, met by
+the rule, the quote with its offsets in the note, sections), patients.csv (met / not met per patient and
+criterion, and from which note), cohort.csv (patients meeting each criterion and all of them), review.html
+(a self-contained page for checking each answer against its highlighted quote) and extraction.json (sources,
+counts, seconds and GPU-hours per 1,000 notes). --help lists every flag.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from clinical_distil import extraction, inference, layout
+from clinical_distil.chunks import package_versions
+from clinical_distil.cli import run_stage
+from clinical_distil.criteria import read_criteria
+from clinical_distil.engines import Sampling, check_engine_options, load_engine
+from clinical_distil.files import (
+    FolderLock,
+    InputError,
+    atomic_group,
+    check_model_folder,
+    check_output_folder,
+    model_location,
+    read_csv,
+    write_csv,
+    write_text,
+)
+from clinical_distil.metrics import read_model_outputs
+from clinical_distil.prompts import load_templates
+from clinical_distil.stages import ExtractSettings
+
+
+def gpus_in_use(engine: str, tensor_parallel_size: int | None) -> int:
+    """GPUs the answering held: vLLM's tensor-parallel group (default every visible GPU), the transformers
+    engine's one GPU, none on a CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    return (tensor_parallel_size or torch.cuda.device_count()) if engine == "vllm" else 1
+
+
+def main(settings: ExtractSettings) -> None:
+    started = time.time()
+    criteria = read_criteria(layout.resolve(settings.criteria))
+    limit = None if str(settings.num_notes) == "all" else int(settings.num_notes)
+    notes, kind = extraction.read_notes(layout.resolve(settings.notes), limit)
+    check_model_folder(settings.model_id)
+    adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
+    check_engine_options(settings.engine, settings.dtype, adapter)
+    name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name
+    target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else layout.extraction_dir(
+        layout.data_root(settings.data_dir), name, Path(settings.criteria).stem))
+    templates = load_templates(settings.prompt_dir)
+    prompts = extraction.prompt_table(notes, criteria, templates)
+    prompt_file = target / f"{layout.EXTRACTION_PROMPTS}.csv"
+    if prompt_file.exists() and not settings.overwrite:
+        earlier = read_csv(prompt_file, keep_default_na=False, dtype=str)
+        if list(earlier.columns) != extraction.PROMPT_COLUMNS or \
+                extraction.prompts_digest(earlier) != extraction.prompts_digest(prompts):
+            raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
+                             "or --overwrite to answer again there")
+    run = inference.InferenceSettings(
+        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
+        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
+                          top_p=settings.top_p, seed=settings.seed), templates=templates)
+    inference.plan_run(len(prompts), run, target, layout.EXTRACTION_PROMPTS, 0, None, settings.num_shards,
+                       settings.shard_index)  # a mismatch of chunk files stops here, before the model loads
+    target.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(target, "this extraction",  # noqa: F841 (held to the end)
+                      name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
+    if settings.overwrite or not prompt_file.exists():
+        write_csv(prompts, prompt_file)
+    model = load_engine(model_location(settings.model_id), engine=settings.engine,
+                        max_model_len=settings.max_model_len, tensor_parallel_size=settings.tensor_parallel_size,
+                        batch_size=settings.batch_size, seed=settings.seed, adapter=adapter, dtype=settings.dtype)
+    answered = inference.run_eval_inference(
+        model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
+        shard_index=settings.shard_index,
+        manifest_extra={"adapter": settings.adapter, "model_name": name, "criteria": str(settings.criteria),
+                        "notes": str(settings.notes)})
+    rows = read_model_outputs(target, layout.EXTRACTION_PROMPTS)
+    if len(rows) < len(prompts):  # other shards still to run: the tables wait for all answers
+        print(f"extract.py: {len(rows)} of {len(prompts)} answers so far (shard {settings.shard_index} of "
+              f"{settings.num_shards} done); the tables are written when every shard has run -> {target}")
+        return
+    rows = prompts[["id", "patient", "note_id", "criterion", "question"]].merge(
+        rows[["id", "output", "finish_reason", "note_truncated"]], on="id", how="left", validate="one_to_one")
+    answers = extraction.answer_table(rows, notes, criteria, settings.fuzzy_threshold)
+    patients = extraction.patient_table(answers, criteria)
+    cohort = extraction.cohort_table(patients, criteria)
+    title = f"{Path(settings.criteria).name} on {Path(settings.notes).name}, answered by {name}"
+    page = extraction.review_page(extraction.review_data(answers, notes, criteria, title))
+    seconds = answered["wall_seconds"]
+    gpus = gpus_in_use(model.name, settings.tensor_parallel_size)
+    summary = {
+        "criteria": str(settings.criteria), "criteria_count": len(criteria), "notes": str(settings.notes),
+        "notes_kind": kind, "note_count": len(notes), "patients": int(notes["patient"].nunique()),
+        "answers": len(answers), "model_id": settings.model_id, "adapter": settings.adapter, "engine": model.name,
+        "answer_seconds": seconds, "seconds_per_note": round(seconds / len(notes), 4),
+        "seconds_per_1000_notes": round(1000 * seconds / len(notes), 1),
+        "gpu_hours_per_1000_notes": round(gpus * seconds / len(notes) * 1000 / 3600, 4) if gpus else None,
+        "seconds_per_patient": round(seconds / notes["patient"].nunique(), 4),
+        "quotes": answers["quote_in_note"].value_counts().to_dict(),
+        "unparsed_answers": int((answers["answer"] == "").sum()),
+        "prompts_digest": extraction.prompts_digest(prompts), "versions": package_versions(),
+        "seconds": round(time.time() - started, 1),
+    }
+    files = [target / layout.EXTRACTION_FILES[key] for key in ("answers", "patients", "cohort", "review", "manifest")]
+    with atomic_group(files) as staged:  # the tables and the page appear together, or none of them
+        write_csv(answers, staged[0])
+        write_csv(patients, staged[1])
+        write_csv(cohort, staged[2])
+        write_text(page, staged[3])
+        write_text(json.dumps(summary, indent=2) + "\n", staged[4])
+    met = cohort.iloc[-1]
+    everyone = f"; {met['patients']} of {met['of']} patients meet all criteria with a rule" \
+        if met["criterion"] == "all criteria with a rule" else ""
+    print(f"extract.py: {len(answers)} answers for {len(notes)} notes x {len(criteria)} criteria "
+          f"({summary['quotes'].get('none', 0)} quotes not found in the note, {summary['unparsed_answers']} "
+          f"unparsed){everyone}, {summary['seconds_per_note']:.3f} s/note -> {target}")
+
+
+if __name__ == "__main__":
+    run_stage(ExtractSettings, main)
