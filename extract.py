@@ -37,16 +37,6 @@ from clinical_distil.prompts import load_templates
 from clinical_distil.stages import ExtractSettings
 
 
-def gpus_in_use(engine: str, tensor_parallel_size: int | None) -> int:
-    """GPUs the answering held: vLLM's tensor-parallel group (default every visible GPU), the transformers
-    engine's one GPU, none on a CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return 0
-    return (tensor_parallel_size or torch.cuda.device_count()) if engine == "vllm" else 1
-
-
 def main(settings: ExtractSettings) -> None:
     started = time.time()
     criteria = read_criteria(layout.resolve(settings.criteria))
@@ -99,15 +89,12 @@ def main(settings: ExtractSettings) -> None:
     title = f"{Path(settings.criteria).name} on {Path(settings.notes).name}, answered by {name}"
     page = extraction.review_page(extraction.review_data(answers, notes, criteria, title))
     seconds = answered["wall_seconds"]
-    gpus = gpus_in_use(model.name, settings.tensor_parallel_size)
     summary = {
         "criteria": str(settings.criteria), "criteria_count": len(criteria), "notes": str(settings.notes),
         "notes_kind": kind, "note_count": len(notes), "patients": int(notes["patient"].nunique()),
         "answers": len(answers), "model_id": settings.model_id, "adapter": settings.adapter, "engine": model.name,
-        "answer_seconds": seconds, "seconds_per_note": round(seconds / len(notes), 4),
-        "seconds_per_1000_notes": round(1000 * seconds / len(notes), 1),
-        "gpu_hours_per_1000_notes": round(gpus * seconds / len(notes) * 1000 / 3600, 4) if gpus else None,
-        "seconds_per_patient": round(seconds / notes["patient"].nunique(), 4),
+        "gpus": answered.get("gpus", 0), "answer_seconds": seconds,
+        **inference.cost(seconds, len(notes), int(notes["patient"].nunique()), answered.get("gpus", 0)),
         "quotes": answers["quote_in_note"].value_counts().to_dict(),
         "unparsed_answers": int((answers["answer"] == "").sum()),
         "prompts_digest": extraction.prompts_digest(prompts), "versions": package_versions(),

@@ -141,6 +141,24 @@ def answer_schema() -> dict[str, Any]:
             "required": list(ANSWER_KEYS), "additionalProperties": False}
 
 
+def gpus_held(engine) -> int:
+    """GPUs an engine answers on: vLLM's tensor-parallel group, the transformers engine's one GPU, none on a CPU."""
+    if getattr(engine, "gpus", None):
+        return int(engine.gpus)
+    import torch
+
+    return 1 if torch.cuda.is_available() and engine.name != "vllm" else 0
+
+
+def cost(seconds: float | None, notes: int | None, patients: int | None, gpus: int) -> dict[str, float | None]:
+    """What answering cost: seconds per note and per patient, seconds and GPU-hours per 1,000 notes."""
+    per_note = seconds / notes if seconds and notes else None
+    return {"seconds_per_note": None if per_note is None else round(per_note, 4),
+            "seconds_per_patient": round(seconds / patients, 4) if seconds and patients else None,
+            "seconds_per_1000_notes": None if per_note is None else round(1000 * per_note, 1),
+            "gpu_hours_per_1000_notes": None if per_note is None or not gpus else round(gpus * per_note / 3.6, 4)}
+
+
 def plan_run(row_count: int, settings: InferenceSettings, output_dir: Path, input_file: str, start_row: int = 0,
              num_inference: int | None = None, num_shards: int = 1,
              shard_index: int = 0) -> tuple[int, list[tuple[int, tuple[int, int]]], list[tuple[int, int, int]]]:
@@ -173,7 +191,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
         "chunks": [index for index, _ in mine], "shard": [shard_index, num_shards],
         "sampling": {key: value for key, value in sampling.__dict__.items() if key != "json_schema"},
         "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
-        "skipped_chunks": len(mine) - len({index for index, _, _ in todo}),
+        "gpus": gpus_held(engine), "skipped_chunks": len(mine) - len({index for index, _, _ in todo}),
         **(manifest_extra or {}),
     }
     path = manifest_path(output_dir, input_file, num_shards, shard_index)

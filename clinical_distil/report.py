@@ -270,6 +270,42 @@ def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
     return blocks
 
 
+def cost_section(layout: RunLayout) -> list[Block]:
+    """What answering cost per task and model: seconds per note and per patient, seconds and GPU-hours per
+    1,000 notes, on the engine and GPUs the answers' manifests record."""
+    from clinical_distil.inference import cost
+    from clinical_distil.prompts import load_templates, note_of
+
+    first = layout.settings.get(f"eval_inference:{layout.tasks[0]}:base") if layout.tasks else None
+    templates = load_templates(first.prompt_dir if first is not None else None)
+    rows = []
+    for task in layout.tasks:
+        prompts = _read(layout.eval_file(task), keep_default_na=False, dtype={"patient": str})
+        for role in MODEL_ROLES:
+            manifest = _json(layout.inference_manifest(task, role))
+            if not manifest or prompts is None:
+                continue
+            start, stop = manifest.get("rows", [0, len(prompts)])
+            asked = prompts.iloc[start:stop]
+            notes = asked["prompt"].map(lambda prompt: note_of(prompt, templates) or prompt).nunique()
+            patients = asked["patient"].nunique() if "patient" in asked else notes
+            gpus = int(manifest.get("gpus") or 0)
+            spent = cost(manifest.get("wall_seconds"), notes, patients, gpus)
+            rows.append({"task": task, "model": role, "engine": manifest.get("engine", ""), "GPUs": gpus,
+                         "prompts": manifest.get("answered"), "notes": notes, "patients": patients,
+                         "seconds": fmt(manifest.get("wall_seconds"), 1),
+                         "s/note": fmt(spent["seconds_per_note"]), "s/patient": fmt(spent["seconds_per_patient"]),
+                         "s/1,000 notes": fmt(spent["seconds_per_1000_notes"], 1),
+                         "GPU-h/1,000 notes": fmt(spent["gpu_hours_per_1000_notes"], 4)})
+    if not rows:
+        return []
+    return [("h2", "Cost of answering"),
+            ("p", "Answering time per task and model from the answers' manifests (generation only, summed over "
+                  "resumed sessions; model loading is not included): per note, per patient, and per 1,000 notes, "
+                  "with GPU-hours where the answers ran on GPUs."),
+            ("table", pd.DataFrame(rows))]
+
+
 def reading_section(layout: RunLayout) -> list[Block]:
     """What this run's numbers can and cannot show, from its own sizes and intervals."""
     sentences = []
@@ -476,8 +512,8 @@ def write_report(layout: RunLayout) -> Path:
     evaluation = evaluation_section(layout, figures)
     blocks = [("p", f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files of run '{layout.run}' "
                     f"(data root {layout.root}). Executed stage notebooks are in notebooks/, the run state in run.json."),
-              *settings_section(layout), *counts, *truth, *training, *evaluation, *reading_section(layout),
-              *timing_section(state)]
+              *settings_section(layout), *counts, *truth, *training, *evaluation, *cost_section(layout),
+              *reading_section(layout), *timing_section(state)]
     title = f"Distillation report: {layout.run}"
     write_text(render_html(title, blocks, report_dir), report_dir / "report.html")
     target = write_text(render_markdown(title, blocks, report_dir), report_dir / "report.md")

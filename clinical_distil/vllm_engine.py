@@ -41,6 +41,7 @@ class VLLMEngine:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         options.update(llm_options)
         self.llm = LLM(**options)
+        self.gpus = options["tensor_parallel_size"]
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         from transformers import GenerationConfig

@@ -309,3 +309,13 @@ def test_extract_on_the_mimic_sample_writes_the_tables_and_page(tmp_path, defaul
     numeric = answers[answers["criterion"].isin(["lowest_platelets", "highest_ast"])]
     assert (numeric["met"] == "").all()  # no rule: reported, not decided
     assert "review-data" in (tmp_path / "mimic" / "review.html").read_text()
+
+
+def test_cost_per_note_patient_and_thousand_notes():
+    from clinical_distil.inference import cost
+
+    assert cost(120.0, 6, 3, 2) == {"seconds_per_note": 20.0, "seconds_per_patient": 40.0,
+                                    "seconds_per_1000_notes": 20000.0, "gpu_hours_per_1000_notes": 11.1111}
+    assert cost(120.0, 6, 3, 0)["gpu_hours_per_1000_notes"] is None
+    assert cost(None, 6, 3, 1) == {"seconds_per_note": None, "seconds_per_patient": None,
+                                   "seconds_per_1000_notes": None, "gpu_hours_per_1000_notes": None}

@@ -15,6 +15,7 @@ from conftest import REPO, SAMPLES, holds_lock, processes_mentioning, run_script
 from clinical_distil import pipeline
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.pipeline import Command, RunSettings, Step
+from clinical_distil.prompts import note_of
 from clinical_distil.report import fmt, markdown_table
 from clinical_distil.tasks import get_task
 
@@ -412,6 +413,19 @@ def test_report_numbers_are_the_files_numbers(whole_run):
             manifest = json.loads((data / "outputs" / task / f"e2e-{role}" /
                                    f"manifest_{'test' if task == 'i2b2' else 'prompts'}.json").read_text())
             assert table.loc[role, "s/example"] == f"{manifest['seconds_per_example']:.3f}"
+            costs = _table_after(markdown, "## Cost of answering\n")
+            spent = costs[(costs["task"] == task) & (costs["model"] == role)].iloc[0]
+            prompts = pd.read_csv(data / "eval-data" / task / f"{'test' if task == 'i2b2' else 'prompts'}.csv",
+                                  keep_default_na=False, dtype={"patient": str})
+            prompts = prompts.iloc[manifest["rows"][0]:manifest["rows"][1]]  # the rows this run asked
+            notes = prompts["prompt"].map(note_of).nunique()
+            assert (spent["engine"], spent["GPUs"], spent["prompts"], spent["notes"]) == \
+                ("transformers", "0", str(len(prompts)), str(notes))
+            patients = prompts["patient"].nunique() if task == "i2b2" else notes
+            assert abs(float(spent["s/note"].replace(",", "")) - manifest["wall_seconds"] / notes) <= 6e-4
+            assert abs(float(spent["s/patient"].replace(",", "")) - manifest["wall_seconds"] / patients) <= 6e-4
+            assert abs(float(spent["s/1,000 notes"].replace(",", "")) - 1000 * manifest["wall_seconds"] / notes) <= 0.06
+            assert spent["GPU-h/1,000 notes"] == "n/a"  # answered on CPU
         base, distilled = summary.loc["e2e-base"], summary.loc["e2e-distilled"]
         gain = distilled["balanced_accuracy"] - base["balanced_accuracy"]
         reading = markdown.split("## What these numbers can show\n\n", 1)[1].split("\n", 1)[0]
