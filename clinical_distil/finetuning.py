@@ -342,7 +342,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     eval_loss_before = next((entry["eval_loss"] for entry in history if "eval_loss" in entry), None)
     seconds, trained_tokens = totals["seconds"], totals["tokens"]
     summary = {
-        "model_id": model_id, "train_examples": len(train_rows), "test_examples": len(test_rows),
+        "model_id": model_id, "train_dataset": str(train_path), "test_dataset": str(test_path),
+        "train_examples": len(train_rows), "test_examples": len(test_rows),
         "notes_shortened": {"train": train_shortened, "test": test_shortened},
         "global_step": trainer.state.global_step, "train_loss": result.training_loss,
         "eval_loss_before": eval_loss_before, "eval_loss": metrics.get("eval_loss"), "seconds": round(seconds, 2),
@@ -374,6 +375,68 @@ def check_adapter(adapter_dir: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"{config} is not JSON ({str(error).splitlines()[0]}); give an adapter written by "
                          "finetune.py") from None
+
+
+def model_card(adapter_dir: Path, merge: dict[str, Any]) -> str:
+    """A model card for a merged student (Hugging Face convention: YAML header, then sections): base, adapter,
+    the training data (its dataset card where stage C wrote one), training settings and losses, how it was
+    merged and checked, how to evaluate it, limits and the protected-health-information notice."""
+    run_dir = adapter_dir.parent if (adapter_dir.name == "final" or adapter_dir.match(layout.CHECKPOINT_GLOB)) \
+        else adapter_dir
+    summary_path = layout.training_summary(run_dir)
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    config, lora, plan = summary.get("config", {}), summary.get("lora", {}), summary.get("plan", {})
+    lines = ["---", f"base_model: {merge['base_model']}", "library_name: transformers", "pipeline_tag: text-generation",
+             "tags:", "- clinical", "- information-extraction", "- synthetic-data-distillation", "- lora",
+             "license: other", "---", "", f"# {Path(merge.get('output_dir', adapter_dir)).name}", "",
+             f"A student fine-tuned (LoRA, merged) from {merge['base_model']} on question/answer pairs a teacher "
+             "wrote about clinical notes, to answer questions about a note in the JSON answer format "
+             "(synthetic data distillation, Woo et al.). Ask it with the answer prompt it was trained on: "
+             "eval-inference.py for the evaluation sets, extract.py for a criteria file over any notes.", "",
+             "## Training data", ""]
+    card_path = None
+    if summary.get("train_dataset"):
+        train_path = Path(summary["train_dataset"])
+        name = train_path.name.removeprefix("train_").removesuffix(".arrow")
+        card_path = layout.dataset_card(train_path.parent, name)
+    if card_path is not None and card_path.exists():
+        card = card_path.read_text()
+        teacher = next((line for line in card.splitlines() if line.startswith("- teacher:")), None)
+        lines.append(f"Dataset card: `{card_path}`" + (f" ({teacher.removeprefix('- ')})" if teacher else "") + ".")
+    else:
+        lines.append("No dataset card was found beside the training data.")
+    if summary:
+        lines.append(f"{summary['train_examples']} training and {summary['test_examples']} test examples "
+                     f"({summary['notes_shortened']['train']} training notes shortened to fit "
+                     f"{config.get('max_length') or 'the context'} tokens).")
+        lines += ["", "## Training", "",
+                  f"- adapter: `{adapter_dir}`; LoRA r {lora.get('r')}, alpha {lora.get('alpha')}, on "
+                  f"{lora.get('target_modules')}",
+                  f"- {summary['global_step']} optimizer steps, {config.get('num_train_epochs')} epochs, learning "
+                  f"rate {config.get('learning_rate')} ({config.get('lr_scheduler_type')}), "
+                  f"{plan.get('per_device_train_batch_size', config.get('per_device_train_batch_size'))} examples "
+                  f"per device x {plan.get('gradient_accumulation_steps', config.get('gradient_accumulation_steps'))} "
+                  f"accumulated, optimizer {summary.get('optimizer')}, 4-bit base: {summary.get('load_in_4bit')}, "
+                  f"preset {plan.get('preset', 'paper')}",
+                  f"- eval loss {summary.get('eval_loss_before')} before training, {summary.get('eval_loss')} after; "
+                  f"{summary.get('trained_tokens')} tokens at {summary.get('tokens_per_second')} tokens/s"]
+    else:
+        lines += ["", "## Training", "", f"No training_summary.json in {run_dir}."]
+    lines += ["", "## Merge", "",
+              f"Folded into the unquantized base and saved in {merge['dtype']}; checked in float32 on a probe "
+              f"prompt: largest next-token logit difference to base + adapter {merge['max_logit_difference']:.2e} "
+              f"(tolerance {merge['tolerance']}), same top token: {merge['same_top_token']}.", "",
+              "## Evaluation", "",
+              "Score it on the three tasks with eval-inference.py and the evaluate notebooks, or run-pipeline.py "
+              "(its report compares it with its base); on simulated patients, bench/known_answer.py.", "",
+              "## Limits", "",
+              "- It learned the teacher's answers, right or wrong; its quotes are checked against the note by "
+              "extract.py, its answers are not.",
+              "- Trained on the notes of one source and era; other hospitals' notes may differ.", "",
+              "## Protected health information", "",
+              "Trained on clinical notes under a data-use agreement. A model can reproduce text it was trained on: "
+              "share it only where that agreement allows.", ""]
+    return "\n".join(lines)
 
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None = None,
@@ -422,7 +485,9 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     shutil.rmtree(temp_dir, ignore_errors=True)
     merged.save_pretrained(str(temp_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(temp_dir))
+    report = {"base_model": base_id, "adapter": str(adapter_dir), "max_logit_difference": difference,
+              "tolerance": tolerance, "same_top_token": same_top, "dtype": dtype, "output_dir": str(output_dir)}
+    (temp_dir / "README.md").write_text(model_card(adapter_dir, report))
     shutil.rmtree(output_dir, ignore_errors=True)
     temp_dir.rename(output_dir)
-    return {"base_model": base_id, "adapter": str(adapter_dir), "max_logit_difference": difference,
-            "tolerance": tolerance, "same_top_token": same_top, "dtype": dtype}
+    return report

@@ -147,6 +147,16 @@ def reply_counts_file(raw: Path) -> Path:
     return raw / "replies_by_type.csv"
 
 
+def stage_b_summary_file(raw: Path) -> Path:
+    """Stage B's summary for the dataset card: teacher, filters and what each removed."""
+    return raw / "stage_b.json"
+
+
+def dataset_card(raw: Path, name: str) -> Path:
+    """Stage C's dataset card of one training set, beside its arrow folders."""
+    return raw / f"{name}_dataset_card.md"
+
+
 def combo_file(raw: Path, combo: str, min_difficulty: int | str) -> Path:
     return raw / f"synth_{combo}_{min_difficulty}_df.csv.gz"
 

@@ -18,7 +18,7 @@ import pandas as pd
 from rapidfuzz import fuzz
 
 from clinical_distil import layout
-from clinical_distil.files import InputError, atomic_group, read_csv, write_csv
+from clinical_distil.files import InputError, atomic_group, read_csv, write_csv, write_text
 from clinical_distil.parsing import parse_reply
 from clinical_distil.prompts import ANSWER_TYPES, ITEM_KEYS, NOT_FOUND
 from clinical_distil.stages import COMBOS
@@ -216,6 +216,26 @@ def join_notes(items: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     return joined[joined["text"].notna()].reset_index(drop=True)
 
 
+# Two questions about one note are near-duplicates when rapidfuzz's token_sort_ratio of their lowercased,
+# punctuation-free text is at least 95: rewordings that only reorder words or change punctuation and case
+# score 100, while a one-word change that changes the answer ("highest" for "lowest" creatinine in a
+# 40-character question) scores 88-92 and stays apart.
+NEAR_DUPLICATE_SCORE = 95.0
+
+
+def near_duplicates(questions: list[str], threshold: float = NEAR_DUPLICATE_SCORE) -> list[bool]:
+    """For each question, whether an earlier one of the list is its near-duplicate (exact repeats included)."""
+    from rapidfuzz import process, utils
+
+    texts = [_squash(question) for question in questions]
+    if len(texts) < 2:
+        return [False] * len(texts)
+    # default_process: lowercase, punctuation to spaces, so "Smoker?" and "smoker" compare equal
+    scores = process.cdist(texts, texts, scorer=fuzz.token_sort_ratio, processor=utils.default_process,
+                           score_cutoff=threshold)
+    return [bool((scores[index, :index] >= threshold).any()) for index in range(len(texts))]
+
+
 def quality_checks(items: pd.DataFrame, fuzzy_threshold: float = 90.0) -> pd.DataFrame:
     items = items.copy()
     matches = [source_match(source, text, fuzzy_threshold) for source, text in zip(items["source"], items["text"])]
@@ -226,11 +246,54 @@ def quality_checks(items: pd.DataFrame, fuzzy_threshold: float = 90.0) -> pd.Dat
                                for kind, answer in zip(items["question_type"], items["answer"])]
     squashed = items["question"].map(_squash)
     items["duplicate_question"] = squashed.groupby(items["note_id"]).transform(lambda group: group.duplicated())
+    items["near_duplicate_question"] = False
+    for _, group in items.groupby("note_id", sort=False):
+        items.loc[group.index, "near_duplicate_question"] = near_duplicates(list(group["question"]))
+    items["near_duplicate_question"] = items["near_duplicate_question"].astype(bool)
+    # across the corpus: in how many notes the same question (squashed) was asked; a question asked of many
+    # notes is a template, which is fine for a note-specific answer but says how varied the questions are
+    items["question_notes"] = items.assign(squashed=squashed).groupby("squashed")["note_id"].transform("nunique")
     return items
 
 
+FILTERS = {  # stage B's filters: the setting that applies each, and what it flags
+    "require_source_in_note": "the quote of an answerable item is not in the note",
+    "require_answer_type": "the answer does not fit the question type",
+    "drop_duplicates": "a note's repeated question (same text)",
+    "drop_near_duplicates": f"a note's near-duplicate question (token_sort_ratio >= {NEAR_DUPLICATE_SCORE:g})",
+}
+
+
+def filter_flags(items: pd.DataFrame) -> pd.DataFrame:
+    """One boolean column per filter of FILTERS: the items it would remove."""
+    not_applicable = (items["source_match"] == "not_applicable") & items["question_type"].str.startswith("na-")
+    return pd.DataFrame({"require_source_in_note": ~(items["source_in_note"] | not_applicable),
+                         "require_answer_type": ~items["answer_type_ok"].astype(bool),
+                         "drop_duplicates": items["duplicate_question"].astype(bool),
+                         "drop_near_duplicates": items["near_duplicate_question"].astype(bool)}, index=items.index)
+
+
+def filter_summary(items: pd.DataFrame, applied: dict[str, bool]) -> pd.DataFrame:
+    """Per filter: whether it was applied, the items it flags, those it removed (flagged and applied) and those
+    only it removed; then all filters together."""
+    flags = filter_flags(items)
+    on = [name for name in FILTERS if applied.get(name)]
+    removed_by = flags[on].any(axis=1) if on else pd.Series(False, index=items.index)
+    rows = []
+    for name, meaning in FILTERS.items():
+        others = [other for other in on if other != name]
+        alone = flags[name] & ~flags[others].any(axis=1) if others else flags[name]
+        rows.append({"filter": name, "flags": meaning, "applied": bool(applied.get(name)),
+                     "flagged": int(flags[name].sum()), "removed": int((flags[name] & (name in on)).sum()),
+                     "removed_only_by_it": int((alone & (name in on)).sum())})
+    rows.append({"filter": "all applied", "flags": "what any applied filter flags", "applied": bool(on),
+                 "flagged": int(removed_by.sum()), "removed": int(removed_by.sum()),
+                 "removed_only_by_it": int(removed_by.sum())})
+    return pd.DataFrame(rows)
+
+
 def apply_filters(items: pd.DataFrame, require_source_in_note: bool = False, require_answer_type: bool = False,
-                  drop_duplicates: bool = False) -> pd.DataFrame:
+                  drop_duplicates: bool = False, drop_near_duplicates: bool = False) -> pd.DataFrame:
     keep = pd.Series(True, index=items.index)
     if require_source_in_note:
         # N/A questions quote nothing by design; the check applies to answerable ones
@@ -240,6 +303,8 @@ def apply_filters(items: pd.DataFrame, require_source_in_note: bool = False, req
         keep &= items["answer_type_ok"]
     if drop_duplicates:
         keep &= ~items["duplicate_question"]
+    if drop_near_duplicates:
+        keep &= ~items["near_duplicate_question"]
     return items[keep].reset_index(drop=True)
 
 
@@ -252,7 +317,8 @@ def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.Data
 
 def stage_b_paths(output_dir: Path) -> list[Path]:
     """Every file stage B writes (the reply counts included)."""
-    return ([layout.items_file(output_dir), layout.failures_file(output_dir), layout.reply_counts_file(output_dir)]
+    return ([layout.items_file(output_dir), layout.failures_file(output_dir), layout.reply_counts_file(output_dir),
+             layout.stage_b_summary_file(output_dir)]
             + [layout.combo_file(output_dir, combo, difficulty) for combo in COMBOS for difficulty in DIFFICULTIES])
 
 
@@ -264,13 +330,33 @@ def check_stage_b_target(output_dir: Path, overwrite: bool = False) -> None:
                          "B's output")
 
 
+def teacher_of(chunks_dir: Path) -> dict[str, Any]:
+    """Who wrote stage A's replies and how, from its manifest(s) (the first shard's where there are several)."""
+    manifests = sorted(chunks_dir.glob("manifest*.json"))
+    if not manifests:
+        return {}
+    manifest = json.loads(manifests[0].read_text())
+    return {key: manifest.get(key) for key in ("model_id", "teacher", "engine", "question_types", "questions_per_type",
+                                                "sampling", "structured_output", "retries") if key in manifest}
+
+
+def stage_b_summary(items: pd.DataFrame, kept: pd.DataFrame, applied: dict[str, bool],
+                    teacher: dict[str, Any]) -> dict[str, Any]:
+    """What stage B's dataset card needs: the teacher, the items before and after the filters, each filter's
+    flags and removals, how varied the questions are."""
+    return {"teacher": teacher, "notes": int(items["note_id"].nunique()), "items_checked": len(items),
+            "items_kept": len(kept), "filters": filter_summary(items, applied).to_dict("records"),
+            "distinct_questions": int(items["question"].map(_squash).nunique()),
+            "near_duplicate_score": NEAR_DUPLICATE_SCORE}
+
+
 def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path, overwrite: bool = False,
-                  counts: pd.DataFrame | None = None) -> list[Path]:
+                  counts: pd.DataFrame | None = None, summary: dict[str, Any] | None = None) -> list[Path]:
     """The contract files: synth_{combo}_{d}_df.csv.gz, synth_all_df.csv, the failures table and, when given,
-    the reply counts per question type (replies_by_type.csv, read by the pipeline report)."""
+    the reply counts per question type (replies_by_type.csv, read by the pipeline report) and the summary the
+    dataset card reads (stage_b.json)."""
     if items.empty:
         raise InputError("no item survived parsing and filtering; nothing written (look at the failures table)")
-    written = []
     targets = {layout.items_file(output_dir): items, layout.failures_file(output_dir): failures}
     if counts is not None:
         targets[layout.reply_counts_file(output_dir)] = counts.reset_index()
@@ -280,7 +366,13 @@ def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path,
     existing = [path for path in targets if path.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")
-    with atomic_group(list(targets)) as staged:  # all of stage B's files or none
+    summary_path = layout.stage_b_summary_file(output_dir)
+    if summary is not None and summary_path.exists() and not overwrite:
+        raise InputError(f"{summary_path} exists; pass overwrite=True to replace stage B's output")
+    paths = list(targets) + ([summary_path] if summary is not None else [])
+    with atomic_group(paths) as staged:  # all of stage B's files or none
         for stage, frame in zip(staged, targets.values()):
             write_csv(frame, stage)
-    return list(targets)
+        if summary is not None:
+            write_text(json.dumps(summary, indent=1, default=str) + "\n", staged[-1])
+    return paths

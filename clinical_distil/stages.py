@@ -113,6 +113,8 @@ class PostprocessSettings(Settings):
     require_source_in_note: bool = setting(False, "keep only items whose quote is in the note (off: the paper)")
     require_answer_type: bool = setting(False, "keep only items whose answer fits the question type")
     drop_duplicates: bool = setting(False, "drop a note's repeated questions")
+    drop_near_duplicates: bool = setting(False, "drop a note's near-duplicate questions (rapidfuzz token_sort_ratio "
+                                         ">= 95)")
     overwrite: bool = setting(False, "replace stage B's files")
 
 

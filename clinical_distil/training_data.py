@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from clinical_distil import layout
-from clinical_distil.files import InputError, atomic_group, write_csv
+from clinical_distil.files import InputError, atomic_group, write_csv, write_text
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, answer_messages, answer_target
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,97 @@ def load_tokenizer(name: str):
                          "folder") from None
 
 
+def _size_category(count: int) -> str:
+    """The Hugging Face card's size_categories bucket."""
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if count < bound:
+            return label
+    return "n>1M"
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join("" if pd.isna(value) else str(value) for value in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def read_stage_b_summary(raw: Path) -> dict | None:
+    """Stage B's summary for the card (None for data written before stage B recorded one)."""
+    path = layout.stage_b_summary_file(raw)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: pd.DataFrame,
+                 stage_b: dict | None, choices: dict) -> str:
+    """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
+    and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
+    choices, known limits and the protected-health-information notice."""
+    difficulty = dict(zip([f"{note}-{kind}-{index}" for note, kind, index in
+                           zip(balanced["note_id"], balanced["question_type"], balanced["item_index"])],
+                          balanced["difficulty"]))
+    splits = pd.concat([train.assign(split="train"), test.assign(split="test")], ignore_index=True)
+    splits["difficulty"] = splits["id"].map(difficulty)
+    by_type = splits.groupby(["question_type", "split"]).size().unstack(fill_value=0).reindex(
+        columns=["train", "test"], fill_value=0)
+    by_type.loc["all"] = by_type.sum()
+    by_difficulty = splits.groupby(["difficulty", "split"]).size().unstack(fill_value=0).reindex(
+        columns=["train", "test"], fill_value=0)
+    total = len(splits)
+    teacher = (stage_b or {}).get("teacher", {})
+    sampling = teacher.get("sampling") or {}
+    lines = ["---", f"pretty_name: Synthetic clinical question-answer pairs ({name})", "language:", "- en",
+             "task_categories:", "- question-answering", "size_categories:", f"- {_size_category(total)}",
+             "tags:", "- clinical", "- synthetic", "- distillation", "license: other", "---", "",
+             f"# Training set {name}", "",
+             "Question/answer pairs about clinical notes written by a teacher model (stage A), parsed, checked and "
+             "filtered (stage B), balanced over question types and split by patient (stage C), for fine-tuning a "
+             "student to answer questions about notes (synthetic data distillation, Woo et al.). Each example is "
+             "the answer prompt (the note and the question) and the teacher's item as a JSON target.", "",
+             "## Counts", "",
+             f"{len(train)} training and {len(test)} test examples from {splits['note_id'].nunique()} notes of "
+             f"{splits['subject_id'].nunique()} patients; no patient is on both sides"
+             + ("" if choices.get("grouped_split", True) else " (except: this set was split by example)") + ".", "",
+             _markdown(by_type.reset_index().rename(columns={"question_type": "question type"})), "",
+             "Per teacher-rated difficulty (1-10):", "",
+             _markdown(by_difficulty.reset_index()), "",
+             "## Teacher and sampling", ""]
+    if teacher:
+        lines += [f"- teacher: {teacher.get('model_id')} ({teacher.get('engine')} engine)",
+                  f"- questions per type and note (k): {teacher.get('questions_per_type')}; question types: "
+                  f"{', '.join(teacher.get('question_types') or [])}",
+                  f"- sampling: temperature {sampling.get('temperature')}, top_p {sampling.get('top_p')}, "
+                  f"at most {sampling.get('max_tokens')} tokens; structured output: {teacher.get('structured_output')}",
+                  f"- notes sent to the teacher and checked in stage B: {stage_b.get('notes')}; items checked: "
+                  f"{stage_b.get('items_checked')}, kept: {stage_b.get('items_kept')}; distinct questions: "
+                  f"{stage_b.get('distinct_questions')}"]
+    else:
+        lines.append("Not recorded (stage B's stage_b.json was not found).")
+    lines += ["", "## Filters (stage B)", ""]
+    if stage_b and stage_b.get("filters"):
+        filters = pd.DataFrame(stage_b["filters"])[["filter", "flags", "applied", "flagged", "removed"]]
+        lines += [_markdown(filters), "",
+                  "Flagged: items the filter would remove; removed: those it did remove (it was applied). Off by "
+                  "default, as in the paper, which filtered only by the teacher's difficulty rating."]
+    else:
+        lines.append("Not recorded.")
+    lines += ["", "## Stage C choices", "",
+              *[f"- {key}: {value}" for key, value in choices.items()], "",
+              "## Known limits", "",
+              "- The answers are the teacher's, not checked by a person; the paper's physicians edited 12.8% of a "
+              "sample of 1,000 items. The quote check (stage B) finds whether a cited source stands in the note, "
+              "not whether the answer is right.",
+              "- Questions are as varied as the teacher made them: a question asked of many notes is a template "
+              "(see distinct questions above).",
+              "- Notes longer than the student's context are shortened inside the note at training time.", "",
+              "## Protected health information", "",
+              "The examples hold the full text of clinical notes. They are covered by the data-use agreement of the "
+              "notes they come from (MIMIC: PhysioNet credentialed access): keep them on the machines that "
+              "agreement allows, never upload them to a hub or a tracker, and share only models and aggregate "
+              "figures where the agreement permits it.", ""]
+    return "\n".join(lines)
+
+
 def check_target(output_dir: Path, name: str, overwrite: bool = False) -> None:
     """Refuse, before any work, to replace a training set unless asked."""
     for split_name in ("train", "test"):
@@ -95,17 +186,21 @@ def check_target(output_dir: Path, name: str, overwrite: bool = False) -> None:
 
 
 def write_datasets(train: pd.DataFrame, test: pd.DataFrame, output_dir: Path, name: str,
-                   overwrite: bool = False) -> dict[str, Path]:
-    """`{train,test}_{name}.arrow` (datasets save_to_disk) and the same rows as csv.gz (prompt as JSON); all
-    of both splits' files or none."""
+                   overwrite: bool = False, card: str | None = None) -> dict[str, Path]:
+    """`{train,test}_{name}.arrow` (datasets save_to_disk) and the same rows as csv.gz (prompt as JSON), and the
+    dataset card when given; all of these files or none."""
     from datasets import Dataset
 
     check_target(output_dir, name, overwrite)
     splits = {"train": train, "test": test}
     targets = [path for split_name in splits for path in (layout.training_dataset(output_dir, split_name, name),
                                                           layout.training_table(output_dir, split_name, name))]
+    if card is not None:
+        targets.append(layout.dataset_card(output_dir, name))
     with atomic_group(targets) as staged:
-        for (arrow_dir, table), frame in zip(zip(staged[::2], staged[1::2]), splits.values()):
+        for (arrow_dir, table), frame in zip(zip(staged[:4:2], staged[1:4:2]), splits.values()):
             Dataset.from_pandas(frame, preserve_index=False).save_to_disk(str(arrow_dir))
             write_csv(frame.assign(prompt=frame["prompt"].map(json.dumps)), table)  # the chat messages as JSON
+        if card is not None:
+            write_text(card, staged[4])
     return {split_name: layout.training_dataset(output_dir, split_name, name) for split_name in splits}

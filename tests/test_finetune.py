@@ -344,3 +344,27 @@ def test_finetune_speed_bench_compares_the_presets_on_the_same_examples(tiny_mod
     assert rows["fast_4bit"]["eval_loss"] == pytest.approx(rows["paper"]["eval_loss"], rel=1e-3)
     assert rows["paper"]["eval_loss"] != pytest.approx(rows["paper"]["eval_loss_before"], abs=1e-3)
     assert rows["fast_4bit"]["speedup"] > 0
+
+
+def test_merged_student_carries_a_model_card(data_dir, tiny_model_dir, tmp_path):
+    """Stage E writes README.md into the merged folder: base, the training data's card, the run's settings and
+    counts as training_summary.json holds them, and the merge check."""
+    card = data_dir / "synthetic-raw" / "all_1_dataset_card.md"
+    card.write_text("---\npretty_name: x\n---\n# Training set all_1\n\n- teacher: teacher-x (vllm engine)\n")
+    try:
+        trained = finetune(data_dir, tmp_path / "run", tiny_model_dir, "--max_steps", "2", "--load_in_4bit", "False",
+                           "--preset", "fast")
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        merged = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",
+                            str(tmp_path / "run" / "final"), "--output_dir", str(tmp_path / "merged"))
+        assert merged.returncode == 0, merged.stderr[-3000:]
+    finally:
+        card.unlink()
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    text = (tmp_path / "merged" / "README.md").read_text()
+    assert text.startswith(f"---\nbase_model: {summary['model_id']}\n")
+    assert f"Dataset card: `{card}` (teacher: teacher-x (vllm engine))." in text
+    assert f"{summary['train_examples']} training and {summary['test_examples']} test examples" in text
+    assert f"- {summary['global_step']} optimizer steps" in text and "preset fast" in text
+    assert "x 1 accumulated" in text and "2 examples per device" in text  # the fast plan: two in one pass
+    assert "same top token: True" in text and "## Protected health information" in text

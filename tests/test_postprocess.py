@@ -4,6 +4,8 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clinical_distil import postprocess, training_data
 from clinical_distil.files import InputError, read_csv
@@ -199,3 +201,81 @@ def test_bad_stage_b_input_says_what_to_run(tmp_path):
     with pytest.raises(InputError, match="no item survived"):
         postprocess.write_stage_b(empty, pd.DataFrame(), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+def test_near_duplicate_questions():
+    questions = ["What was the highest creatinine?", "What was the lowest creatinine?",
+                 "what was the HIGHEST creatinine", "Was the highest creatinine what?", "Is the patient on aspirin?",
+                 "Is the patient on aspirin?"]
+    assert postprocess.near_duplicates(questions) == [False, False, True, True, False, True]
+    assert postprocess.near_duplicates(["Only one?"]) == [False] and postprocess.near_duplicates([]) == []
+
+
+@given(st.lists(st.text(alphabet="abcdefgh", min_size=2, max_size=8), min_size=2, max_size=8), st.randoms())
+def test_a_reordered_question_is_always_a_near_duplicate(words, random):
+    shuffled = list(words)
+    random.shuffle(shuffled)
+    assert postprocess.near_duplicates([" ".join(words) + "?", " ".join(shuffled).upper()]) == [False, True]
+
+
+def test_filter_summary_counts_what_each_filter_flags_and_removes():
+    items = pd.DataFrame({
+        "note_id": [1, 1, 1, 1, 2],
+        "question_type": ["yes_no", "yes_no", "na-bool", "numeric", "numeric"],
+        "question": ["Is he on aspirin?", "Is he on aspirin?", "Does he smoke?", "Highest creatinine?",
+                     "Highest creatinine?"],
+        "source_match": ["exact", "none", "not_applicable", "none", "fuzzy"],
+        "source_in_note": [True, False, False, False, True],
+        "answer_type_ok": [True, True, True, False, True],
+        "duplicate_question": [False, True, False, False, False],
+        "near_duplicate_question": [False, True, False, False, False],
+    })
+    summary = postprocess.filter_summary(items, {"require_source_in_note": True, "drop_near_duplicates": True})
+    rows = {row["filter"]: (row["applied"], row["flagged"], row["removed"], row["removed_only_by_it"])
+            for row in summary.to_dict("records")}
+    assert rows == {"require_source_in_note": (True, 2, 2, 1), "require_answer_type": (False, 1, 0, 0),
+                    "drop_duplicates": (False, 1, 0, 0), "drop_near_duplicates": (True, 1, 1, 0),
+                    "all applied": (True, 2, 2, 2)}
+    kept = postprocess.apply_filters(items, require_source_in_note=True, drop_near_duplicates=True)
+    assert len(items) - len(kept) == rows["all applied"][2]
+    assert postprocess.filter_summary(items, {})["removed"].sum() == 0
+
+
+def test_stage_b_summary_is_written_with_the_items_and_read_by_the_card(stage_b, tmp_path):
+    _, items, failures, _ = stage_b
+    kept = postprocess.apply_filters(items, drop_duplicates=True)
+    summary = postprocess.stage_b_summary(items, kept, {"drop_duplicates": True}, {"model_id": "teacher-x"})
+    written = postprocess.write_stage_b(kept, failures, tmp_path, summary=summary)
+    assert tmp_path / "stage_b.json" in written
+    stored = training_data.read_stage_b_summary(tmp_path)
+    assert (stored["items_checked"], stored["items_kept"]) == (len(items), len(kept))
+    removed = next(row for row in stored["filters"] if row["filter"] == "drop_duplicates")["removed"]
+    assert removed == int(items["duplicate_question"].sum()) == len(items) - len(kept)
+    assert stored["distinct_questions"] == items["question"].str.lower().str.split().str.join(" ").nunique()
+
+
+def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
+    import yaml
+
+    _, items, failures, _ = stage_b
+    summary = postprocess.stage_b_summary(items, items, {}, {"model_id": "teacher-x", "engine": "vllm",
+                                                             "questions_per_type": 5, "sampling": {"temperature": 0.7}})
+    balanced = training_data.balance(items, seed=1)
+    train, test = training_data.split(training_data.format_examples(balanced), seed=42)
+    card = training_data.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42})
+    written = training_data.write_datasets(train, test, tmp_path, "all_1", card=card)
+    text = (tmp_path / "all_1_dataset_card.md").read_text()
+    assert written["train"].exists() and text == card
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["task_categories"] == ["question-answering"] and header["size_categories"] == ["n<1K"]
+    assert f"{len(train)} training and {len(test)} test examples" in text
+    for question_type in balanced["question_type"].unique():
+        line = next(line for line in text.splitlines() if line.startswith(f"| {question_type} |"))
+        assert line == (f"| {question_type} | {int((train['question_type'] == question_type).sum())} | "
+                        f"{int((test['question_type'] == question_type).sum())} |")
+    assert f"| all | {len(train)} | {len(test)} |" in text
+    difficulty_rows = [line for line in text.split("Per teacher-rated difficulty")[1].split("## Teacher")[0]
+                       .splitlines() if line.startswith("| ") and not line.startswith("| difficulty")]
+    assert sum(int(line.split(" | ")[1]) for line in difficulty_rows) == len(train)
+    assert "- teacher: teacher-x (vllm engine)" in text and "| drop_near_duplicates |" in text
+    assert "## Protected health information" in text
