@@ -381,8 +381,8 @@ def model_card(adapter_dir: Path, merge: dict[str, Any]) -> str:
     """A model card for a merged student (Hugging Face convention: YAML header, then sections): base, adapter,
     the training data (its dataset card where stage C wrote one), training settings and losses, how it was
     merged and checked, how to evaluate it, limits and the protected-health-information notice."""
-    run_dir = adapter_dir.parent if (adapter_dir.name == "final" or adapter_dir.match(layout.CHECKPOINT_GLOB)) \
-        else adapter_dir
+    inside_run = adapter_dir == layout.final_adapter(adapter_dir.parent) or adapter_dir.match(layout.CHECKPOINT_GLOB)
+    run_dir = adapter_dir.parent if inside_run else adapter_dir
     summary_path = layout.training_summary(run_dir)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     config, lora, plan = summary.get("config", {}), summary.get("lora", {}), summary.get("plan", {})

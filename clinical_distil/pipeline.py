@@ -271,6 +271,12 @@ def _stage_values(settings: RunSettings, stage: str, **own: Any) -> dict[str, An
     return {**shared, **DRIVER_DEFAULTS.get(stage, {}), **getattr(settings, stage), **own}
 
 
+def _eval_raw_dir(settings: RunSettings, task: str, root: Path) -> Path:
+    """A task's raw evaluation folder: the run's `eval` entry, else the task's own, under the data root."""
+    folder = settings.eval.get(task, {}).get("input_dir", get_task(task).input_dir)
+    return Path(os.path.normpath(layout.resolve(folder, base=root)))
+
+
 def layout_for(settings: RunSettings) -> RunLayout:
     """Every stage's checked settings and where the run's files go; a bad value stops here, before any work."""
     root = layout.data_root(settings.data_dir)
@@ -288,8 +294,12 @@ def layout_for(settings: RunSettings) -> RunLayout:
     stage_settings["postprocess"] = PostprocessSettings.from_values(_stage_values(
         settings, "postprocess", data_dir=str(root), dataset=dataset, notes_file=str(notes_file), overwrite=True),
         "postprocess")
+    # stage C checks the training notes against the evaluation sets this run scores on
+    eval_raw = {task: str(_eval_raw_dir(settings, task, root)) for task in settings.tasks}
+    checked = {} if "eval_dirs" in settings.prepare else {"eval_dirs": eval_raw}
     prepare = PrepareSettings.from_values(_stage_values(settings, "prepare", data_dir=str(root),
-                                                        tokenizer=settings.student, overwrite=True), "prepare")
+                                                        tokenizer=settings.student, overwrite=True, **checked),
+                                          "prepare")
     stage_settings["prepare"] = prepare
     variant = layout.variant_name(prepare.per_type, prepare.hardest, prepare.support, prepare.grouped_split)
     training = layout.training_name(prepare.input_file, prepare.min_difficulty, variant)
@@ -309,7 +319,7 @@ def layout_for(settings: RunSettings) -> RunLayout:
         layout.final_adapter(run_layout.finetune_dir)), "output_dir": str(run_layout.merged_dir)}, "merge")
     for task in settings.tasks:
         spec, entry = get_task(task), settings.eval.get(task, {})
-        raw = Path(os.path.normpath(layout.resolve(entry.get("input_dir", spec.input_dir), base=root)))
+        raw = _eval_raw_dir(settings, task, root)
         preprocess = {"data_dir": str(root), "input_dir": str(raw), "overwrite": True}
         if spec.labelled_splits:
             preprocess["splits"] = [eval_files[task]]

@@ -139,6 +139,10 @@ class PrepareSettings(Settings):
                                   "notes to fit)", minimum=1)
     overwrite: bool = setting(False, "replace stage C's files of this training set")
     prompt_dir: str | None = setting(None, PROMPT_DIR_HELP)
+    eval_dirs: dict | None = setting(None, "evaluation sets' raw folders the training notes are checked against, "
+                                     "{task: folder} (relative to the data root); None: each task's own folder")
+    allow_eval_overlap: bool = setting(False, "write the training set even when some of its notes or patients are "
+                                       "in the evaluation sets (else refused)")
 
 
 OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused", "adamw_torch")

@@ -85,6 +85,32 @@ def load_tokenizer(name: str):
                          "folder") from None
 
 
+def evaluation_overlap(items: pd.DataFrame, root: Path, eval_dirs: dict | None = None,
+                       allow: bool = False) -> dict:
+    """The training items' notes and patients checked against the evaluation sets' raw folders
+    (clinical_distil.decontamination); refused in one line when some are there, unless `allow`."""
+    from dataclasses import asdict
+
+    from clinical_distil.decontamination import NGRAM, SHARE, evaluation_notes, find_leaks
+    from clinical_distil.tasks import TASKS
+
+    folders = {task: layout.resolve(folder, base=root) for task, folder in eval_dirs.items()} if eval_dirs else \
+        {task: root / spec.input_dir for task, spec in TASKS.items()}
+    evaluation = evaluation_notes(folders)
+    training = items.drop_duplicates("note_id")
+    leaks = find_leaks(training, evaluation)
+    result = {"checked": {task: str(folder) for task, folder in folders.items() if Path(folder).is_dir()},
+              "evaluation_notes": len(evaluation), "training_notes": len(training), "ngram": NGRAM, "share": SHARE,
+              "leaks": [asdict(leak) for leak in leaks]}
+    if leaks and not allow:
+        first = leaks[0]
+        raise InputError(f"{len(leaks)} training note(s) are in the evaluation sets (note {first.note_id}: "
+                         f"{'its patient' if first.reason == 'patient' else f'{first.share:.0%} of its 13-grams'} in "
+                         f"{first.task} {first.evaluation_note}); remove them from the notes, or pass "
+                         "allow_eval_overlap=True to train on them anyway")
+    return result
+
+
 def _size_category(count: int) -> str:
     """The Hugging Face card's size_categories bucket."""
     for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
@@ -107,7 +133,7 @@ def read_stage_b_summary(raw: Path) -> dict | None:
 
 
 def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: pd.DataFrame,
-                 stage_b: dict | None, choices: dict) -> str:
+                 stage_b: dict | None, choices: dict, overlap: dict | None = None) -> str:
     """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
     and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
     choices, known limits and the protected-health-information notice."""
@@ -159,6 +185,17 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
                   "default, as in the paper, which filtered only by the teacher's difficulty rating."]
     else:
         lines.append("Not recorded.")
+    lines += ["", "## Evaluation overlap", ""]
+    if overlap is None:
+        lines.append("Not checked.")
+    elif not overlap["checked"]:
+        lines.append("No evaluation set's raw folder was found to check against.")
+    else:
+        lines.append(f"The {overlap['training_notes']} training notes were checked against {overlap['evaluation_notes']} "
+                     f"notes of {', '.join(overlap['checked'])} (same patient, or at least {overlap['share']:.0%} "
+                     f"of the shorter note's {overlap['ngram']}-word sequences shared): "
+                     + (f"{len(overlap['leaks'])} overlap, kept as asked (allow_eval_overlap)."
+                        if overlap["leaks"] else "none overlap."))
     lines += ["", "## Stage C choices", "",
               *[f"- {key}: {value}" for key, value in choices.items()], "",
               "## Known limits", "",

@@ -218,6 +218,16 @@ def test_finetune_launch_follows_the_gpus(tmp_path):
     assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
 
 
+def test_stage_c_checks_the_training_notes_against_the_runs_evaluation_sets(tmp_path):
+    values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
+                  eval={"apixaban": {"input_dir": "elsewhere/apixaban"}})
+    prepare = pipeline.layout_for(RunSettings.from_values(values)).settings["prepare"]
+    assert prepare.eval_dirs["apixaban"] == str(tmp_path / "elsewhere" / "apixaban")
+    assert prepare.eval_dirs["i2b2"] == str(tmp_path / "n2c2-2018-track1")
+    asked = pipeline.layout_for(RunSettings.from_values({**values, "prepare": {"eval_dirs": {"i2b2": "x"}}}))
+    assert asked.settings["prepare"].eval_dirs == {"i2b2": "x"}
+
+
 def test_driver_fine_tunes_with_the_fast_preset_unless_the_config_says_paper(tmp_path):
     fast = _finetune_command(tmp_path).argv
     assert fast[fast.index("--preset") + 1] == "fast"

@@ -262,7 +262,10 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
                                                              "questions_per_type": 5, "sampling": {"temperature": 0.7}})
     balanced = training_data.balance(items, seed=1)
     train, test = training_data.split(training_data.format_examples(balanced), seed=42)
-    card = training_data.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42})
+    overlap = {"checked": {"apixaban": "raw/apixaban"}, "evaluation_notes": 8, "training_notes": 12, "ngram": 13,
+               "share": 0.6, "leaks": []}
+    card = training_data.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42},
+                                      overlap)
     written = training_data.write_datasets(train, test, tmp_path, "all_1", card=card)
     text = (tmp_path / "all_1_dataset_card.md").read_text()
     assert written["train"].exists() and text == card
@@ -279,3 +282,5 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
     assert sum(int(line.split(" | ")[1]) for line in difficulty_rows) == len(train)
     assert "- teacher: teacher-x (vllm engine)" in text and "| drop_near_duplicates |" in text
     assert "## Protected health information" in text
+    assert ("The 12 training notes were checked against 8 notes of apixaban (same patient, or at least 60% of the "
+            "shorter note's 13-word sequences shared): none overlap.") in text
