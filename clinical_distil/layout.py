@@ -37,6 +37,7 @@ POSTPROCESS_NOTEBOOK = GENERATION_FOLDER / "synthetic-b-post_process_join_notes.
 PREPARE_NOTEBOOK = GENERATION_FOLDER / "synthetic-c-prep-training.ipynb"
 FINETUNE_LAUNCHER = GENERATION_FOLDER / "synthetic-d-run-finetune.sh"
 MERGE_SCRIPT = GENERATION_FOLDER / "synthetic-e-convert-peft.py"
+VERIFY_SCRIPT = GENERATION_FOLDER / "synthetic-b2-verify.py"
 FINETUNE_SCRIPT = REPO_ROOT / "finetune.py"
 EVAL_INFERENCE_SCRIPT = REPO_ROOT / "eval-inference.py"
 CONFIGS = REPO_ROOT / "configs"
@@ -150,6 +151,19 @@ def reply_counts_file(raw: Path) -> Path:
 def stage_b_summary_file(raw: Path) -> Path:
     """Stage B's summary for the dataset card: teacher, filters and what each removed."""
     return raw / "stage_b.json"
+
+
+def verification_file(raw: Path) -> Path:
+    """The verifier's answers to stage B's items, and whether each agrees with the teacher's."""
+    return raw / "verification.csv"
+
+
+def verification_dir(raw: Path, model_name: str) -> Path:
+    """The verifier's prompts' chunk files and manifest."""
+    return raw / "verification" / model_name
+
+
+VERIFY_INPUT = "items"  # the verifier's prompt table's name in its chunk files
 
 
 def dataset_card(raw: Path, name: str) -> Path:

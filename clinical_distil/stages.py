@@ -143,6 +143,8 @@ class PrepareSettings(Settings):
                                      "{task: folder} (relative to the data root); None: each task's own folder")
     allow_eval_overlap: bool = setting(False, "write the training set even when some of its notes or patients are "
                                        "in the evaluation sets (else refused)")
+    require_verified: bool = setting(False, "keep only items whose answer the verifier gave too "
+                                     "(synthetic-b2-verify.py; off: the paper)")
 
 
 OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused", "adamw_torch")
@@ -323,6 +325,23 @@ class EvalInferenceSettings(AnswerSettings):
     def row_limit(self) -> int | None:
         """The rows to answer of the first (or only) dataset."""
         return self.jobs[0][2]
+
+
+@dataclass
+class VerifySettings(AnswerSettings):
+    """synthetic-b2-verify.py: a verifier model answers every stage B item's question on its note; an item is
+    flagged where its answer and the teacher's disagree."""
+
+    data_dir: str | None = setting(None, DATA_DIR_HELP)
+    model_id: str | None = setting(None, "the verifier (default: the teacher that wrote the items, from stage B's "
+                                   "stage_b.json)")
+    model_name: str | None = setting(None, "name of its answers' folder (default: the last part of model_id)")
+    num_items: int | str = setting("all", "verify the first N items only, or 'all'", minimum=1, words=("all",))
+    structured_output: bool = setting(True, "constrain answers to the JSON answer object")
+    max_output_tokens: int = setting(192, "longest answer in tokens", minimum=1)
+
+    def check(self) -> None:
+        self.check_shard()
 
 
 @dataclass

@@ -133,7 +133,8 @@ def read_stage_b_summary(raw: Path) -> dict | None:
 
 
 def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: pd.DataFrame,
-                 stage_b: dict | None, choices: dict, overlap: dict | None = None) -> str:
+                 stage_b: dict | None, choices: dict, overlap: dict | None = None,
+                 verified: dict | None = None) -> str:
     """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
     and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
     choices, known limits and the protected-health-information notice."""
@@ -185,6 +186,11 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
                   "default, as in the paper, which filtered only by the teacher's difficulty rating."]
     else:
         lines.append("Not recorded.")
+    if verified is not None:
+        lines += ["", f"Re-answer verification (synthetic-b2-verify.py): the verifier gave the teacher's answer for "
+                      f"{verified['agree']} of {verified['verified']} items; "
+                  + (f"{verified['removed']} items it disagreed with were removed (require_verified)."
+                     if verified["applied"] else "none removed (require_verified off).")]
     lines += ["", "## Evaluation overlap", ""]
     if overlap is None:
         lines.append("Not checked.")

@@ -10,6 +10,7 @@ from conftest import REPO, run_script
 SCRIPTS = {
     "a-generate-synthetic-training-data/synthetic-0-select-notes.py": ["--source", "--num_notes", "--exclude_subjects"],
     "a-generate-synthetic-training-data/synthetic-e-convert-peft.py": ["--adapter_dir", "--base_model_id", "--dtype"],
+    "a-generate-synthetic-training-data/synthetic-b2-verify.py": ["--model_id", "--num_items", "--engine"],
     "finetune.py": ["--model_id", "--input_file", "--min_difficulty", "--max_seq_length"],
     "eval-inference.py": ["--model_id", "--dataset_name", "--input_file", "--num_inference", "--chunk_size"],
     "extract.py": ["--criteria", "--notes", "--model_id", "--num_notes", "--fuzzy_threshold", "--engine"],

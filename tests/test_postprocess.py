@@ -265,7 +265,7 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
     overlap = {"checked": {"apixaban": "raw/apixaban"}, "evaluation_notes": 8, "training_notes": 12, "ngram": 13,
                "share": 0.6, "leaks": []}
     card = training_data.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42},
-                                      overlap)
+                                      overlap, {"verified": 40, "agree": 31, "applied": True, "removed": 9})
     written = training_data.write_datasets(train, test, tmp_path, "all_1", card=card)
     text = (tmp_path / "all_1_dataset_card.md").read_text()
     assert written["train"].exists() and text == card
@@ -284,3 +284,5 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
     assert "## Protected health information" in text
     assert ("The 12 training notes were checked against 8 notes of apixaban (same patient, or at least 60% of the "
             "shorter note's 13-word sequences shared): none overlap.") in text
+    assert ("the verifier gave the teacher's answer for 31 of 40 items; 9 items it disagreed with were removed "
+            "(require_verified).") in text
