@@ -73,7 +73,7 @@ def main(settings: VerifySettings) -> None:
         return
     answered = prompts.drop(columns=["prompt"]).merge(answered[["id", "output", "finish_reason"]], on="id",
                                                       how="left", validate="one_to_one")
-    table = verification.judge(answered)
+    table = verification.judge(answered, model_id)
     write_csv(table, verdicts)
     agree = int(table["verifier_agrees"].sum())
     print(f"synthetic-b2-verify: {model_id} agrees with the teacher on {agree} of {len(table)} items "

@@ -19,7 +19,8 @@ from clinical_distil.metrics import extract_answer, same_answer
 from clinical_distil.prompts import PromptTemplates
 
 KEY = ["note_id", "question_type", "item_index"]
-COLUMNS = ["id", *KEY, "question", "teacher_answer", "verifier_answer", "verifier_agrees", "finish_reason"]
+COLUMNS = ["id", *KEY, "question", "teacher_answer", "verifier_answer", "verifier_agrees", "finish_reason",
+           "verifier"]
 
 
 def item_id(note_id, question_type, item_index) -> str:
@@ -44,12 +45,13 @@ def prompt_table(items: pd.DataFrame, templates: PromptTemplates | None = None) 
                                     for text, question in zip(items["text"], items["question"])]})
 
 
-def judge(answered: pd.DataFrame) -> pd.DataFrame:
+def judge(answered: pd.DataFrame, verifier: str = "") -> pd.DataFrame:
     """The verifier's answer to each item and whether it agrees with the teacher's."""
     answers = [extract_answer(output, reason) for output, reason in zip(answered["output"], answered["finish_reason"])]
     table = answered.assign(verifier_answer=[answer if answer is not None else "" for answer in answers])
     table["verifier_agrees"] = [answer is not None and same_answer(answer, teacher)
                                 for answer, teacher in zip(answers, table["teacher_answer"])]
+    table["verifier"] = verifier
     return table[COLUMNS]
 
 

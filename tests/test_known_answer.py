@@ -496,3 +496,23 @@ def test_results_page_shows_the_committed_results():
     """bench/RESULTS.md's known-answer table is the one bench/known_answer.json gives."""
     results = json.loads((known_answer.REPO / "bench" / "known_answer.json").read_text())
     assert results["runs"] and known_answer.markdown(results) in (known_answer.REPO / "bench" / "RESULTS.md").read_text()
+
+
+def test_filter_precision_separates_planted_wrong_items(facts):
+    """bench/filter_precision.py's table on reference items with every fifth answer flipped: the filter that flags
+    exactly the flipped items keeps precision 1.0 and drops precision 0.0; one that flags nothing gains nothing."""
+    import filter_precision
+
+    items = items_of(facts, "yes_no", count=2).reset_index(drop=True)
+    flipped = items.index % 5 == 0
+    items.loc[flipped, "answer"] = items.loc[flipped, "answer"].map({"Yes": "No", "No": "Yes"})
+    items = items.assign(source_match=["none" if flip else "exact" for flip in flipped], source_in_note=~flipped,
+                         answer_type_ok=True, duplicate_question=False, near_duplicate_question=False,
+                         verifier_agrees=~flipped)
+    table = filter_precision.filter_table(items, facts).set_index("filter")
+    whole = round(1 - flipped.mean(), 3)
+    for name in ("require_source_in_note", "require_verified", "all filters"):
+        assert table.loc[name, ["kept", "dropped", "precision_kept", "precision_dropped"]].tolist() == \
+            [int((~flipped).sum()), int(flipped.sum()), 1.0, 0.0]
+        assert table.loc[name, "gain"] == round(1.0 - whole, 3)
+    assert table.loc["drop_duplicates", ["dropped", "precision_kept", "gain"]].tolist() == [0, whole, 0.0]

@@ -25,7 +25,7 @@ def test_judge_compares_answers_as_the_metrics_do():
                              "teacher_answer": ["1.4", "Yes", "NA", "No", "210000"],
                              "output": [reply("1.40 mg/dL"), reply("yes"), reply("NA"), "garbled", reply("210,000")],
                              "finish_reason": "stop"})
-    judged = verification.judge(answered)
+    judged = verification.judge(answered, "verifier-x")
     assert list(judged["verifier_answer"]) == ["1.4", "Yes", "NA", "", "210000"]
     assert list(judged["verifier_agrees"]) == [True, True, True, False, True]
 
@@ -50,6 +50,7 @@ def test_verifier_answers_every_item_and_stage_c_filters_on_it(stage_b_root, tin
     assert result.returncode == 0, result.stderr[-3000:]
     table = read_csv(layout.verification_file(raw), keep_default_na=False, dtype={"note_id": str})
     assert len(table) == 12 and list(table.columns) == verification.COLUMNS
+    assert set(table["verifier"]) == {str(tiny_model_dir)}
     outputs = read_model_outputs(layout.verification_dir(raw, tiny_model_dir.name), layout.VERIFY_INPUT)
     expected = [extract_answer(output, reason) for output, reason in zip(outputs["output"], outputs["finish_reason"])]
     assert list(table["verifier_agrees"].astype(str) == "True") == [
