@@ -49,7 +49,8 @@ def filter_table(items: pd.DataFrame, facts: dict) -> pd.DataFrame:
                      "kept_verifiable": kept[1], "precision_kept": kept[2], "dropped": dropped[0],
                      "dropped_verifiable": dropped[1], "precision_dropped": dropped[2],
                      "gain": None if kept[2] is None or whole[2] is None else round(kept[2] - whole[2], 3)})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table.astype(object).where(table.notna(), None)  # None, not NaN, in the JSON
 
 
 def main(data_dir: str = "", dataset: str = "", output: str = "") -> None:
