@@ -261,7 +261,7 @@ def test_extract_resumes_and_refuses_other_prompts_in_its_folder(tmp_path, tiny_
 def smollm2_run(tmp_path_factory, default_model_dir):
     """The embedded model's answers to the n2c2 criteria on the bundled n2c2 test patients."""
     root = tmp_path_factory.mktemp("extract")
-    result = extract(root, default_model_dir, "--max_output_tokens", "96")
+    result = extract(root, default_model_dir, "--max_output_tokens", "64")
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
 
@@ -298,17 +298,25 @@ def test_patient_table_agrees_with_the_answers_and_the_rules(smollm2_run):
 
 @pytest.mark.slow
 def test_extract_on_the_mimic_sample_writes_the_tables_and_page(tmp_path, default_model_dir):
-    result = run_script("extract.py", "--criteria", "criteria/apixaban.yaml", "--notes",
+    result = run_script("extract.py", "--criteria", "criteria/n2c2-2018.yaml", "--notes",
                         "data/samples/mimic-iii/NOTEEVENTS.csv.gz", "--model_id", str(default_model_dir),
-                        "--num_notes", "1", "--max_output_tokens", "96", "--output_dir", str(tmp_path / "mimic"))
+                        "--num_notes", "1", "--max_output_tokens", "64", "--output_dir", str(tmp_path / "mimic"))
     assert result.returncode == 0, result.stderr[-3000:]
-    answers = pd.read_csv(tmp_path / "mimic" / "answers.csv", keep_default_na=False)
-    patients = pd.read_csv(tmp_path / "mimic" / "patients.csv", keep_default_na=False)
+    answers = pd.read_csv(tmp_path / "mimic" / "answers.csv", keep_default_na=False, dtype=str)
+    patients = pd.read_csv(tmp_path / "mimic" / "patients.csv", keep_default_na=False, dtype=str)
     cohort = pd.read_csv(tmp_path / "mimic" / "cohort.csv", keep_default_na=False)
-    assert len(answers) == len(patients) == 23 and list(cohort["criterion"])[-1] == "all criteria with a rule"
-    numeric = answers[answers["criterion"].isin(["lowest_platelets", "highest_ast"])]
-    assert (numeric["met"] == "").all()  # no rule: reported, not decided
+    assert len(answers) == 13 and list(cohort["criterion"])[-1] == "all criteria with a rule"
+    criteria = {item.id: item for item in read_criteria(N2C2_CRITERIA_FILE)}
+    for row in answers.itertuples():
+        assert row.met == ("met" if criteria[row.criterion].met(row.answer) else "not met")
+    prompts = pd.read_csv(tmp_path / "mimic" / "prompts.csv", keep_default_na=False, dtype=str)
+    mi = prompts[prompts["criterion"] == "MI-6MOS"]["question"].iloc[0]
+    assert mi == "Has the patient had a myocardial infarction in the 6 months before 2144-03-09?"  # its chart date
+    assert len(patients) == answers["patient"].nunique() * 13
     assert "review-data" in (tmp_path / "mimic" / "review.html").read_text()
+    # apixaban's numeric criteria carry no rule: reported, not decided
+    apixaban = {item.id: item for item in read_criteria(REPO / "criteria" / "apixaban.yaml")}
+    assert apixaban["lowest_platelets"].met("90") is None and apixaban["t2d"].met("Yes") is True
 
 
 def test_cost_per_note_patient_and_thousand_notes():
