@@ -12,8 +12,8 @@ from pathlib import Path
 
 from clinical_distil import inference, layout
 from clinical_distil.cli import run_stage
-from clinical_distil.engines import Sampling, check_engine_options, load_engine
-from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder, model_location
+from clinical_distil.engines import check_engine_options
+from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import EvalInferenceSettings
 
@@ -21,11 +21,7 @@ from clinical_distil.stages import EvalInferenceSettings
 def main(settings: EvalInferenceSettings) -> None:
     root = layout.data_root(settings.data_dir)
     name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name
-    run = inference.InferenceSettings(
-        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
-        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=settings.seed),
-        templates=load_templates(settings.prompt_dir))
+    run = inference.answering(settings, load_templates(settings.prompt_dir))
     # every dataset's rows and files are checked before the model loads (once, for all of them)
     jobs = []
     for dataset, input_file, limit in settings.jobs:
@@ -45,10 +41,7 @@ def main(settings: EvalInferenceSettings) -> None:
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
              for *_, target in jobs]
-    model = load_engine(model_location(settings.model_id), engine=settings.engine,
-                        max_model_len=settings.max_model_len, tensor_parallel_size=settings.tensor_parallel_size,
-                        batch_size=settings.batch_size, seed=settings.seed,
-                        adapter=adapter, dtype=settings.dtype)
+    model = inference.answering_engine(settings, settings.model_id, adapter)
     for dataset, input_file, limit, rows, target in jobs:
         summary = inference.run_eval_inference(
             model, rows, run, target, input_file, settings.model_id, start_row=settings.start_row,

@@ -20,14 +20,13 @@ from clinical_distil import extraction, inference, layout
 from clinical_distil.chunks import package_versions
 from clinical_distil.cli import run_stage
 from clinical_distil.criteria import read_criteria
-from clinical_distil.engines import Sampling, check_engine_options, load_engine
+from clinical_distil.engines import check_engine_options
 from clinical_distil.files import (
     FolderLock,
     InputError,
     atomic_group,
     check_model_folder,
     check_output_folder,
-    model_location,
     read_csv,
     write_csv,
     write_text,
@@ -57,10 +56,7 @@ def main(settings: ExtractSettings) -> None:
                 extraction.prompts_digest(earlier) != extraction.prompts_digest(prompts):
             raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
                              "or --overwrite to answer again there")
-    run = inference.InferenceSettings(
-        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
-        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=settings.seed), templates=templates)
+    run = inference.answering(settings, templates)
     inference.plan_run(len(prompts), run, target, layout.EXTRACTION_PROMPTS, 0, None, settings.num_shards,
                        settings.shard_index)  # a mismatch of chunk files stops here, before the model loads
     target.mkdir(parents=True, exist_ok=True)
@@ -68,9 +64,7 @@ def main(settings: ExtractSettings) -> None:
                       name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if settings.overwrite or not prompt_file.exists():
         write_csv(prompts, prompt_file)
-    model = load_engine(model_location(settings.model_id), engine=settings.engine,
-                        max_model_len=settings.max_model_len, tensor_parallel_size=settings.tensor_parallel_size,
-                        batch_size=settings.batch_size, seed=settings.seed, adapter=adapter, dtype=settings.dtype)
+    model = inference.answering_engine(settings, settings.model_id, adapter)
     answered = inference.run_eval_inference(
         model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
         shard_index=settings.shard_index,

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from clinical_distil import inference, layout, verification
 from clinical_distil.cli import run_stage
-from clinical_distil.engines import Sampling, check_engine_options, load_engine
-from clinical_distil.files import (FolderLock, InputError, check_model_folder, check_output_folder, model_location,
-                                   write_csv)
+from clinical_distil.engines import check_engine_options
+from clinical_distil.files import (FolderLock, InputError, check_model_folder, check_output_folder, write_csv)
 from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import VerifySettings
@@ -51,18 +50,13 @@ def main(settings: VerifySettings) -> None:
         raise InputError(f"{verdicts} exists; pass --overwrite True to verify the items again")
     templates = load_templates(settings.prompt_dir)
     prompts = verification.prompt_table(items, templates)
-    run = inference.InferenceSettings(
-        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
-        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=settings.seed), templates=templates)
+    run = inference.answering(settings, templates)
     inference.plan_run(len(prompts), run, target, layout.VERIFY_INPUT, 0, None, settings.num_shards,
                        settings.shard_index)  # chunk files of other items stop here, before the model loads
     target.mkdir(parents=True, exist_ok=True)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     lock = FolderLock(target, "the verification", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
-    model = load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,
-                        tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
-                        seed=settings.seed, adapter=adapter, dtype=settings.dtype)
+    model = inference.answering_engine(settings, model_id, adapter)
     inference.run_eval_inference(model, prompts, run, target, layout.VERIFY_INPUT, model_id,
                                  num_shards=settings.num_shards, shard_index=settings.shard_index,
                                  manifest_extra={"verifier": model_id, "adapter": settings.adapter})

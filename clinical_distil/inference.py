@@ -141,6 +141,24 @@ def answer_schema() -> dict[str, Any]:
             "required": list(ANSWER_KEYS), "additionalProperties": False}
 
 
+def answering(settings, templates: PromptTemplates | None) -> InferenceSettings:
+    """The answering run of a script's AnswerSettings (eval-inference.py, extract.py, synthetic-b2-verify.py)."""
+    return InferenceSettings(
+        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
+        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
+                          top_p=settings.top_p, seed=settings.seed), templates=templates)
+
+
+def answering_engine(settings, model_id: str, adapter: str | None):
+    """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded."""
+    from clinical_distil.engines import load_engine
+    from clinical_distil.files import model_location
+
+    return load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,
+                       tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
+                       seed=settings.seed, adapter=adapter, dtype=settings.dtype)
+
+
 def gpus_held(engine) -> int:
     """GPUs an engine answers on: vLLM's tensor-parallel group, the transformers engine's one GPU, none on a CPU."""
     if getattr(engine, "gpus", None):
