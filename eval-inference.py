@@ -34,15 +34,17 @@ def main(settings: EvalInferenceSettings) -> None:
         if stop <= settings.start_row and not settings.allow_empty:
             raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); pass "
                              "--allow_empty to accept that")
-        jobs.append((dataset, input_file, limit, rows, target))
+        # this shard's share of the rows, for the engine's choice of compiling (--vllm_compile auto)
+        share = -(-max(0, stop - settings.start_row) // settings.num_shards)
+        jobs.append((dataset, input_file, limit, rows, target, share))
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
-             for *_, target in jobs]
-    model = inference.answering_engine(settings, settings.model_id, adapter)
-    for dataset, input_file, limit, rows, target in jobs:
+             for *_, target, _ in jobs]
+    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job[-1] for job in jobs))
+    for dataset, input_file, limit, rows, target, _ in jobs:
         summary = inference.run_eval_inference(
             model, rows, run, target, input_file, settings.model_id, start_row=settings.start_row,
             num_inference=limit, num_shards=settings.num_shards, shard_index=settings.shard_index,

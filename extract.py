@@ -64,7 +64,7 @@ def main(settings: ExtractSettings) -> None:
                       name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if settings.overwrite or not prompt_file.exists():
         write_csv(prompts, prompt_file)
-    model = inference.answering_engine(settings, settings.model_id, adapter)
+    model = inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
     answered = inference.run_eval_inference(
         model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
         shard_index=settings.shard_index,

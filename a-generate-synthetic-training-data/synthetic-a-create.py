@@ -8,7 +8,7 @@ plus manifest.json. --help lists every flag.
 from clinical_distil import layout, synthetic
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, check_engine_options, load_engine
+from clinical_distil.engines import Sampling, check_engine_options, eager_engine, load_engine
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
@@ -50,9 +50,12 @@ def main(settings: CreateSettings) -> None:
     lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
                       name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if not reference:
+        # one prompt per note and question type; a few notes are not worth vLLM's compile (--vllm_compile auto)
+        prompts = -(-int(asked) // settings.num_shards) * len(settings.qtypes.split(","))
         teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
                               tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
-                              seed=settings.seed, dtype=settings.dtype)
+                              seed=settings.seed, dtype=settings.dtype,
+                              enforce_eager=eager_engine(settings.vllm_compile, prompts, settings.max_tokens))
     summary = synthetic.run_stage_a(teacher, notes, stage, target, settings.model_id, start_row=settings.start_row,
                                     limit=settings.limit, num_shards=settings.num_shards,
                                     shard_index=settings.shard_index,

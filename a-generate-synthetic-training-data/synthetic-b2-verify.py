@@ -56,7 +56,7 @@ def main(settings: VerifySettings) -> None:
     target.mkdir(parents=True, exist_ok=True)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     lock = FolderLock(target, "the verification", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
-    model = inference.answering_engine(settings, model_id, adapter)
+    model = inference.answering_engine(settings, model_id, adapter, len(prompts))
     inference.run_eval_inference(model, prompts, run, target, layout.VERIFY_INPUT, model_id,
                                  num_shards=settings.num_shards, shard_index=settings.shard_index,
                                  manifest_extra={"verifier": model_id, "adapter": settings.adapter})

@@ -15,6 +15,7 @@ counted as useful work).
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ CONFIGS = {
     "paper": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096"],
     "fast_4bit": ["--preset", "fast", "--load_in_4bit", "True", "--max_seq_length", "4096"],
     "fast_bf16": ["--preset", "fast", "--load_in_4bit", "False", "--max_seq_length", "4096"],
+    # the paper's configuration again with another seed (example order, LoRA init, dropout): run-to-run spread
+    "paper_seed_43": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096", "--seed", "43"],
     # packing fills 4,096-token rows (about 2.3 examples each): fewer optimizer steps for the same data
     "packed_bf16": ["--load_in_4bit", "False", "--gradient_checkpointing", "False", "--packing", "True",
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
@@ -85,7 +88,7 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
          tokenizer: str = "models/smollm2-tokenizer",
          train_examples: int = 400, test_examples: int = 32, configs: str | tuple = "paper,fast_4bit,fast_bf16",
          work_dir: str = "/tmp/finetune-bench", data_dir: str | None = None, peak_tflops: float = 989.0, seed: int = 0,
-         extra: str = "", output: str = "", longest_example: int = 4000) -> None:
+         extra: str = "", output: str = "", longest_example: int = 4000, processes: str | int = "1") -> None:
     """Run finetune.py under each configuration on the same examples and print the comparison.
 
     Args:
@@ -102,17 +105,22 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         extra: more finetune.py flags for every configuration, space-separated.
         output: a JSON file for the rows of every shape (with the card and the date).
         longest_example: the examples' lengths spread over 500 tokens to this many.
+        processes: GPU process counts to run each configuration with, comma-separated (1: python finetune.py;
+            more: accelerate launch with configs/deep_speed2.yaml); the table gives each count's share of linear.
     """
     work = Path(work_dir)
     names = configs.split(",") if isinstance(configs, str) else list(configs)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    counts = tuple(int(part) for part in str(processes).split(","))
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
     rows = []
     for each in shapes:
         rows += measure_shape(each, bool(model), names, work / Path(each).name, tokenizer, train_examples,
-                              test_examples, data_dir, peak_tflops, seed, extra, longest_example)
+                              test_examples, data_dir, peak_tflops, seed, extra, longest_example, counts)
     if output:
         import time
 
@@ -124,10 +132,9 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
                                             "rows": rows}, indent=1) + "\n")
 
 
-def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tokenizer: str, train_examples: int,
-                  test_examples: int, data_dir: str | None, peak_tflops: float, seed: int, extra: str,
-                  longest_example: int = 4000) -> list[dict]:
-    """finetune.py under each configuration on one model's examples; prints the table and returns its rows."""
+def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, train_examples: int, test_examples: int,
+                   data_dir: str | None, seed: int, longest_example: int = 4000) -> tuple[Path, Path]:
+    """The model folder (a random-weight model of `shape`, built once) and the data root with its examples."""
     from transformers import AutoTokenizer
 
     if is_folder:
@@ -145,39 +152,69 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
         examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed,
                                  max_tokens=longest_example)
         write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], raw, training, overwrite=True)
+    return model_dir, data
+
+
+def finetune_command(model_dir: Path, data: Path, output_dir: Path, flags: list[str], processes: int = 1) -> list[str]:
+    """finetune.py on the bench examples; with several processes under accelerate + DeepSpeed ZeRO-2."""
+    launch = [sys.executable, str(REPO / "finetune.py")]
+    if processes > 1:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(layout.CONFIGS / "deep_speed2.yaml"), "--num_processes", str(processes),
+                  str(REPO / "finetune.py")]
+    return [*launch, "--model_id", str(model_dir), "--input_file", "all", "--variant", "bench", "--min_difficulty", "1",
+            "--data_dir", str(data), "--output_dir", str(output_dir), "--overwrite", "--save_steps", "100000",
+            "--logging_steps", "10", *flags]
+
+
+def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tokenizer: str, train_examples: int,
+                  test_examples: int, data_dir: str | None, peak_tflops: float, seed: int, extra: str,
+                  longest_example: int = 4000, processes: tuple[int, ...] = (1,)) -> list[dict]:
+    """finetune.py under each configuration (and process count) on one model's examples; prints the table and
+    returns its rows."""
+    model_dir, data = model_and_data(shape, is_folder, work, tokenizer, train_examples, test_examples, data_dir, seed,
+                                     longest_example)
     parameters = parameter_count(model_dir)
     results = []
     for name in names:
-        output_dir = work / "runs" / name
-        command = [sys.executable, str(REPO / "finetune.py"), "--model_id", str(model_dir), "--input_file", "all",
-                   "--variant", "bench", "--min_difficulty", "1", "--data_dir", str(data), "--output_dir",
-                   str(output_dir), "--overwrite", "--save_steps", "100000", "--logging_steps", "10", *CONFIGS[name],
-                   *extra.split()]
-        print("$", " ".join(command), flush=True)
-        finished = subprocess.run(command, capture_output=True, text=True)
-        if finished.returncode != 0:
-            print(finished.stderr[-3000:])
-            results.append({"shape": shape, "config": name, "error": finished.stderr.strip().splitlines()[-1]})
-            continue
-        summary = json.loads(layout.training_summary(output_dir).read_text())
-        tokens_per_second = summary["tokens_per_second"]
-        plan = summary.get("plan") or {}
-        results.append({
-            "shape": shape, "config": name, "steps": summary["global_step"],
-            "trained_tokens": summary["trained_tokens"],
-            "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
-            "peak_memory_gib": summary["peak_memory_gib"], "eval_loss_before": round(summary["eval_loss_before"], 4),
-            "eval_loss": round(summary["eval_loss"], 4),
-            "mfu_percent": round(100 * 4 * parameters * tokens_per_second / (peak_tflops * 1e12), 1),
-            "liger": plan.get("liger_kernels"), "attention": plan.get("attention") or "sdpa",
-            "padding_free": plan.get("padding_free"),
-        })
-        print(json.dumps(results[-1]), flush=True)
+        for count in processes:
+            output_dir = work / "runs" / (name if count == 1 else f"{name}-{count}gpu")
+            command = finetune_command(model_dir, data, output_dir, [*CONFIGS[name], *extra.split()], count)
+            print("$", " ".join(command), flush=True)
+            env = dict(os.environ)
+            if count == 1:  # one process sees one GPU (TRL refuses to train on several GPUs from one process)
+                env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+            finished = subprocess.run(command, capture_output=True, text=True, env=env)
+            if finished.returncode != 0:
+                print(finished.stderr[-3000:])
+                results.append({"shape": shape, "config": name, "processes": count,
+                                "error": finished.stderr.strip().splitlines()[-1]})
+                continue
+            summary = json.loads(layout.training_summary(output_dir).read_text())
+            tokens_per_second = summary["tokens_per_second"]
+            plan = summary.get("plan") or {}
+            results.append({
+                "shape": shape, "config": name, "processes": count, "steps": summary["global_step"],
+                "trained_tokens": summary["trained_tokens"],
+                "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
+                "peak_memory_gib": summary["peak_memory_gib"],
+                "eval_loss_before": round(summary["eval_loss_before"], 4), "eval_loss": round(summary["eval_loss"], 4),
+                "mfu_percent": round(100 * 4 * parameters * tokens_per_second / (count * peak_tflops * 1e12), 1),
+                "liger": plan.get("liger_kernels"), "attention": plan.get("attention") or "sdpa",
+                "padding_free": plan.get("padding_free"),
+            })
+            print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
-    if "paper" in names and "tokens_per_second" in table and table["config"].eq("paper").any():
-        paper = table.set_index("config").loc["paper"]
-        table["speedup"] = (table["tokens_per_second"] / paper["tokens_per_second"]).round(2)
-        table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper["eval_loss"] - 1)).round(1)
+    if "tokens_per_second" in table:
+        single = table[table["processes"].eq(1)].set_index("config")["tokens_per_second"]
+        if "paper" in single and pd.notna(single["paper"]):
+            table["speedup"] = (table["tokens_per_second"] / single["paper"]).round(2)
+            paper_loss = table[table["processes"].eq(1)].set_index("config")["eval_loss"]["paper"]
+            table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper_loss - 1)).round(1)
+        # share of linear scaling: N processes against N times the same configuration on one
+        table["of_linear_percent"] = [
+            round(100 * row.tokens_per_second / (row.processes * single[row.config]), 1)
+            if row.processes > 1 and pd.notna(single.get(row.config)) else None for row in table.itertuples()]
     print(f"\nmodel {model_dir} ({parameters / 1e9:.2f}B parameters), {train_examples} training examples")
     columns = list(table.columns)
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,26 @@ def check_engine_options(engine: str, dtype: str, adapter: str | None = None) ->
     return chosen
 
 
+# vLLM compiles the model (torch.compile) and captures CUDA graphs when it starts, which costs about a minute
+# (bench/RESULTS.md, "vLLM's start"); the faster decoding they buy pays that back only over many decoding steps.
+VLLM_COMPILE = ("auto", "on", "off")
+VLLM_COMPILE_HELP = ("vLLM's torch.compile and CUDA graphs: on (vLLM's default: about a minute at start, faster "
+                     "decoding), off (eager), auto (off when the run decodes fewer than 10,000 steps: waves of 256 "
+                     "prompts x the longest reply)")
+EAGER_BELOW_DECODE_STEPS = 10_000
+DECODE_WAVE = 256  # prompts vLLM decodes together (its max_num_seqs for offline LLM use on a large GPU)
+
+
+def eager_engine(vllm_compile: str, prompts: int, max_tokens: int) -> bool:
+    """Whether vLLM should start without compiling: asked (`off`), or, for `auto`, when the run's decoding steps
+    (waves of DECODE_WAVE prompts, each up to `max_tokens` long) are too few to win back the start-up cost."""
+    if vllm_compile not in VLLM_COMPILE:
+        raise InputError(f"--vllm_compile must be one of {', '.join(VLLM_COMPILE)}, got {vllm_compile!r}")
+    if vllm_compile != "auto":
+        return vllm_compile == "off"
+    return math.ceil(max(prompts, 1) / DECODE_WAVE) * max_tokens < EAGER_BELOW_DECODE_STEPS
+
+
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,
                 tensor_parallel_size: int | None = None, batch_size: int = 16, seed: int = 0,
                 adapter: str | None = None, dtype: str = "auto", **vllm_options) -> Any:
@@ -93,6 +114,7 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
 
     dtype "auto" is bf16 on a GPU (float32 for the transformers engine on a CPU); float32 on both
     engines makes greedy replies comparable token for token (bf16 kernels differ between them).
+    `vllm_options` go to the vLLM engine (enforce_eager, ...); the transformers engine has no use for them.
     """
     check_model_folder(model_id)
     chosen = check_engine_options(engine, dtype, adapter)

@@ -14,7 +14,7 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from clinical_distil import layout
 from clinical_distil.chat import fit_note, render_ids
@@ -233,9 +233,9 @@ def progress_callback(trainer, earlier: dict[str, float]):
 
 
 def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path: Path,
-          output_dir: Path) -> dict[str, Any]:
+          output_dir: Path, callbacks: Sequence[Callable[[Any], Any]] = ()) -> dict[str, Any]:
     """Fine-tune a LoRA adapter (4-bit NF4 base where asked) with `settings` (finetune.py's flags) and return
-    the training summary.
+    the training summary. `callbacks` make more TrainerCallbacks from the trainer (a benchmark's timers).
 
     train_sampling_strategy: transformers' sampler: "random" (the paper's), "sequential", "group_by_length",
     or "batch_rebalance" (each optimizer step's examples dealt out so every rank gets a like share of
@@ -324,6 +324,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         earlier = json.loads((checkpoint / layout.PROGRESS_FILE).read_text())
     progress = progress_callback(trainer, earlier)
     trainer.add_callback(progress)
+    for make_callback in callbacks:
+        trainer.add_callback(make_callback(trainer))
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -149,14 +149,16 @@ def answering(settings, templates: PromptTemplates | None) -> InferenceSettings:
                           top_p=settings.top_p, seed=settings.seed), templates=templates)
 
 
-def answering_engine(settings, model_id: str, adapter: str | None):
-    """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded."""
-    from clinical_distil.engines import load_engine
+def answering_engine(settings, model_id: str, adapter: str | None, prompts: int):
+    """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded, to answer
+    `prompts` prompts (vLLM skips compiling when they are too few to pay for it: --vllm_compile auto)."""
+    from clinical_distil.engines import eager_engine, load_engine
     from clinical_distil.files import model_location
 
     return load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,
                        tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
-                       seed=settings.seed, adapter=adapter, dtype=settings.dtype)
+                       seed=settings.seed, adapter=adapter, dtype=settings.dtype,
+                       enforce_eager=eager_engine(settings.vllm_compile, prompts, settings.max_output_tokens))
 
 
 def gpus_held(engine) -> int:

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
+from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP
 from clinical_distil.files import InputError
 from clinical_distil.layout import PROMPT_TEMPLATES
 from clinical_distil.settings import Settings, setting
@@ -61,6 +62,7 @@ class CreateSettings(Settings):
     chunk_size: int = setting(1000, "notes per output file (the unit of resuming)", minimum=1)
     engine: str = setting("auto", "auto (vLLM when it imports and a GPU is visible), vllm or transformers",
                           choices=ENGINES)
+    vllm_compile: str = setting("auto", VLLM_COMPILE_HELP, choices=VLLM_COMPILE)
     tensor_parallel_size: int | None = setting(None, "GPUs per model for vLLM (default: all visible)", minimum=1)
     max_model_len: int | None = setting(None, "context length (default: the model's); longer notes are shortened "
                                         "inside the note", minimum=1)
@@ -240,6 +242,7 @@ class AnswerSettings(Settings):
     top_p: float = setting(1.0, "nucleus sampling threshold", above=0, maximum=1)
     engine: str = setting("auto", "auto (vLLM when it imports and a GPU is visible), vllm or transformers",
                           choices=ENGINES)
+    vllm_compile: str = setting("auto", VLLM_COMPILE_HELP, choices=VLLM_COMPILE)
     tensor_parallel_size: int | None = setting(None, "GPUs per model for vLLM (default: all visible)", minimum=1)
     adapter: str | None = setting(None, "a LoRA adapter folder served on top of model_id without merging")
     max_model_len: int | None = setting(None, "context length (default: the model's); longer notes are shortened "

@@ -42,6 +42,7 @@ class VLLMEngine:
         options.update(llm_options)
         self.llm = LLM(**options)
         self.gpus = options["tensor_parallel_size"]
+        self.eager = bool(enforce_eager)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         from transformers import GenerationConfig

@@ -1,0 +1,224 @@
+"""Where a finetune.py step goes: the trainer against a plain training loop, same model, examples and update.
+
+    python bench/finetune_profile.py --shape llama-3.1-8b --preset paper --steps 20 --output /tmp/profile.json
+
+Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + profiled` optimizer
+steps, timing the `steps` after the warm-up (GPU synchronised at each step's end) and recording the last
+`profiled` ones with torch.profiler; then a plain loop of the same update (transformers + PEFT, no trainer:
+the same 4-bit or bf16 base, LoRA, checkpointing, optimizer, examples in the same order, batch and
+accumulation of the preset's plan) for as many steps. Prints tokens/s of both, the share of wall time the
+GPU was busy in the profiled steps, and the operators that took the most GPU and CPU time. Examples and
+the random-weight model are bench/finetune_speed.py's (same work folder, built once).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from finetune_speed import model_and_data
+
+from clinical_distil import layout
+from clinical_distil.cli import run
+
+
+def timer_callback(trainer, marks: list[tuple[int, float, int]]):
+    """A TrainerCallback that records (step, time, tokens so far) at every optimizer step's end, GPU synchronised."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            marks.append((state.global_step, time.perf_counter(), int(trainer._total_train_tokens)))
+
+    return StepTimer()
+
+
+def profiler_callback(profiler):
+    from transformers import TrainerCallback
+
+    class ProfileSteps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            profiler.start()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            profiler.step()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            profiler.stop()
+
+    return ProfileSteps()
+
+
+def rate(marks: list[tuple[int, float, int]], first: int, last: int) -> dict:
+    """Tokens/s and seconds per step between the ends of optimizer steps `first` and `last`."""
+    by_step = {step: (moment, tokens) for step, moment, tokens in marks}
+    (start, tokens_start), (end, tokens_end) = by_step[first], by_step[last]
+    return {"steps": last - first, "seconds_per_step": round((end - start) / (last - first), 4),
+            "tokens_per_second": round((tokens_end - tokens_start) / (end - start), 1)}
+
+
+def top_operators(profiler, count: int = 20) -> dict:
+    """The operators with the most GPU time and the most CPU time in the profiled steps."""
+    from torch.autograd import DeviceType
+
+    averages = profiler.key_averages()
+    # an operator's self GPU time is that of the kernels it launched itself; kernels are listed as well, once
+    kernel_ms = sum(event.self_device_time_total for event in averages if event.device_type != DeviceType.CPU) / 1e3
+    rows = [{"name": event.key, "calls": event.count, "gpu_ms": round(event.self_device_time_total / 1e3, 2),
+             "cpu_ms": round(event.self_cpu_time_total / 1e3, 2)} for event in averages
+            if event.device_type == DeviceType.CPU]
+    return {"gpu_ms_total": round(kernel_ms, 1),
+            "by_gpu": sorted(rows, key=lambda row: -row["gpu_ms"])[:count],
+            "by_cpu": sorted(rows, key=lambda row: -row["cpu_ms"])[:count]}
+
+
+def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, warmup: int) -> dict:
+    """The preset's update without a trainer: tokens/s over `steps` optimizer steps after `warmup`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from clinical_distil.chat import render_ids
+    from clinical_distil.finetuning import prepare_tokenizer, to_conversations
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prepare_tokenizer(tokenizer)
+    conversations, _ = to_conversations(rows, tokenizer, settings.max_seq_length)
+    examples = []
+    for conversation in conversations:
+        prompt_length = len(render_ids(tokenizer, conversation["prompt"]))
+        full = tokenizer.apply_chat_template(conversation["prompt"] + conversation["completion"], tokenize=True)
+        ids = list(full["input_ids"] if hasattr(full, "keys") else full)
+        examples.append((torch.tensor([ids]), torch.tensor([[-100] * prompt_length + ids[prompt_length:]])))
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    kwargs = {"dtype": torch.bfloat16 if cuda else torch.float32, "device_map": {"": 0 if cuda else "cpu"}}
+    if settings.load_in_4bit and cuda:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    model.config.use_cache = False
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable({"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05,
+                                             bias="none", target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    if settings.load_in_4bit and cuda:  # TRL keeps a QLoRA adapter in bf16
+        for parameter in trainable:
+            parameter.data = parameter.data.to(torch.bfloat16)
+    if settings.optim == "paged_adamw_8bit" and cuda:
+        import bitsandbytes
+
+        optimizer = bitsandbytes.optim.PagedAdamW8bit(trainable, lr=settings.learning_rate)
+    else:
+        optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, fused=cuda)
+    model.train()
+    per_step = plan.per_device_train_batch_size * plan.gradient_accumulation_steps
+    position, tokens, started = 0, 0, None
+    for step in range(warmup + steps):
+        if step == warmup:
+            if cuda:
+                torch.cuda.synchronize()
+            started, tokens = time.perf_counter(), 0
+        for _ in range(plan.gradient_accumulation_steps):
+            batch = [examples[(position + index) % len(examples)] for index in range(plan.per_device_train_batch_size)]
+            position += len(batch)
+            for ids, labels in batch:  # one example per forward (padding-free batching left to the trainer)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+                    loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
+                (loss / per_step).backward()
+                tokens += ids.shape[1]
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {"steps": steps, "seconds_per_step": round(seconds / steps, 4),
+            "tokens_per_second": round(tokens / seconds, 1),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
+
+
+def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool = True, steps: int = 20,
+         warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
+         test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
+         plain: bool = True, seed: int = 0) -> None:
+    """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
+
+    Args:
+        shape: Llama shape of the random-weight model (bench/shapes.py), or a model folder.
+        preset: finetune.py's --preset.
+        load_in_4bit: NF4 base weights.
+        steps: timed optimizer steps (after the warm-up).
+        warmup: optimizer steps before the timing.
+        profiled: optimizer steps recorded by torch.profiler after the timed ones.
+        tokenizer: tokenizer folder for the random model.
+        train_examples: examples written for the work folder (the same as bench/finetune_speed.py's).
+        test_examples: held-out examples written with them.
+        work_dir: bench/finetune_speed.py's work folder.
+        output: a JSON file for the results (with the card and the date).
+        plain: also run the plain loop.
+        seed: data seed.
+    """
+    import torch
+    from datasets import load_from_disk
+
+    from clinical_distil import finetuning
+    from clinical_distil.stages import FinetuneSettings
+
+    work = Path(work_dir) / Path(shape).name
+    model_dir, data = model_and_data(shape, Path(shape).is_dir(), work, tokenizer, train_examples, test_examples, None,
+                                     seed)
+    raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
+    train_path, test_path = (layout.training_dataset(raw, split, training) for split in ("train", "test"))
+    total = warmup + steps + 1 + profiled  # one step between: the profiler's own warm-up
+    settings = FinetuneSettings.from_values({
+        "model_id": str(model_dir), "preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096,
+        "max_steps": total, "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"})
+    marks: list[tuple[int, float, int]] = []
+    profiler = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+        + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []),
+        schedule=torch.profiler.schedule(wait=warmup + steps, warmup=1, active=profiled, repeat=1))
+    summary = finetuning.train(settings, str(model_dir), train_path, test_path, work / "runs" / f"profile-{preset}",
+                               callbacks=[lambda trainer: timer_callback(trainer, marks),
+                                          lambda trainer: profiler_callback(profiler)])
+    plan = finetuning.TrainingPlan(**summary["plan"])
+    result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "plan": summary["plan"],
+              "trainer": rate(marks, warmup, warmup + steps)}
+    profiled_rate = rate(marks, warmup + steps + 1, total)
+    operators = top_operators(profiler)
+    wall_ms = 1e3 * profiled_rate["seconds_per_step"] * profiled
+    result["profile"] = {"steps": profiled, "wall_ms": round(wall_ms, 1),
+                         "gpu_busy_percent": round(100 * operators["gpu_ms_total"] / wall_ms, 1), **operators}
+    if plain:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        rows = load_from_disk(str(train_path)).to_list()
+        result["plain"] = plain_loop(settings, model_dir, rows, plan, steps, warmup)
+        result["trainer_vs_plain"] = round(result["trainer"]["tokens_per_second"]
+                                           / result["plain"]["tokens_per_second"], 3)
+    print(json.dumps({key: value for key, value in result.items() if key != "profile"}, indent=1))
+    print(f"GPU busy {result['profile']['gpu_busy_percent']}% of {result['profile']['wall_ms']} ms "
+          f"over {profiled} profiled steps; by GPU time:")
+    for row in operators["by_gpu"]:
+        print(f"  {row['gpu_ms']:>9} ms GPU {row['cpu_ms']:>9} ms CPU {row['calls']:>7}x  {row['name'][:90]}")
+    print("by CPU time:")
+    for row in operators["by_cpu"][:12]:
+        print(f"  {row['cpu_ms']:>9} ms CPU {row['gpu_ms']:>9} ms GPU {row['calls']:>7}x  {row['name'][:90]}")
+    if output:
+        card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+        Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
+                                            "command": " ".join(["python bench/finetune_profile.py", *sys.argv[1:]]),
+                                            **result}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    run(main)
