@@ -67,8 +67,8 @@ def top_operators(profiler, count: int = 20) -> dict:
     from torch.autograd import DeviceType
 
     averages = profiler.key_averages()
-    # an operator's self GPU time is that of the kernels it launched itself; kernels are listed as well, once
-    kernel_ms = sum(event.self_device_time_total for event in averages if event.device_type != DeviceType.CPU) / 1e3
+    # an operator's self GPU time is that of the kernels it launched itself, so each kernel counts once
+    kernel_ms = sum(event.self_device_time_total for event in averages if event.device_type == DeviceType.CPU) / 1e3
     rows = [{"name": event.key, "calls": event.count, "gpu_ms": round(event.self_device_time_total / 1e3, 2),
              "cpu_ms": round(event.self_cpu_time_total / 1e3, 2)} for event in averages
             if event.device_type == DeviceType.CPU]

@@ -102,7 +102,8 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         data_dir: where the examples are (made there when missing; default work_dir/data).
         peak_tflops: the card's dense bf16 peak for the MFU estimate (H100 SXM: 989).
         seed: data seed.
-        extra: more finetune.py flags for every configuration, space-separated.
+        extra: more finetune.py flags for every configuration, space-separated; give it as one word with `=`
+            (`--extra=--train_sampling_strategy=batch_rebalance`) so that it is not read as a flag of this script.
         output: a JSON file for the rows of every shape (with the card and the date).
         longest_example: the examples' lengths spread over 500 tokens to this many.
         processes: GPU process counts to run each configuration with, comma-separated (1: python finetune.py;
@@ -113,7 +114,9 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
-    counts = tuple(int(part) for part in str(processes).split(","))
+    # fire reads "1,2" as a tuple, "2" as an int
+    parts = processes if isinstance(processes, (tuple, list)) else str(processes).split(",")
+    counts = tuple(int(part) for part in parts)
     if not counts or min(counts) < 1:
         raise SystemExit(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]

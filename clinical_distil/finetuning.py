@@ -270,6 +270,10 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
 
     plan = training_plan(settings, cuda)
     log.info("preset %s: %s", plan.preset, asdict(plan))
+    if cuda:
+        # PyTorch's SDPA prefers cuDNN attention on Hopper, which builds a plan for every new sequence length:
+        # with examples of many lengths that cost 1-2 ms of CPU per layer and call (bench/RESULTS.md)
+        torch.backends.cuda.enable_cudnn_sdp(False)
     compute_dtype = torch.bfloat16 if cuda else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": compute_dtype}
     if plan.attention:

@@ -11,10 +11,10 @@ from clinical_distil.files import InputError
 @pytest.mark.parametrize("prompts, max_tokens, eager", [
     (96, 4096, True),                 # the 24-note driver run's stage A: one wave of 4,096 steps
     (322, 256, True),                 # the sample evaluation sets: two waves of 256
-    (2184, 64, True),                 # the known-answer sets
+    (2184, 64, True),                 # the known-answer sets: nine waves of 64
     (400_000, 2048, False),           # stage A over 100,000 notes
-    (256, 10_000, False), (256, 9_999, True),   # the boundary: one wave
-    (257, 5_000, False), (257, 4_999, True),    # two waves
+    (256, 5_000, False), (256, 4_999, True),    # the boundary: one wave
+    (257, 2_500, False), (257, 2_499, True),    # two waves
     (0, 100, True),                   # nothing to answer still starts an engine: no compiling
 ])
 def test_auto_compiles_only_long_runs(prompts, max_tokens, eager):
