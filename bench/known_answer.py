@@ -6,7 +6,15 @@
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
-(the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher). Every arm
+(the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher), and
+`:filtered` for the same teacher's items through every stage B filter (quote in the note, answer type,
+duplicates, near-duplicates). A filtered arm reuses its unfiltered twin's teacher replies, and the twin
+then trains on as many items per type as the filtered arm kept (stage C's per_type), so the two differ
+in which items they train on, not in how many:
+
+    python bench/known_answer.py --arms self:100:filtered,self:100 --engine vllm
+
+Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
 patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs alone and makes the
 base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
@@ -32,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -46,18 +55,75 @@ RUN = "known-answer"  # configs/known-answer.yaml's run name: the same in every 
 TASKS = ("annotated-synthetic", "i2b2", "apixaban")
 
 
-def parse_arms(arms: str | tuple) -> list[tuple[str, int]]:
+# stage B's filters a filtered arm applies (the stage B notebook's parameters); an unfiltered arm applies none
+ARM_FILTERS = {"require_source_in_note": True, "require_answer_type": True, "drop_duplicates": True,
+               "drop_near_duplicates": True}
+FILTERED = "filtered"
+
+
+class Arm(NamedTuple):
+    teacher: str
+    notes: int
+    filtered: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher}:{self.notes}" + (f":{FILTERED}" if self.filtered else "")
+
+    @property
+    def filters(self) -> str:
+        """What the results JSON says of the arm's stage B filters."""
+        return ",".join(ARM_FILTERS) if self.filtered else "none"
+
+    @property
+    def twin(self) -> "Arm":
+        return Arm(self.teacher, self.notes, not self.filtered)
+
+
+def parse_arms(arms: str | tuple) -> list[Arm]:
     parsed = []
     for arm in (arms.split(",") if isinstance(arms, str) else arms):
-        teacher, _, notes = str(arm).strip().partition(":")
-        if teacher not in ("reference", "self") or not notes.isdigit() or int(notes) < 1:
-            raise InputError(f"arm {arm!r}: write TEACHER:NOTES with TEACHER reference or self, e.g. reference:150")
-        parsed.append((teacher, int(notes)))
+        teacher, _, rest = str(arm).strip().partition(":")
+        notes, _, kind = rest.partition(":")
+        if teacher not in ("reference", "self") or not notes.isdigit() or int(notes) < 1 or kind not in ("", FILTERED):
+            raise InputError(f"arm {arm!r}: write TEACHER:NOTES or TEACHER:NOTES:filtered with TEACHER reference or "
+                             "self, e.g. reference:150 or self:100:filtered")
+        parsed.append(Arm(teacher, int(notes), kind == FILTERED))
+    if len(set(parsed)) < len(parsed):
+        raise InputError(f"--arms names an arm twice ({arms}); give each once")
     return parsed
 
 
-def arm_root(corpus: Path, teacher: str, notes: int) -> Path:
-    return corpus / "arms" / f"{teacher}-{notes}"
+def arm_root(corpus: Path, arm: Arm) -> Path:
+    return corpus / "arms" / (f"{arm.teacher}-{arm.notes}" + (f"-{FILTERED}" if arm.filtered else ""))
+
+
+def record_key(record: dict) -> tuple:
+    """The arm a results record belongs to (records written before filtered arms existed are unfiltered)."""
+    return record["teacher"], record["notes"], record.get("filters", "none")
+
+
+def share_teacher_replies(source: Path, target: Path, notes: int) -> None:
+    """A twin's selected notes and teacher replies, copied (times kept, so the driver finds them done); the
+    stage A manifests name the notes file they read, which is now the target's own copy."""
+    for folder in (layout.notes_dir, lambda root: layout.chunks_dir(root, notes)):
+        if folder(source).is_dir():
+            shutil.copytree(folder(source), folder(target), dirs_exist_ok=True)
+    for manifest in layout.chunks_dir(target, notes).glob("manifest*.json"):
+        times = manifest.stat()
+        manifest.write_text(manifest.read_text().replace(json.dumps(str(source))[1:-1], json.dumps(str(target))[1:-1]))
+        os.utime(manifest, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+def items_per_type(root: Path, config: Path) -> int:
+    """The number of items per question type the arm's stage C kept (its balanced training set, both splits)."""
+    from clinical_distil.pipeline import RunSettings
+
+    settings = RunSettings.from_sources(str(config))
+    name = layout.training_name(settings.input_file, settings.min_difficulty)
+    tables = [pd.read_csv(layout.training_table(layout.raw_dir(root), split, name)) for split in ("train", "test")]
+    counts = pd.concat(tables)["question_type"].value_counts()
+    return int(counts.min())
 
 
 def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
@@ -76,16 +142,23 @@ def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
                 shutil.copytree(source, target)
 
 
-def arm_command(config: Path, corpus: Path, root: Path, teacher: str, notes: int, self_teacher: str,
-                engine: str | None = None) -> list[str]:
-    """The driver's command for one arm (`engine`: stage A's and the answers' engine, else the config's)."""
+def arm_command(config: Path, corpus: Path, root: Path, arm: Arm, self_teacher: str,
+                engine: str | None = None, per_type: int | None = None, to_stage: str | None = None) -> list[str]:
+    """The driver's command for one arm (`engine`: stage A's and the answers' engine, else the config's;
+    `per_type`: stage C's items per type; `to_stage`: the last stage to run)."""
     summary = json.loads((corpus / CORPUS_FILE).read_text())
     evals = {task: {"input_dir": str(corpus / folder)} for task, folder in summary["eval_input_dirs"].items()}
     argv = [sys.executable, str(REPO / "run-pipeline.py"), "--config", str(config), "--data_dir", str(root),
             "--reports_dir", str(root / layout.REPORTS.name), "--results_dir", str(root / layout.RESULTS.name),
             "--models_dir", str(root / layout.MODELS.name), "--notes", str(layout.corpus_notes(corpus)),
-            "--select", json.dumps({"num_notes": notes}),
-            "--teacher", "reference" if teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
+            "--select", json.dumps({"num_notes": arm.notes}),
+            "--teacher", "reference" if arm.teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
+    if arm.filtered:
+        argv += ["--postprocess", json.dumps(ARM_FILTERS)]
+    if per_type is not None:
+        argv += ["--prepare", json.dumps({"per_type": per_type})]
+    if to_stage:
+        argv += ["--to_stage", to_stage]
     return argv + (["--engine", engine] if engine else [])
 
 
@@ -119,11 +192,12 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
         raise SystemExit(failed[0])
 
 
-def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
+def collect(corpus: Path, arms: list[Arm]) -> dict:
     """The records of bench/known_answer.json from the arms' files."""
     runs, precision, arm_seconds = [], [], []
-    for teacher, notes in arms:
-        root = arm_root(corpus, teacher, notes)
+    for arm in arms:
+        teacher, notes, filters = arm.teacher, arm.notes, arm.filters
+        root = arm_root(corpus, arm)
         training = layout.training_summary(root / layout.RESULTS.name / RUN)
         train_items = json.loads(training.read_text())["train_examples"] if training.exists() else None
         for task in TASKS:
@@ -133,7 +207,8 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
             over = get_task(task).interval_over  # questions, or examples where questions are written per note
             for row in read_csv(path).to_dict("records"):
                 model = row["model"].removeprefix(f"{RUN}-")
-                runs.append({"teacher": teacher, "notes": notes, "train_items": train_items, "task": task,
+                runs.append({"teacher": teacher, "notes": notes, "filters": filters, "train_items": train_items,
+                             "task": task,
                              "model": model, "examples": row["examples"],
                              "balanced_accuracy": row["balanced_accuracy"],
                              "ci_over": over, "ci_low": row[f"balanced_accuracy_ci_{over}_low"],
@@ -146,12 +221,13 @@ def collect(corpus: Path, arms: list[tuple[str, int]]) -> dict:
         state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
         if state.exists():  # the driver's seconds per stage, summed over sessions
             stages = json.loads(state.read_text()).get("stages", {})
-            arm_seconds.append({"teacher": teacher, "notes": notes, "seconds": round(sum(
+            arm_seconds.append({"teacher": teacher, "notes": notes, "filters": filters, "seconds": round(sum(
                 record.get("seconds") or 0 for record in stages.values()), 1),
                 "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
         truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))
         if truth.exists():
-            precision += [{"teacher": teacher, "notes": notes, **row} for row in read_csv(truth).to_dict("records")]
+            precision += [{"teacher": teacher, "notes": notes, "filters": filters, **row}
+                          for row in read_csv(truth).to_dict("records")]
     clean = lambda value: None if isinstance(value, float) and value != value else value  # noqa: E731 (NaN -> null)
     return {"arm_seconds": arm_seconds,
             "runs": [{key: clean(value) for key, value in record.items()} for record in runs],
@@ -198,7 +274,7 @@ def card() -> str:
     return f"{torch.cuda.get_device_name(0)} ({count} GPU{'s' if count > 1 else ''} visible)"
 
 
-def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) -> dict:
+def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
     """`results` with `output`'s earlier records. Measured alike (same corpus, same reference teacher): its
     other arms' records come before the new ones, and arms run now replace theirs. Measured otherwise: the
     earlier file is kept whole under `superseded` (newest first), apart from the new arms' table."""
@@ -209,16 +285,17 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[tuple[str, int]]) 
     if not measured_alike(earlier, results):
         results["superseded"] = [earlier, *superseded]
         return results
-    ran = set(arms)
+    ran = {(arm.teacher, arm.notes, arm.filters) for arm in arms}
     for key in ("runs", "teacher_precision", "arm_seconds"):
-        kept = [record for record in earlier.get(key, []) if (record["teacher"], record["notes"]) not in ran]
+        kept = [record for record in earlier.get(key, []) if record_key(record) not in ran]
         results[key] = kept + results[key]
     # every kept arm says when and where it ran (files from before arm records carried it: the file's own)
-    timed = {(record["teacher"], record["notes"]) for record in results["arm_seconds"]}
+    timed = {record_key(record) for record in results["arm_seconds"]}
     carried = [{"teacher": record["teacher"], "notes": record["notes"], "seconds": None}
-               for record in results["runs"] if (record["teacher"], record["notes"]) not in timed | ran]
+               | ({"filters": record["filters"]} if "filters" in record else {})
+               for record in results["runs"] if record_key(record) not in timed | ran]
     results["arm_seconds"] = [{"date": earlier.get("date"), "card": earlier.get("card"), **record}
-                              for record in list({(r["teacher"], r["notes"]): r for r in carried}.values())
+                              for record in list({record_key(r): r for r in carried}.values())
                               + results["arm_seconds"]]
     if superseded:
         results["superseded"] = superseded
@@ -233,8 +310,12 @@ def markdown(results: dict) -> str:
     lines = ["| teacher | notes | train items | task | base BA [95% CI] | distilled BA [95% CI] | gain "
              "| intervals apart | micro-F1 base -> distilled | n2c2 micro-F1 base -> distilled |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (teacher, notes, task), group in frame.groupby(["teacher", "notes", "task"], sort=False):
+    if "filters" not in frame:
+        frame["filters"] = "none"
+    frame["filters"] = frame["filters"].fillna("none")
+    for (teacher, notes, filters, task), group in frame.groupby(["teacher", "notes", "filters", "task"], sort=False):
         by_model = {row["model"]: row for row in group.to_dict("records")}
+        teacher = teacher if filters == "none" else f"{teacher}, stage B filters"
         base, distilled = by_model.get("base"), by_model.get("distilled")
         if base is None or distilled is None:
             continue
@@ -257,7 +338,9 @@ def precision_markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     show = lambda value: "" if pd.isna(value) else f"{value:.3f}"  # noqa: E731
     for row in frame.to_dict("records"):
-        lines.append(f"| {row['teacher']} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
+        teacher = row["teacher"] + ("" if row.get("filters", "none") in ("none", None) or pd.isna(row.get("filters"))
+                                    else ", stage B filters")
+        lines.append(f"| {teacher} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
                      f"| {show(row['verifiable'])} | {show(row['precision'])} | {show(row['quote_in_note'])} |")
     return "\n".join(lines)
 
@@ -282,7 +365,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     if engine == "vllm" and parallel > 1:
         raise InputError(f"--parallel {parallel} with --engine vllm: each vLLM engine takes 90% of the GPU's memory; "
                          "run the arms one at a time (--parallel 1) or on --engine transformers")
-    if max(notes for _, notes in chosen) > patients:
+    if max(arm.notes for arm in chosen) > patients:
         raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
     started = time.time()
     if not collect_only:
@@ -291,18 +374,30 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
                          n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
         if keep_earlier:  # an unreadable file is found before any arm runs
             earlier_results(layout.resolve(output))
+        for arm in chosen:
+            prepare_arm(corpus_dir, arm_root(corpus_dir, arm), None)
+        # a filtered arm first runs to stage C (its teacher's replies, or its twin's), so that its twin trains on
+        # as many items per type as it kept
+        per_type = {}
+        for arm in [arm for arm in chosen if arm.filtered]:
+            root, twin_root = arm_root(corpus_dir, arm), arm_root(corpus_dir, arm.twin)
+            share_teacher_replies(twin_root, root, arm.notes)
+            run_commands([(f"{arm.label} to stage C", arm_command(config_path, corpus_dir, root, arm, self_teacher,
+                                                                  engine or None, to_stage="prepare"), None)], 1)
+            if arm.twin in chosen:
+                per_type[arm.twin] = items_per_type(root, config_path)
+                share_teacher_replies(root, twin_root, arm.notes)
         # the first arm alone: it makes the prompts and the base model's answers the others reuse
-        first = arm_root(corpus_dir, *chosen[0])
+        first = arm_root(corpus_dir, chosen[0])
         commands = []
-        for teacher, notes in chosen:
-            root = arm_root(corpus_dir, teacher, notes)
-            prepare_arm(corpus_dir, root, None)
+        for arm in chosen:
+            root = arm_root(corpus_dir, arm)
             log = root / "bench.log" if parallel > 1 and root != first else None
-            commands.append((f"{teacher}:{notes}", arm_command(config_path, corpus_dir, root, teacher, notes,
-                                                               self_teacher, engine or None), log))
+            commands.append((arm.label, arm_command(config_path, corpus_dir, root, arm, self_teacher, engine or None,
+                                                    per_type=per_type.get(arm)), log))
         run_commands(commands[:1], 1)
-        for teacher, notes in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
-            prepare_arm(corpus_dir, arm_root(corpus_dir, teacher, notes), first)
+        for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
+            prepare_arm(corpus_dir, arm_root(corpus_dir, arm), first)
         run_commands(commands[1:], parallel)
     today, device = time.strftime("%Y-%m-%d"), card()
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]

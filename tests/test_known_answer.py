@@ -290,20 +290,40 @@ def test_teacher_precision_counts_wrong_and_unverifiable_items(facts):
 # --- bench/known_answer.py --------------------------------------------------------------------------
 
 def test_arms_are_parsed_or_refused_in_one_line():
-    assert known_answer.parse_arms("reference:25, self:10") == [("reference", 25), ("self", 10)]
-    for bad in ("reference", "teacher:5", "self:0", "reference:x"):
-        with pytest.raises(InputError, match="write TEACHER:NOTES"):
+    Arm = known_answer.Arm
+    assert known_answer.parse_arms("reference:25, self:10,self:10:filtered") == [
+        Arm("reference", 25), Arm("self", 10), Arm("self", 10, True)]
+    assert [arm.label for arm in known_answer.parse_arms("self:10:filtered,reference:3")] == [
+        "self:10:filtered", "reference:3"]
+    for bad in ("reference", "teacher:5", "self:0", "reference:x", "self:10:sifted", "self:10:filtered:2"):
+        with pytest.raises(InputError, match="write TEACHER:NOTES or TEACHER:NOTES:filtered"):
             known_answer.parse_arms(bad)
+    with pytest.raises(InputError, match="names an arm twice"):
+        known_answer.parse_arms("self:10,self:10")
 
 
 def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus):
-    root = known_answer.arm_root(corpus, "self", 7)
-    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, "self", 7, "models/student", "vllm")
+    Arm = known_answer.Arm
+    root = known_answer.arm_root(corpus, Arm("self", 7))
+    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "models/student", "vllm")
     flag = lambda name: argv[argv.index(name) + 1]  # noqa: E731
     assert flag("--teacher") == "models/student" and flag("--engine") == "vllm" and flag("--data_dir") == str(root)
     assert json.loads(flag("--select")) == {"num_notes": 7}
     assert json.loads(flag("--eval"))["i2b2"] == {"input_dir": str(corpus / "raw" / "n2c2-2018-track1")}
-    assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, "reference", 7, "m")
+    assert not {"--postprocess", "--prepare", "--to_stage"} & set(argv)
+    assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7), "m")
+    # a filtered arm: its own folder, every stage B filter on; its twin trains on as many items per type
+    filtered = Arm("self", 7, True)
+    assert known_answer.arm_root(corpus, filtered) == corpus / "arms" / "self-7-filtered"
+    assert filtered.twin == Arm("self", 7) and filtered.filters == \
+        "require_source_in_note,require_answer_type,drop_duplicates,drop_near_duplicates"
+    argv = known_answer.arm_command(Path("known.yaml"), corpus, known_answer.arm_root(corpus, filtered), filtered,
+                                    "m", to_stage="prepare")
+    assert json.loads(flag("--postprocess")) == {"require_source_in_note": True, "require_answer_type": True,
+                                                 "drop_duplicates": True, "drop_near_duplicates": True}
+    assert flag("--to_stage") == "prepare" and "--prepare" not in argv
+    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "m", per_type=12)
+    assert json.loads(flag("--prepare")) == {"per_type": 12} and "--postprocess" not in argv
 
 
 def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_path, capsys):
@@ -336,7 +356,7 @@ def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict
 
 
 def test_collect_and_tables(tmp_path):
-    root = known_answer.arm_root(tmp_path, "reference", 5)
+    root = known_answer.arm_root(tmp_path, known_answer.Arm("reference", 5))
     write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.8, 0.7, 0.9)]),
               layout.evaluation_dir(root, "apixaban", known_answer.RUN) / "summary.csv")
     write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6, accuracy_yes_no=0.25),
@@ -348,24 +368,32 @@ def test_collect_and_tables(tmp_path):
     write_csv(pd.DataFrame([{"question_type": "all", "items": 50, "verifiable": 1.0, "precision": 1.0,
                              "quote_in_note": 1.0}]),
               layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, known_answer.RUN)))
-    results = known_answer.collect(tmp_path, [("reference", 5)])
+    results = known_answer.collect(tmp_path, [known_answer.Arm("reference", 5)])
     by_task = {(run["task"], run["model"]): run for run in results["runs"]}
     assert by_task[("apixaban", "distilled")] == {
-        "teacher": "reference", "notes": 5, "train_items": 40, "task": "apixaban", "model": "distilled",
+        "teacher": "reference", "notes": 5, "filters": "none", "train_items": 40, "task": "apixaban",
+        "model": "distilled",
         "examples": 10, "balanced_accuracy": 0.8, "ci_over": "questions", "ci_low": 0.7, "ci_high": 0.9,
         "micro_f1": 0.8, "n2c2_micro_f1": None, "parse_failure_rate": 0.0}
     assert by_task[("annotated-synthetic", "base")]["ci_over"] == "examples"
     assert by_task[("annotated-synthetic", "distilled")]["accuracy_yes_no"] == 0.75
     assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
     assert results["arm_seconds"] == []  # no driver state in this tree
-    assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "question_type": "all", "items": 50,
-                                             "verifiable": 1.0, "precision": 1.0, "quote_in_note": 1.0}]
+    assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "filters": "none",
+                                             "question_type": "all", "items": 50, "verifiable": 1.0,
+                                             "precision": 1.0, "quote_in_note": 1.0}]
     table = known_answer.markdown(results).splitlines()
     assert table[2].startswith("| reference | 5 | 40 | annotated-synthetic | 0.500 [0.390, 0.610] | "
                                "0.550 [0.440, 0.710] | +0.050 | no |")
     assert "| +0.300 | yes | 0.500 -> 0.800 |" in table[3]
     assert known_answer.precision_markdown(results).splitlines()[2] == \
         "| reference | 5 | all | 50 | 1.000 | 1.000 | 1.000 |"
+    # a filtered arm of the same teacher and notes: a row of its own, named by its filters
+    twin = [{**run, "filters": known_answer.Arm("reference", 5, True).filters, "train_items": 20}
+            for run in results["runs"] if run["task"] == "apixaban"]
+    table = known_answer.markdown({"runs": results["runs"] + twin}).splitlines()
+    assert table[3].startswith("| reference | 5 | 40 | apixaban |")
+    assert table[4].startswith("| reference, stage B filters | 5 | 20 | apixaban | 0.500 [0.400, 0.600] |")
 
 
 def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tmp_path):
@@ -379,13 +407,24 @@ def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tm
     now = {"corpus": corpus, "runs": [record(60, 0.7), record(300, 0.8)], "teacher_precision": [],
            "arm_seconds": [{"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300,
                             "seconds": 9.0}]}
-    merged = known_answer.keep_earlier_arms(now, output, [("reference", 60), ("reference", 300)])
+    Arm = known_answer.Arm
+    merged = known_answer.keep_earlier_arms(now, output, [Arm("reference", 60), Arm("reference", 300)])
     assert [(run["notes"], run["balanced_accuracy"]) for run in merged["runs"]] == [(25, 0.6), (60, 0.7), (300, 0.8)]
     assert merged["teacher_precision"] == [{"teacher": "reference", "notes": 25, "precision": 1.0}]
     assert merged["arm_seconds"] == [
         {"date": "2026-11-01", "card": "H200", "teacher": "reference", "notes": 25, "seconds": None},
         {"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300, "seconds": 9.0}]
     assert "superseded" not in merged
+    # a filtered arm of 60 notes adds its records beside the unfiltered one's (files without filters: unfiltered)
+    output.write_text(json.dumps({**merged, "date": "2026-11-30", "card": "H100"}))
+    filters = Arm("reference", 60, True).filters
+    filtered = {"corpus": corpus, "runs": [{**record(60, 0.75), "filters": filters}], "teacher_precision": [],
+                "arm_seconds": [{"teacher": "reference", "notes": 60, "filters": filters, "seconds": 5.0}]}
+    both = known_answer.keep_earlier_arms(filtered, output, [Arm("reference", 60, True)])
+    assert [(run["notes"], run.get("filters", "none"), run["balanced_accuracy"]) for run in both["runs"]] == [
+        (25, "none", 0.6), (60, "none", 0.7), (300, "none", 0.8), (60, filters, 0.75)]
+    assert [(arm["notes"], arm.get("filters", "none")) for arm in both["arm_seconds"]] == [
+        (60, "none"), (25, "none"), (300, "none"), (60, filters)]
 
 
 def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp_path):
@@ -396,15 +435,16 @@ def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp
     now = lambda corpus, teacher: {"corpus": corpus, "reference_teacher": teacher, "arm_seconds": [],  # noqa: E731
                                    "runs": [{"teacher": "reference", "notes": 60, "balanced_accuracy": 0.7}],
                                    "teacher_precision": []}
-    by_teacher = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [("reference", 60)])
+    Arm = known_answer.Arm
+    by_teacher = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 60)])
     assert [run["notes"] for run in by_teacher["runs"]] == [60]
     assert by_teacher["superseded"] == [first]
     output.write_text(json.dumps(by_teacher))  # a third file: newest superseded first, the same-measure arms merge
-    by_corpus = known_answer.keep_earlier_arms(now({"seed": 8}, "bbb"), output, [("reference", 60)])
+    by_corpus = known_answer.keep_earlier_arms(now({"seed": 8}, "bbb"), output, [Arm("reference", 60)])
     assert [entry["corpus"] for entry in by_corpus["superseded"]] == [{"seed": 7}, {"seed": 7}]
     assert [entry["reference_teacher"] for entry in by_corpus["superseded"]] == ["bbb", "aaa"]
     assert "superseded" not in by_corpus["superseded"][0]
-    alike = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [("reference", 100)])
+    alike = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 100)])
     assert alike["superseded"] == [first] and [run["notes"] for run in alike["runs"]] == [60, 60]
     output.write_text("{not json")
     with pytest.raises(InputError, match="is not a results JSON"):
@@ -423,9 +463,10 @@ def test_reference_teacher_digest_follows_its_code(tmp_path, monkeypatch):
 
 
 def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
-    """Two reference arms through run-pipeline.py on a small corpus (the tiny model as student), the second
-    in the parallel path with the first's base answers: the results JSON, the teacher's precision and the
-    reports' statement that the teacher was the reference."""
+    """A filtered reference arm and its unfiltered twin through run-pipeline.py on a small corpus (the tiny model as
+    student), the twin in the parallel path with the first's base answers and its teacher replies: the results
+    JSON, equal training sizes, the teacher's precision and the reports' statement that the teacher was the
+    reference."""
     config = tmp_path / "known-answer.yaml"
     config.write_text(
         f"run: known-answer\nstudent: {tiny_model_dir}\nteacher: reference\nengine: transformers\nbatch_size: 16\n"
@@ -434,35 +475,46 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
         "padding_free: true, gradient_checkpointing: false, max_steps: 2, logging_steps: 1}\n"
         "eval_inference: {max_output_tokens: 8}\nevaluate: {resamples: 20}\n")
     corpus, output = tmp_path / "corpus", tmp_path / "known_answer.json"
-    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4,reference:3", "--parallel", "2",
-            "--patients", "12",
+    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4:filtered,reference:4",
+            "--parallel", "2", "--patients", "12",
             "--annotated_notes", "2", "--n2c2_test", "1", "--apixaban_notes", "1", "--output", str(output)]
     done = run_script("bench/known_answer.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
+    Arm = known_answer.Arm
+    filters = Arm("reference", 4, True).filters
     results = json.loads(output.read_text())
     assert results["corpus"]["patients"] == 12 and "held_out_subject_ids" not in results["corpus"]
-    assert sorted((run["notes"], run["task"], run["model"]) for run in results["runs"]) == sorted(
-        (notes, task, model) for notes in (3, 4) for task in known_answer.TASKS for model in ("base", "distilled"))
-    base = {(run["notes"], run["task"]): run["balanced_accuracy"] for run in results["runs"] if run["model"] == "base"}
-    assert all(base[(3, task)] == base[(4, task)] for task in known_answer.TASKS)  # one set of base answers
-    second = known_answer.arm_root(corpus, "reference", 3)
-    assert "[8/10] eval-inference: 3 of 6 step(s) to run" in (second / "bench.log").read_text()
+    assert sorted((run["filters"], run["task"], run["model"]) for run in results["runs"]) == sorted(
+        (kind, task, model) for kind in (filters, "none") for task in known_answer.TASKS
+        for model in ("base", "distilled"))
+    base = {(run["filters"], run["task"]): run["balanced_accuracy"] for run in results["runs"]
+            if run["model"] == "base"}
+    assert all(base[(filters, task)] == base[("none", task)] for task in known_answer.TASKS)  # one set of answers
+    sizes = {run["filters"]: run["train_items"] for run in results["runs"]}
+    assert sizes[filters] == sizes["none"] > 0  # the twin trains on as many items as the filtered arm kept
+    twin = known_answer.arm_root(corpus, Arm("reference", 4))
+    log = (twin / "bench.log").read_text()
+    assert "[8/10] eval-inference: 3 of 6 step(s) to run" in log
+    assert "[2/10] generate: skipped, outputs exist" in log  # the filtered arm's teacher replies
     examples = {run["task"]: run["examples"] for run in results["runs"]}
     assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
-    precision = {row["question_type"]: row for row in results["teacher_precision"] if row["notes"] == 4}
+    precision = {row["question_type"]: row for row in results["teacher_precision"] if row["filters"] == "none"}
     assert set(precision) == {"yes_no", "numeric", "na-numeric", "na-bool", "all"}
     assert all(row["precision"] == 1.0 and row["verifiable"] == 1.0 for row in precision.values())
-    assert [(arm["teacher"], arm["notes"]) for arm in results["arm_seconds"]] == [("reference", 4), ("reference", 3)]
+    assert [(arm["notes"], arm["filters"]) for arm in results["arm_seconds"]] == [(4, filters), (4, "none")]
     assert all(arm["seconds"] > 0 and set(arm["stages"]) >= {"select", "generate", "finetune", "eval-inference"}
                for arm in results["arm_seconds"])
-    root = known_answer.arm_root(corpus, "reference", 4)
-    manifest = json.loads((root / "synthetic-output" / "4" / "manifest.json").read_text())
+    filtered_raw = layout.raw_dir(known_answer.arm_root(corpus, Arm("reference", 4, True)))
+    stage_b = json.loads(layout.stage_b_summary_file(filtered_raw).read_text())
+    assert {row["filter"] for row in stage_b["filters"] if row["applied"]} == {*known_answer.ARM_FILTERS, "all applied"}
+    manifest = json.loads((twin / "synthetic-output" / "4" / "manifest.json").read_text())
     assert manifest["teacher"].startswith("reference: replies written from the simulated patients' fact sheets")
-    report = (root / "reports" / known_answer.RUN / "report.md").read_text()
+    report = (twin / "reports" / known_answer.RUN / "report.md").read_text()
     assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
     assert "The teacher's yes/no answers per kind of question" in report and "| condition |" in report
+    assert "| reference, stage B filters | 4 |" in known_answer.markdown(results)
     again = run_script("bench/known_answer.py", *args)  # resumes: every step is done
-    assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 9
+    assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 13
 
 
 @pytest.mark.parametrize("script, arguments, message", [
