@@ -281,8 +281,8 @@ def teacher_truth_file(report: Path) -> Path:
 
 # --- a whole run of the driver ----------------------------------------------------------------------
 
-STAGES = ("select", "generate", "postprocess", "prepare", "finetune", "merge", "eval-preprocess", "eval-inference",
-          "evaluate", "report")
+STAGES = ("select", "generate", "postprocess", "verify", "prepare", "finetune", "merge", "eval-preprocess",
+          "eval-inference", "evaluate", "report")
 MODEL_ROLES = ("base", "distilled")  # the student before and after distillation
 
 

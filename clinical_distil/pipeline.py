@@ -43,17 +43,18 @@ from clinical_distil.notes import NOTE_COLUMNS, detect_format
 from clinical_distil.settings import Settings, as_flags, setting
 from clinical_distil.stages import (STAGE_SETTINGS, CreateSettings, EvalInferenceSettings, FinetuneSettings,
                                     MergeSettings, PostprocessSettings, PrepareSettings, SelectSettings,
-                                    evaluate_settings, preprocess_settings)
+                                    VerifySettings, evaluate_settings, preprocess_settings)
 from clinical_distil.tasks import TASKS, get_task
 
 log = logging.getLogger(__name__)
 
 # run-level settings that reach every stage with a flag of the same name
 SHARED = {
-    "data_dir": ("select", "generate", "postprocess", "prepare", "finetune", "eval_inference"),
-    "engine": ("generate", "eval_inference"), "batch_size": ("generate", "eval_inference"),
-    "tensor_parallel_size": ("generate", "eval_inference"), "max_model_len": ("generate", "eval_inference"),
-    "prompt_dir": ("generate", "prepare", "finetune", "eval_inference"),
+    "data_dir": ("select", "generate", "postprocess", "verify", "prepare", "finetune", "eval_inference"),
+    "engine": ("generate", "verify", "eval_inference"), "batch_size": ("generate", "verify", "eval_inference"),
+    "tensor_parallel_size": ("generate", "verify", "eval_inference"),
+    "max_model_len": ("generate", "verify", "eval_inference"),
+    "prompt_dir": ("generate", "verify", "prepare", "finetune", "eval_inference"),
     "input_file": ("prepare", "finetune"), "min_difficulty": ("prepare", "finetune"),
     "max_seq_length": ("prepare", "finetune"),
 }
@@ -116,6 +117,8 @@ class RunSettings(Settings):
     select: dict = setting({}, "synthetic-0-select-notes.py flags, e.g. {num_notes: 24}")
     generate: dict = setting({}, "synthetic-a-create.py flags, e.g. {max_tokens: 512, limit: 4}")
     postprocess: dict = setting({}, "stage B notebook parameters, e.g. {require_source_in_note: true}")
+    verify: dict = setting({}, "synthetic-b2-verify.py flags, e.g. {model_id: models/verifier}; stage B2 runs when "
+                           "prepare has require_verified: true (the verifier: the teacher unless model_id is given)")
     prepare: dict = setting({}, "stage C notebook parameters, e.g. {hardest: true}")
     finetune: dict = setting({}, "finetune.py flags, e.g. {max_steps: 300, padding_free: true}")
     merge: dict = setting({}, "synthetic-e-convert-peft.py flags, e.g. {dtype: float16}")
@@ -233,6 +236,7 @@ class Stage:
     name: str
     steps: list[Step]
     note: str = ""  # why a stage has no step (e.g. the notes were given already selected)
+    idle: str = "given"  # its status in run.json then: "given" (its output came with the run) or "not asked"
 
     def finished(self) -> bool:
         return all(step.finished() for step in self.steps)
@@ -294,6 +298,8 @@ def layout_for(settings: RunSettings) -> RunLayout:
     stage_settings["postprocess"] = PostprocessSettings.from_values(_stage_values(
         settings, "postprocess", data_dir=str(root), dataset=dataset, notes_file=str(notes_file), overwrite=True),
         "postprocess")
+    stage_settings["verify"] = VerifySettings.from_values(_stage_values(settings, "verify", data_dir=str(root)),
+                                                          "verify")
     # stage C checks the training notes against the evaluation sets this run scores on
     eval_raw = {task: str(_eval_raw_dir(settings, task, root)) for task in settings.tasks}
     checked = {} if "eval_dirs" in settings.prepare else {"eval_dirs": eval_raw}
@@ -449,13 +455,25 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
         _notebook(run_layout, layout.POSTPROCESS_NOTEBOOK, stage_settings["postprocess"]),
         outputs=stage_b_paths(run_layout.raw_dir), inputs=[manifest])]))
 
+    prepare_settings: PrepareSettings = stage_settings["prepare"]
+    verdicts = layout.verification_file(run_layout.raw_dir)
+    if prepare_settings.require_verified:
+        verify = _script(layout.VERIFY_SCRIPT, stage_settings["verify"])
+        stages.append(Stage("verify", [Step(
+            "a verifier re-answers the items (stage B2)", Command(verify + redo), outputs=[verdicts],
+            inputs=[layout.items_file(run_layout.raw_dir)], stale_command=Command(verify + ["--overwrite"]))]))
+    else:
+        stages.append(Stage("verify", [], note="no re-answer verification (prepare: {require_verified: true} "
+                                              "runs stage B2)", idle="not asked"))
+
     raw, name = run_layout.raw_dir, run_layout.training
     training_files = [layout.training_dataset(raw, split, name) / "dataset_info.json" for split in ("train", "test")]
     training_files += [layout.training_table(raw, split, name) for split in ("train", "test")]
     stages.append(Stage("prepare", [Step(
         "balance, format and split (stage C)",
         _notebook(run_layout, layout.PREPARE_NOTEBOOK, stage_settings["prepare"]),
-        outputs=training_files, inputs=[run_layout.combo_file])]))
+        outputs=training_files,
+        inputs=[run_layout.combo_file] + ([verdicts] if prepare_settings.require_verified else []))]))
 
     finetune_dir = run_layout.finetune_dir
     from clinical_distil.finetuning import checkpoints, complete_checkpoints
@@ -641,7 +659,7 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
             record = state["stages"].setdefault(stage.name, {})
             if not stage.steps:
                 announce(f"{prefix}: nothing to do ({stage.note})")
-                record.update(status="given", note=stage.note)
+                record.update(status=stage.idle, note=stage.note)
                 continue
             if stage.name == "report":
                 if dry_run:

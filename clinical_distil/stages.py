@@ -429,6 +429,6 @@ def evaluate_settings(task: EvalTask) -> type[EvaluateSettings]:
 # the scripts and notebooks the driver runs, by stage name
 STAGE_SETTINGS: dict[str, type[Settings]] = {
     "select": SelectSettings, "generate": CreateSettings, "postprocess": PostprocessSettings,
-    "prepare": PrepareSettings, "finetune": FinetuneSettings, "merge": MergeSettings,
+    "verify": VerifySettings, "prepare": PrepareSettings, "finetune": FinetuneSettings, "merge": MergeSettings,
     "eval_inference": EvalInferenceSettings,
 }

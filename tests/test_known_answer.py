@@ -494,8 +494,8 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     assert sizes[filters] == sizes["none"] > 0  # the twin trains on as many items as the filtered arm kept
     twin = known_answer.arm_root(corpus, Arm("reference", 4))
     log = (twin / "bench.log").read_text()
-    assert "[8/10] eval-inference: 3 of 6 step(s) to run" in log
-    assert "[2/10] generate: skipped, outputs exist" in log  # the filtered arm's teacher replies
+    assert "[9/11] eval-inference: 3 of 6 step(s) to run" in log
+    assert "[2/11] generate: skipped, outputs exist" in log  # the filtered arm's teacher replies
     examples = {run["task"]: run["examples"] for run in results["runs"]}
     assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
     precision = {row["question_type"]: row for row in results["teacher_precision"] if row["filters"] == "none"}

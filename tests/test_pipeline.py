@@ -228,6 +228,29 @@ def test_stage_c_checks_the_training_notes_against_the_runs_evaluation_sets(tmp_
     assert asked.settings["prepare"].eval_dirs == {"i2b2": "x"}
 
 
+def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
+    values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
+                  teacher="models/teacher", engine="vllm", max_model_len=4096)
+    stages = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(RunSettings.from_values(values)))}
+    assert [stage.name for stage in stages.values()] == list(pipeline.STAGES)
+    assert stages["verify"].steps == [] and stages["verify"].idle == "not asked"
+    raw = tmp_path / "synthetic-raw"
+    assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz"]
+    asked = {**values, "prepare": {"require_verified": True}, "verify": {"model_id": "models/verifier",
+                                                                         "num_items": 50}}
+    stages = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(RunSettings.from_values(asked)))}
+    step = stages["verify"].steps[0]
+    flag = lambda name: step.command.argv[step.command.argv.index(name) + 1]  # noqa: E731
+    assert step.command.argv[1].endswith("synthetic-b2-verify.py")
+    assert (flag("--model_id"), flag("--num_items"), flag("--engine"), flag("--max_model_len"), flag("--data_dir")) == (
+        "models/verifier", "50", "vllm", "4096", str(tmp_path))
+    assert step.outputs == [raw / "verification.csv"] and step.inputs == [raw / "synth_all_df.csv"]
+    assert "--overwrite" in step.stale_command.argv and "--overwrite" not in step.command.argv
+    assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz", raw / "verification.csv"]
+    with pytest.raises(InputError, match="verify"):
+        pipeline.layout_for(RunSettings.from_values({**values, "verify": {"num_itemz": 5}}))
+
+
 def test_driver_fine_tunes_with_the_fast_preset_unless_the_config_says_paper(tmp_path):
     fast = _finetune_command(tmp_path).argv
     assert fast[fast.index("--preset") + 1] == "fast"
@@ -493,11 +516,14 @@ def test_second_run_skips_finished_stages(whole_run):
     again = run_script("run-pipeline.py", "--config", str(config))
     assert again.returncode == 0, again.stderr[-2000:]
     for position, stage in enumerate(pipeline.STAGES[:-1], start=1):
-        assert f"[{position}/10] {stage}: skipped, outputs exist" in again.stdout
+        if stage == "verify":  # stage B2 runs only for prepare's require_verified
+            assert f"[{position}/11] verify: nothing to do (no re-answer verification" in again.stdout
+            continue
+        assert f"[{position}/11] {stage}: skipped, outputs exist" in again.stdout
     assert "step(s) to run" not in again.stdout
     assert {path: path.stat().st_mtime_ns for path in outputs} == before  # no stage's file was touched
     only_report = run_script("run-pipeline.py", "--config", str(config), "--from_stage", "report")
-    assert only_report.returncode == 0 and "[9/10]" not in only_report.stdout and "[10/10] report" in only_report.stdout
+    assert only_report.returncode == 0 and "[10/11]" not in only_report.stdout and "[11/11] report" in only_report.stdout
 
 
 def _make_newer(path: Path) -> None:
