@@ -6,7 +6,9 @@ For each model (a folder, or a Llama shape of bench/shapes.py served with vLLM's
 mode, a fresh process times `import vllm`, the engine's start (vllm.LLM through the project's VLLMEngine)
 and one wave of `--prompts` prompts of `--prompt_tokens` tokens decoding exactly `--output_tokens` tokens
 (end tokens ignored). Modes: `compiled_cold` (torch.compile and CUDA graphs, an empty compile cache),
-`compiled_warm` (the same again, its cache kept), `eager` (enforce_eager). The per-step decoding time of
+`compiled_warm` (the same again, its cache kept), `eager` (enforce_eager), `eager_inprocess` (eager with
+vLLM's engine core in the calling process, VLLM_ENABLE_V1_MULTIPROCESSING=0: no second process to start
+and import). The per-step decoding time of
 each mode gives the number of decoding steps after which compiling pays for its start:
 clinical_distil.engines.EAGER_BELOW_DECODE_STEPS is set from it.
 """
@@ -26,7 +28,7 @@ from shapes import LLAMA_SHAPES, build_random_model
 from clinical_distil.cli import run
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = ("compiled_cold", "compiled_warm", "eager")
+MODES = ("compiled_cold", "compiled_warm", "eager", "eager_inprocess")
 
 ONE_START = """
 import json, sys, time
@@ -59,7 +61,9 @@ print("RESULT " + json.dumps({"import_seconds": round(imported - started, 2),
 def one_start(model: str, mode: str, cache_dir: str, prompts: int, prompt_tokens: int, output_tokens: int,
               dummy: bool) -> dict:
     env = {**os.environ, "VLLM_CACHE_ROOT": cache_dir, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"}
-    arguments = json.dumps([model, mode == "eager", prompts, prompt_tokens, output_tokens, dummy])
+    if mode == "eager_inprocess":
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    arguments = json.dumps([model, mode.startswith("eager"), prompts, prompt_tokens, output_tokens, dummy])
     started = time.perf_counter()
     finished = subprocess.run([sys.executable, "-c", ONE_START, arguments], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
@@ -79,7 +83,8 @@ def main(models: str = "models/SmolLM2-135M-Instruct", modes: str = ",".join(MOD
 
     Args:
         models: model folders or Llama shape names (dummy weights), comma-separated.
-        modes: some of compiled_cold, compiled_warm, eager (compiled_warm reuses compiled_cold's cache).
+        modes: some of compiled_cold, compiled_warm, eager, eager_inprocess (compiled_warm reuses
+            compiled_cold's cache).
         prompts: prompts decoded together (one wave).
         prompt_tokens: tokens per prompt.
         output_tokens: tokens decoded per prompt (end tokens ignored).
