@@ -157,6 +157,7 @@ def counts_section(layout: RunLayout, figures: Path) -> list[Block]:
                 blocks.append(("p", f"{label}: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items())
                                + "."))
 
+    blocks += filters_blocks(layout)
     blocks.append(("h2", "Teacher data quality"))
     if kept is not None and len(kept):
         quality = kept.groupby("question_type").agg(
@@ -172,6 +173,30 @@ def counts_section(layout: RunLayout, figures: Path) -> list[Block]:
         blocks.append(("image", plot_difficulty(kept, figures / "difficulty.png")))
     else:
         blocks.append(("p", "No stage B output yet."))
+    return blocks
+
+
+def filters_blocks(layout: RunLayout) -> list[Block]:
+    """Stage B's filters (stage_b.json): per filter the items it flags, whether it was applied, the items it
+    removed and those only it removed; then stage B2's re-answer verification, where one was run."""
+    summary = _json(paths.stage_b_summary_file(layout.raw_dir))
+    blocks: list[Block] = []
+    if summary and summary.get("filters"):
+        table = pd.DataFrame(summary["filters"])[["filter", "flags", "applied", "flagged", "removed",
+                                                  "removed_only_by_it"]]
+        blocks += [("p", f"Stage B filters: {fmt(summary.get('items_checked'))} items checked, "
+                         f"{fmt(summary.get('items_kept'))} kept. Each filter flags items whether or not it is "
+                         "applied (stage B's parameters; all off reproduces the paper):"),
+                   ("table", table.map(fmt))]
+    verdicts = _read(paths.verification_file(layout.raw_dir), keep_default_na=False)
+    if verdicts is not None and len(verdicts):
+        agree = int((verdicts["verifier_agrees"].astype(str).str.lower() == "true").sum())
+        required = layout.settings["prepare"].require_verified
+        verifier = ", ".join(sorted(set(verdicts["verifier"].astype(str)))) if "verifier" in verdicts else "unnamed"
+        blocks.append(("p", f"Re-answer verification (stage B2, verifier {verifier}): {len(verdicts)} items "
+                            f"verified, the verifier gave the teacher's answer for {agree}; "
+                            + (f"{len(verdicts) - agree} removed by stage C (require_verified)."
+                               if required else "none removed (require_verified off).")))
     return blocks
 
 

@@ -271,6 +271,32 @@ def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
     assert _finetune_command(tmp_path).argv[-2:] == ["--resume_from_checkpoint", "last"]
 
 
+def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
+    from clinical_distil.report import filters_blocks
+
+    values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r")
+    run_layout = pipeline.layout_for(RunSettings.from_values({**values, "prepare": {"require_verified": True}}))
+    assert filters_blocks(run_layout) == []  # nothing written yet
+    raw = tmp_path / "synthetic-raw"
+    raw.mkdir()
+    rows = [{"filter": "require_source_in_note", "flags": "quote not in the note", "applied": True, "flagged": 7,
+             "removed": 7, "removed_only_by_it": 5},
+            {"filter": "drop_duplicates", "flags": "repeated question", "applied": False, "flagged": 3, "removed": 0,
+             "removed_only_by_it": 0}]
+    (raw / "stage_b.json").write_text(json.dumps({"items_checked": 1200, "items_kept": 1193, "filters": rows}))
+    write_csv(pd.DataFrame({"verifier_agrees": [True, False, True, False, False], "verifier": ["m"] * 5}),
+              raw / "verification.csv")
+    blocks = filters_blocks(run_layout)
+    assert blocks[0] == ("p", "Stage B filters: 1,200 items checked, 1,193 kept. Each filter flags items whether or "
+                              "not it is applied (stage B's parameters; all off reproduces the paper):")
+    assert blocks[1][1].values.tolist() == [["require_source_in_note", "quote not in the note", "yes", "7", "7", "5"],
+                                            ["drop_duplicates", "repeated question", "no", "3", "0", "0"]]
+    assert blocks[2] == ("p", "Re-answer verification (stage B2, verifier m): 5 items verified, the verifier gave the "
+                              "teacher's answer for 2; 3 removed by stage C (require_verified).")
+    off = pipeline.layout_for(RunSettings.from_values(values))
+    assert filters_blocks(off)[2][1].endswith("gave the teacher's answer for 2; none removed (require_verified off).")
+
+
 def test_report_helpers():
     assert fmt(0.12345) == "0.123" and fmt(12166) == "12,166" and fmt(None) == "n/a" and fmt(True) == "yes"
     assert markdown_table(pd.DataFrame({"a|b": ["x\ny"]})) == "| a\\|b |\n|---|\n| x y |"
@@ -489,8 +515,16 @@ def test_report_numbers_are_the_files_numbers(whole_run):
     assert training["eval loss after training"] == f"{summary['eval_loss']:.3f}"
     assert training["optimizer steps"] == str(summary["global_step"])
     state = json.loads((report_dir / "run.json").read_text())
-    timing = _table_after(markdown, "## Wall time per stage\n").set_index("stage")["seconds"]
-    assert timing["finetune"] == f"{state['stages']['finetune']['seconds']:.1f}"
+    timing = _table_after(markdown, "## Wall time per stage\n").set_index("stage")
+    assert timing.loc["finetune", "seconds"] == f"{state['stages']['finetune']['seconds']:.1f}"
+    assert tuple(timing.loc["verify"]) == ("not asked", "n/a")  # stage B2 was not asked for
+    stage_b = json.loads((raw / "stage_b.json").read_text())
+    assert f"Stage B filters: {stage_b['items_checked']:,} items checked, {stage_b['items_kept']:,} kept." in markdown
+    filters = _table_after(markdown, "Stage B filters: ").set_index("filter")
+    assert list(filters.index) == [row["filter"] for row in stage_b["filters"]]
+    for row in stage_b["filters"]:
+        assert tuple(filters.loc[row["filter"], ["applied", "flagged", "removed", "removed_only_by_it"]]) == (
+            "yes" if row["applied"] else "no", str(row["flagged"]), str(row["removed"]), str(row["removed_only_by_it"]))
 
 
 def test_report_figures_render(whole_run):
