@@ -80,11 +80,11 @@ def top_operators(profiler, count: int = 20) -> dict:
 def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, warmup: int) -> dict:
     """The preset's update without a trainer: tokens/s over `steps` optimizer steps after `warmup`."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from clinical_distil.chat import render_ids
-    from clinical_distil.finetuning import prepare_tokenizer, to_conversations
+    from clinical_distil.finetuning import lora_config, prepare_tokenizer, quantization_config, to_conversations
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prepare_tokenizer(tokenizer)
@@ -99,16 +99,13 @@ def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, wa
     device = "cuda" if cuda else "cpu"
     kwargs = {"dtype": torch.bfloat16 if cuda else torch.float32, "device_map": {"": 0 if cuda else "cpu"}}
     if settings.load_in_4bit and cuda:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+        kwargs["quantization_config"] = quantization_config(torch.bfloat16)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     model.config.use_cache = False
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05,
-                                             bias="none", target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(model, lora_config(settings))
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if settings.load_in_4bit and cuda:  # TRL keeps a QLoRA adapter in bf16
         for parameter in trainable:

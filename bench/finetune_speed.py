@@ -209,10 +209,11 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
             print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
     if "tokens_per_second" in table:
-        single = table[table["processes"].eq(1)].set_index("config")["tokens_per_second"]
+        one_gpu = table[table["processes"].eq(1)].set_index("config")
+        single = one_gpu["tokens_per_second"]
         if "paper" in single and pd.notna(single["paper"]):
             table["speedup"] = (table["tokens_per_second"] / single["paper"]).round(2)
-            paper_loss = table[table["processes"].eq(1)].set_index("config")["eval_loss"]["paper"]
+            paper_loss = one_gpu["eval_loss"]["paper"]
             table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper_loss - 1)).round(1)
         # share of linear scaling: N processes against N times the same configuration on one
         table["of_linear_percent"] = [

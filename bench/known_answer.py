@@ -48,6 +48,7 @@ from clinical_distil import layout
 from clinical_distil.cli import run
 from clinical_distil.files import InputError, read_csv, write_text
 from clinical_distil.layout import REPO_ROOT as REPO
+from clinical_distil.postprocess import FILTERS
 from clinical_distil.tasks import get_task
 from simulation.corpus import CORPUS_FILE, write_corpus
 
@@ -55,9 +56,8 @@ RUN = "known-answer"  # configs/known-answer.yaml's run name: the same in every 
 TASKS = ("annotated-synthetic", "i2b2", "apixaban")
 
 
-# stage B's filters a filtered arm applies (the stage B notebook's parameters); an unfiltered arm applies none
-ARM_FILTERS = {"require_source_in_note": True, "require_answer_type": True, "drop_duplicates": True,
-               "drop_near_duplicates": True}
+# stage B's filters a filtered arm applies: all of them (the stage B notebook's parameters); an unfiltered arm none
+ARM_FILTERS = {name: True for name in FILTERS}
 FILTERED = "filtered"
 
 
@@ -302,6 +302,11 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
     return results
 
 
+def teacher_label(teacher: str, filters) -> str:
+    """An arm's teacher as the tables name it, with its stage B filters where it applied them."""
+    return teacher if filters in (None, "none") or pd.isna(filters) else f"{teacher}, stage B filters"
+
+
 def markdown(results: dict) -> str:
     """The table of bench/RESULTS.md: base against distilled, per arm and task."""
     frame = pd.DataFrame(results["runs"])
@@ -315,7 +320,7 @@ def markdown(results: dict) -> str:
     frame["filters"] = frame["filters"].fillna("none")
     for (teacher, notes, filters, task), group in frame.groupby(["teacher", "notes", "filters", "task"], sort=False):
         by_model = {row["model"]: row for row in group.to_dict("records")}
-        teacher = teacher if filters == "none" else f"{teacher}, stage B filters"
+        teacher = teacher_label(teacher, filters)
         base, distilled = by_model.get("base"), by_model.get("distilled")
         if base is None or distilled is None:
             continue
@@ -338,9 +343,7 @@ def precision_markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     show = lambda value: "" if pd.isna(value) else f"{value:.3f}"  # noqa: E731
     for row in frame.to_dict("records"):
-        teacher = row["teacher"] + ("" if row.get("filters", "none") in ("none", None) or pd.isna(row.get("filters"))
-                                    else ", stage B filters")
-        lines.append(f"| {teacher} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
+        lines.append(f"| {teacher_label(row['teacher'], row.get('filters'))} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
                      f"| {show(row['verifiable'])} | {show(row['precision'])} | {show(row['quote_in_note'])} |")
     return "\n".join(lines)
 

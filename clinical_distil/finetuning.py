@@ -232,6 +232,22 @@ def progress_callback(trainer, earlier: dict[str, float]):
     return TrainingProgress()
 
 
+def quantization_config(compute_dtype):
+    """The paper's 4-bit base: NF4 with double quantization, computing in `compute_dtype`."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+
+
+def lora_config(settings: FinetuneSettings):
+    """The adapter finetune.py trains: LoRA of the flags' rank and alpha on every linear layer, dropout 0.05."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05, bias="none",
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
 def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path: Path,
           output_dir: Path, callbacks: Sequence[Callable[[Any], Any]] = ()) -> dict[str, Any]:
     """Fine-tune a LoRA adapter (4-bit NF4 base where asked) with `settings` (finetune.py's flags) and return
@@ -247,8 +263,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     import torch
     from accelerate import PartialState
     from datasets import Dataset, load_from_disk
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     check_datasets(train_path, test_path)
@@ -279,9 +294,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     if plan.attention:
         model_kwargs["attn_implementation"] = plan.attention
     if load_in_4bit:
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+        model_kwargs["quantization_config"] = quantization_config(compute_dtype)
         # one whole model per process: what accelerate/DeepSpeed data parallelism expects
         model_kwargs["device_map"] = {"": PartialState().local_process_index if cuda else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(model_id, **model_kwargs)
@@ -313,8 +326,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         # train() because DeepSpeed ZeRO-2 builds its engine only there (a resumed run keeps the first one)
         eval_on_start=not settings.resume_from_checkpoint,
     )
-    peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.05, bias="none",
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(settings)
     with warnings.catch_warnings():  # TRL 1.x points to hub kernels instead, which an offline node cannot fetch
         warnings.filterwarnings("ignore", message=".use_liger_kernel=True. is deprecated", category=FutureWarning)
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),

@@ -325,8 +325,7 @@ def layout_for(settings: RunSettings) -> RunLayout:
         layout.final_adapter(run_layout.finetune_dir)), "output_dir": str(run_layout.merged_dir)}, "merge")
     for task in settings.tasks:
         spec, entry = get_task(task), settings.eval.get(task, {})
-        raw = _eval_raw_dir(settings, task, root)
-        preprocess = {"data_dir": str(root), "input_dir": str(raw), "overwrite": True}
+        preprocess = {"data_dir": str(root), "input_dir": eval_raw[task], "overwrite": True}
         if spec.labelled_splits:
             preprocess["splits"] = [eval_files[task]]
         if settings.prompt_dir:
@@ -345,7 +344,7 @@ def layout_for(settings: RunSettings) -> RunLayout:
                         models=[run_layout.model_name(role) for role in MODEL_ROLES],
                         results_dir=str(run_layout.evaluation_dir(task)), overwrite=True)
         if "gold_dir" in known:
-            evaluate["gold_dir"] = str(raw / eval_files[task])
+            evaluate["gold_dir"] = str(Path(eval_raw[task]) / eval_files[task])
         stage_settings[f"evaluate:{task}"] = evaluate_class.from_values(evaluate, "evaluate")
     every_evaluate = set().union(*(evaluate_settings(spec).names() for spec in TASKS.values()))
     unknown = sorted(set(settings.evaluate) - every_evaluate)

@@ -265,7 +265,8 @@ FILTERS = {  # stage B's filters: the setting that applies each, and what it fla
 
 
 def filter_flags(items: pd.DataFrame) -> pd.DataFrame:
-    """One boolean column per filter of FILTERS: the items it would remove."""
+    """One boolean column per filter of FILTERS: the items it would remove. N/A questions quote nothing by
+    design, so the quote check applies to answerable ones."""
     not_applicable = (items["source_match"] == "not_applicable") & items["question_type"].str.startswith("na-")
     return pd.DataFrame({"require_source_in_note": ~(items["source_in_note"] | not_applicable),
                          "require_answer_type": ~items["answer_type_ok"].astype(bool),
@@ -294,18 +295,13 @@ def filter_summary(items: pd.DataFrame, applied: dict[str, bool]) -> pd.DataFram
 
 def apply_filters(items: pd.DataFrame, require_source_in_note: bool = False, require_answer_type: bool = False,
                   drop_duplicates: bool = False, drop_near_duplicates: bool = False) -> pd.DataFrame:
-    keep = pd.Series(True, index=items.index)
-    if require_source_in_note:
-        # N/A questions quote nothing by design; the check applies to answerable ones
-        not_applicable = (items["source_match"] == "not_applicable") & items["question_type"].str.startswith("na-")
-        keep &= items["source_in_note"] | not_applicable
-    if require_answer_type:
-        keep &= items["answer_type_ok"]
-    if drop_duplicates:
-        keep &= ~items["duplicate_question"]
-    if drop_near_duplicates:
-        keep &= ~items["near_duplicate_question"]
-    return items[keep].reset_index(drop=True)
+    """The items no applied filter flags (filter_flags says what each flags)."""
+    asked = {"require_source_in_note": require_source_in_note, "require_answer_type": require_answer_type,
+             "drop_duplicates": drop_duplicates, "drop_near_duplicates": drop_near_duplicates}
+    on = [name for name, wanted in asked.items() if wanted]
+    if not on:
+        return items.reset_index(drop=True)
+    return items[~filter_flags(items)[on].any(axis=1)].reset_index(drop=True)
 
 
 def combo_frame(items: pd.DataFrame, combo: str, min_difficulty: int) -> pd.DataFrame:
@@ -363,13 +359,10 @@ def write_stage_b(items: pd.DataFrame, failures: pd.DataFrame, output_dir: Path,
     for combo in COMBOS:
         for difficulty in DIFFICULTIES:
             targets[layout.combo_file(output_dir, combo, difficulty)] = combo_frame(items, combo, difficulty)
-    existing = [path for path in targets if path.exists()]
+    paths = list(targets) + ([layout.stage_b_summary_file(output_dir)] if summary is not None else [])
+    existing = [path for path in paths if path.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing[0]} exists; pass overwrite=True to replace stage B's output")
-    summary_path = layout.stage_b_summary_file(output_dir)
-    if summary is not None and summary_path.exists() and not overwrite:
-        raise InputError(f"{summary_path} exists; pass overwrite=True to replace stage B's output")
-    paths = list(targets) + ([summary_path] if summary is not None else [])
     with atomic_group(paths) as staged:  # all of stage B's files or none
         for stage, frame in zip(staged, targets.values()):
             write_csv(frame, stage)

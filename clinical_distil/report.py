@@ -23,6 +23,7 @@ from clinical_distil.files import read_csv, write_csv, write_text
 from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
 from clinical_distil.prompts import QUESTION_TYPES
 from clinical_distil.tasks import get_task
+from clinical_distil.verification import read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +189,9 @@ def filters_blocks(layout: RunLayout) -> list[Block]:
                          f"{fmt(summary.get('items_kept'))} kept. Each filter flags items whether or not it is "
                          "applied (stage B's parameters; all off reproduces the paper):"),
                    ("table", table.map(fmt))]
-    verdicts = _read(paths.verification_file(layout.raw_dir), keep_default_na=False)
+    verdicts = read_verdicts(layout.raw_dir)
     if verdicts is not None and len(verdicts):
-        agree = int((verdicts["verifier_agrees"].astype(str).str.lower() == "true").sum())
+        agree = int(verdicts["verifier_agrees"].sum())
         required = layout.settings["prepare"].require_verified
         verifier = ", ".join(sorted(set(verdicts["verifier"].astype(str)))) if "verifier" in verdicts else "unnamed"
         blocks.append(("p", f"Re-answer verification (stage B2, verifier {verifier}): {len(verdicts)} items "

@@ -119,13 +119,6 @@ def _size_category(count: int) -> str:
     return "n>1M"
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join("" if pd.isna(value) else str(value) for value in row) + " |"
-              for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def read_stage_b_summary(raw: Path) -> dict | None:
     """Stage B's summary for the card (None for data written before stage B recorded one)."""
     path = layout.stage_b_summary_file(raw)
@@ -138,6 +131,8 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
     """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
     and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
     choices, known limits and the protected-health-information notice."""
+    from clinical_distil.report import markdown_table
+
     difficulty = dict(zip([f"{note}-{kind}-{index}" for note, kind, index in
                            zip(balanced["note_id"], balanced["question_type"], balanced["item_index"])],
                           balanced["difficulty"]))
@@ -163,9 +158,9 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
              f"{len(train)} training and {len(test)} test examples from {splits['note_id'].nunique()} notes of "
              f"{splits['subject_id'].nunique()} patients; no patient is on both sides"
              + ("" if choices.get("grouped_split", True) else " (except: this set was split by example)") + ".", "",
-             _markdown(by_type.reset_index().rename(columns={"question_type": "question type"})), "",
+             markdown_table(by_type.reset_index().rename(columns={"question_type": "question type"})), "",
              "Per teacher-rated difficulty (1-10):", "",
-             _markdown(by_difficulty.reset_index()), "",
+             markdown_table(by_difficulty.reset_index()), "",
              "## Teacher and sampling", ""]
     if teacher:
         lines += [f"- teacher: {teacher.get('model_id')} ({teacher.get('engine')} engine)",
@@ -181,7 +176,7 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
     lines += ["", "## Filters (stage B)", ""]
     if stage_b and stage_b.get("filters"):
         filters = pd.DataFrame(stage_b["filters"])[["filter", "flags", "applied", "flagged", "removed"]]
-        lines += [_markdown(filters), "",
+        lines += [markdown_table(filters), "",
                   "Flagged: items the filter would remove; removed: those it did remove (it was applied). Off by "
                   "default, as in the paper, which filtered only by the teacher's difficulty rating."]
     else:

@@ -55,17 +55,26 @@ def judge(answered: pd.DataFrame, verifier: str = "") -> pd.DataFrame:
     return table[COLUMNS]
 
 
+def read_verdicts(raw: Path) -> pd.DataFrame | None:
+    """verification.csv with `verifier_agrees` as booleans; None where no verification was run."""
+    path = layout.verification_file(raw)
+    if not path.exists():
+        return None
+    verified = read_csv(path, keep_default_na=False, dtype={"note_id": str})
+    verified["verifier_agrees"] = verified["verifier_agrees"].astype(str).str.lower() == "true"
+    return verified
+
+
 def join_verification(items: pd.DataFrame, raw: Path, required: bool = False) -> pd.DataFrame:
     """Stage C's items with `verifier_agrees` where a verification was run (else unchanged; refused when the
     filter asks for one that was not run, or that misses some of the items)."""
     path = layout.verification_file(raw)
-    if not path.exists():
+    verified = read_verdicts(raw)
+    if verified is None:
         if required:
             raise InputError(f"require_verified=True but {path} does not exist; run "
                              "a-generate-synthetic-training-data/synthetic-b2-verify.py first")
         return items
-    verified = read_csv(path, keep_default_na=False, dtype={"note_id": str})
-    verified["verifier_agrees"] = verified["verifier_agrees"].astype(str).str.lower() == "true"
     keyed = items.assign(note_id=items["note_id"].astype(str), item_index=items["item_index"].astype(int))
     verified["item_index"] = verified["item_index"].astype(int)
     joined = keyed.merge(verified[[*KEY, "verifier_answer", "verifier_agrees"]], on=KEY, how="left",
