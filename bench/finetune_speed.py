@@ -26,6 +26,7 @@ from shapes import build_random_model
 
 from clinical_distil import layout
 from clinical_distil.cli import run
+from clinical_distil.files import InputError
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 
@@ -113,12 +114,12 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
     names = configs.split(",") if isinstance(configs, str) else list(configs)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
-        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        raise InputError(f"--configs: unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
     # fire reads "1,2" as a tuple, "2" as an int
     parts = processes if isinstance(processes, (tuple, list)) else str(processes).split(",")
-    counts = tuple(int(part) for part in parts)
-    if not counts or min(counts) < 1:
-        raise SystemExit(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
+    counts = tuple(int(part) for part in parts if str(part).strip().isdigit())
+    if len(counts) != len(parts) or not counts or min(counts) < 1:
+        raise InputError(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
     rows = []
     for each in shapes:

@@ -26,6 +26,7 @@ from pathlib import Path
 from shapes import LLAMA_SHAPES, build_random_model
 
 from clinical_distil.cli import run
+from clinical_distil.files import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("compiled_cold", "compiled_warm", "eager", "eager_inprocess")
@@ -76,7 +77,12 @@ def one_start(model: str, mode: str, cache_dir: str, prompts: int, prompt_tokens
     return result
 
 
-def main(models: str = "models/SmolLM2-135M-Instruct", modes: str = ",".join(MODES), prompts: int = 256,
+def listed(value: str | tuple) -> list[str]:
+    """A comma-separated flag's items (fire reads `a,b` of plain words as a tuple)."""
+    return [part.strip() for part in value.split(",")] if isinstance(value, str) else [str(part) for part in value]
+
+
+def main(models: str | tuple = "models/SmolLM2-135M-Instruct", modes: str | tuple = ",".join(MODES), prompts: int = 256,
          prompt_tokens: int = 512, output_tokens: int = 256, work_dir: str = "/tmp/vllm-start",
          tokenizer: str = "models/smollm2-tokenizer", output: str = "") -> None:
     """Time vLLM's start and one decoding wave per model and mode; print the rows and the break-even.
@@ -94,12 +100,12 @@ def main(models: str = "models/SmolLM2-135M-Instruct", modes: str = ",".join(MOD
     """
     import torch
 
-    chosen = modes.split(",") if isinstance(modes, str) else list(modes)
+    chosen = listed(modes)
     unknown = [mode for mode in chosen if mode not in MODES]
     if unknown:
-        raise SystemExit(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+        raise InputError(f"--modes: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     rows = []
-    for model in str(models).split(","):
+    for model in listed(models):
         dummy = model in LLAMA_SHAPES
         folder = str(build_random_model(model, Path(work_dir) / model, tokenizer_dir=REPO / tokenizer, weights=False)
                      if dummy else model)

@@ -46,6 +46,12 @@ def test_module_help(module, tmp_path):
      "--tokens must be a whole number, got 'x'"),
     ("bench/compare_engines.py", ["a", "b"], "unexpected argument 'a': every setting is given by name"),
     ("bench/gpu_throughput.py", ["table", "--bogus", "1"], "unknown flag --bogus"),
+    ("bench/finetune_speed.py", ["--configs", "fastest"], "--configs: unknown configuration(s) ['fastest']; choose "
+     "from paper, fast_4bit, fast_bf16, paper_seed_43, packed_bf16"),
+    ("bench/finetune_speed.py", ["--processes", "1,x"], "--processes takes GPU counts of at least 1"),
+    ("bench/finetune_profile.py", ["--stepz", "3"], "unknown flag --stepz; did you mean --steps?"),
+    ("bench/vllm_start.py", ["--modes", "eager,cached"], "--modes: unknown mode(s) ['cached']; choose from "
+     "compiled_cold, compiled_warm, eager, eager_inprocess"),
 ])
 def test_bench_scripts_refuse_bad_flags_in_one_line_before_any_work(script, arguments, message, tmp_path):
     """The benchmarks check their flags like the stages (one command of several: that command's flags)."""
