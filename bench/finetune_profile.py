@@ -146,7 +146,8 @@ def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, wa
 def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool = True, steps: int = 20,
          warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
          test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
-         plain: bool = True, seed: int = 0) -> None:
+         plain: bool = True, seed: int = 0, fused_kernels: bool | None = None, shortest_example: int = 500,
+         longest_example: int = 4000) -> None:
     """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
 
     Args:
@@ -163,6 +164,9 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         output: a JSON file for the results (with the card and the date).
         plain: also run the plain loop.
         seed: data seed.
+        fused_kernels: finetune.py's --fused_kernels (default: the preset's).
+        shortest_example: bench/finetune_speed.py's example lengths: from this many tokens ...
+        longest_example: ... to this many.
     """
     import torch
     from datasets import load_from_disk
@@ -172,12 +176,13 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
 
     work = Path(work_dir) / Path(shape).name
     model_dir, data = model_and_data(shape, Path(shape).is_dir(), work, tokenizer, train_examples, test_examples, None,
-                                     seed)
+                                     seed, (shortest_example, longest_example))
     raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     train_path, test_path = (layout.training_dataset(raw, split, training) for split in ("train", "test"))
     total = warmup + steps + 1 + profiled  # one step between: the profiler's own warm-up
     settings = FinetuneSettings.from_values({
         "model_id": str(model_dir), "preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096,
+        "fused_kernels": fused_kernels,
         "max_steps": total, "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"})
     marks: list[tuple[int, float, int]] = []
     profiler = torch.profiler.profile(

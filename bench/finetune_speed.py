@@ -39,6 +39,9 @@ CONFIGS = {
     "fast_bf16": ["--preset", "fast", "--load_in_4bit", "False", "--max_seq_length", "4096"],
     # the paper's configuration again with another seed (example order, LoRA init, dropout): run-to-run spread
     "paper_seed_43": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096", "--seed", "43"],
+    # the paper's configuration with Liger's fused kernels: the same update in fewer kernel launches
+    "paper_fused": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096",
+                    "--fused_kernels", "True"],
     # packing fills 4,096-token rows (about 2.3 examples each): fewer optimizer steps for the same data
     "packed_bf16": ["--load_in_4bit", "False", "--gradient_checkpointing", "False", "--packing", "True",
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
@@ -47,7 +50,8 @@ CONFIGS = {
 
 
 def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_tokens: int = 4000) -> pd.DataFrame:
-    """Stage C-format examples whose total length spreads log-uniformly over [min_tokens, max_tokens]."""
+    """Stage C-format examples whose total length spreads log-uniformly over [min_tokens, max_tokens] (all of one
+    length when the two are equal)."""
     from clinical_distil.eval_data import ANNOTATED_TYPES
     from clinical_distil.training_data import DATASET_COLUMNS
 
@@ -89,7 +93,8 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
          tokenizer: str = "models/smollm2-tokenizer",
          train_examples: int = 400, test_examples: int = 32, configs: str | tuple = "paper,fast_4bit,fast_bf16",
          work_dir: str = "/tmp/finetune-bench", data_dir: str | None = None, peak_tflops: float = 989.0, seed: int = 0,
-         extra: str = "", output: str = "", longest_example: int = 4000, processes: str | int = "1") -> None:
+         extra: str = "", output: str = "", shortest_example: int = 500, longest_example: int = 4000,
+         processes: str | int = "1") -> None:
     """Run finetune.py under each configuration on the same examples and print the comparison.
 
     Args:
@@ -106,7 +111,8 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         extra: more finetune.py flags for every configuration, space-separated; give it as one word with `=`
             (`--extra=--train_sampling_strategy=batch_rebalance`) so that it is not read as a flag of this script.
         output: a JSON file for the rows of every shape (with the card and the date).
-        longest_example: the examples' lengths spread over 500 tokens to this many.
+        shortest_example: the examples' lengths spread log-uniformly from this many tokens ...
+        longest_example: ... to this many (equal: every example of that length).
         processes: GPU process counts to run each configuration with, comma-separated (1: python finetune.py;
             more: accelerate launch with configs/deep_speed2.yaml); the table gives each count's share of linear.
     """
@@ -120,11 +126,15 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
     counts = tuple(int(part) for part in parts if str(part).strip().isdigit())
     if len(counts) != len(parts) or not counts or min(counts) < 1:
         raise InputError(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
+    if not 0 < shortest_example <= longest_example:
+        raise InputError(f"--shortest_example {shortest_example} and --longest_example {longest_example}: give "
+                         "0 < shortest <= longest")
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
     rows = []
     for each in shapes:
         rows += measure_shape(each, bool(model), names, work / Path(each).name, tokenizer, train_examples,
-                              test_examples, data_dir, peak_tflops, seed, extra, longest_example, counts)
+                              test_examples, data_dir, peak_tflops, seed, extra,
+                              (shortest_example, longest_example), counts)
     if output:
         import time
 
@@ -137,8 +147,9 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
 
 
 def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, train_examples: int, test_examples: int,
-                   data_dir: str | None, seed: int, longest_example: int = 4000) -> tuple[Path, Path]:
-    """The model folder (a random-weight model of `shape`, built once) and the data root with its examples."""
+                   data_dir: str | None, seed: int, lengths: tuple[int, int] = (500, 4000)) -> tuple[Path, Path]:
+    """The model folder (a random-weight model of `shape`, built once) and the data root with its examples (one
+    folder per count, length range and seed)."""
     from transformers import AutoTokenizer
 
     if is_folder:
@@ -148,13 +159,14 @@ def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, trai
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model_dir = build_random_model(shape, work / f"random-{shape}", tokenizer_dir=REPO / tokenizer, device=device)
-    data = Path(data_dir) if data_dir else work / "data"
+    name = f"data-{train_examples}-{test_examples}-{lengths[0]}-{lengths[1]}-{seed}"
+    data = Path(data_dir) if data_dir else work / name
     raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     if not layout.training_dataset(raw, "train", training).exists():
         from clinical_distil.training_data import write_datasets
 
         examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed,
-                                 max_tokens=longest_example)
+                                 min_tokens=lengths[0], max_tokens=lengths[1])
         write_datasets(examples.iloc[:train_examples], examples.iloc[train_examples:], raw, training, overwrite=True)
     return model_dir, data
 
@@ -173,11 +185,11 @@ def finetune_command(model_dir: Path, data: Path, output_dir: Path, flags: list[
 
 def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tokenizer: str, train_examples: int,
                   test_examples: int, data_dir: str | None, peak_tflops: float, seed: int, extra: str,
-                  longest_example: int = 4000, processes: tuple[int, ...] = (1,)) -> list[dict]:
+                  lengths: tuple[int, int] = (500, 4000), processes: tuple[int, ...] = (1,)) -> list[dict]:
     """finetune.py under each configuration (and process count) on one model's examples; prints the table and
     returns its rows."""
     model_dir, data = model_and_data(shape, is_folder, work, tokenizer, train_examples, test_examples, data_dir, seed,
-                                     longest_example)
+                                     lengths)
     parameters = parameter_count(model_dir)
     results = []
     for name in names:

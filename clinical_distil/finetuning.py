@@ -95,23 +95,28 @@ def installed(module: str) -> bool:
 
 
 def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = None,
-                  flash_attention: bool | None = None) -> TrainingPlan:
+                  flash_attention: bool | None = None, torch_varlen: bool | None = None) -> TrainingPlan:
     """The preset applied. `paper` keeps the flags. `fast` computes the same update (the same examples per
     optimizer step, learning rate and LoRA) in fewer, fuller passes: the step's examples in one batch, no
     activation recomputation, Liger's Triton kernels (RMSNorm, SwiGLU, RoPE; TRL's fused LM head does the
-    cross-entropy) and flash-attention's varlen kernel where installed on a GPU, and padding-free batches
-    where they are cheap: with a varlen kernel, or for at most two examples (under SDPA a padding-free batch
-    attends over all its examples at once, so larger ones are padded instead)."""
+    cross-entropy) where installed on a GPU, and padding-free batches attended by a varlen flash kernel
+    (flash-attn's where installed, else PyTorch's own: attention.NAME). Without a varlen kernel a padding-free
+    batch gets a block-diagonal SDPA mask, cheap for at most two examples; larger batches are padded instead.
+    `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`)."""
+    liger = installed("liger_kernel") if liger is None else liger
+    fused = cuda and liger and (settings.preset == "fast" if settings.fused_kernels is None else settings.fused_kernels)
     if settings.preset == "paper":
         return TrainingPlan("paper", settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
-                            settings.padding_free, settings.gradient_checkpointing, False, None)
-    liger = installed("liger_kernel") if liger is None else liger
+                            settings.padding_free, settings.gradient_checkpointing, fused, None)
+    from clinical_distil import attention  # imports torch
+
     flash_attention = installed("flash_attn") if flash_attention is None else flash_attention
-    varlen = cuda and flash_attention
+    torch_varlen = attention.available(cuda) if torch_varlen is None else torch_varlen
+    kernel = "flash_attention_2" if flash_attention else attention.NAME if torch_varlen else None
+    varlen = cuda and kernel is not None
     batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps
     padding_free = not settings.packing and (settings.padding_free or varlen or batch <= 2)
-    return TrainingPlan("fast", batch, 1, padding_free, False, cuda and liger,
-                        "flash_attention_2" if varlen else None)
+    return TrainingPlan("fast", batch, 1, padding_free, False, fused, kernel if varlen else None)
 
 
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
@@ -266,6 +271,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from clinical_distil import attention
+
     check_datasets(train_path, test_path)
     cuda = torch.cuda.is_available()
     load_in_4bit = cuda if settings.load_in_4bit is None else settings.load_in_4bit
@@ -291,6 +298,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         torch.backends.cuda.enable_cudnn_sdp(False)
     compute_dtype = torch.bfloat16 if cuda else torch.float32
     model_kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if plan.attention == attention.NAME:
+        attention.register()
     if plan.attention:
         model_kwargs["attn_implementation"] = plan.attention
     if load_in_4bit:

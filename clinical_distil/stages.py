@@ -178,11 +178,14 @@ class FinetuneSettings(Settings):
                          "adamw_torch_fused for a bf16 base; without CUDA adamw_torch", choices=OPTIMIZERS)
     preset: str = setting("paper", "paper: the flags as given (their defaults are the published setup); fast: the "
                           "same examples per optimizer update in one pass (batch x accumulation, accumulation 1), "
-                          "no recomputation, Liger kernels and flash-attention where installed, padding-free "
-                          "batches where a varlen kernel or at most two examples make them cheap",
+                          "no recomputation, Liger kernels where installed, padding-free batches attended by a "
+                          "varlen flash kernel (flash-attn's, else PyTorch's own) on a GPU",
                           choices=("paper", "fast"))
     packing: bool = setting(False, "pack several examples into one sequence of max_seq_length tokens (fewer "
                             "optimizer steps)")
+    fused_kernels: bool | None = setting(None, "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, linear "
+                                         "cross-entropy) on CUDA where installed: the same computation in fewer "
+                                         "kernel launches (default: with the fast preset only)")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "
                                  "--per_device_train_batch_size 2 and accumulation 1 it does the paper's two "
                                  "examples per update in one pass)")

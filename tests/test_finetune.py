@@ -307,22 +307,27 @@ def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_pa
     assert paper[0][2] != pytest.approx(paper[0][0], rel=1e-3)  # the steps moved the weights
 
 
-@pytest.mark.parametrize("flags, cuda, liger, flash, expected", [
-    ({}, True, True, True, (1, 2, False, True, False, None)),  # paper: the flags as given, nothing installed used
-    ({"preset": "fast"}, True, True, True, (2, 1, True, False, True, "flash_attention_2")),
-    ({"preset": "fast"}, False, True, True, (2, 1, True, False, False, None)),  # no GPU: no Triton or flash kernels
+@pytest.mark.parametrize("flags, cuda, liger, flash, torch_varlen, expected", [
+    ({}, True, True, True, True, (1, 2, False, True, False, None)),  # paper: the flags as given, nothing installed used
+    ({"fused_kernels": True}, True, True, True, True, (1, 2, False, True, True, None)),  # asked for Liger's kernels
+    ({"fused_kernels": True}, False, True, True, True, (1, 2, False, True, False, None)),  # no GPU: no Triton
+    ({"preset": "fast"}, True, True, True, True, (2, 1, True, False, True, "flash_attention_2")),
+    ({"preset": "fast"}, True, True, False, True, (2, 1, True, False, True, "torch_varlen")),  # PyTorch's own kernel
+    ({"preset": "fast", "fused_kernels": False}, True, True, False, True, (2, 1, True, False, False, "torch_varlen")),
+    ({"preset": "fast"}, False, True, True, True, (2, 1, True, False, False, None)),  # no GPU: no Triton or flash
     ({"preset": "fast", "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1}, True, False, False,
-     (16, 1, False, False, False, None)),  # 16 examples under SDPA: padded
-    ({"preset": "fast", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}, True, False, True,
-     (16, 1, True, False, False, "flash_attention_2")),  # a varlen kernel makes any padding-free batch cheap
-    ({"preset": "fast", "per_device_train_batch_size": 8, "padding_free": True}, True, False, False,
+     False, (16, 1, False, False, False, None)),  # 16 examples under SDPA: padded
+    ({"preset": "fast", "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4}, True, False, False,
+     True, (16, 1, True, False, False, "torch_varlen")),  # a varlen kernel makes any padding-free batch cheap
+    ({"preset": "fast", "per_device_train_batch_size": 8, "padding_free": True}, True, False, False, False,
      (16, 1, True, False, False, None)),  # asked for
-    ({"preset": "fast", "packing": True}, True, False, True, (2, 1, False, False, False, "flash_attention_2")),
+    ({"preset": "fast", "packing": True}, True, False, True, True, (2, 1, False, False, False, "flash_attention_2")),
 ])
-def test_training_plan_of_each_preset(flags, cuda, liger, flash, expected):
+def test_training_plan_of_each_preset(flags, cuda, liger, flash, torch_varlen, expected):
     from clinical_distil.stages import FinetuneSettings
 
-    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=liger, flash_attention=flash)
+    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=liger, flash_attention=flash,
+                                    torch_varlen=torch_varlen)
     assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.padding_free,
             plan.gradient_checkpointing, plan.liger_kernels, plan.attention) == expected
 

@@ -1,0 +1,88 @@
+"""The torch_varlen attention implementation: sequence bounds, and a model's logits against SDPA.
+
+The CUDA kernel is swapped for a reference (SDPA per sequence) on CPU, so these tests check what the
+implementation adds around the kernel; tests/test_attention_gpu.py checks the kernel itself on a GPU."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from clinical_distil import attention
+
+
+def reference_kernel(query, key, value, cu_seq, longest, scale, causal):
+    """SDPA over each sequence that cu_seq delimits: what varlen_attn computes."""
+    assert int((cu_seq[1:] - cu_seq[:-1]).max()) == longest
+    pieces = []
+    for start, end in zip(cu_seq[:-1].tolist(), cu_seq[1:].tolist()):
+        q, k, v = (tensor[start:end].transpose(0, 1) for tensor in (query, key, value))
+        pieces.append(torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, scale=scale, enable_gqa=True).transpose(0, 1))
+    return torch.cat(pieces)
+
+
+@pytest.fixture
+def varlen_model(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(attention, "varlen_kernel", reference_kernel)
+    attention.register()
+    varlen = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
+                                                  attn_implementation=attention.NAME)
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    return varlen.eval(), sdpa.eval()
+
+
+def test_bounds_from_the_collator_and_from_positions():
+    cu_seq = torch.tensor([0, 3, 7, 9], dtype=torch.int32)
+    bounds, longest, kept = attention.sequence_bounds(1, 9, None, torch.device("cpu"), cu_seq_lens_q=cu_seq,
+                                                      max_length_q=4)
+    assert bounds.tolist() == [0, 3, 7, 9] and longest == 4 and kept is None
+    positions = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0, 1]])
+    bounds, longest, kept = attention.sequence_bounds(1, 9, None, torch.device("cpu"), position_ids=positions)
+    assert bounds.tolist() == [0, 3, 7, 9] and longest == 4 and kept is None
+    # two rows of plain positions: one sequence per row
+    rows = torch.arange(5).repeat(2, 1)
+    bounds, longest, _ = attention.sequence_bounds(2, 5, None, torch.device("cpu"), position_ids=rows)
+    assert bounds.tolist() == [0, 5, 10] and longest == 5
+    bounds, longest, _ = attention.sequence_bounds(3, 4, None, torch.device("cpu"))
+    assert bounds.tolist() == [0, 4, 8, 12] and longest == 4
+
+
+def test_bounds_from_a_padding_mask_keep_the_real_tokens():
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1], [1, 1, 1, 1]])
+    bounds, longest, kept = attention.sequence_bounds(3, 4, mask, torch.device("cpu"))
+    assert bounds.tolist() == [0, 3, 6, 10] and longest == 4
+    assert kept.tolist() == [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
+
+
+def test_a_padding_free_row_gives_each_example_its_own_logits(varlen_model):
+    varlen, sdpa = varlen_model
+    first, second = torch.randint(5, 1000, (1, 7)), torch.randint(5, 1000, (1, 12))
+    row = torch.cat([first, second], dim=1)
+    positions = torch.cat([torch.arange(7), torch.arange(12)]).unsqueeze(0)
+    cu_seq = torch.tensor([0, 7, 19], dtype=torch.int32)
+    with torch.no_grad():
+        packed = varlen(input_ids=row, position_ids=positions, cu_seq_lens_q=cu_seq, cu_seq_lens_k=cu_seq,
+                        max_length_q=12, max_length_k=12).logits
+        alone = torch.cat([sdpa(input_ids=first).logits, sdpa(input_ids=second).logits], dim=1)
+        # without the collator's bounds the positions give them
+        from_positions = varlen(input_ids=row, position_ids=positions).logits
+    torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(from_positions, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_a_padded_batch_matches_sdpa_on_its_real_tokens(varlen_model):
+    varlen, sdpa = varlen_model
+    ids = torch.randint(5, 1000, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        by_varlen = varlen(input_ids=ids, attention_mask=mask).logits
+        by_sdpa = sdpa(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(by_varlen[0], by_sdpa[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(by_varlen[1, :6], by_sdpa[1, :6], rtol=1e-5, atol=1e-5)
+
+
+def test_generation_with_a_cache_is_refused(varlen_model):
+    varlen, _ = varlen_model
+    with pytest.raises(ValueError, match="without a KV cache"):
+        varlen.generate(torch.randint(5, 1000, (1, 4)), max_new_tokens=2, do_sample=False)
