@@ -9,8 +9,9 @@ configs/known-answer.yaml` once per arm, an arm being a teacher and a number of 
 (the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher), and
 `:filtered` for the same teacher's items through every stage B filter (quote in the note, answer type,
 duplicates, near-duplicates). A filtered arm reuses its unfiltered twin's teacher replies, and the twin
-then trains on as many items per type as the filtered arm kept (stage C's per_type), so the two differ
-in which items they train on, not in how many:
+then trains on as many items as the filtered arm kept (stage C's per_type: the filtered arm's items shared out
+over every question type, since the filters can empty a type), so the two differ in which items they train
+on, not in how many:
 
     python bench/known_answer.py --arms self:100:filtered,self:100 --engine vllm
 
@@ -116,14 +117,18 @@ def share_teacher_replies(source: Path, target: Path, notes: int) -> None:
 
 
 def items_per_type(root: Path, config: Path) -> int:
-    """The number of items per question type the arm's stage C kept (its balanced training set, both splits)."""
+    """Items per question type for a filtered arm's twin, so that both train on as many items: the filtered arm's
+    balanced set (both splits) shared out over every type the twin balances. The filters can empty a type the
+    twin still has (SmolLM2's numeric items all lack their quote), so matching per type alone gives the twin more."""
     from clinical_distil.pipeline import RunSettings
+    from clinical_distil.stages import COMBOS, QUESTION_TYPES
 
     settings = RunSettings.from_sources(str(config))
     name = layout.training_name(settings.input_file, settings.min_difficulty)
     tables = [pd.read_csv(layout.training_table(layout.raw_dir(root), split, name)) for split in ("train", "test")]
-    counts = pd.concat(tables)["question_type"].value_counts()
-    return int(counts.min())
+    asked = [part.strip() for part in str(settings.generate.get("qtypes", ",".join(QUESTION_TYPES))).split(",")]
+    types = [question_type for question_type in COMBOS[settings.input_file] if question_type in asked]
+    return max(1, len(pd.concat(tables)) // max(1, len(types)))
 
 
 def prepare_arm(corpus: Path, root: Path, first: Path | None) -> None:
@@ -380,7 +385,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         for arm in chosen:
             prepare_arm(corpus_dir, arm_root(corpus_dir, arm), None)
         # a filtered arm first runs to stage C (its teacher's replies, or its twin's), so that its twin trains on
-        # as many items per type as it kept
+        # as many items as it kept
         per_type = {}
         for arm in [arm for arm in chosen if arm.filtered]:
             root, twin_root = arm_root(corpus_dir, arm), arm_root(corpus_dir, arm.twin)

@@ -568,3 +568,22 @@ def test_filter_precision_separates_planted_wrong_items(facts):
             [int((~flipped).sum()), int(flipped.sum()), 1.0, 0.0]
         assert table.loc[name, "gain"] == round(1.0 - whole, 3)
     assert table.loc["drop_duplicates", ["dropped", "precision_kept", "gain"]].tolist() == [0, whole, 0.0]
+
+
+def test_twin_trains_on_as_many_items_when_the_filters_emptied_a_type(tmp_path):
+    """The twin's per_type shares the filtered arm's items out over every type the run trains on: a filtered arm
+    left with 4 yes_no, 4 na-bool and 4 na-numeric items (no numeric) gives its twin 3 per type, 12 in all."""
+    from clinical_distil.training_data import write_datasets
+
+    config = tmp_path / "known.yaml"
+    config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\n")
+    types = ["yes_no"] * 4 + ["na-bool"] * 4 + ["na-numeric"] * 4
+    prompt = [{"role": "user", "content": "q"}]
+    frame = pd.DataFrame({"id": [f"i{index}" for index in range(12)], "prompt": [prompt] * 12, "output": ["{}"] * 12, "question_type": types, "subject_id": range(12),
+                          "note_id": [str(index) for index in range(12)]})
+    raw = layout.raw_dir(tmp_path)
+    write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("all", 1), overwrite=True)
+    assert known_answer.items_per_type(tmp_path, config) == 3
+    config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\ninput_file: bool\n")
+    write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("bool", 1), overwrite=True)
+    assert known_answer.items_per_type(tmp_path, config) == 12  # one type trained on: all of them
