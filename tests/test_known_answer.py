@@ -579,7 +579,8 @@ def test_twin_trains_on_as_many_items_when_the_filters_emptied_a_type(tmp_path):
     config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\n")
     types = ["yes_no"] * 4 + ["na-bool"] * 4 + ["na-numeric"] * 4
     prompt = [{"role": "user", "content": "q"}]
-    frame = pd.DataFrame({"id": [f"i{index}" for index in range(12)], "prompt": [prompt] * 12, "output": ["{}"] * 12, "question_type": types, "subject_id": range(12),
+    frame = pd.DataFrame({"id": [f"i{index}" for index in range(12)], "prompt": [prompt] * 12, "output": ["{}"] * 12,
+                          "question_type": types, "subject_id": range(12),
                           "note_id": [str(index) for index in range(12)]})
     raw = layout.raw_dir(tmp_path)
     write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("all", 1), overwrite=True)
