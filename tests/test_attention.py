@@ -5,6 +5,8 @@ implementation adds around the kernel; tests/test_attention_gpu.py checks the ke
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
 from clinical_distil import attention
@@ -86,3 +88,33 @@ def test_generation_with_a_cache_is_refused(varlen_model):
     varlen, _ = varlen_model
     with pytest.raises(ValueError, match="without a KV cache"):
         varlen.generate(torch.randint(5, 1000, (1, 4)), max_new_tokens=2, do_sample=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=6))
+def test_bounds_from_positions_follow_any_packing(lengths):
+    """Positions restarting at each example give the examples' cumulative bounds and the longest one."""
+    positions = torch.cat([torch.arange(length) for length in lengths]).unsqueeze(0)
+    bounds, longest, kept = attention.sequence_bounds(1, sum(lengths), None, torch.device("cpu"),
+                                                      position_ids=positions)
+    assert bounds.tolist() == [0, *torch.tensor(lengths).cumsum(0).tolist()]
+    assert longest == max(lengths) and kept is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=1, max_value=8), st.integers(min_value=0, max_value=4),
+                          st.booleans()), min_size=1, max_size=5))
+def test_bounds_from_any_padding_mask_keep_each_rows_tokens(rows):
+    """Rows of (tokens, padding, padded on the left): the kept positions are each row's real tokens in order, and
+    the bounds count them row by row."""
+    width = max(tokens + padding for tokens, padding, _ in rows)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    expected = []
+    for index, (tokens, _, left) in enumerate(rows):
+        columns = range(width - tokens, width) if left else range(tokens)
+        mask[index, list(columns)] = 1
+        expected += [index * width + column for column in columns]
+    bounds, longest, kept = attention.sequence_bounds(len(rows), width, mask, torch.device("cpu"))
+    assert kept.tolist() == expected
+    assert bounds.tolist() == [0, *torch.tensor([tokens for tokens, _, _ in rows]).cumsum(0).tolist()]
+    assert longest == max(tokens for tokens, _, _ in rows)
