@@ -121,12 +121,12 @@ def items_per_type(root: Path, config: Path) -> int:
     balanced set (both splits) shared out over every type the twin balances. The filters can empty a type the
     twin still has (SmolLM2's numeric items all lack their quote), so matching per type alone gives the twin more."""
     from clinical_distil.pipeline import RunSettings
-    from clinical_distil.stages import COMBOS, QUESTION_TYPES
+    from clinical_distil.stages import COMBOS, CreateSettings
 
     settings = RunSettings.from_sources(str(config))
     name = layout.training_name(settings.input_file, settings.min_difficulty)
     tables = [pd.read_csv(layout.training_table(layout.raw_dir(root), split, name)) for split in ("train", "test")]
-    asked = [part.strip() for part in str(settings.generate.get("qtypes", ",".join(QUESTION_TYPES))).split(",")]
+    asked = CreateSettings.from_values(settings.generate).question_types
     types = [question_type for question_type in COMBOS[settings.input_file] if question_type in asked]
     return max(1, len(pd.concat(tables)) // max(1, len(types)))
 
@@ -348,7 +348,8 @@ def precision_markdown(results: dict) -> str:
              "|---|---|---|---|---|---|---|"]
     show = lambda value: "" if pd.isna(value) else f"{value:.3f}"  # noqa: E731
     for row in frame.to_dict("records"):
-        lines.append(f"| {teacher_label(row['teacher'], row.get('filters'))} | {row['notes']} | {row['question_type']} | {int(row['items'])} "
+        lines.append(f"| {teacher_label(row['teacher'], row.get('filters'))} | {row['notes']} | {row['question_type']} "
+                     f"| {int(row['items'])} "
                      f"| {show(row['verifiable'])} | {show(row['precision'])} | {show(row['quote_in_note'])} |")
     return "\n".join(lines)
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import logging
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import torch
-
-log = logging.getLogger(__name__)
 
 NAME = "torch_varlen"
 
@@ -93,17 +90,12 @@ def sequence_bounds(batch: int, length: int, attention_mask: torch.Tensor | None
         cu_seq = torch.nn.functional.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
         return cu_seq.to(device), int(lengths.max()), keep.reshape(-1).nonzero().flatten().to(device)
     position_ids = kwargs.get("position_ids")
-    if position_ids is not None:
-        flat = position_ids.reshape(-1)
-        if flat.numel() == batch * length:
-            # a sequence starts wherever the position does not follow on from the previous token's, and on every row
-            starts = torch.ones_like(flat, dtype=torch.bool)
-            starts[1:] = flat[1:] != flat[:-1] + 1
-            starts[::length] = True
-            begins = starts.nonzero().flatten()
-            total = torch.tensor([flat.numel()], device=begins.device)
-            cu_seq = torch.cat([begins, total]).to(device=device, dtype=torch.int32)
-            return cu_seq, int(cu_seq.diff().max()), None
+    if position_ids is not None and position_ids.numel() == batch * length:
+        from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+
+        # a sequence starts wherever the position is back at its smallest value (0 in training batches)
+        (cu_seq, _), (longest, _) = prepare_fa_kwargs_from_position_ids(position_ids)
+        return cu_seq.to(device=device, dtype=torch.int32), int(longest), None
     cu_seq = torch.arange(0, (batch + 1) * length, length, device=device, dtype=torch.int32)
     return cu_seq, length, None
 

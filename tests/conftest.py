@@ -166,3 +166,17 @@ def make_stage_a_outputs(root: Path) -> tuple[Path, Path]:
     for question_type, part in frame.groupby("question_type"):
         write_csv(part, chunks / f"df_{question_type}_0_{len(notes)}.csv")
     return notes_path, chunks
+
+
+def sdpa_per_sequence(query, key, value, cu_seq, longest, scale, causal):
+    """SDPA over each sequence that cu_seq delimits in (tokens, heads, dim) tensors: what a varlen attention
+    kernel computes (the reference the attention tests hold clinical_distil.attention to)."""
+    import torch
+
+    assert int((cu_seq[1:] - cu_seq[:-1]).max()) == longest
+    pieces = []
+    for start, end in zip(cu_seq[:-1].tolist(), cu_seq[1:].tolist()):
+        q, k, v = (tensor[start:end].transpose(0, 1) for tensor in (query, key, value))
+        pieces.append(torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, scale=scale, enable_gqa=True).transpose(0, 1))
+    return torch.cat(pieces)

@@ -5,6 +5,7 @@ implementation adds around the kernel; tests/test_attention_gpu.py checks the ke
 
 import pytest
 import torch
+from conftest import sdpa_per_sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
@@ -12,20 +13,9 @@ from transformers import AutoModelForCausalLM
 from clinical_distil import attention
 
 
-def reference_kernel(query, key, value, cu_seq, longest, scale, causal):
-    """SDPA over each sequence that cu_seq delimits: what varlen_attn computes."""
-    assert int((cu_seq[1:] - cu_seq[:-1]).max()) == longest
-    pieces = []
-    for start, end in zip(cu_seq[:-1].tolist(), cu_seq[1:].tolist()):
-        q, k, v = (tensor[start:end].transpose(0, 1) for tensor in (query, key, value))
-        pieces.append(torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, scale=scale, enable_gqa=True).transpose(0, 1))
-    return torch.cat(pieces)
-
-
 @pytest.fixture
 def varlen_model(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(attention, "varlen_kernel", reference_kernel)
+    monkeypatch.setattr(attention, "varlen_kernel", sdpa_per_sequence)
     attention.register()
     varlen = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32,
                                                   attn_implementation=attention.NAME)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import run_script, sdpa_per_sequence
 
 from clinical_distil import attention
 
@@ -24,12 +24,7 @@ def test_kernel_matches_sdpa_per_sequence_with_gradients(heads, kv_heads, length
     value = torch.randn(total, kv_heads, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     cu_seq = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device="cuda", dtype=torch.int32)
     out = attention.torch_varlen_kernel(query, key, value, cu_seq, max(lengths), dim ** -0.5, True)
-    pieces = []
-    for start, end in zip(cu_seq[:-1].tolist(), cu_seq[1:].tolist()):
-        q, k, v = (tensor[start:end].transpose(0, 1).float() for tensor in (query, key, value))
-        pieces.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                                                       enable_gqa=True).transpose(0, 1))
-    reference = torch.cat(pieces)
+    reference = sdpa_per_sequence(query.float(), key.float(), value.float(), cu_seq, max(lengths), dim ** -0.5, True)
     torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2)
     grads = torch.autograd.grad(out.float().square().sum(), (query, key, value))
     reference_grads = torch.autograd.grad(reference.square().sum(), (query, key, value))
