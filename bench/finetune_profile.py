@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from finetune_speed import model_and_data
+from finetune_speed import check_lengths, model_and_data
 
 from clinical_distil import layout
 from clinical_distil.cli import run
@@ -174,6 +174,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     from clinical_distil import finetuning
     from clinical_distil.stages import FinetuneSettings
 
+    check_lengths(shortest_example, longest_example)
     work = Path(work_dir) / Path(shape).name
     model_dir, data = model_and_data(shape, Path(shape).is_dir(), work, tokenizer, train_examples, test_examples, None,
                                      seed, (shortest_example, longest_example))

@@ -126,9 +126,7 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
     counts = tuple(int(part) for part in parts if str(part).strip().isdigit())
     if len(counts) != len(parts) or not counts or min(counts) < 1:
         raise InputError(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
-    if not 0 < shortest_example <= longest_example:
-        raise InputError(f"--shortest_example {shortest_example} and --longest_example {longest_example}: give "
-                         "0 < shortest <= longest")
+    check_lengths(shortest_example, longest_example)
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
     rows = []
     for each in shapes:
@@ -144,6 +142,13 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
                                             "command": " ".join(["python bench/finetune_speed.py", *sys.argv[1:]]),
                                             "rows": rows}, indent=1) + "\n")
+
+
+def check_lengths(shortest_example: int, longest_example: int) -> None:
+    """Refuse an empty range of example lengths before any work."""
+    if not 0 < shortest_example <= longest_example:
+        raise InputError(f"--shortest_example {shortest_example} and --longest_example {longest_example}: give "
+                         "0 < shortest <= longest")
 
 
 def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, train_examples: int, test_examples: int,

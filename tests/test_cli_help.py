@@ -52,6 +52,8 @@ def test_module_help(module, tmp_path):
     ("bench/finetune_speed.py", ["--shortest_example", "2000", "--longest_example", "1700"],
      "--shortest_example 2000 and --longest_example 1700: give 0 < shortest <= longest"),
     ("bench/finetune_profile.py", ["--stepz", "3"], "unknown flag --stepz; did you mean --steps?"),
+    ("bench/finetune_profile.py", ["--shortest_example", "0"],
+     "--shortest_example 0 and --longest_example 4000: give 0 < shortest <= longest"),
     ("bench/vllm_start.py", ["--modes", "eager,cached"], "--modes: unknown mode(s) ['cached']; choose from "
      "compiled_cold, compiled_warm, eager, eager_inprocess"),
 ])
