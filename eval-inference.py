@@ -3,12 +3,13 @@
     python eval-inference.py --model_id models/llama-3.2-1b-distilled --dataset_name i2b2 --input_file test
     python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name distilled-1b
     python eval-inference.py --model_id models/RUN-distilled --dataset_name i2b2,apixaban --input_file test,prompts
+    python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name RUN-distilled \
+        --base_model_name RUN-base --dataset_name i2b2,apixaban --input_file test,prompts
 writes outputs/{dataset}/{model_name}/{input_file}_{start}_{rows}_chunk_{i}.csv (input rows + output,
-finish_reason, token counts) and manifest_{input_file}.json, under the data root; several datasets are answered
-one after another with one model load (vLLM starts once). --help lists every flag.
+finish_reason, token counts) and manifest_{input_file}.json, under the data root; several datasets, and the base
+model beside its adapter (--base_model_name), are answered one after another with one model load (vLLM starts
+once). --help lists every flag.
 """
-
-from pathlib import Path
 
 from clinical_distil import inference, layout
 from clinical_distil.cli import run_stage
@@ -20,41 +21,44 @@ from clinical_distil.stages import EvalInferenceSettings
 
 def main(settings: EvalInferenceSettings) -> None:
     root = layout.data_root(settings.data_dir)
-    name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name
     run = inference.answering(settings, load_templates(settings.prompt_dir))
+    # (folder name, with the adapter) of each model that answers: the adapter's answers, then the base model's
+    models = [(settings.answer_name, True)] + ([(settings.base_model_name, False)] if settings.base_model_name else [])
     # every dataset's rows and files are checked before the model loads (once, for all of them)
     jobs = []
     for dataset, input_file, limit in settings.jobs:
         source = layout.eval_file(root, dataset, input_file)
         rows = inference.load_eval_rows(source, dataset)
-        target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
-                                     layout.model_outputs(root, dataset, name))
-        stop, _, _ = inference.plan_run(len(rows), run, target, input_file, settings.start_row, limit,
-                                        settings.num_shards, settings.shard_index)
-        if stop <= settings.start_row and not settings.allow_empty:
-            raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); pass "
-                             "--allow_empty to accept that")
-        # this shard's share of the rows, for the engine's choice of compiling (--vllm_compile auto)
-        share = -(-max(0, stop - settings.start_row) // settings.num_shards)
-        jobs.append((dataset, input_file, limit, rows, target, share))
+        for name, with_adapter in models:
+            target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
+                                         layout.model_outputs(root, dataset, name))
+            stop, _, _ = inference.plan_run(len(rows), run, target, input_file, settings.start_row, limit,
+                                            settings.num_shards, settings.shard_index)
+            if stop <= settings.start_row and not settings.allow_empty:
+                raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); "
+                                 "pass --allow_empty to accept that")
+            # this shard's share of the rows, for the engine's choice of compiling (--vllm_compile auto)
+            share = -(-max(0, stop - settings.start_row) // settings.num_shards)
+            jobs.append((dataset, input_file, limit, rows, target, share, name, with_adapter))
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
-    locks = [FolderLock(target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
-             for *_, target, _ in jobs]
-    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job[-1] for job in jobs))
-    for dataset, input_file, limit, rows, target, _ in jobs:
+    locks = [FolderLock(job[4], "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
+             for job in jobs]
+    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job[5] for job in jobs))
+    base_model = model.base_only() if settings.base_model_name else None
+    for dataset, input_file, limit, rows, target, _, name, with_adapter in jobs:
         summary = inference.run_eval_inference(
-            model, rows, run, target, input_file, settings.model_id, start_row=settings.start_row,
-            num_inference=limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
-            manifest_extra={"dataset_name": dataset, "adapter": settings.adapter, "model_name": name,
-                            "rows_in_file": len(rows), "prompt_dir": settings.prompt_dir})
+            model if with_adapter else base_model, rows, run, target, input_file, settings.model_id,
+            start_row=settings.start_row, num_inference=limit, num_shards=settings.num_shards,
+            shard_index=settings.shard_index,
+            manifest_extra={"dataset_name": dataset, "adapter": settings.adapter if with_adapter else None,
+                            "model_name": name, "rows_in_file": len(rows), "prompt_dir": settings.prompt_dir})
         session = summary["session"]
         print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
               f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
               f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
-
 
 if __name__ == "__main__":
     run_stage(EvalInferenceSettings, main)

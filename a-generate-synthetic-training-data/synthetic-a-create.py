@@ -8,7 +8,7 @@ plus manifest.json. --help lists every flag.
 from clinical_distil import layout, synthetic
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, check_engine_options, eager_engine, load_engine
+from clinical_distil.engines import Sampling, check_engine_options, load_engine, vllm_start_mode
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
@@ -55,7 +55,7 @@ def main(settings: CreateSettings) -> None:
         teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
                               tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
                               seed=settings.seed, dtype=settings.dtype,
-                              enforce_eager=eager_engine(settings.vllm_compile, prompts, settings.max_tokens))
+                              start_mode=vllm_start_mode(settings.vllm_compile, prompts, settings.max_tokens))
     summary = synthetic.run_stage_a(teacher, notes, stage, target, settings.model_id, start_row=settings.start_row,
                                     limit=settings.limit, num_shards=settings.num_shards,
                                     shard_index=settings.shard_index,

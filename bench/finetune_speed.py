@@ -42,6 +42,13 @@ CONFIGS = {
     # the paper's configuration with Liger's fused kernels: the same update in fewer kernel launches
     "paper_fused": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096",
                     "--fused_kernels", "True"],
+    # each decoder layer compiled (torch.compile, dynamic lengths): the same update in fewer, fused launches
+    "paper_compiled": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096",
+                       "--compile_layers", "True"],
+    "fast_bf16_compiled": ["--preset", "fast", "--load_in_4bit", "False", "--max_seq_length", "4096",
+                           "--compile_layers", "True"],
+    "fast_4bit_compiled": ["--preset", "fast", "--load_in_4bit", "True", "--max_seq_length", "4096",
+                           "--compile_layers", "True"],
     # packing fills 4,096-token rows (about 2.3 examples each): fewer optimizer steps for the same data
     "packed_bf16": ["--load_in_4bit", "False", "--gradient_checkpointing", "False", "--packing", "True",
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
@@ -209,7 +216,7 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
             if finished.returncode != 0:
                 print(finished.stderr[-3000:])
                 results.append({"shape": shape, "config": name, "processes": count,
-                                "error": finished.stderr.strip().splitlines()[-1]})
+                                "error": failure_line(finished.stderr)})
                 continue
             summary = json.loads(layout.training_summary(output_dir).read_text())
             tokens_per_second = summary["tokens_per_second"]
@@ -218,11 +225,12 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
                 "shape": shape, "config": name, "processes": count, "steps": summary["global_step"],
                 "trained_tokens": summary["trained_tokens"],
                 "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
+                "steady_tokens_per_second": summary.get("steady_tokens_per_second"),
                 "peak_memory_gib": summary["peak_memory_gib"],
                 "eval_loss_before": round(summary["eval_loss_before"], 4), "eval_loss": round(summary["eval_loss"], 4),
                 "mfu_percent": round(100 * 4 * parameters * tokens_per_second / (count * peak_tflops * 1e12), 1),
                 "liger": plan.get("liger_kernels"), "attention": plan.get("attention") or "sdpa",
-                "padding_free": plan.get("padding_free"),
+                "padding_free": plan.get("padding_free"), "compiled_layers": plan.get("compiled_layers", False),
             })
             print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
@@ -242,8 +250,21 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join("" if pd.isna(value) else str(value) for value in row) + " |")
-    return table.to_dict("records")
+    # missing values as null, not NaN (which JSON does not have)
+    return table.astype(object).where(table.notna(), None).to_dict("records")
 
+
+def failure_line(stderr: str) -> str:
+    """The line that says why a run failed: the exception line ending the last traceback, else the last line
+    that is not a progress bar."""
+    lines = stderr.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:  # the frames are indented; the exception is the first line after them that is not
+        after = [line for line in lines[starts[-1] + 1:] if line.strip() and not line[:1].isspace()]
+        if after:
+            return after[0].strip()
+    plain = [line.strip() for line in lines if line.strip() and "it/s]" not in line and "s/it]" not in line]
+    return (plain or ["no output"])[-1]
 
 if __name__ == "__main__":
     run(main)

@@ -1,16 +1,17 @@
-"""vLLM's start against its decoding: compiled (cold and warm compile cache) and eager, one process each.
+"""vLLM's start against its decoding: compiled (cold and warm compile cache), CUDA graphs only, eager; one process each.
 
     python bench/vllm_start.py --models models/SmolLM2-135M-Instruct,llama-3.1-8b --output /tmp/vllm_start.json
 
 For each model (a folder, or a Llama shape of bench/shapes.py served with vLLM's dummy weights) and each
-mode, a fresh process times `import vllm`, the engine's start (vllm.LLM through the project's VLLMEngine)
-and one wave of `--prompts` prompts of `--prompt_tokens` tokens decoding exactly `--output_tokens` tokens
-(end tokens ignored). Modes: `compiled_cold` (torch.compile and CUDA graphs, an empty compile cache),
-`compiled_warm` (the same again, its cache kept), `eager` (enforce_eager), `eager_inprocess` (eager with
-vLLM's engine core in the calling process, VLLM_ENABLE_V1_MULTIPROCESSING=0: no second process to start
-and import). The per-step decoding time of
-each mode gives the number of decoding steps after which compiling pays for its start:
-clinical_distil.engines.EAGER_BELOW_DECODE_STEPS is set from it.
+mode, a fresh process times `import vllm`, the engine's start (vllm.LLM through the project's VLLMEngine),
+one wave of `--prompts` prompts of `--prompt_tokens` tokens decoding exactly `--output_tokens` tokens (end
+tokens ignored), and one prompt alone decoding as many (the tail of a run, where one long reply is left).
+Modes: `compiled_cold` (torch.compile and CUDA graphs, an empty compile cache), `compiled_warm` (the same
+again, its cache kept), `graphs` (CUDA graphs of decoding steps, no torch.compile), `eager` (enforce_eager);
+all with the engine core in the calling process, as VLLMEngine starts it on one GPU, and `eager_two_process`
+(eager, the engine core in a process of its own: vLLM's default). The per-step decoding times give the
+number of decoding steps after which compiling pays for its start:
+clinical_distil.engines.COMPILE_FROM_DECODE_STEPS is set from it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from clinical_distil.cli import run
 from clinical_distil.files import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = ("compiled_cold", "compiled_warm", "eager", "eager_inprocess")
+MODES = ("compiled_cold", "compiled_warm", "graphs", "eager", "eager_two_process")
+START_MODE = {"compiled_cold": "on", "compiled_warm": "on", "graphs": "graphs", "eager": "off",
+              "eager_two_process": "off"}
 
 ONE_START = """
 import json, sys, time
@@ -39,9 +42,9 @@ imported = time.perf_counter()
 from clinical_distil.vllm_engine import VLLMEngine
 from vllm import SamplingParams
 from vllm.inputs import TokensPrompt
-model, eager, prompts, prompt_tokens, output_tokens, dummy = json.loads(sys.argv[1])
+model, start_mode, prompts, prompt_tokens, output_tokens, dummy = json.loads(sys.argv[1])
 options = {"load_format": "dummy"} if dummy else {}
-engine = VLLMEngine(model, max_model_len=prompt_tokens + output_tokens + 16, enforce_eager=eager,
+engine = VLLMEngine(model, max_model_len=prompt_tokens + output_tokens + 16, start_mode=start_mode,
                     enable_prefix_caching=False, **options)
 ready = time.perf_counter()
 vocabulary = engine.tokenizer.vocab_size
@@ -52,19 +55,22 @@ engine.llm.generate(requests[:2], SamplingParams(max_tokens=4, ignore_eos=True),
 warm = time.perf_counter()
 outputs = engine.llm.generate(requests, params, use_tqdm=False)
 done = time.perf_counter()
+engine.llm.generate(requests[-1:], params, use_tqdm=False)
+alone = time.perf_counter()
 produced = sum(len(output.outputs[0].token_ids) for output in outputs)
 print("RESULT " + json.dumps({"import_seconds": round(imported - started, 2),
                              "start_seconds": round(ready - imported, 2),
-                             "generate_seconds": round(done - warm, 3), "output_tokens": produced}))
+                             "generate_seconds": round(done - warm, 3), "output_tokens": produced,
+                             "one_prompt_seconds": round(alone - done, 3)}))
 """
 
 
 def one_start(model: str, mode: str, cache_dir: str, prompts: int, prompt_tokens: int, output_tokens: int,
               dummy: bool) -> dict:
     env = {**os.environ, "VLLM_CACHE_ROOT": cache_dir, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"}
-    if mode == "eager_inprocess":
-        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    arguments = json.dumps([model, mode.startswith("eager"), prompts, prompt_tokens, output_tokens, dummy])
+    if mode == "eager_two_process":
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    arguments = json.dumps([model, START_MODE[mode], prompts, prompt_tokens, output_tokens, dummy])
     started = time.perf_counter()
     finished = subprocess.run([sys.executable, "-c", ONE_START, arguments], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
@@ -73,7 +79,8 @@ def one_start(model: str, mode: str, cache_dir: str, prompts: int, prompt_tokens
         return {"mode": mode, "error": (finished.stderr.strip().splitlines() or ["no output"])[-1]}
     result = json.loads(lines[-1][len("RESULT "):])
     result.update(mode=mode, process_seconds=round(wall, 2),
-                  decode_ms_per_step=round(1e3 * result["generate_seconds"] / output_tokens, 3))
+                  decode_ms_per_step=round(1e3 * result["generate_seconds"] / output_tokens, 3),
+                  one_prompt_ms_per_step=round(1e3 * result["one_prompt_seconds"] / output_tokens, 3))
     return result
 
 
@@ -89,8 +96,8 @@ def main(models: str | tuple = "models/SmolLM2-135M-Instruct", modes: str | tupl
 
     Args:
         models: model folders or Llama shape names (dummy weights), comma-separated.
-        modes: some of compiled_cold, compiled_warm, eager, eager_inprocess (compiled_warm reuses
-            compiled_cold's cache).
+        modes: some of compiled_cold, compiled_warm, graphs, eager, eager_two_process (compiled_warm
+            reuses compiled_cold's cache).
         prompts: prompts decoded together (one wave).
         prompt_tokens: tokens per prompt.
         output_tokens: tokens decoded per prompt (end tokens ignored).
@@ -116,19 +123,23 @@ def main(models: str | tuple = "models/SmolLM2-135M-Instruct", modes: str | tupl
             by_mode[mode] = row
             rows.append(row)
             print(json.dumps(row), flush=True)
-        eager, compiled = by_mode.get("eager"), by_mode.get("compiled_cold")
-        warm = by_mode.get("compiled_warm")
-        if eager and compiled and "error" not in eager and "error" not in compiled:
-            extra_ms = eager["decode_ms_per_step"] - compiled["decode_ms_per_step"]
-            for name, row in (("cold", compiled), ("warm", warm)):
-                if row and "error" not in row:
-                    saved = row["start_seconds"] - eager["start_seconds"]
-                    steps = round(1e3 * saved / extra_ms) if extra_ms > 0 else None
-                    print(f"{model}: compiling ({name} cache) costs {saved:.1f} s more at start and saves "
-                          f"{extra_ms:.2f} ms per decoding step of {prompts} prompts: it pays after "
-                          f"{steps if steps is not None else 'no number of'} steps")
-                    rows.append({"model": model, "break_even": name, "start_seconds_saved_by_eager": round(saved, 2),
-                                 "decode_ms_per_step_lost_by_eager": round(extra_ms, 3), "break_even_steps": steps})
+        for cheaper in ("graphs", "eager"):  # a start without compiling, against compiling
+            quick = by_mode.get(cheaper)
+            if not quick or "error" in quick:
+                continue
+            for name in ("compiled_cold", "compiled_warm"):
+                row = by_mode.get(name)
+                if not row or "error" in row:
+                    continue
+                extra_ms = quick["decode_ms_per_step"] - row["decode_ms_per_step"]
+                saved = row["start_seconds"] - quick["start_seconds"]
+                steps = round(1e3 * saved / extra_ms) if extra_ms > 0 else None
+                print(f"{model}: {name} costs {saved:.1f} s more at start than {cheaper} and saves {extra_ms:.2f} ms "
+                      f"per decoding step of {prompts} prompts: it pays after "
+                      f"{steps if steps is not None else 'no number of'} steps")
+                rows.append({"model": model, "break_even": f"{name} vs {cheaper}",
+                             "start_seconds_saved": round(saved, 2),
+                             "decode_ms_per_step_lost": round(extra_ms, 3), "break_even_steps": steps})
     if output:
         card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
         Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,

@@ -90,23 +90,27 @@ def check_engine_options(engine: str, dtype: str, adapter: str | None = None) ->
 # vLLM compiles the model (torch.compile) and captures CUDA graphs when it starts; the faster decoding they buy pays
 # that back only over many decoding steps. Measured on an H200 (bench/RESULTS.md, "vLLM's start"): compiling costs
 # 51-57 s with an empty compile cache (10-19 s with a warm one) and saves 15.7 ms per decoding step of 256 prompts
-# for a 135M model, 2.2 ms for an 8B one. Under 5,000 steps eager loses at most ~80 s (135M) or ~11 s (8B).
-VLLM_COMPILE = ("auto", "on", "off")
-VLLM_COMPILE_HELP = ("vLLM's torch.compile and CUDA graphs: on (vLLM's default: up to a minute more at start, faster "
-                     "decoding), off (eager), auto (off when the run decodes fewer than 5,000 steps: waves of 256 "
-                     "prompts x the longest reply)")
-EAGER_BELOW_DECODE_STEPS = 5_000
+# for a 135M model, 2.2 ms for an 8B one. CUDA graphs of the decoding steps alone need no compiling: they take
+# seconds to capture and remove most of eager decoding's kernel-launch time, which is what slows a small model.
+VLLM_COMPILE = ("auto", "on", "graphs", "off")
+VLLM_COMPILE_HELP = ("vLLM's torch.compile and CUDA graphs: on (vLLM's default: up to a minute more at start, fastest "
+                     "decoding), graphs (CUDA graphs of decoding steps, no torch.compile: seconds at start), off "
+                     "(eager), auto (graphs when the run decodes fewer than 5,000 steps: waves of 256 prompts x the "
+                     "longest reply; else on)")
+COMPILE_FROM_DECODE_STEPS = 5_000
 DECODE_WAVE = 256  # prompts vLLM decodes together (its max_num_seqs for offline LLM use on a large GPU)
 
 
-def eager_engine(vllm_compile: str, prompts: int, max_tokens: int) -> bool:
-    """Whether vLLM should start without compiling: asked (`off`), or, for `auto`, when the run's decoding steps
-    (waves of DECODE_WAVE prompts, each up to `max_tokens` long) are too few to win back the start-up cost."""
+def vllm_start_mode(vllm_compile: str, prompts: int, max_tokens: int) -> str:
+    """How vLLM should start: on, graphs or off as asked, or, for `auto`, graphs when the run's decoding steps
+    (waves of DECODE_WAVE prompts, each up to `max_tokens` long) are too few to win back compiling's start-up
+    cost, else on."""
     if vllm_compile not in VLLM_COMPILE:
         raise InputError(f"--vllm_compile must be one of {', '.join(VLLM_COMPILE)}, got {vllm_compile!r}")
     if vllm_compile != "auto":
-        return vllm_compile == "off"
-    return math.ceil(max(prompts, 1) / DECODE_WAVE) * max_tokens < EAGER_BELOW_DECODE_STEPS
+        return vllm_compile
+    steps = math.ceil(max(prompts, 1) / DECODE_WAVE) * max_tokens
+    return "graphs" if steps < COMPILE_FROM_DECODE_STEPS else "on"
 
 
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,
@@ -116,7 +120,7 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
 
     dtype "auto" is bf16 on a GPU (float32 for the transformers engine on a CPU); float32 on both
     engines makes greedy replies comparable token for token (bf16 kernels differ between them).
-    `vllm_options` go to the vLLM engine (enforce_eager, ...); the transformers engine has no use for them.
+    `vllm_options` go to the vLLM engine (start_mode, ...); the transformers engine has no use for them.
     """
     check_model_folder(model_id)
     chosen = check_engine_options(engine, dtype, adapter)

@@ -88,6 +88,7 @@ class TrainingPlan:
     gradient_checkpointing: bool
     liger_kernels: bool
     attention: str | None  # a transformers attn_implementation; None: the model's default (SDPA)
+    compiled_layers: bool = False  # torch.compile of each decoder layer (--compile_layers)
 
 
 def installed(module: str) -> bool:
@@ -104,10 +105,14 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     batch gets a block-diagonal SDPA mask, cheap for at most two examples; larger batches are padded instead.
     `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`)."""
     liger = installed("liger_kernel") if liger is None else liger
-    fused = cuda and liger and (settings.preset == "fast" if settings.fused_kernels is None else settings.fused_kernels)
+    # compiled layers fuse their own operations; Liger's kernels, which torch.compile cannot trace, stay out
+    wanted = settings.preset == "fast" and not settings.compile_layers if settings.fused_kernels is None \
+        else settings.fused_kernels
+    fused = cuda and liger and wanted
     if settings.preset == "paper":
         return TrainingPlan("paper", settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
-                            settings.padding_free, settings.gradient_checkpointing, fused, None)
+                            settings.padding_free, settings.gradient_checkpointing, fused, None,
+                            settings.compile_layers)
     from clinical_distil import attention  # imports torch
 
     flash_attention = installed("flash_attn") if flash_attention is None else flash_attention
@@ -116,7 +121,21 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     varlen = cuda and kernel is not None
     batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps
     padding_free = not settings.packing and (settings.padding_free or varlen or batch <= 2)
-    return TrainingPlan("fast", batch, 1, padding_free, False, fused, kernel if varlen else None)
+    return TrainingPlan("fast", batch, 1, padding_free, False, fused, kernel if varlen else None,
+                        settings.compile_layers)
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile each decoder layer in place (regional compilation: the layers share their code, so one
+    compile serves them all; dynamic=True keeps one graph for every sequence length). State dict keys,
+    gradient checkpointing (which wraps each layer's call) and the saved adapter are unchanged. Returns the
+    number of layers compiled."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
@@ -205,6 +224,9 @@ def check_datasets(train_path: Path, test_path: Path) -> None:
             raise InputError(f"{path} holds no example; make a training set with items of every type (stage C)")
 
 
+WARM_STEPS = 3  # optimizer steps left out of a session's steady tokens/s
+
+
 def progress_callback(trainer, earlier: dict[str, float]):
     """A callback that writes, into every checkpoint it saves, the run's training seconds and tokens so far
     (earlier sessions included), so that a resumed run's summary covers the whole run."""
@@ -216,14 +238,31 @@ def progress_callback(trainer, earlier: dict[str, float]):
         def __init__(self):
             self.started = time.time()
             self.eval_seconds = 0.0
+            self.warmed: tuple[float, int] | None = None  # (seconds, tokens) this session after its first steps
+
+        def elapsed(self) -> float:
+            return time.time() - self.started - self.eval_seconds  # evaluations are not training time
+
+        def steady_tokens_per_second(self) -> float | None:
+            """This session's tokens/s after its first WARM_STEPS steps (compiling, allocator warm-up, the
+            first optimizer state): the rate a longer run settles at."""
+            if self.warmed is None:
+                return None
+            seconds, tokens = self.elapsed() - self.warmed[0], trainer._total_train_tokens - self.warmed[1]
+            return round(tokens / seconds, 1) if seconds > 0 and tokens > 0 else None
 
         def totals(self) -> dict[str, float]:
-            seconds = time.time() - self.started - self.eval_seconds  # evaluations are not training time
+            seconds = self.elapsed()
             return {"seconds": round(earlier.get("seconds", 0.0) + seconds, 2),
                     "tokens": int(earlier.get("tokens", 0) + trainer._total_train_tokens)}
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.time()
+            self.first_step = state.global_step  # a resumed session starts at its checkpoint's step
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.warmed is None and state.global_step - self.first_step >= WARM_STEPS:
+                self.warmed = (self.elapsed(), trainer._total_train_tokens)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             self.eval_seconds += float((logs or {}).get("eval_runtime", 0.0))
@@ -341,6 +380,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
                              eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer,
                              peft_config=peft_config)
+    if plan.compiled_layers:
+        log.info("torch.compile: %d decoder layers", compile_decoder_layers(trainer.model))
     checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint,
                                     set_aside=PartialState().is_main_process)
     PartialState().wait_for_everyone()
@@ -354,7 +395,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    totals = progress.totals()
+    totals, steady = progress.totals(), progress.steady_tokens_per_second()
     metrics = trainer.evaluate()
     # final/ appears whole or not at all: a later stage never reads a half-saved adapter
     final = layout.final_adapter(output_dir)
@@ -375,6 +416,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         "global_step": trainer.state.global_step, "train_loss": result.training_loss,
         "eval_loss_before": eval_loss_before, "eval_loss": metrics.get("eval_loss"), "seconds": round(seconds, 2),
         "trained_tokens": trained_tokens, "tokens_per_second": round(trained_tokens / seconds, 1) if seconds else None,
+        "steady_tokens_per_second": steady,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "session_seconds": round(totals["seconds"] - earlier.get("seconds", 0.0), 2),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,

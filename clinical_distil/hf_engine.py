@@ -7,6 +7,8 @@ constrained output through xgrammar.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from typing import Any, Callable, Sequence
 
 from clinical_distil.chat import Conversation, conversation_ids, end_token_ids
@@ -124,6 +126,13 @@ class TransformersEngine:
         self.max_model_len = max_model_len or getattr(self.model.config, "max_position_embeddings", 8192)
         self.batch_size = batch_size
         self._grammar_compiler = None
+        self._adapter_off = False
+
+    def base_only(self) -> "TransformersEngine":
+        """The same loaded model answering with its adapter turned off (the base model alone)."""
+        view = copy.copy(self)
+        view._adapter_off = True
+        return view
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
                  progress: Callable[[int, int], None] | None = None,
@@ -142,15 +151,19 @@ class TransformersEngine:
         schemas = per_request(sampling.json_schema, len(prompts))
         generator = torch.Generator().manual_seed(sampling.seed)
         results: list[Generation] = []
-        for batch_start in range(0, len(prompts), self.batch_size):
-            batch = list(range(batch_start, min(batch_start + self.batch_size, len(prompts))))
-            with torch.inference_mode():
-                batch_results = self._generate_batch([prompts[position] for position in batch], sampling,
-                                                     [schemas[position] for position in batch] if schemas else None,
-                                                     generator)
-            results.extend(batch_results)
-            if progress:
-                progress(len(batch), sum(result.output_tokens for result in batch_results))
+        # the PEFT model with its adapter off is the base model itself (no merge, no second copy)
+        adapter_off = self.model.disable_adapter() if self._adapter_off and hasattr(self.model, "disable_adapter") \
+            else contextlib.nullcontext()
+        with adapter_off:
+            for batch_start in range(0, len(prompts), self.batch_size):
+                batch = list(range(batch_start, min(batch_start + self.batch_size, len(prompts))))
+                with torch.inference_mode():
+                    batch_results = self._generate_batch([prompts[position] for position in batch], sampling,
+                                                         [schemas[position] for position in batch] if schemas
+                                                         else None, generator)
+                results.extend(batch_results)
+                if progress:
+                    progress(len(batch), sum(result.output_tokens for result in batch_results))
         return results
 
     def _prefill(self, prompts: list[list[int]]):

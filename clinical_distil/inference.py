@@ -152,13 +152,13 @@ def answering(settings, templates: PromptTemplates | None) -> InferenceSettings:
 def answering_engine(settings, model_id: str, adapter: str | None, prompts: int):
     """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded, to answer
     `prompts` prompts (vLLM skips compiling when they are too few to pay for it: --vllm_compile auto)."""
-    from clinical_distil.engines import eager_engine, load_engine
+    from clinical_distil.engines import load_engine, vllm_start_mode
     from clinical_distil.files import model_location
 
     return load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,
                        tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
                        seed=settings.seed, adapter=adapter, dtype=settings.dtype,
-                       enforce_eager=eager_engine(settings.vllm_compile, prompts, settings.max_output_tokens))
+                       start_mode=vllm_start_mode(settings.vllm_compile, prompts, settings.max_output_tokens))
 
 
 def gpus_held(engine) -> int:

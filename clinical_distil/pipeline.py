@@ -63,7 +63,8 @@ OWNED = {
     "select": ("source", "output"), "generate": ("model_id", "dataset", "notes_file", "output_dir"),
     "postprocess": ("dataset", "notes_file"), "prepare": ("tokenizer",),
     "finetune": ("model_id", "output_dir", "variant", "resume_from_checkpoint"), "merge": ("adapter_dir", "output_dir"),
-    "eval_inference": ("model_id", "dataset_name", "input_file", "num_inference", "model_name", "output_dir"),
+    "eval_inference": ("model_id", "dataset_name", "input_file", "num_inference", "model_name", "output_dir",
+                       "adapter", "base_model_name"),
     "evaluate": ("input_file", "models", "results_dir", "gold_dir"),
 }
 # settings of earlier versions of the driver, and where they are now
@@ -80,6 +81,7 @@ MOVED = {
     "apixaban_rows": "eval: {apixaban: {num_inference: N}}",
 }
 EVAL_KEYS = ("input_dir", "input_file", "num_inference")  # what a task's entry under `eval` may set
+DISTILLED_AS = ("adapter", "merged")
 
 
 @dataclass
@@ -124,6 +126,9 @@ class RunSettings(Settings):
     merge: dict = setting({}, "synthetic-e-convert-peft.py flags, e.g. {dtype: float16}")
     eval_inference: dict = setting({}, "eval-inference.py flags for every task and model, e.g. "
                                    "{max_output_tokens: 128}")
+    distilled_as: str = setting("adapter", "how eval-inference serves the distilled student: adapter (its LoRA "
+                                "adapter on the base model's engine, which answers for both models: one model load) "
+                                "or merged (stage E's merged model, loaded on its own)", choices=DISTILLED_AS)
     evaluate: dict = setting({}, "evaluate notebook parameters for every task, e.g. {resamples: 200}")
     eval: dict = setting({}, "per task: its raw data folder, eval file and rows, e.g. {i2b2: {input_dir: DIR, "
                          "input_file: test, num_inference: 13}}")
@@ -205,12 +210,12 @@ class Step:
     # what redoes the step when its outputs are older than its inputs (the script's --overwrite): run
     # as it is, a script would keep (or refuse to replace) the outputs made from the old inputs
     stale_command: Command | None = None
-    # steps of one group that are due together run as one command where `together` can write one (the
-    # eval-inference steps of one model: every task answered with one model load, so vLLM starts once);
-    # it gets the due steps' settings and whether to redo their outputs, and returns None when it cannot
+    # steps of one group that are due together run as fewer commands where `together` can write them (the
+    # eval-inference steps of one model, or of an adapter and its base: one model load, so vLLM starts once);
+    # it gets the due steps' settings and whether to redo their outputs, and returns (positions, command) pairs
     group: str | None = None
     settings: Settings | None = None
-    together: Callable[[list[Settings], bool], Command | None] | None = None
+    together: Callable[[list[Settings], bool], list[tuple[list[int], Command]]] | None = None
 
     def state(self) -> str:
         """"finished", "missing" (outputs not all there), "stale" (older than an input) or "incomplete"."""
@@ -332,8 +337,11 @@ def layout_for(settings: RunSettings) -> RunLayout:
             preprocess["prompt_dir"] = settings.prompt_dir
         stage_settings[f"preprocess:{task}"] = preprocess_settings(spec).from_values(preprocess, f"eval: {task}")
         for role in MODEL_ROLES:
+            served = {"model_id": run_layout.model_id(role)}
+            if role == "distilled" and settings.distilled_as == "adapter":
+                served = {"model_id": settings.student, "adapter": str(layout.final_adapter(run_layout.finetune_dir))}
             stage_settings[f"eval_inference:{task}:{role}"] = EvalInferenceSettings.from_values(_stage_values(
-                settings, "eval_inference", model_id=run_layout.model_id(role), dataset_name=task,
+                settings, "eval_inference", **served, dataset_name=task,
                 input_file=eval_files[task], num_inference=entry.get("num_inference", "all"),
                 model_name=run_layout.model_name(role), output_dir=str(run_layout.outputs_dir(task, role)),
                 data_dir=str(root)), f"eval: {task}")
@@ -521,10 +529,14 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
                                                                   stage_settings[f"preprocess:{task}"]),
                                      outputs=[run_layout.eval_file(task)]))
         manifests = []
+        one_engine = stage_settings[f"eval_inference:{task}:distilled"].adapter is not None
         for role in MODEL_ROLES:
             inference_settings: EvalInferenceSettings = stage_settings[f"eval_inference:{task}:{role}"]
             manifests.append(run_layout.inference_manifest(task, role))
-            model_inputs = [run_layout.eval_file(task)] + ([merged / "config.json"] if role == "distilled" else [])
+            model_inputs = [run_layout.eval_file(task)]
+            if role == "distilled":  # the model it answers with: the adapter (its training summary) or the merge
+                model_inputs.append(layout.training_summary(finetune_dir) if inference_settings.adapter
+                                    else merged / "config.json")
             answer = _script(layout.EVAL_INFERENCE_SCRIPT, inference_settings)
             inference_steps.append(Step(
                 f"{task}: {role} model answers", Command(answer + redo),
@@ -534,7 +546,8 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
                 covers=_manifest_covers(manifests[-1], "rows_in_file", inference_settings.row_limit,
                                         more_is_stale=True,
                                         count_file=lambda task=task: _count_rows(run_layout.eval_file(task), "id")),
-                group=f"answers:{role}", settings=inference_settings,
+                # an adapter's answers and its base model's come from one engine: one group for both
+                group="answers" if one_engine else f"answers:{role}", settings=inference_settings,
                 together=lambda due, again, root=run_layout.root: _answers_together(root, due, again)))
         evaluate_steps.append(Step(f"{task}: score both models",
                                    _notebook(run_layout, spec.evaluate_notebook, stage_settings[f"evaluate:{task}"]),
@@ -546,25 +559,47 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
     return stages
 
 
-def _answers_together(root: Path, due: list[EvalInferenceSettings], overwrite: bool) -> Command | None:
-    """One eval-inference command for one model's due tasks, when they differ only in their dataset (and each
-    answers into its default folder); else None."""
+def _one_command(root: Path, due: list[EvalInferenceSettings]) -> EvalInferenceSettings | None:
+    """One model's due tasks as one eval-inference run, when they differ only in their dataset (and each answers
+    into its default folder); else None."""
     plain = [dataclasses.replace(settings, dataset_name="", input_file="", num_inference="all", output_dir=None)
              for settings in due]
     if any(settings != plain[0] for settings in plain) or any(
             settings.output_dir and layout.resolve(settings.output_dir) != layout.model_outputs(
-                root, settings.dataset_name, settings.model_name) for settings in due):
+                root, settings.dataset_name, settings.answer_name) for settings in due):
         return None
-    combined = dataclasses.replace(due[0], dataset_name=",".join(settings.dataset_name for settings in due),
-                                   input_file=",".join(settings.input_file for settings in due),
-                                   num_inference=",".join(str(settings.num_inference) for settings in due),
-                                   output_dir=None)
-    return Command(_script(layout.EVAL_INFERENCE_SCRIPT, combined) + (["--overwrite"] if overwrite else []))
+    return dataclasses.replace(due[0], dataset_name=",".join(settings.dataset_name for settings in due),
+                               input_file=",".join(settings.input_file for settings in due),
+                               num_inference=",".join(str(settings.num_inference) for settings in due),
+                               output_dir=None)
+
+
+def _answers_together(root: Path, due: list[EvalInferenceSettings],
+                      overwrite: bool) -> list[tuple[list[int], Command]]:
+    """eval-inference commands for due answering steps (by their positions in `due`): each model's tasks in one
+    command, and a base model's beside its adapter's in that same command (--base_model_name) when both answer
+    the same tasks with the same settings. Steps no command covers run on their own."""
+    by_model: dict[str, list[int]] = {}
+    for position, settings in enumerate(due):
+        by_model.setdefault(settings.answer_name, []).append(position)
+    runs = {name: _one_command(root, [due[position] for position in positions])
+            for name, positions in by_model.items()}
+    redo = ["--overwrite"] if overwrite else []
+    served = [name for name, run in runs.items() if run is not None and run.adapter]
+    bases = [name for name, run in runs.items() if run is not None and not run.adapter]
+    if len(served) == 1 and len(bases) == 1:
+        with_adapter, alone = runs[served[0]], runs[bases[0]]
+        if dataclasses.replace(with_adapter, adapter=None, model_name=alone.model_name) == alone:
+            both = dataclasses.replace(with_adapter, base_model_name=alone.answer_name)
+            return [(by_model[served[0]] + by_model[bases[0]],
+                     Command(_script(layout.EVAL_INFERENCE_SCRIPT, both) + redo))]
+    return [(by_model[name], Command(_script(layout.EVAL_INFERENCE_SCRIPT, run) + redo))
+            for name, run in runs.items() if run is not None and len(by_model[name]) > 1]
 
 
 def batches(steps: list[Step], commands: dict[str, Command], overwrite: bool) -> list[tuple[list[Step], Command]]:
     """The due `steps` as the commands that run them: one per step, except steps of one group whose `together`
-    writes one command for all of them (those redone with --overwrite apart from the rest)."""
+    writes commands for several of them (those redone with --overwrite apart from the rest)."""
     grouped: dict[tuple, list[Step]] = {}
     for step in steps:
         stale = commands[step.label] is step.stale_command
@@ -572,13 +607,13 @@ def batches(steps: list[Step], commands: dict[str, Command], overwrite: bool) ->
         grouped.setdefault(key, []).append(step)
     result = []
     for key, members in grouped.items():
-        command = None
-        if len(members) > 1:
-            command = members[0].together([step.settings for step in members], overwrite or key[1])
-        if command is None:
-            result += [([step], commands[step.label]) for step in members]
-        else:
-            result.append((members, command))
+        joined = members[0].together([step.settings for step in members], overwrite or key[1]) \
+            if len(members) > 1 else []
+        covered = set()
+        for positions, command in joined:
+            result.append(([members[position] for position in positions], command))
+            covered.update(positions)
+        result += [([step], commands[step.label]) for position, step in enumerate(members) if position not in covered]
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP
@@ -186,6 +187,9 @@ class FinetuneSettings(Settings):
     fused_kernels: bool | None = setting(None, "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, linear "
                                          "cross-entropy) on CUDA where installed: the same computation in fewer "
                                          "kernel launches (default: with the fast preset only)")
+    compile_layers: bool = setting(False, "torch.compile each decoder layer (one compile serves every alike "
+                                   "layer; sequence lengths stay dynamic): the same computation in fewer, fused "
+                                   "kernel launches, after a compile of about a minute at the start")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "
                                  "--per_device_train_batch_size 2 and accumulation 1 it does the paper's two "
                                  "examples per update in one pass)")
@@ -209,6 +213,10 @@ class FinetuneSettings(Settings):
     def check(self) -> None:
         if self.max_steps == 0:
             raise InputError("--max_steps must be -1 (train for --num_train_epochs) or at least 1, got 0")
+        if self.compile_layers and self.fused_kernels:
+            # torch 2.11's dynamo stops on an assertion tracing Liger's SwiGLU autograd function (seen on an H200)
+            raise InputError("--compile_layers and --fused_kernels True do not combine: torch.compile cannot "
+                             "trace Liger's kernels; choose one (compiling fuses the same operations itself)")
 
 
 @dataclass
@@ -288,6 +296,8 @@ class EvalInferenceSettings(AnswerSettings):
     data_dir: str | None = setting(None, DATA_DIR_HELP)
     output_dir: str | None = setting(None, "outputs folder (default {data_dir}/outputs/{dataset_name}/{model_name})")
     model_name: str | None = setting(None, "output folder name (default: the last part of model_id)")
+    base_model_name: str | None = setting(None, "with --adapter: the base model answers too, on the same engine (one "
+                                          "start for both), into outputs/{dataset_name}/{base_model_name}")
     allow_empty: bool = setting(False, "accept an eval file with no row to answer (else that is an error)")
 
     def check(self) -> None:
@@ -302,6 +312,22 @@ class EvalInferenceSettings(AnswerSettings):
         if len(datasets) > 1 and self.output_dir:
             raise InputError("--output_dir names one folder; with several --dataset_name each dataset's answers go to "
                              "its own outputs/{dataset_name}/{model_name} (leave out --output_dir)")
+        if self.base_model_name is not None:
+            if not self.adapter:
+                raise InputError("--base_model_name answers with the base model beside its --adapter; give --adapter "
+                                 "too, or leave --base_model_name out")
+            if self.output_dir:
+                raise InputError("--output_dir names one folder; with --base_model_name each model's answers go to "
+                                 "its own outputs/{dataset_name}/{model_name} (leave out --output_dir)")
+            if self.base_model_name in ("", self.answer_name):
+                raise InputError(f"--base_model_name {self.base_model_name!r} must name a folder other than the "
+                                 f"adapter's answers ({self.answer_name})")
+
+    @property
+    def answer_name(self) -> str:
+        """The folder name of the answers (of the adapter's, when one is given): --model_name or the last part
+        of the adapter's or model's path."""
+        return self.model_name or Path(str(self.adapter or self.model_id).rstrip("/")).name
 
     @property
     def limits(self) -> list[int | None]:

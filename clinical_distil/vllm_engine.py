@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clinical_distil.chat import Conversation, conversation_ids, end_token_ids
 from clinical_distil.engines import Generation, Sampling, per_request
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def lora_rank_limit(adapter: str, at_least: int = 1) -> int:
+    """The smallest max_lora_rank vLLM accepts that serves `adapter` (its adapter_config.json's r)."""
+    rank = int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", at_least))
+    return next((limit for limit in LORA_RANKS if limit >= max(rank, at_least)), LORA_RANKS[-1])
 
 
 class VLLMEngine:
@@ -14,35 +25,49 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
-                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, seed: int = 0,
-                 adapter: str | None = None, max_lora_rank: int = 64, max_num_batched_tokens: int | None = None,
-                 dtype: str = "auto", enable_prefix_caching: bool = True, **llm_options: Any):
-        """`llm_options` go to vllm.LLM as they are (vLLM's own engine arguments)."""
+                 gpu_memory_utilization: float = 0.9, start_mode: str = "on", seed: int = 0,
+                 adapter: str | None = None, max_lora_rank: int | None = None,
+                 max_num_batched_tokens: int | None = None, dtype: str = "auto", enable_prefix_caching: bool = True,
+                 **llm_options: Any):
+        """`start_mode`: on (vLLM's torch.compile and CUDA graphs), graphs (CUDA graphs of decoding steps only)
+        or off (eager); see engines.VLLM_COMPILE_HELP. `llm_options` go to vllm.LLM as they are (vLLM's own
+        engine arguments)."""
         import os
 
         import torch
 
+        if start_mode not in ("on", "graphs", "off"):
+            raise ValueError(f"start_mode must be on, graphs or off, got {start_mode!r}")
+        tensor_parallel = tensor_parallel_size or max(1, torch.cuda.device_count())
         # spawn, not fork: the parent may already hold a CUDA context (a model built or timed before)
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        if tensor_parallel == 1:
+            # on one GPU the engine core runs in this process: a second process would import torch and vLLM
+            # again before the engine starts (13.9 s of the start on an H200; bench/RESULTS.md, "vLLM's start")
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.model_id = model_id
         self.adapter = adapter
         options: dict[str, Any] = dict(
-            model=model_id, tensor_parallel_size=tensor_parallel_size or max(1, torch.cuda.device_count()),
+            model=model_id, tensor_parallel_size=tensor_parallel,
             dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=enforce_eager, seed=seed)
+            gpu_memory_utilization=gpu_memory_utilization, enforce_eager=start_mode == "off", seed=seed)
+        if start_mode == "graphs":
+            from vllm.config import CompilationConfig, CompilationMode, CUDAGraphMode
+
+            options["compilation_config"] = CompilationConfig(mode=CompilationMode.NONE,
+                                                              cudagraph_mode=CUDAGraphMode.FULL_DECODE_ONLY)
         if max_model_len:
             options["max_model_len"] = max_model_len
         if max_num_batched_tokens:
             options["max_num_batched_tokens"] = max_num_batched_tokens
         if adapter:
-            options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+            options.update(enable_lora=True, max_lora_rank=max_lora_rank or lora_rank_limit(adapter), max_loras=1)
         options.update(llm_options)
         self.llm = LLM(**options)
         self.gpus = options["tensor_parallel_size"]
-        self.eager = bool(enforce_eager)
+        self.start_mode = start_mode
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         from transformers import GenerationConfig
@@ -52,6 +77,12 @@ class VLLMEngine:
         except OSError:
             generation_config = None
         self.stop_ids = end_token_ids(self.tokenizer, generation_config)
+
+    def base_only(self) -> "VLLMEngine":
+        """The same engine answering with the base model alone (no adapter): both models from one start."""
+        view = copy.copy(self)
+        view.adapter = None
+        return view
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling,
                  progress: Callable[[int, int], None] | None = None,

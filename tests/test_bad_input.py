@@ -161,6 +161,8 @@ CASES = [
     # ---- finetune
     ("ft-steps-type", FINETUNE, lambda w: ["--max_steps", "abc", *D(w)], "--max_steps must be a whole number"),
     ("ft-steps-zero", FINETUNE, lambda w: ["--max_steps", "0", *D(w)], "--max_steps must be -1"),
+    ("ft-compile-liger", FINETUNE, lambda w: ["--compile_layers", "True", "--fused_kernels", "True", *D(w)],
+     "--compile_layers and --fused_kernels True do not combine"),
     ("ft-epochs-zero", FINETUNE, lambda w: ["--num_train_epochs", "0", *D(w)], "--num_train_epochs must be more than 0"),
     ("ft-epochs-negative", FINETUNE, lambda w: ["--num_train_epochs", "-1", *D(w)], "--num_train_epochs must be more than 0"),
     ("ft-save-steps", FINETUNE, lambda w: ["--save_steps", "0", *D(w)], "--save_steps must be at least 1"),

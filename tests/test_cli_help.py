@@ -47,7 +47,8 @@ def test_module_help(module, tmp_path):
     ("bench/compare_engines.py", ["a", "b"], "unexpected argument 'a': every setting is given by name"),
     ("bench/gpu_throughput.py", ["table", "--bogus", "1"], "unknown flag --bogus"),
     ("bench/finetune_speed.py", ["--configs", "fastest"], "--configs: unknown configuration(s) ['fastest']; choose "
-     "from paper, fast_4bit, fast_bf16, paper_seed_43, paper_fused, packed_bf16"),
+     "from paper, fast_4bit, fast_bf16, paper_seed_43, paper_fused, paper_compiled, fast_bf16_compiled, "
+     "fast_4bit_compiled, packed_bf16"),
     ("bench/finetune_speed.py", ["--processes", "1,x"], "--processes takes GPU counts of at least 1"),
     ("bench/finetune_speed.py", ["--shortest_example", "2000", "--longest_example", "1700"],
      "--shortest_example 2000 and --longest_example 1700: give 0 < shortest <= longest"),
@@ -55,7 +56,7 @@ def test_module_help(module, tmp_path):
     ("bench/finetune_profile.py", ["--shortest_example", "0"],
      "--shortest_example 0 and --longest_example 4000: give 0 < shortest <= longest"),
     ("bench/vllm_start.py", ["--modes", "eager,cached"], "--modes: unknown mode(s) ['cached']; choose from "
-     "compiled_cold, compiled_warm, eager, eager_inprocess"),
+     "compiled_cold, compiled_warm, graphs, eager, eager_two_process"),
 ])
 def test_bench_scripts_refuse_bad_flags_in_one_line_before_any_work(script, arguments, message, tmp_path):
     """The benchmarks check their flags like the stages (one command of several: that command's flags)."""

@@ -172,6 +172,26 @@ def test_eval_inference_serves_a_lora_adapter(tmp_path, tiny_model_dir):
     base = pd.read_csv(tmp_path / f"outputs/mini/{tiny_model_dir.name}/test_0_1_chunk_0.csv", keep_default_na=False)
     assert adapted["output"][0] != base["output"][0]
     assert json.loads((tmp_path / "outputs/mini/adapter-run/manifest_test.json").read_text())["adapter"]
+    # both models from one load: the same answers as the two runs above, each in its own folder
+    both = run_script("eval-inference.py", *base_args, "--adapter", str(tmp_path / "adapter-run"),
+                      "--model_name", "distilled", "--base_model_name", "base")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert both.stdout.count("eval-inference: 1 answers") == 2
+    for name, alone in (("distilled", adapted), ("base", base)):
+        together = pd.read_csv(tmp_path / f"outputs/mini/{name}/test_0_1_chunk_0.csv", keep_default_na=False)
+        assert together["output"].tolist() == alone["output"].tolist()
+        manifest = json.loads((tmp_path / f"outputs/mini/{name}/manifest_test.json").read_text())
+        assert (manifest["model_name"], bool(manifest["adapter"])) == (name, name == "distilled")
+    for flags, message in (
+            (["--base_model_name", "base"], "--base_model_name answers with the base model beside its --adapter"),
+            (["--adapter", str(tmp_path / "adapter-run"), "--base_model_name", "adapter-run"],
+             "--base_model_name 'adapter-run' must name a folder other than the adapter's answers"),
+            (["--adapter", str(tmp_path / "adapter-run"), "--base_model_name", "b", "--output_dir", "x"],
+             "--output_dir names one folder; with --base_model_name")):
+        refused = run_script("eval-inference.py", *base_args, *flags)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert lines[0].startswith(f"error: {message}"), refused.stderr
     # vLLM's LoRA kernels take bf16/fp16 only: refused up front, before any model loads
     float32_lora = run_script("eval-inference.py", *base_args[:-4], "--engine", "vllm", "--dtype", "float32",
                               "--adapter", str(tmp_path / "adapter-run"))

@@ -297,10 +297,10 @@ def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_pa
     paper, fast = losses["paper"], losses["fast"]
     assert paper[3] == {"preset": "paper", "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2,
                         "padding_free": False, "gradient_checkpointing": True, "liger_kernels": False,
-                        "attention": None}
+                        "attention": None, "compiled_layers": False}
     assert fast[3] == {"preset": "fast", "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "padding_free": True, "gradient_checkpointing": False, "liger_kernels": False,
-                       "attention": None}
+                       "attention": None, "compiled_layers": False}
     assert len(paper[0]) == len(fast[0]) == 3
     assert fast[0] == pytest.approx(paper[0], rel=1e-4)  # step 2 and 3 also compare the updates made before them
     assert fast[1] == pytest.approx(paper[1], rel=1e-5) and fast[2] == pytest.approx(paper[2], rel=1e-4)
@@ -330,6 +330,53 @@ def test_training_plan_of_each_preset(flags, cuda, liger, flash, torch_varlen, e
                                     torch_varlen=torch_varlen)
     assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.padding_free,
             plan.gradient_checkpointing, plan.liger_kernels, plan.attention) == expected
+
+
+@pytest.mark.parametrize("preset", ["paper", "fast"])
+def test_compile_layers_reaches_the_plan_of_either_preset(preset):
+    from clinical_distil.files import InputError
+    from clinical_distil.stages import FinetuneSettings
+
+    for asked in (False, True):
+        plan = finetuning.training_plan(FinetuneSettings.from_values({"preset": preset, "compile_layers": asked}),
+                                        True, liger=True, flash_attention=False, torch_varlen=True)
+        assert plan.compiled_layers is asked
+        # compiled layers leave Liger's kernels out (torch.compile cannot trace them)
+        assert plan.liger_kernels is (preset == "fast" and not asked)
+    with pytest.raises(InputError, match="--compile_layers and --fused_kernels True do not combine"):
+        FinetuneSettings.from_values({"preset": preset, "compile_layers": True, "fused_kernels": True})
+
+
+@pytest.mark.slow
+def test_compiled_decoder_layers_compute_the_same_loss_and_gradients(tiny_model_dir):
+    """Each decoder layer compiled (dynamic lengths) under non-reentrant gradient checkpointing, as finetune.py
+    trains: the loss and every LoRA gradient of examples of three lengths match the uncompiled model's."""
+    from peft import get_peft_model
+
+    def build():
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                               LoraConfig(r=8, target_modules="all-linear", lora_dropout=0.0,
+                                          init_lora_weights=False))
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        return model.train()
+
+    plain, compiled = build(), build()
+    assert finetuning.compile_decoder_layers(compiled) == plain.config.num_hidden_layers
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # the saved adapter's keys are unchanged
+    generator = torch.Generator().manual_seed(1)
+    for length in (37, 53, 91):
+        ids = torch.randint(0, plain.config.vocab_size, (1, length), generator=generator)
+        results = []
+        for model in (plain, compiled):
+            model.zero_grad()
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            gradients = [weight.grad.clone() for weight in model.parameters() if weight.requires_grad]
+            results.append((loss.item(), gradients))
+        assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
+        assert all(torch.allclose(got, want, rtol=1e-4, atol=1e-6) for got, want in zip(results[1][1], results[0][1]))
 
 
 def test_finetune_speed_bench_compares_the_presets_on_the_same_examples(tiny_model_dir, tmp_path):
@@ -373,3 +420,15 @@ def test_merged_student_carries_a_model_card(data_dir, tiny_model_dir, tmp_path)
     assert f"- {summary['global_step']} optimizer steps" in text and "preset fast" in text
     assert "x 1 accumulated" in text and "2 examples per device" in text  # the fast plan: two in one pass
     assert "same top token: True" in text and "## Protected health information" in text
+
+
+def test_finetune_speed_records_why_a_run_failed(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from finetune_speed import failure_line
+
+    traceback = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                 "torch._dynamo.exc.Unsupported: graph break\n\nfrom user code:\n   File \"m.py\", line 3\n"
+                 "  0%|          | 0/48 [01:32<?, ?it/s]\n")
+    assert failure_line(traceback) == "torch._dynamo.exc.Unsupported: graph break"
+    assert failure_line("loading\n 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\n") == "loading"
+    assert failure_line("") == "no output"

@@ -69,7 +69,7 @@ def test_tasks_given_as_a_tuple_by_fire(tmp_path):
                         "--reports_dir", str(tmp_path / "reports"))
     assert result.returncode == 0, result.stderr[-2000:]
     answered = re.findall(r"eval-inference\.py .*?--dataset_name (\S+)", result.stdout)
-    assert answered == ["i2b2,apixaban", "i2b2,apixaban"]  # each model answers both tasks with one load
+    assert answered == ["i2b2,apixaban"]  # both models answer both tasks with one load
 
 
 def test_raw_notes_are_selected_first(tmp_path):
@@ -100,44 +100,77 @@ def test_notes_errors(tmp_path):
         pipeline.layout_for(RunSettings.from_values(dict(notes=str(wrong))))
 
 
-def test_due_steps_of_one_group_run_as_one_command_unless_they_cannot():
-    def step(label, group=None, stale=False, together=True):
+def test_due_steps_of_one_group_run_as_few_commands_as_together_writes():
+    def join_all(due, again):
+        return [(list(range(len(due))), pipeline.Command(["+".join(due)] + (["-o"] if again else [])))]
+
+    def step(label, group=None, stale=False, together=join_all):
         command, redo = pipeline.Command([label]), pipeline.Command([label, "--overwrite"])
         made = pipeline.Step(label, command, outputs=[], stale_command=redo, group=group, settings=label,
-                             together=(lambda due, again: pipeline.Command(["+".join(due)] + (["-o"] if again else [])))
-                             if together else None)
+                             together=together)
         return made, (redo if stale else command)
 
-    steps = [step("a1", "a"), step("x"), step("a2", "a"), step("b1", "b", together=False), step("b2", "b"),
+    steps = [step("a1", "a"), step("x"), step("a2", "a"), step("b1", "b", together=None), step("b2", "b"),
              step("a3", "a", stale=True), step("a4", "a", stale=True)]
     commands = {made.label: command for made, command in steps}
     ran = [([member.label for member in members], command.argv)
            for members, command in pipeline.batches([made for made, _ in steps], commands, overwrite=False)]
     assert ran == [(["a1", "a2"], ["a1+a2"]), (["x"], ["x"]), (["b1"], ["b1"]), (["b2"], ["b2"]),
                    (["a3", "a4"], ["a3+a4", "-o"])]  # stale steps are redone together, apart from the rest
-    cannot = [step("c1", "c", together=False)[0], step("c2", "c")[0]]
-    cannot[1].together = lambda due, again: None
+    # what `together` leaves out runs on its own, with its own command
+    partly = [step(label, "c", together=lambda due, again: [([2, 0], pipeline.Command(["c3+c1"]))])[0]
+              for label in ("c1", "c2", "c3")]
+    assert [([m.label for m in members], command.argv) for members, command in pipeline.batches(
+        partly, {made.label: made.command for made in partly}, False)] == [
+        (["c3", "c1"], ["c3+c1"]), (["c2"], ["c2"])]
+    nothing = [step(label, "d", together=lambda due, again: [])[0] for label in ("d1", "d2")]
     assert [[m.label for m in members] for members, _ in pipeline.batches(
-        cannot, {made.label: made.command for made in cannot}, False)] == [["c1"], ["c2"]]
+        nothing, {made.label: made.command for made in nothing}, False)] == [["d1"], ["d2"]]
+
+
+def _answers(tmp_path, task, name="base", **extra):
+    from clinical_distil.stages import EvalInferenceSettings
+
+    values = {"model_id": "m", "dataset_name": task, "input_file": "test", "data_dir": str(tmp_path),
+              "model_name": name, "output_dir": str(tmp_path / "outputs" / task / name), **extra}
+    return EvalInferenceSettings.from_values(values)
 
 
 def test_answers_of_one_model_combine_only_when_they_differ_in_their_dataset(tmp_path):
-    from clinical_distil.stages import EvalInferenceSettings
-
-    def answers(task, **extra):
-        values = {"model_id": "m", "dataset_name": task, "input_file": "test", "data_dir": str(tmp_path),
-                  "model_name": "base", "output_dir": str(tmp_path / "outputs" / task / "base"), **extra}
-        return EvalInferenceSettings.from_values(values)
-
-    combined = pipeline._answers_together(tmp_path, [answers("i2b2", num_inference=13), answers("apixaban")], True)
+    [(positions, combined)] = pipeline._answers_together(
+        tmp_path, [_answers(tmp_path, "i2b2", num_inference=13), _answers(tmp_path, "apixaban")], True)
     argv = combined.argv
+    assert positions == [0, 1]
     assert argv[argv.index("--dataset_name") + 1] == "i2b2,apixaban" and "--output_dir" not in argv
     assert argv[argv.index("--input_file") + 1] == "test,test" and argv[argv.index("--num_inference") + 1] == "13,all"
-    assert argv[-1] == "--overwrite"
-    assert pipeline._answers_together(tmp_path, [answers("i2b2"), answers("apixaban", max_output_tokens=9)], False) \
-        is None  # other settings: two commands
-    assert pipeline._answers_together(tmp_path, [answers("i2b2"), answers("apixaban", output_dir=str(tmp_path / "x"))],
-                                      False) is None  # a folder of its own
+    assert argv[-1] == "--overwrite" and "--base_model_name" not in argv
+    assert pipeline._answers_together(tmp_path, [_answers(tmp_path, "i2b2"),
+                                                 _answers(tmp_path, "apixaban", max_output_tokens=9)], False) \
+        == []  # other settings: two commands
+    assert pipeline._answers_together(tmp_path, [_answers(tmp_path, "i2b2"),
+                                                 _answers(tmp_path, "apixaban", output_dir=str(tmp_path / "x"))],
+                                      False) == []  # a folder of its own
+
+
+def test_an_adapter_and_its_base_answer_in_one_command_when_they_answer_alike(tmp_path):
+    adapter = tmp_path / "final"
+
+    def pair(base_extra=None, tasks=("i2b2", "apixaban"), adapter_tasks=None):
+        due = [_answers(tmp_path, task, "run-base", **(base_extra or {})) for task in tasks]
+        due += [_answers(tmp_path, task, "run-distilled", adapter=str(adapter)) for task in adapter_tasks or tasks]
+        return [(positions, command.argv) for positions, command in pipeline._answers_together(tmp_path, due, False)]
+
+    [(positions, argv)] = pair()
+    assert positions == [2, 3, 0, 1]
+    assert argv[argv.index("--adapter") + 1] == str(adapter) and argv[argv.index("--model_id") + 1] == "m"
+    assert argv[argv.index("--model_name") + 1] == "run-distilled"
+    assert argv[argv.index("--base_model_name") + 1] == "run-base"
+    assert argv[argv.index("--dataset_name") + 1] == "i2b2,apixaban"
+    # other answering settings, or other tasks due: each model's tasks in a command of its own
+    for apart in (pair(base_extra={"max_output_tokens": 9}), pair(adapter_tasks=("i2b2",))):
+        assert all("--base_model_name" not in argv for _, argv in apart)
+    assert [positions for positions, _ in pair(adapter_tasks=("i2b2",))] == [[0, 1]]  # the lone step runs alone
+    assert [positions for positions, _ in pair(base_extra={"max_output_tokens": 9})] == [[0, 1], [2, 3]]
 
 
 def test_stage_range():
@@ -260,6 +293,32 @@ def test_driver_fine_tunes_with_the_fast_preset_unless_the_config_says_paper(tmp
         _finetune_command(tmp_path, finetune={"preset": "fastest"})
 
 
+def test_distilled_student_answers_as_its_adapter_unless_the_config_says_merged(tmp_path):
+    values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
+                  student="models/student", results_dir=str(tmp_path / "results"), models_dir=str(tmp_path / "models"))
+    for distilled_as, model_id, adapter, model_input in (
+            ("adapter", "models/student", str(tmp_path / "results" / "r" / "final"),
+             tmp_path / "results" / "r" / "training_summary.json"),
+            ("merged", str(tmp_path / "models" / "r-distilled"), None,
+             tmp_path / "models" / "r-distilled" / "config.json")):
+        run_layout = pipeline.layout_for(RunSettings.from_values({**values, "distilled_as": distilled_as}))
+        stages = {stage.name: stage for stage in pipeline.plan(run_layout)}
+        for task in run_layout.tasks:
+            base = run_layout.settings[f"eval_inference:{task}:base"]
+            distilled = run_layout.settings[f"eval_inference:{task}:distilled"]
+            assert (base.model_id, base.adapter, distilled.model_id, distilled.adapter) == (
+                "models/student", None, model_id, adapter)
+        step = next(step for step in stages["eval-inference"].steps if step.settings.model_name == "r-distilled")
+        assert step.inputs[-1] == model_input
+        commands = {step.label: step.command for step in stages["eval-inference"].steps}
+        joined = pipeline.batches(stages["eval-inference"].steps, commands, False)
+        assert len(joined) == (1 if distilled_as == "adapter" else 2)  # one model load, or one per model
+    with pytest.raises(InputError, match="distilled_as"):
+        pipeline.layout_for(RunSettings.from_values({**values, "distilled_as": "both"}))
+    with pytest.raises(InputError, match="base_model_name"):
+        pipeline.layout_for(RunSettings.from_values({**values, "eval_inference": {"base_model_name": "x"}}))
+
+
 def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
     """Only checkpoints cut off while saving: a resume would have nothing to continue from, so the run starts
     again; with a complete one it resumes."""
@@ -317,7 +376,8 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "synthetic-a-create.py --model_id models/SmolLM2-135M-Instruct" in result.stdout
     assert "--limit 4 --structured_output True" in result.stdout
-    assert result.stdout.count("eval-inference.py") == 2  # one command (one model load) per model
+    assert result.stdout.count("eval-inference.py") == 1  # one command, one model load: the adapter and its base
+    assert "--model_name demo-distilled --base_model_name demo-base" in result.stdout
     assert ("--dataset_name annotated-synthetic,i2b2,apixaban --input_file prompts,test,prompts "
             "--num_inference 12,13,23") in result.stdout
     assert not (tmp_path / "data" / "mimic").exists() and not (tmp_path / "results").exists()
@@ -566,18 +626,19 @@ def _make_newer(path: Path) -> None:
 
 
 def test_answers_older_than_their_model_are_redone_not_scored(whole_run):
-    """A merged student newer than its answers: the driver redoes its answers with --overwrite (run as it is,
+    """A trained adapter newer than its answers: the driver redoes its answers with --overwrite (run as it is,
     eval-inference would keep every old chunk and the old model's answers would be scored)."""
     work, config, _ = whole_run
     data = work / "data"
-    _make_newer(work / "models" / "e2e-distilled" / "config.json")
+    adapter_summary = work / "results" / "e2e" / "training_summary.json"
+    _make_newer(adapter_summary)
     base_chunks = {path: path.stat().st_mtime_ns for path in (data / "outputs").glob("*/e2e-base/*_chunk_*.csv")}
     rerun = run_script("run-pipeline.py", "--config", str(config), "--from_stage", "eval-inference",
                        "--to_stage", "eval-inference")
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert rerun.stdout.count("is older than its inputs; redoing it with --overwrite") == 3
     assert "3 of 6 step(s) to run" in rerun.stdout
-    model_time = (work / "models" / "e2e-distilled" / "config.json").stat().st_mtime
+    model_time = adapter_summary.stat().st_mtime
     for task, file_name, rows in (("annotated-synthetic", "prompts", 10), ("i2b2", "test", 26),
                                   ("apixaban", "prompts", 23)):
         folder = data / "outputs" / task / "e2e-distilled"
