@@ -92,7 +92,8 @@ def check_engine_options(engine: str, dtype: str, adapter: str | None = None) ->
 # 51-57 s with an empty compile cache (10-19 s with a warm one) and saves 15.7 ms per decoding step of 256 prompts
 # for a 135M model, 2.2 ms for an 8B one. CUDA graphs of the decoding steps alone need no compiling: they take
 # seconds to capture and remove most of eager decoding's kernel-launch time, which is what slows a small model.
-VLLM_COMPILE = ("auto", "on", "graphs", "off")
+VLLM_START_MODES = ("on", "graphs", "off")  # how VLLMEngine starts vLLM
+VLLM_COMPILE = ("auto", *VLLM_START_MODES)
 VLLM_COMPILE_HELP = ("vLLM's torch.compile and CUDA graphs: on (vLLM's default: up to a minute more at start, fastest "
                      "decoding), graphs (CUDA graphs of decoding steps, no torch.compile: seconds at start), off "
                      "(eager), auto (graphs when the run decodes fewer than 5,000 steps: waves of 256 prompts x the "

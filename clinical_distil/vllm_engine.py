@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clinical_distil.chat import Conversation, conversation_ids, end_token_ids
-from clinical_distil.engines import Generation, Sampling, per_request
+from clinical_distil.engines import VLLM_START_MODES, Generation, Sampling, per_request
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
@@ -36,8 +36,9 @@ class VLLMEngine:
 
         import torch
 
-        if start_mode not in ("on", "graphs", "off"):
-            raise ValueError(f"start_mode must be on, graphs or off, got {start_mode!r}")
+        if start_mode not in VLLM_START_MODES:
+            raise ValueError(f"start_mode must be {', '.join(VLLM_START_MODES[:-1])} or {VLLM_START_MODES[-1]}, "
+                             f"got {start_mode!r}")
         tensor_parallel = tensor_parallel_size or max(1, torch.cuda.device_count())
         # spawn, not fork: the parent may already hold a CUDA context (a model built or timed before)
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
