@@ -30,18 +30,14 @@ def main(settings: FinetuneSettings) -> None:
     clear = finetuning.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
     lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
     if clear:
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = finetuning.process_state()
         if state.is_main_process:  # the earlier run goes; the lock this run holds stays
             for path in target.iterdir():
                 if path.name != layout.lock_name():
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
         state.wait_for_everyone()
     summary = finetuning.train(settings, model_location(settings.model_id), train_path, test_path, target)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # one line per run, not one per GPU
+    if not finetuning.process_state().is_main_process:  # one line per run, not one per GPU
         return
     before = summary["eval_loss_before"]
     print(f"trained {summary['global_step']} steps in {summary['seconds']:.0f}s: train loss "

@@ -147,7 +147,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
          warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
          test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
          plain: bool = True, seed: int = 0, fused_kernels: bool | None = None, shortest_example: int = 500,
-         longest_example: int = 4000) -> None:
+         longest_example: int = 4000, compile_layers: bool = False) -> None:
     """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
 
     Args:
@@ -167,6 +167,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         fused_kernels: finetune.py's --fused_kernels (default: the preset's).
         shortest_example: bench/finetune_speed.py's example lengths: from this many tokens ...
         longest_example: ... to this many.
+        compile_layers: finetune.py's --compile_layers (the plain loop stays eager: give --plain False).
     """
     import torch
     from datasets import load_from_disk
@@ -183,18 +184,20 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     total = warmup + steps + 1 + profiled  # one step between: the profiler's own warm-up
     settings = FinetuneSettings.from_values({
         "model_id": str(model_dir), "preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096,
-        "fused_kernels": fused_kernels,
+        "fused_kernels": fused_kernels, "compile_layers": compile_layers,
         "max_steps": total, "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"})
     marks: list[tuple[int, float, int]] = []
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU]
         + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []),
         schedule=torch.profiler.schedule(wait=warmup + steps, warmup=1, active=profiled, repeat=1))
-    summary = finetuning.train(settings, str(model_dir), train_path, test_path, work / "runs" / f"profile-{preset}",
+    run_dir = work / "runs" / f"profile-{preset}{'-compiled' if compile_layers else ''}"
+    summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir,
                                callbacks=[lambda trainer: timer_callback(trainer, marks),
                                           lambda trainer: profiler_callback(profiler)])
     plan = finetuning.TrainingPlan(**summary["plan"])
-    result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "plan": summary["plan"],
+    result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
+              "plan": summary["plan"],
               "trainer": rate(marks, warmup, warmup + steps)}
     profiled_rate = rate(marks, warmup + steps + 1, total)
     operators = top_operators(profiler)

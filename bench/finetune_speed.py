@@ -54,6 +54,8 @@ CONFIGS = {
                     "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
                     "--max_seq_length", "4096"],
 }
+# how several processes are launched: accelerate with DeepSpeed ZeRO-2 (the published setup) or plain DDP
+LAUNCHERS = layout.DATA_PARALLEL_CONFIGS
 
 
 def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_tokens: int = 4000) -> pd.DataFrame:
@@ -101,7 +103,7 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
          train_examples: int = 400, test_examples: int = 32, configs: str | tuple = "paper,fast_4bit,fast_bf16",
          work_dir: str = "/tmp/finetune-bench", data_dir: str | None = None, peak_tflops: float = 989.0, seed: int = 0,
          extra: str = "", output: str = "", shortest_example: int = 500, longest_example: int = 4000,
-         processes: str | int = "1") -> None:
+         processes: str | int = "1", launchers: str | tuple = "deepspeed") -> None:
     """Run finetune.py under each configuration on the same examples and print the comparison.
 
     Args:
@@ -121,7 +123,9 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         shortest_example: the examples' lengths spread log-uniformly from this many tokens ...
         longest_example: ... to this many (equal: every example of that length).
         processes: GPU process counts to run each configuration with, comma-separated (1: python finetune.py;
-            more: accelerate launch with configs/deep_speed2.yaml); the table gives each count's share of linear.
+            more: accelerate launch); the table gives each count's share of linear.
+        launchers: how runs of several processes are launched, comma-separated: deepspeed (accelerate with
+            configs/deep_speed2.yaml, ZeRO-2) and/or ddp (configs/multi_gpu.yaml); each is run at every count above 1.
     """
     work = Path(work_dir)
     names = configs.split(",") if isinstance(configs, str) else list(configs)
@@ -134,12 +138,16 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
     if len(counts) != len(parts) or not counts or min(counts) < 1:
         raise InputError(f"--processes takes GPU counts of at least 1, comma-separated; got {processes}")
     check_lengths(shortest_example, longest_example)
+    ways = launchers.split(",") if isinstance(launchers, str) else list(launchers)
+    strange = [way for way in ways if way not in LAUNCHERS]
+    if strange or not ways:
+        raise InputError(f"--launchers: unknown launcher(s) {strange}; choose from {', '.join(LAUNCHERS)}")
     shapes = [model] if model else [part.strip() for part in str(shape).split(",")]
     rows = []
     for each in shapes:
         rows += measure_shape(each, bool(model), names, work / Path(each).name, tokenizer, train_examples,
                               test_examples, data_dir, peak_tflops, seed, extra,
-                              (shortest_example, longest_example), counts)
+                              (shortest_example, longest_example), counts, tuple(ways))
     if output:
         import time
 
@@ -183,12 +191,14 @@ def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, trai
     return model_dir, data
 
 
-def finetune_command(model_dir: Path, data: Path, output_dir: Path, flags: list[str], processes: int = 1) -> list[str]:
-    """finetune.py on the bench examples; with several processes under accelerate + DeepSpeed ZeRO-2."""
+def finetune_command(model_dir: Path, data: Path, output_dir: Path, flags: list[str], processes: int = 1,
+                     launcher: str | None = None) -> list[str]:
+    """finetune.py on the bench examples; with several processes under accelerate (a LAUNCHERS name; default
+    DeepSpeed ZeRO-2)."""
     launch = [sys.executable, str(REPO / "finetune.py")]
     if processes > 1:
         launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                  str(layout.CONFIGS / "deep_speed2.yaml"), "--num_processes", str(processes),
+                  str(LAUNCHERS[launcher or "deepspeed"]), "--num_processes", str(processes),
                   str(REPO / "finetune.py")]
     return [*launch, "--model_id", str(model_dir), "--input_file", "all", "--variant", "bench", "--min_difficulty", "1",
             "--data_dir", str(data), "--output_dir", str(output_dir), "--overwrite", "--save_steps", "100000",
@@ -197,17 +207,21 @@ def finetune_command(model_dir: Path, data: Path, output_dir: Path, flags: list[
 
 def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tokenizer: str, train_examples: int,
                   test_examples: int, data_dir: str | None, peak_tflops: float, seed: int, extra: str,
-                  lengths: tuple[int, int] = (500, 4000), processes: tuple[int, ...] = (1,)) -> list[dict]:
+                  lengths: tuple[int, int] = (500, 4000), processes: tuple[int, ...] = (1,),
+                  launchers: tuple[str, ...] = ("deepspeed",)) -> list[dict]:
     """finetune.py under each configuration (and process count) on one model's examples; prints the table and
     returns its rows."""
     model_dir, data = model_and_data(shape, is_folder, work, tokenizer, train_examples, test_examples, data_dir, seed,
                                      lengths)
     parameters = parameter_count(model_dir)
     results = []
+    # one process runs once; more run once per launcher
+    runs = [(count, launcher) for count in processes for launcher in ((None,) if count == 1 else launchers)]
     for name in names:
-        for count in processes:
-            output_dir = work / "runs" / (name if count == 1 else f"{name}-{count}gpu")
-            command = finetune_command(model_dir, data, output_dir, [*CONFIGS[name], *extra.split()], count)
+        for count, launcher in runs:
+            output_dir = work / "runs" / (name if count == 1 else f"{name}-{count}gpu-{launcher}")
+            command = finetune_command(model_dir, data, output_dir, [*CONFIGS[name], *extra.split()], count,
+                                       launcher)
             print("$", " ".join(command), flush=True)
             env = dict(os.environ)
             if count == 1:  # one process sees one GPU (TRL refuses to train on several GPUs from one process)
@@ -215,14 +229,15 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
             finished = subprocess.run(command, capture_output=True, text=True, env=env)
             if finished.returncode != 0:
                 print(finished.stderr[-3000:])
-                results.append({"shape": shape, "config": name, "processes": count,
+                results.append({"shape": shape, "config": name, "processes": count, "launcher": launcher,
                                 "error": failure_line(finished.stderr)})
                 continue
             summary = json.loads(layout.training_summary(output_dir).read_text())
             tokens_per_second = summary["tokens_per_second"]
             plan = summary.get("plan") or {}
             results.append({
-                "shape": shape, "config": name, "processes": count, "steps": summary["global_step"],
+                "shape": shape, "config": name, "processes": count, "launcher": launcher,
+                "steps": summary["global_step"],
                 "trained_tokens": summary["trained_tokens"],
                 "seconds": summary["seconds"], "tokens_per_second": tokens_per_second,
                 "steady_tokens_per_second": summary.get("steady_tokens_per_second"),
@@ -242,9 +257,13 @@ def measure_shape(shape: str, is_folder: bool, names: list[str], work: Path, tok
             paper_loss = one_gpu["eval_loss"]["paper"]
             table["eval_loss_vs_paper_percent"] = (100 * (table["eval_loss"] / paper_loss - 1)).round(1)
         # share of linear scaling: N processes against N times the same configuration on one
-        table["of_linear_percent"] = [
-            round(100 * row.tokens_per_second / (row.processes * single[row.config]), 1)
-            if row.processes > 1 and pd.notna(single.get(row.config)) else None for row in table.itertuples()]
+        for column, rate in (("of_linear_percent", "tokens_per_second"),
+                             ("steady_of_linear_percent", "steady_tokens_per_second")):
+            alone = one_gpu[rate]
+            table[column] = [
+                round(100 * getattr(row, rate) / (row.processes * alone[row.config]), 1)
+                if row.processes > 1 and pd.notna(getattr(row, rate)) and pd.notna(alone.get(row.config)) else None
+                for row in table.itertuples()]
     print(f"\nmodel {model_dir} ({parameters / 1e9:.2f}B parameters), {train_examples} training examples")
     columns = list(table.columns)
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))

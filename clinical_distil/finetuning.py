@@ -138,6 +138,16 @@ def compile_decoder_layers(model) -> int:
     return len(layers)
 
 
+def process_state():
+    """accelerate's view of this process among the run's processes. On a machine without CUDA it must be asked
+    for CPU processes: otherwise each process of a `torchrun` launch takes itself for the only one (and the
+    first of them) until the trainer sets up the process group later."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overwrite: bool) -> bool:
     """Whether the run folder must be emptied first; refuse to train over an earlier run unless asked."""
     earlier = [*output_dir.glob(layout.CHECKPOINT_GLOB), layout.final_adapter(output_dir),
@@ -305,7 +315,6 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     import shutil
 
     import torch
-    from accelerate import PartialState
     from datasets import Dataset, load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -344,7 +353,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     if load_in_4bit:
         model_kwargs["quantization_config"] = quantization_config(compute_dtype)
         # one whole model per process: what accelerate/DeepSpeed data parallelism expects
-        model_kwargs["device_map"] = {"": PartialState().local_process_index if cuda else "cpu"}
+        model_kwargs["device_map"] = {"": process_state().local_process_index if cuda else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(model_id, **model_kwargs)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
@@ -368,6 +377,10 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         save_steps=settings.save_steps, save_total_limit=settings.save_total_limit,
         logging_steps=settings.logging_steps, report_to=settings.report_to, seed=settings.seed, use_cpu=not cuda,
         eval_strategy="no", dataset_num_proc=None, train_sampling_strategy=settings.train_sampling_strategy,
+        # under DDP (configs/multi_gpu.yaml): every LoRA weight takes part in every forward, so no search of the
+        # autograd graph for unused ones each step, and the base's buffers (rotary frequencies) are alike on
+        # every rank, so no broadcast of them before each forward
+        ddp_find_unused_parameters=False, ddp_broadcast_buffers=False,
         # examples are evaluated one by one whether or not training packs them, so eval losses compare
         eval_packing=False,
         # the untrained adapter's eval loss, so the summary shows what training bought; evaluated inside
@@ -383,8 +396,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     if plan.compiled_layers:
         log.info("torch.compile: %d decoder layers", compile_decoder_layers(trainer.model))
     checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint,
-                                    set_aside=PartialState().is_main_process)
-    PartialState().wait_for_everyone()
+                                    set_aside=process_state().is_main_process)
+    process_state().wait_for_everyone()
     earlier = {}  # training seconds and tokens of the sessions before this one (a resumed run)
     if checkpoint is not None and (checkpoint / layout.PROGRESS_FILE).exists():
         earlier = json.loads((checkpoint / layout.PROGRESS_FILE).read_text())

@@ -41,6 +41,9 @@ VERIFY_SCRIPT = GENERATION_FOLDER / "synthetic-b2-verify.py"
 FINETUNE_SCRIPT = REPO_ROOT / "finetune.py"
 EVAL_INFERENCE_SCRIPT = REPO_ROOT / "eval-inference.py"
 CONFIGS = REPO_ROOT / "configs"
+# accelerate's configs for fine-tuning on several GPUs of a node, by how the processes share the work
+DATA_PARALLEL_CONFIGS = {"ddp": CONFIGS / "multi_gpu.yaml", "deepspeed": CONFIGS / "deep_speed2.yaml"}
+SINGLE_GPU_CONFIG = CONFIGS / "single_gpu.yaml"
 MODELS = REPO_ROOT / "models"
 RESULTS = REPO_ROOT / "results"
 REPORTS = REPO_ROOT / "reports"

@@ -129,6 +129,9 @@ class RunSettings(Settings):
     distilled_as: str = setting("adapter", "how eval-inference serves the distilled student: adapter (its LoRA "
                                 "adapter on the base model's engine, which answers for both models: one model load) "
                                 "or merged (stage E's merged model, loaded on its own)", choices=DISTILLED_AS)
+    data_parallel: str = setting("ddp", "how several GPUs fine-tune: ddp (PyTorch DDP, configs/multi_gpu.yaml; "
+                                 "1.34x ZeRO-2's tokens/s on two H200s, bench/RESULTS.md) or deepspeed (the published "
+                                 "ZeRO-2, configs/deep_speed2.yaml)", choices=tuple(layout.DATA_PARALLEL_CONFIGS))
     evaluate: dict = setting({}, "evaluate notebook parameters for every task, e.g. {resamples: 200}")
     eval: dict = setting({}, "per task: its raw data folder, eval file and rows, e.g. {i2b2: {input_dir: DIR, "
                          "input_file: test, num_inference: 13}}")
@@ -498,13 +501,13 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
 
     def finetune_command(extra: list[str]) -> Command:
         if gpus > 0:
-            # the published launch: accelerate + DeepSpeed ZeRO-2 over several GPUs, plain accelerate on one
-            config = "deep_speed2.yaml" if gpus > 1 else "single_gpu.yaml"
+            # accelerate over several GPUs (DDP, or the published DeepSpeed ZeRO-2), plain accelerate on one
+            config = layout.DATA_PARALLEL_CONFIGS[settings.data_parallel] if gpus > 1 else layout.SINGLE_GPU_CONFIG
             return Command(["bash", str(layout.FINETUNE_LAUNCHER), *_script(layout.FINETUNE_SCRIPT,
                                                                               finetune_settings, *extra)[2:]],
                            env={"MODEL_ID": finetune_settings.model_id, "INPUT_FILE": finetune_settings.input_file,
                                 "MIN_DIFFICULTY": str(finetune_settings.min_difficulty), "NUM_PROCESSES": str(gpus),
-                                "CONFIG": str(layout.CONFIGS / config),
+                                "CONFIG": str(config),
                                 "LOG_DIR": str(run_layout.report_dir / "logs")})
         return Command(_script(layout.FINETUNE_SCRIPT, finetune_settings, *extra))
 

@@ -50,6 +50,8 @@ def test_module_help(module, tmp_path):
      "from paper, fast_4bit, fast_bf16, paper_seed_43, paper_fused, paper_compiled, fast_bf16_compiled, "
      "fast_4bit_compiled, packed_bf16"),
     ("bench/finetune_speed.py", ["--processes", "1,x"], "--processes takes GPU counts of at least 1"),
+    ("bench/finetune_speed.py", ["--launchers", "ddp,slurm"],
+     "--launchers: unknown launcher(s) ['slurm']; choose from ddp, deepspeed"),
     ("bench/finetune_speed.py", ["--shortest_example", "2000", "--longest_example", "1700"],
      "--shortest_example 2000 and --longest_example 1700: give 0 < shortest <= longest"),
     ("bench/finetune_profile.py", ["--stepz", "3"], "unknown flag --stepz; did you mean --steps?"),

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -195,6 +196,36 @@ def test_a_second_finetune_on_the_folder_is_refused(data_dir, tiny_model_dir, tm
         first.kill()
     assert json.loads((tmp_path / "training_summary.json").read_text())["global_step"] == 2
     assert not (tmp_path / layout.lock_name()).exists()  # released at the end
+
+
+@pytest.mark.slow
+def test_two_processes_compute_the_update_of_one(data_dir, tiny_model_dir, tmp_path):
+    """Data parallel on CPU (`torchrun`, gloo): two processes of one example each make the update one process
+    makes from both examples (the same examples per step, the gradients averaged over every rank's tokens), so
+    the run matches one process up to LoRA dropout's masks, which another seed changes ten times as much. The
+    two processes also start again over a finished run with --overwrite, which only the first one clears."""
+    flags = ["--num_train_epochs", "1", "--load_in_4bit", "False", "--preset", "fast", "--learning_rate", "0.003",
+             "--train_sampling_strategy", "sequential", "--per_device_train_batch_size", "1", "--save_steps", "100"]
+    one = finetune(data_dir, tmp_path / "one", tiny_model_dir, *flags, "--gradient_accumulation_steps", "2")
+    assert one.returncode == 0, one.stderr[-3000:]
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(REPO / "finetune.py"),
+              "--model_id", str(tiny_model_dir), "--input_file", "all", "--min_difficulty", "1", "--data_dir",
+              str(data_dir), "--output_dir", str(tmp_path / "two"), "--max_seq_length", "640", "--logging_steps", "1",
+              *flags, "--gradient_accumulation_steps", "1", "--overwrite"]
+    two = subprocess.run(launch, capture_output=True, text=True, cwd=REPO, timeout=900,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("trained 6 steps") == 1  # the summary line of the first process only
+    runs = [json.loads((tmp_path / name / "training_summary.json").read_text()) for name in ("one", "two")]
+    assert [run["global_step"] for run in runs] == [6, 6]  # twelve examples, two per update either way
+    assert runs[1]["trained_tokens"] == runs[0]["trained_tokens"]  # counted over both processes
+    assert runs[1]["config"]["ddp_find_unused_parameters"] is False
+    losses = [[entry["loss"] for entry in run["log_history"] if "loss" in entry] for run in runs]
+    assert len(losses[0]) == 6 and losses[1] == pytest.approx(losses[0], rel=1e-3)
+    drops = [run["eval_loss_before"] - run["eval_loss"] for run in runs]
+    assert runs[1]["eval_loss_before"] == pytest.approx(runs[0]["eval_loss_before"], rel=1e-6)
+    assert drops[0] > 0.1 and drops[1] == pytest.approx(drops[0], rel=0.015)
 
 
 def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir, tmp_path):
@@ -432,3 +463,19 @@ def test_finetune_speed_records_why_a_run_failed(monkeypatch):
     assert failure_line(traceback) == "torch._dynamo.exc.Unsupported: graph break"
     assert failure_line("loading\n 10%|#  | 1/10 [00:01<00:09, 1.0it/s]\n") == "loading"
     assert failure_line("") == "no output"
+
+
+def test_finetune_speed_launches_several_processes_as_asked(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from finetune_speed import finetune_command
+
+    def launch(processes, launcher=None):
+        command = finetune_command(tmp_path / "m", tmp_path / "d", tmp_path / "o", ["--preset", "fast"], processes,
+                                   launcher)
+        return command[:command.index(str(REPO / "finetune.py"))]  # the launcher, without finetune.py's flags
+
+    assert launch(1) == [sys.executable]
+    ddp = launch(2, "ddp")
+    assert ddp[ddp.index("--config_file") + 1] == str(layout.DATA_PARALLEL_CONFIGS["ddp"])
+    assert ddp[ddp.index("--num_processes") + 1] == "2"
+    assert launch(4)[launch(4).index("--config_file") + 1] == str(REPO / "configs" / "deep_speed2.yaml")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, SAMPLES, holds_lock, processes_mentioning, run_script, start_script, wait_for
 
-from clinical_distil import pipeline
+from clinical_distil import layout, pipeline
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.pipeline import Command, RunSettings, Step
 from clinical_distil.prompts import note_of
@@ -245,10 +245,24 @@ def test_finetune_launch_follows_the_gpus(tmp_path):
     assert cpu.argv[1].endswith("finetune.py") and cpu.env == {}
     eight = _finetune_command(tmp_path, cuda_devices=8, finetune={"max_steps": 300})
     assert eight.argv[:2] == ["bash", str(REPO / "a-generate-synthetic-training-data" / "synthetic-d-run-finetune.sh")]
-    assert eight.env["NUM_PROCESSES"] == "8" and eight.env["CONFIG"].endswith("configs/deep_speed2.yaml")
+    assert eight.env["NUM_PROCESSES"] == "8" and eight.env["CONFIG"].endswith("configs/multi_gpu.yaml")
     assert eight.argv[eight.argv.index("--max_steps") + 1] == "300"
-    one = _finetune_command(tmp_path, num_gpus=1)
+    published = _finetune_command(tmp_path, cuda_devices=2, data_parallel="deepspeed")
+    assert published.env["CONFIG"].endswith("configs/deep_speed2.yaml") and published.env["NUM_PROCESSES"] == "2"
+    one = _finetune_command(tmp_path, num_gpus=1, data_parallel="deepspeed")
     assert one.env["CONFIG"].endswith("configs/single_gpu.yaml")
+    with pytest.raises(InputError, match="data_parallel"):
+        _finetune_command(tmp_path, cuda_devices=2, data_parallel="fsdp")
+
+
+def test_accelerate_configs_launch_what_their_names_say():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {name: load_config_from_file(str(path)).distributed_type.value
+             for name, path in layout.DATA_PARALLEL_CONFIGS.items()}
+    assert kinds == {"ddp": "MULTI_GPU", "deepspeed": "DEEPSPEED"}
+    single = load_config_from_file(str(layout.SINGLE_GPU_CONFIG))
+    assert (single.distributed_type.value, single.num_processes, single.mixed_precision) == ("NO", 1, "bf16")
 
 
 def test_stage_c_checks_the_training_notes_against_the_runs_evaluation_sets(tmp_path):
