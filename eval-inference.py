@@ -11,12 +11,31 @@ model beside its adapter (--base_model_name), are answered one after another wit
 once). --help lists every flag.
 """
 
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
 from clinical_distil import inference, layout
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import EvalInferenceSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class Job(NamedTuple):
+    """One model's answers to one dataset: where they go and how many rows this shard answers."""
+
+    dataset: str
+    input_file: str
+    limit: int | None
+    rows: "pd.DataFrame"  # the eval file's rows
+    target: Path  # the answers' folder
+    share: int  # this shard's rows, for the engine's choice of compiling (--vllm_compile auto)
+    name: str
+    with_adapter: bool
 
 
 def main(settings: EvalInferenceSettings) -> None:
@@ -37,16 +56,15 @@ def main(settings: EvalInferenceSettings) -> None:
             if stop <= settings.start_row and not settings.allow_empty:
                 raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); "
                                  "pass --allow_empty to accept that")
-            # this shard's share of the rows, for the engine's choice of compiling (--vllm_compile auto)
             share = -(-max(0, stop - settings.start_row) // settings.num_shards)
-            jobs.append((dataset, input_file, limit, rows, target, share, name, with_adapter))
+            jobs.append(Job(dataset, input_file, limit, rows, target, share, name, with_adapter))
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
-    locks = [FolderLock(job[4], "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held to the end)
+    locks = [FolderLock(job.target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
              for job in jobs]
-    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job[5] for job in jobs))
+    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
     base_model = model.base_only() if settings.base_model_name else None
     for dataset, input_file, limit, rows, target, _, name, with_adapter in jobs:
         summary = inference.run_eval_inference(
@@ -59,6 +77,7 @@ def main(settings: EvalInferenceSettings) -> None:
         print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
               f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
               f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
+
 
 if __name__ == "__main__":
     run_stage(EvalInferenceSettings, main)

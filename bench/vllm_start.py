@@ -30,9 +30,10 @@ from clinical_distil.cli import run
 from clinical_distil.files import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-MODES = ("compiled_cold", "compiled_warm", "graphs", "eager", "eager_two_process")
+# bench mode -> how VLLMEngine starts vLLM (eager_two_process: eager, the engine core in its own process)
 START_MODE = {"compiled_cold": "on", "compiled_warm": "on", "graphs": "graphs", "eager": "off",
               "eager_two_process": "off"}
+MODES = tuple(START_MODE)
 
 ONE_START = """
 import json, sys, time
