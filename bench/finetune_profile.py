@@ -2,9 +2,11 @@
 
     python bench/finetune_profile.py --shape llama-3.1-8b --preset paper --steps 20 --output /tmp/profile.json
 
-Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + profiled` optimizer
-steps, timing the `steps` after the warm-up (GPU synchronised at each step's end) and recording the last
-`profiled` ones with torch.profiler; then a plain loop of the same update (transformers + PEFT, no trainer:
+Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + python_steps + 1 + profiled`
+optimizer steps, timing the `steps` after the warm-up (GPU synchronised at each step's end), recording the
+next `python_steps` with cProfile (which Python functions the CPU spends its own time in) and the last
+`profiled` ones with torch.profiler; with compiled layers it also counts TorchDynamo's graphs and graph
+breaks (with their reasons); then a plain loop of the same update (transformers + PEFT, no trainer:
 the same 4-bit or bf16 base, LoRA, checkpointing, optimizer, examples in the same order, batch and
 accumulation of the preset's plan) for as many steps. Prints tokens/s of both, the share of wall time the
 GPU was busy in the profiled steps, and the operators that took the most GPU and CPU time. Examples and
@@ -52,6 +54,39 @@ def profiler_callback(profiler):
             profiler.stop()
 
     return ProfileSteps()
+
+
+def python_profile_callback(profile, first: int, last: int):
+    """A TrainerCallback that runs cProfile from the end of optimizer step `first` to the end of step `last`."""
+    from transformers import TrainerCallback
+
+    class PythonProfile(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == first:
+                profile.enable()
+            elif state.global_step == last:
+                profile.disable()
+
+    return PythonProfile()
+
+
+def top_functions(profile, steps: int, count: int = 25) -> list[dict]:
+    """The Python functions (and C calls seen from Python) with the most own time per optimizer step."""
+    import pstats
+
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (primitive calls, calls, own s, cumulative s, callers)
+    rows = [{"function": f"{Path(file).name}:{line} {name}" if line else name, "calls_per_step": round(calls / steps),
+             "own_ms_per_step": round(1e3 * own / steps, 2), "cumulative_ms_per_step": round(1e3 * total / steps, 2)}
+            for (file, line, name), (_, calls, own, total, _) in stats.items()]
+    return sorted(rows, key=lambda row: -row["own_ms_per_step"])[:count]
+
+
+def dynamo_graphs() -> dict:
+    """TorchDynamo's counts in this process: graphs compiled, and each graph break's reason with how often."""
+    from torch._dynamo.utils import counters
+
+    return {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+            "graph_breaks": dict(counters["graph_break"].most_common(20))}
 
 
 def rate(marks: list[tuple[int, float, int]], first: int, last: int) -> dict:
@@ -110,7 +145,7 @@ def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, wa
     if settings.load_in_4bit and cuda:  # TRL keeps a QLoRA adapter in bf16
         for parameter in trainable:
             parameter.data = parameter.data.to(torch.bfloat16)
-    if settings.optim == "paged_adamw_8bit" and cuda:
+    if plan.optimizer == "paged_adamw_8bit" and cuda:
         import bitsandbytes
 
         optimizer = bitsandbytes.optim.PagedAdamW8bit(trainable, lr=settings.learning_rate)
@@ -147,7 +182,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
          warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
          test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
          plain: bool = True, seed: int = 0, fused_kernels: bool | None = None, shortest_example: int = 500,
-         longest_example: int = 4000, compile_layers: bool = False) -> None:
+         longest_example: int = 4000, compile_layers: bool = False, python_steps: int = 0, optim: str = "") -> None:
     """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
 
     Args:
@@ -168,7 +203,11 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         shortest_example: bench/finetune_speed.py's example lengths: from this many tokens ...
         longest_example: ... to this many.
         compile_layers: finetune.py's --compile_layers (the plain loop stays eager: give --plain False).
+        python_steps: optimizer steps recorded by cProfile after the timed ones (0: none).
+        optim: finetune.py's --optim (default: its own).
     """
+    import cProfile
+
     import torch
     from datasets import load_from_disk
 
@@ -181,25 +220,36 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
                                      seed, (shortest_example, longest_example))
     raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     train_path, test_path = (layout.training_dataset(raw, split, training) for split in ("train", "test"))
-    total = warmup + steps + 1 + profiled  # one step between: the profiler's own warm-up
+    python_end = warmup + steps + python_steps
+    total = python_end + 1 + profiled  # one step between: the profiler's own warm-up
     settings = FinetuneSettings.from_values({
         "model_id": str(model_dir), "preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096,
         "fused_kernels": fused_kernels, "compile_layers": compile_layers,
+        **({"optim": optim} if optim else {}),
         "max_steps": total, "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"})
     marks: list[tuple[int, float, int]] = []
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU]
         + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []),
-        schedule=torch.profiler.schedule(wait=warmup + steps, warmup=1, active=profiled, repeat=1))
+        schedule=torch.profiler.schedule(wait=python_end, warmup=1, active=profiled, repeat=1))
+    python_profile = cProfile.Profile()
     run_dir = work / "runs" / f"profile-{preset}{'-compiled' if compile_layers else ''}"
     summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir,
                                callbacks=[lambda trainer: timer_callback(trainer, marks),
-                                          lambda trainer: profiler_callback(profiler)])
+                                          lambda trainer: profiler_callback(profiler),
+                                          lambda trainer: python_profile_callback(python_profile, warmup + steps,
+                                                                                  python_end)])
     plan = finetuning.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
               "plan": summary["plan"],
               "trainer": rate(marks, warmup, warmup + steps)}
-    profiled_rate = rate(marks, warmup + steps + 1, total)
+    if python_steps:
+        result["python"] = {"steps": python_steps, "by_own_time": top_functions(python_profile, python_steps)}
+        if output:  # the whole record, for pstats (callers of a function: pstats.Stats(path).print_callers(name))
+            python_profile.dump_stats(str(Path(output).with_suffix(".pstats")))
+    if compile_layers:
+        result["dynamo"] = dynamo_graphs()
+    profiled_rate = rate(marks, python_end + 1, total)
     operators = top_operators(profiler)
     wall_ms = 1e3 * profiled_rate["seconds_per_step"] * profiled
     result["profile"] = {"steps": profiled, "wall_ms": round(wall_ms, 1),
@@ -211,7 +261,12 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         result["plain"] = plain_loop(settings, model_dir, rows, plan, steps, warmup)
         result["trainer_vs_plain"] = round(result["trainer"]["tokens_per_second"]
                                            / result["plain"]["tokens_per_second"], 3)
-    print(json.dumps({key: value for key, value in result.items() if key != "profile"}, indent=1))
+    print(json.dumps({key: value for key, value in result.items() if key not in ("profile", "python")}, indent=1))
+    if python_steps:
+        print(f"Python own time per optimizer step over {python_steps} steps under cProfile:")
+        for row in result["python"]["by_own_time"]:
+            print(f"  {row['own_ms_per_step']:>8} ms own {row['cumulative_ms_per_step']:>9} ms cumulative "
+                  f"{row['calls_per_step']:>7}x  {row['function'][:90]}")
     print(f"GPU busy {result['profile']['gpu_busy_percent']}% of {result['profile']['wall_ms']} ms "
           f"over {profiled} profiled steps; by GPU time:")
     for row in operators["by_gpu"]:

@@ -10,24 +10,24 @@ fp16/bf16) with no extra package: `register()` names it "torch_varlen" for `attn
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 import torch
 
+try:  # PyTorch 2.10 and later
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:
+    varlen_attn = None
+
 NAME = "torch_varlen"
 
 
-@cache
 def kernel_options() -> dict[str, Any] | None:
     """How this PyTorch's varlen_attn is asked for causal attention and grouped KV heads; None without one."""
-    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+    if varlen_attn is None:
         return None
-    from torch.nn.attention.varlen import varlen_attn
-
     parameters = inspect.signature(varlen_attn).parameters
     # the first releases take is_causal (and no scale or grouped KV heads); later ones a (left, right) window
     # where (-1, 0) is causal
@@ -37,17 +37,22 @@ def kernel_options() -> dict[str, Any] | None:
     return {"causal": causal, "gqa": "enable_gqa" in parameters, "scale": "scale" in parameters}
 
 
+KERNEL_OPTIONS = kernel_options()
+
+
 def available(cuda: bool) -> bool:
     """Whether the kernel runs here: this PyTorch has it and the GPU is Ampere or newer."""
-    return cuda and kernel_options() is not None and torch.cuda.get_device_capability() >= (8, 0)
+    return cuda and KERNEL_OPTIONS is not None and torch.cuda.get_device_capability() >= (8, 0)
 
 
 def torch_varlen_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq: torch.Tensor,
                         longest: int, scale: float | None, causal: bool) -> torch.Tensor:
     """varlen_attn on (tokens, heads, dim) tensors whose sequences are delimited by `cu_seq`."""
-    from torch.nn.attention.varlen import varlen_attn
-
-    options = kernel_options()
+    # read from a module global, which torch.compile takes as a constant: calling kernel_options() here would make
+    # TorchDynamo trace its importlib and inspect calls in every compiled layer
+    options = KERNEL_OPTIONS
+    if options is None:
+        raise RuntimeError(f"this PyTorch has no varlen_attn kernel; the {NAME} attention cannot run")
     kwargs: dict[str, Any] = {}
     if options["scale"]:
         kwargs["scale"] = scale

@@ -89,10 +89,15 @@ class TrainingPlan:
     liger_kernels: bool
     attention: str | None  # a transformers attn_implementation; None: the model's default (SDPA)
     compiled_layers: bool = False  # torch.compile of each decoder layer (--compile_layers)
+    optimizer: str = "paged_adamw_8bit"  # a transformers optim name (--optim on CUDA; adamw_torch without)
 
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+# each preset's optimizer on CUDA when --optim is not given (without CUDA: adamw_torch)
+PRESET_OPTIMIZERS = {"paper": "paged_adamw_8bit", "fast": "adamw_torch_fused"}
 
 
 def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = None,
@@ -100,11 +105,17 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     """The preset applied. `paper` keeps the flags. `fast` computes the same update (the same examples per
     optimizer step, learning rate and LoRA) in fewer, fuller passes: the step's examples in one batch, no
     activation recomputation, Liger's Triton kernels (RMSNorm, SwiGLU, RoPE; TRL's fused LM head does the
-    cross-entropy) where installed on a GPU, and padding-free batches attended by a varlen flash kernel
-    (flash-attn's where installed, else PyTorch's own: attention.NAME). Without a varlen kernel a padding-free
-    batch gets a block-diagonal SDPA mask, cheap for at most two examples; larger batches are padded instead.
-    `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`)."""
+    cross-entropy) where installed on a GPU, padding-free batches attended by a varlen flash kernel
+    (flash-attn's where installed, else PyTorch's own: attention.NAME), and PyTorch's fused AdamW: the same
+    AdamW with its moments in the adapter's own dtype (fp32 on a bf16 base; bf16 under QLoRA, where TRL casts
+    the adapter) instead of 8-bit blocks, stepped by a few multi-tensor kernels where bitsandbytes launches
+    one per LoRA weight (448 on the 8B shape; a compiled fast step on an H200 went from 0.344 to 0.280 s). A
+    LoRA's moments take tens of MiB, so the 8-bit state saves nothing that matters. Without a varlen kernel a
+    padding-free batch gets a block-diagonal SDPA mask, cheap for at most two examples; larger batches are
+    padded instead. `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`);
+    `--optim` sets the optimizer of either."""
     liger = installed("liger_kernel") if liger is None else liger
+    optimizer = (settings.optim or PRESET_OPTIMIZERS[settings.preset]) if cuda else "adamw_torch"
     # compiled layers fuse their own operations; Liger's kernels, which torch.compile cannot trace, stay out
     wanted = settings.preset == "fast" and not settings.compile_layers if settings.fused_kernels is None \
         else settings.fused_kernels
@@ -112,7 +123,7 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     if settings.preset == "paper":
         return TrainingPlan("paper", settings.per_device_train_batch_size, settings.gradient_accumulation_steps,
                             settings.padding_free, settings.gradient_checkpointing, fused, None,
-                            settings.compile_layers)
+                            settings.compile_layers, optimizer)
     from clinical_distil import attention  # imports torch
 
     flash_attention = installed("flash_attn") if flash_attention is None else flash_attention
@@ -122,20 +133,43 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     batch = settings.per_device_train_batch_size * settings.gradient_accumulation_steps
     padding_free = not settings.packing and (settings.padding_free or varlen or batch <= 2)
     return TrainingPlan("fast", batch, 1, padding_free, False, fused, kernel if varlen else None,
-                        settings.compile_layers)
+                        settings.compile_layers, optimizer)
 
 
-def compile_decoder_layers(model) -> int:
+def compile_decoder_layers(model, backend: str = "inductor") -> int:
     """torch.compile each decoder layer in place (regional compilation: the layers share their code, so one
     compile serves them all; dynamic=True keeps one graph for every sequence length). State dict keys,
     gradient checkpointing (which wraps each layer's call) and the saved adapter are unchanged. Returns the
-    number of layers compiled."""
+    number of layers compiled. `backend`: torch.compile's (a test traces with "eager", which compiles nothing)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     for layer in layers:
-        layer.compile(dynamic=True)
+        layer.compile(dynamic=True, backend=backend)
     return len(layers)
+
+
+def trainer_class():
+    """TRL's SFTTrainer, counting each step's floating-point operations from a parameter count taken once.
+
+    transformers estimates a step's FLOPs as 6 x tokens x parameters (embeddings left out) and counts the
+    parameters again at every forward, walking every module of the model (2,665 in the 8B shape under PEFT)
+    in Python while the GPU waits for the next step. The count cannot change while training, so it is taken
+    at the first step; the estimate (`total_flos` in the trainer's state) is the same."""
+    from trl import SFTTrainer
+
+    class StudentTrainer(SFTTrainer):
+        counted_parameters: int | None = None
+
+        def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+            main_input = getattr(self.model, "main_input_name", "input_ids")
+            if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+                return super().floating_point_ops(inputs)
+            if self.counted_parameters is None:
+                self.counted_parameters = self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main_input].numel() * self.counted_parameters
+
+    return StudentTrainer
 
 
 def process_state():
@@ -317,7 +351,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     import torch
     from datasets import Dataset, load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from clinical_distil import attention
 
@@ -360,9 +394,10 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     model.config.pad_token_id = tokenizer.pad_token_id
     # no KV cache in training: with one, transformers would not see packed sequences' boundaries
     model.config.use_cache = False
-    optimizer = settings.optim if cuda else "adamw_torch"
+    optimizer = plan.optimizer
     if not cuda:
-        log.info("no CUDA: training in fp32 with adamw_torch instead of %s", settings.optim)
+        log.info("no CUDA: training in fp32 with adamw_torch instead of %s",
+                 settings.optim or PRESET_OPTIMIZERS[settings.preset])
     config = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
         per_device_train_batch_size=plan.per_device_train_batch_size,
@@ -381,6 +416,10 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
         # autograd graph for unused ones each step, and the base's buffers (rotary frequencies) are alike on
         # every rank, so no broadcast of them before each forward
         ddp_find_unused_parameters=False, ddp_broadcast_buffers=False,
+        # the logged loss as computed, NaN included, instead of a stand-in for a NaN or infinite step: the filter's
+        # test reads the loss back from the GPU after every backward, a wait that keeps the CPU from preparing the
+        # next step while the GPU is still busy with this one
+        logging_nan_inf_filter=False,
         # examples are evaluated one by one whether or not training packs them, so eval losses compare
         eval_packing=False,
         # the untrained adapter's eval loss, so the summary shows what training bought; evaluated inside
@@ -390,9 +429,9 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     peft_config = lora_config(settings)
     with warnings.catch_warnings():  # TRL 1.x points to hub kernels instead, which an offline node cannot fetch
         warnings.filterwarnings("ignore", message=".use_liger_kernel=True. is deprecated", category=FutureWarning)
-        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
-                             eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer,
-                             peft_config=peft_config)
+        trainer = trainer_class()(model=model, args=config, train_dataset=Dataset.from_list(train_rows),
+                                  eval_dataset=Dataset.from_list(test_rows), processing_class=tokenizer,
+                                  peft_config=peft_config)
     if plan.compiled_layers:
         log.info("torch.compile: %d decoder layers", compile_decoder_layers(trainer.model))
     checkpoint = resumed_checkpoint(output_dir, settings.resume_from_checkpoint,

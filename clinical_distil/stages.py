@@ -175,8 +175,10 @@ class FinetuneSettings(Settings):
     lora_r: int = setting(8, "LoRA rank", minimum=1)
     lora_alpha: int = setting(16, "LoRA alpha", minimum=1)
     load_in_4bit: bool | None = setting(None, "NF4 base weights (default: on when CUDA is present)")
-    optim: str = setting("paged_adamw_8bit", "optimizer on CUDA: the paper's paged 8-bit AdamW (bitsandbytes), or "
-                         "adamw_torch_fused for a bf16 base; without CUDA adamw_torch", choices=OPTIMIZERS)
+    optim: str | None = setting(None, "optimizer on CUDA (default: the preset's; paper: the published paged 8-bit "
+                                "AdamW of bitsandbytes; fast: PyTorch's fused AdamW, whose step is a few kernel "
+                                "launches instead of one per LoRA weight); without CUDA adamw_torch",
+                                choices=OPTIMIZERS)
     preset: str = setting("paper", "paper: the flags as given (their defaults are the published setup); fast: the "
                           "same examples per optimizer update in one pass (batch x accumulation, accumulation 1), "
                           "no recomputation, Liger kernels where installed, padding-free batches attended by a "

@@ -108,3 +108,64 @@ def test_bounds_from_any_padding_mask_keep_each_rows_tokens(rows):
     assert kept.tolist() == expected
     assert bounds.tolist() == [0, *torch.tensor([tokens for tokens, _, _ in rows]).cumsum(0).tolist()]
     assert longest == max(tokens for tokens, _, _ in rows)
+
+
+COMPILED_LAYERS_SCRIPT = r'''
+import json, sys
+import torch
+import torch.nn.attention.varlen as varlen
+from peft import LoraConfig, get_peft_model
+from torch._dynamo.utils import counters
+from transformers import AutoModelForCausalLM
+from clinical_distil import attention, finetuning
+
+# stand-ins for the CUDA kernels of torch's varlen custom ops, of the right shapes, so that the code around them
+# (attention.py, transformers' layer, PEFT's LoRA) is traced on CPU
+@varlen._varlen_attn.register_kernel("cpu")
+def forward(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, scale=None, window_size=None,
+            *cache):
+    return query * 1.0, torch.zeros(query.shape[1], query.shape[0]), torch.zeros(2, dtype=torch.uint64)
+
+@varlen._varlen_attn_backward.register_kernel("cpu")
+def backward(grad_out, query, key, value, out, lse, cu_seq_q, cu_seq_k, max_q, max_k, is_causal, rng_state,
+             scale=None, window_size=None):
+    return grad_out * 1.0, torch.zeros_like(key), torch.zeros_like(value)
+
+attention.register()
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16, attn_implementation=attention.NAME)
+model.config.use_cache = False
+model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
+                                         task_type="CAUSAL_LM")).train()
+layers = finetuning.compile_decoder_layers(model, backend="eager")
+graphs = []
+for lengths in ((7, 9), (30, 4), (12, 17), (50, 3)):  # padding-free steps of two examples, as TRL's collator gives
+    positions = torch.cat([torch.arange(length) for length in lengths]).unsqueeze(0)
+    cu_seq = torch.tensor([0, lengths[0], sum(lengths)], dtype=torch.int32)
+    ids = torch.randint(3, 200, positions.shape)
+    loss = model(input_ids=ids, position_ids=positions, cu_seq_lens_q=cu_seq, cu_seq_lens_k=cu_seq,
+                 max_length_q=max(lengths), max_length_k=max(lengths), labels=ids).loss
+    loss.backward()
+    graphs.append(counters["stats"]["unique_graphs"])
+print(json.dumps({"layers": layers, "graphs": graphs, "breaks": dict(counters["graph_break"])}))
+'''
+
+
+def test_compiled_layers_trace_whole_under_varlen_attention(tiny_model_dir):
+    """Each decoder layer under torch_varlen and LoRA compiles with no graph break: a break splits every layer's
+    forward and backward into pieces, each with its own launch and guard checks, and left the GPU idle more of
+    each step (bench/RESULTS.md). The first layer (whose input needs no gradient) and the others take a graph
+    each, which PyTorch may first specialise to the first length; from the second step on, new lengths
+    compile nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    finished = subprocess.run([sys.executable, "-c", COMPILED_LAYERS_SCRIPT, str(tiny_model_dir)], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    traced = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert traced["layers"] == 2 and traced["breaks"] == {}
+    assert traced["graphs"][0] == 2 and traced["graphs"][1] <= 4  # two layer variants, then at most once more
+    assert traced["graphs"][3] == traced["graphs"][2] == traced["graphs"][1]

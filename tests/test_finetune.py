@@ -84,6 +84,7 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     assert summary["global_step"] == 2 and summary["load_in_4bit"] is (four_bit == "True")
+    assert summary["config"]["logging_nan_inf_filter"] is False  # no read-back of the loss after every backward
     assert summary["notes_shortened"]["train"] > 0  # 640 tokens cannot hold a whole sample note
     assert (tmp_path / "final" / "adapter_model.safetensors").exists() and (tmp_path / "checkpoint-2").exists()
     assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
@@ -328,10 +329,10 @@ def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_pa
     paper, fast = losses["paper"], losses["fast"]
     assert paper[3] == {"preset": "paper", "per_device_train_batch_size": 1, "gradient_accumulation_steps": 2,
                         "padding_free": False, "gradient_checkpointing": True, "liger_kernels": False,
-                        "attention": None, "compiled_layers": False}
+                        "attention": None, "compiled_layers": False, "optimizer": "adamw_torch"}
     assert fast[3] == {"preset": "fast", "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
                        "padding_free": True, "gradient_checkpointing": False, "liger_kernels": False,
-                       "attention": None, "compiled_layers": False}
+                       "attention": None, "compiled_layers": False, "optimizer": "adamw_torch"}
     assert len(paper[0]) == len(fast[0]) == 3
     assert fast[0] == pytest.approx(paper[0], rel=1e-4)  # step 2 and 3 also compare the updates made before them
     assert fast[1] == pytest.approx(paper[1], rel=1e-5) and fast[2] == pytest.approx(paper[2], rel=1e-4)
@@ -361,6 +362,42 @@ def test_training_plan_of_each_preset(flags, cuda, liger, flash, torch_varlen, e
                                     torch_varlen=torch_varlen)
     assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.padding_free,
             plan.gradient_checkpointing, plan.liger_kernels, plan.attention) == expected
+
+
+@pytest.mark.parametrize("flags, cuda, expected", [
+    ({}, True, "paged_adamw_8bit"),  # the published optimizer
+    ({"preset": "fast"}, True, "adamw_torch_fused"),
+    ({"preset": "fast", "optim": "paged_adamw_8bit"}, True, "paged_adamw_8bit"),  # --optim outranks the preset
+    ({"optim": "adamw_torch_fused"}, True, "adamw_torch_fused"),
+    ({"preset": "fast"}, False, "adamw_torch"),  # no CUDA: neither bitsandbytes nor the fused kernels
+    ({"optim": "paged_adamw_8bit"}, False, "adamw_torch"),
+])
+def test_each_preset_brings_its_optimizer_unless_one_is_given(flags, cuda, expected):
+    from clinical_distil.stages import FinetuneSettings
+
+    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=False, flash_attention=False,
+                                    torch_varlen=True)
+    assert plan.optimizer == expected
+
+
+def test_the_trainer_counts_parameters_once_for_its_flops_estimate(tiny_model_dir, monkeypatch):
+    """transformers' estimate (6 x tokens x parameters without embeddings) at every step, from one count."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    counted = []
+    real_count = model.num_parameters
+    monkeypatch.setattr(model, "num_parameters", lambda **kwargs: counted.append(kwargs) or real_count(**kwargs))
+    trainer = finetuning.trainer_class()(
+        model=model, args=SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True),
+        train_dataset=Dataset.from_list([{"prompt": "a", "completion": "b"}]),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    without_embeddings = real_count(exclude_embeddings=True)
+    assert 0 < without_embeddings < real_count()
+    for length in (7, 12, 30):
+        inputs = {"input_ids": torch.zeros(1, length, dtype=torch.long)}
+        assert trainer.floating_point_ops(inputs) == 6 * length * without_embeddings
+        assert trainer.floating_point_ops(inputs) == SFTTrainer.floating_point_ops(trainer, inputs)
+    assert counted.count({"exclude_embeddings": True}) == 1 + 3  # once for the trainer, thrice for the check above
+    assert trainer.floating_point_ops({"pixel_values": torch.zeros(1)}) == 0  # no token input: transformers' 0
 
 
 @pytest.mark.parametrize("preset", ["paper", "fast"])
@@ -451,6 +488,28 @@ def test_merged_student_carries_a_model_card(data_dir, tiny_model_dir, tmp_path)
     assert f"- {summary['global_step']} optimizer steps" in text and "preset fast" in text
     assert "x 1 accumulated" in text and "2 examples per device" in text  # the fast plan: two in one pass
     assert "same top token: True" in text and "## Protected health information" in text
+
+
+def test_profile_bench_gives_python_time_per_optimizer_step(monkeypatch):
+    import cProfile
+    import time
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from finetune_profile import top_functions
+
+    def step_work():
+        deadline = time.perf_counter() + 0.02
+        while time.perf_counter() < deadline:
+            pass
+
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(6):  # three optimizer steps of two calls each
+        step_work()
+    profile.disable()
+    row = next(row for row in top_functions(profile, steps=3) if row["function"].endswith(" step_work"))
+    assert row["function"].startswith("test_finetune.py:") and row["calls_per_step"] == 2
+    assert 40 <= row["cumulative_ms_per_step"] < 80 and row["own_ms_per_step"] <= row["cumulative_ms_per_step"]
 
 
 def test_finetune_speed_records_why_a_run_failed(monkeypatch):
