@@ -234,11 +234,10 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         schedule=torch.profiler.schedule(wait=python_end, warmup=1, active=profiled, repeat=1))
     python_profile = cProfile.Profile()
     run_dir = work / "runs" / f"profile-{preset}{'-compiled' if compile_layers else ''}"
-    summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir,
-                               callbacks=[lambda trainer: timer_callback(trainer, marks),
-                                          lambda trainer: profiler_callback(profiler),
-                                          lambda trainer: python_profile_callback(python_profile, warmup + steps,
-                                                                                  python_end)])
+    callbacks = [lambda trainer: timer_callback(trainer, marks), lambda trainer: profiler_callback(profiler)]
+    if python_steps:
+        callbacks.append(lambda trainer: python_profile_callback(python_profile, warmup + steps, python_end))
+    summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
     plan = finetuning.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
               "plan": summary["plan"],
