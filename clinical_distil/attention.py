@@ -48,8 +48,8 @@ def available(cuda: bool) -> bool:
 def torch_varlen_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq: torch.Tensor,
                         longest: int, scale: float | None, causal: bool) -> torch.Tensor:
     """varlen_attn on (tokens, heads, dim) tensors whose sequences are delimited by `cu_seq`."""
-    # read from a module global, which torch.compile takes as a constant: calling kernel_options() here would make
-    # TorchDynamo trace its importlib and inspect calls in every compiled layer
+    # a module global, which torch.compile takes as a constant: looked up here through a cached function (with
+    # importlib and inspect inside), it split every compiled layer into pieces under PyTorch 2.11
     options = KERNEL_OPTIONS
     if options is None:
         raise RuntimeError(f"this PyTorch has no varlen_attn kernel; the {NAME} attention cannot run")
