@@ -100,6 +100,11 @@ def installed(module: str) -> bool:
 PRESET_OPTIMIZERS = {"paper": "paged_adamw_8bit", "fast": "adamw_torch_fused"}
 
 
+def asked_optimizer(settings: FinetuneSettings) -> str:
+    """The optimizer the flags ask for on CUDA: --optim, else the preset's."""
+    return settings.optim or PRESET_OPTIMIZERS[settings.preset]
+
+
 def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = None,
                   flash_attention: bool | None = None, torch_varlen: bool | None = None) -> TrainingPlan:
     """The preset applied. `paper` keeps the flags. `fast` computes the same update (the same examples per
@@ -115,7 +120,7 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     padded instead. `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`);
     `--optim` sets the optimizer of either."""
     liger = installed("liger_kernel") if liger is None else liger
-    optimizer = (settings.optim or PRESET_OPTIMIZERS[settings.preset]) if cuda else "adamw_torch"
+    optimizer = asked_optimizer(settings) if cuda else "adamw_torch"
     # compiled layers fuse their own operations; Liger's kernels, which torch.compile cannot trace, stay out
     wanted = settings.preset == "fast" and not settings.compile_layers if settings.fused_kernels is None \
         else settings.fused_kernels
@@ -396,8 +401,7 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     model.config.use_cache = False
     optimizer = plan.optimizer
     if not cuda:
-        log.info("no CUDA: training in fp32 with adamw_torch instead of %s",
-                 settings.optim or PRESET_OPTIMIZERS[settings.preset])
+        log.info("no CUDA: training in fp32 with adamw_torch instead of %s", asked_optimizer(settings))
     config = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=settings.num_train_epochs, max_steps=settings.max_steps,
         per_device_train_batch_size=plan.per_device_train_batch_size,
