@@ -24,6 +24,7 @@ from finetune_speed import check_lengths, model_and_data
 
 from clinical_distil import layout
 from clinical_distil.cli import run
+from clinical_distil.files import InputError
 
 
 def timer_callback(trainer, marks: list[tuple[int, float, int]]):
@@ -215,18 +216,21 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     from clinical_distil.stages import FinetuneSettings
 
     check_lengths(shortest_example, longest_example)
+    if python_steps < 0:
+        raise InputError(f"--python_steps must be 0 (no cProfile) or more, got {python_steps}")
+    python_end = warmup + steps + python_steps
+    total = python_end + 1 + profiled  # one step between: the profiler's own warm-up
+    # finetune.py's flags, refused in one line (a bad --optim, say) before the model and examples are made
+    flags = {"preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096, "fused_kernels": fused_kernels,
+             "compile_layers": compile_layers, **({"optim": optim} if optim else {}), "max_steps": total,
+             "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"}
+    FinetuneSettings.from_values(flags)
     work = Path(work_dir) / Path(shape).name
     model_dir, data = model_and_data(shape, Path(shape).is_dir(), work, tokenizer, train_examples, test_examples, None,
                                      seed, (shortest_example, longest_example))
     raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     train_path, test_path = (layout.training_dataset(raw, split, training) for split in ("train", "test"))
-    python_end = warmup + steps + python_steps
-    total = python_end + 1 + profiled  # one step between: the profiler's own warm-up
-    settings = FinetuneSettings.from_values({
-        "model_id": str(model_dir), "preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096,
-        "fused_kernels": fused_kernels, "compile_layers": compile_layers,
-        **({"optim": optim} if optim else {}),
-        "max_steps": total, "save_steps": 100000, "logging_steps": 10, "train_sampling_strategy": "sequential"})
+    settings = FinetuneSettings.from_values({"model_id": str(model_dir), **flags})
     marks: list[tuple[int, float, int]] = []
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU]
