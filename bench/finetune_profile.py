@@ -2,9 +2,10 @@
 
     python bench/finetune_profile.py --shape llama-3.1-8b --preset paper --steps 20 --output /tmp/profile.json
 
-Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + python_steps + 1 + profiled`
-optimizer steps, timing the `steps` after the warm-up (GPU synchronised at each step's end), recording the
-next `python_steps` with cProfile (which Python functions the CPU spends its own time in) and the last
+Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + python_steps + sync_steps + 1
++ profiled` optimizer steps, timing the `steps` after the warm-up (GPU synchronised at each step's end), recording
+the next `python_steps` with cProfile (which Python functions the CPU spends its own time in), counting in the
+next `sync_steps` each wait of the CPU for the GPU by the code that asked for it, and recording the last
 `profiled` ones with torch.profiler; with compiled layers it also counts TorchDynamo's graphs and graph
 breaks (with their reasons); then a plain loop of the same update (transformers + PEFT, no trainer:
 the same 4-bit or bf16 base, LoRA, checkpointing, optimizer, examples in the same order, batch and
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from finetune_speed import check_lengths, model_and_data
@@ -71,15 +73,48 @@ def python_profile_callback(profile, first: int, last: int):
     return PythonProfile()
 
 
-def top_functions(profile, steps: int, count: int = 25) -> list[dict]:
-    """The Python functions (and C calls seen from Python) with the most own time per optimizer step."""
+def sync_callback(stacks: Counter, first: int, last: int, frames: int = 6):
+    """A TrainerCallback that, from the end of optimizer step `first` to the end of step `last`, counts every
+    operation that makes the CPU wait for the GPU (torch.cuda's sync debug mode), by the Python frames that
+    asked for it (the innermost `frames`)."""
+    import traceback
+    import warnings
+
+    import torch
+    from transformers import TrainerCallback
+
+    guard = warnings.catch_warnings()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchronizing CUDA operation" in str(message):
+            stack = [frame for frame in traceback.extract_stack()[:-1] if not frame.filename.endswith("warnings.py")]
+            stacks[" <- ".join(f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
+                               for frame in reversed(stack[-frames:]))] += 1
+
+    class SyncProbe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == first:
+                guard.__enter__()
+                warnings.simplefilter("always")
+                warnings.showwarning = record
+                torch.cuda.set_sync_debug_mode("warn")
+            elif state.global_step == last:
+                torch.cuda.set_sync_debug_mode("default")
+                guard.__exit__(None, None, None)
+
+    return SyncProbe()
+
+
+def top_functions(profile, steps: int, count: int = 25, key: str = "own_ms_per_step") -> list[dict]:
+    """The Python functions (and C calls seen from Python) with the most own (or cumulative) time per optimizer
+    step."""
     import pstats
 
     stats = pstats.Stats(profile).stats  # (file, line, name) -> (primitive calls, calls, own s, cumulative s, callers)
     rows = [{"function": f"{Path(file).name}:{line} {name}" if line else name, "calls_per_step": round(calls / steps),
              "own_ms_per_step": round(1e3 * own / steps, 2), "cumulative_ms_per_step": round(1e3 * total / steps, 2)}
             for (file, line, name), (_, calls, own, total, _) in stats.items()]
-    return sorted(rows, key=lambda row: -row["own_ms_per_step"])[:count]
+    return sorted(rows, key=lambda row: -row[key])[:count]
 
 
 def dynamo_graphs() -> dict:
@@ -183,7 +218,8 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
          warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
          test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
          plain: bool = True, seed: int = 0, fused_kernels: bool | None = None, shortest_example: int = 500,
-         longest_example: int = 4000, compile_layers: bool = False, python_steps: int = 0, optim: str = "") -> None:
+         longest_example: int = 4000, compile_layers: bool = False, python_steps: int = 0, optim: str = "",
+         sync_steps: int = 0) -> None:
     """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
 
     Args:
@@ -206,6 +242,8 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         compile_layers: finetune.py's --compile_layers (the plain loop stays eager: give --plain False).
         python_steps: optimizer steps recorded by cProfile after the timed ones (0: none).
         optim: finetune.py's --optim (default: its own).
+        sync_steps: optimizer steps after the cProfile ones in which every wait of the CPU for the GPU is
+            counted by where it was asked for (torch.cuda's sync debug mode; 0: none; needs CUDA).
     """
     import cProfile
 
@@ -218,8 +256,11 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     check_lengths(shortest_example, longest_example)
     if python_steps < 0:
         raise InputError(f"--python_steps must be 0 (no cProfile) or more, got {python_steps}")
+    if sync_steps < 0 or (sync_steps and not torch.cuda.is_available()):
+        raise InputError(f"--sync_steps {sync_steps}: give 0, or a number of steps on a machine with CUDA")
     python_end = warmup + steps + python_steps
-    total = python_end + 1 + profiled  # one step between: the profiler's own warm-up
+    sync_end = python_end + sync_steps
+    total = sync_end + 1 + profiled  # one step between: the profiler's own warm-up
     # finetune.py's flags, refused in one line (a bad --optim, say) before the model and examples are made
     flags = {"preset": preset, "load_in_4bit": load_in_4bit, "max_seq_length": 4096, "fused_kernels": fused_kernels,
              "compile_layers": compile_layers, **({"optim": optim} if optim else {}), "max_steps": total,
@@ -235,24 +276,33 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU]
         + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []),
-        schedule=torch.profiler.schedule(wait=python_end, warmup=1, active=profiled, repeat=1))
+        schedule=torch.profiler.schedule(wait=sync_end, warmup=1, active=profiled, repeat=1))
     python_profile = cProfile.Profile()
     run_dir = work / "runs" / f"profile-{preset}{'-compiled' if compile_layers else ''}"
     callbacks = [lambda trainer: timer_callback(trainer, marks), lambda trainer: profiler_callback(profiler)]
     if python_steps:
         callbacks.append(lambda trainer: python_profile_callback(python_profile, warmup + steps, python_end))
+    syncs: Counter = Counter()
+    if sync_steps:
+        callbacks.append(lambda trainer: sync_callback(syncs, python_end, sync_end))
     summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
     plan = finetuning.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
               "plan": summary["plan"],
               "trainer": rate(marks, warmup, warmup + steps)}
     if python_steps:
-        result["python"] = {"steps": python_steps, "by_own_time": top_functions(python_profile, python_steps)}
+        result["python"] = {"steps": python_steps, "by_own_time": top_functions(python_profile, python_steps),
+                            "by_cumulative_time": top_functions(python_profile, python_steps, 40,
+                                                                "cumulative_ms_per_step")}
         if output:  # the whole record, for pstats (callers of a function: pstats.Stats(path).print_callers(name))
             python_profile.dump_stats(str(Path(output).with_suffix(".pstats")))
     if compile_layers:
         result["dynamo"] = dynamo_graphs()
-    profiled_rate = rate(marks, python_end + 1, total)
+    if sync_steps:
+        result["syncs"] = {"steps": sync_steps, "per_step": round(sum(syncs.values()) / sync_steps, 1),
+                           "by_caller": [{"per_step": round(count / sync_steps, 2), "stack": stack}
+                                         for stack, count in syncs.most_common(15)]}
+    profiled_rate = rate(marks, sync_end + 1, total)
     operators = top_operators(profiler)
     wall_ms = 1e3 * profiled_rate["seconds_per_step"] * profiled
     result["profile"] = {"steps": profiled, "wall_ms": round(wall_ms, 1),
@@ -264,12 +314,21 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         result["plain"] = plain_loop(settings, model_dir, rows, plan, steps, warmup)
         result["trainer_vs_plain"] = round(result["trainer"]["tokens_per_second"]
                                            / result["plain"]["tokens_per_second"], 3)
-    print(json.dumps({key: value for key, value in result.items() if key not in ("profile", "python")}, indent=1))
+    print(json.dumps({key: value for key, value in result.items() if key not in ("profile", "python", "syncs")},
+                     indent=1))
     if python_steps:
         print(f"Python own time per optimizer step over {python_steps} steps under cProfile:")
         for row in result["python"]["by_own_time"]:
             print(f"  {row['own_ms_per_step']:>8} ms own {row['cumulative_ms_per_step']:>9} ms cumulative "
                   f"{row['calls_per_step']:>7}x  {row['function'][:90]}")
+        print("by cumulative time:")
+        for row in result["python"]["by_cumulative_time"]:
+            print(f"  {row['cumulative_ms_per_step']:>9} ms cumulative {row['own_ms_per_step']:>8} ms own "
+                  f"{row['calls_per_step']:>7}x  {row['function'][:90]}")
+    if sync_steps:
+        print(f"CPU waits for the GPU: {result['syncs']['per_step']} per optimizer step over {sync_steps} steps")
+        for row in result["syncs"]["by_caller"]:
+            print(f"  {row['per_step']:>7} per step  {row['stack'][:240]}")
     print(f"GPU busy {result['profile']['gpu_busy_percent']}% of {result['profile']['wall_ms']} ms "
           f"over {profiled} profiled steps; by GPU time:")
     for row in operators["by_gpu"]:

@@ -58,6 +58,8 @@ def test_module_help(module, tmp_path):
     ("bench/finetune_profile.py", ["--shortest_example", "0"],
      "--shortest_example 0 and --longest_example 4000: give 0 < shortest <= longest"),
     ("bench/finetune_profile.py", ["--python_steps", "-1"], "--python_steps must be 0 (no cProfile) or more, got -1"),
+    ("bench/finetune_profile.py", ["--sync_steps", "2"],
+     "--sync_steps 2: give 0, or a number of steps on a machine with CUDA"),
     ("bench/finetune_profile.py", ["--optim", "sgd"], "--optim must be one of paged_adamw_8bit, adamw_8bit, "
      "paged_adamw_32bit, adamw_torch_fused, adamw_torch, got 'sgd'"),
     ("bench/vllm_start.py", ["--modes", "eager,cached"], "--modes: unknown mode(s) ['cached']; choose from "
