@@ -191,7 +191,9 @@ class FinetuneSettings(Settings):
                                          "kernel launches (default: with the fast preset only)")
     compile_layers: bool = setting(False, "torch.compile each decoder layer (one compile serves every alike "
                                    "layer; sequence lengths stay dynamic): the same computation in fewer, fused "
-                                   "kernel launches, after a compile of about a minute at the start")
+                                   "kernel launches, after a compile of about a minute at the start; under "
+                                   "gradient checkpointing each layer checkpoints inside its graph, which peaks "
+                                   "higher (8B shape on an H200: 17.1 GiB against 7.9)")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "
                                  "--per_device_train_batch_size 2 and accumulation 1 it does the paper's two "
                                  "examples per update in one pass)")

@@ -180,3 +180,48 @@ def sdpa_per_sequence(query, key, value, cu_seq, longest, scale, causal):
         pieces.append(torch.nn.functional.scaled_dot_product_attention(
             q, k, v, is_causal=causal, scale=scale, enable_gqa=True).transpose(0, 1))
     return torch.cat(pieces)
+
+
+def lora_directional_derivative(model_dir: Path, device: str, compiled: bool, four_bit: bool = False,
+                                preserve_rng_state: bool = True) -> tuple[float, float]:
+    """A LoRA model trained as finetune.py trains it (non-reentrant gradient checkpointing, LoRA dropout, decoder
+    layers compiled where asked), checked against its own loss: the gradient's derivative along a random
+    direction, and the loss's central difference along it with the same dropout masks (the same seed before each
+    forward). They agree only when the backward recomputed each layer with the masks of its forward."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from clinical_distil import finetuning
+
+    kwargs = {"quantization_config": finetuning.quantization_config(torch.float32)} if four_bit else {}
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": device}, **kwargs)
+    if four_bit:
+        finetuning.expand_nested_scales(base)
+    base.config.use_cache = False
+    model = get_peft_model(base, LoraConfig(r=8, target_modules="all-linear", lora_dropout=0.3,
+                                            init_lora_weights=False))
+    if compiled:
+        finetuning.compile_decoder_layers(model, checkpointing=True)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False,
+                                                                       "preserve_rng_state": preserve_rng_state})
+    model.train()
+    ids = torch.randint(3, 200, (1, 41), generator=torch.Generator().manual_seed(1)).to(device)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(7)
+        return model(input_ids=ids, labels=ids).loss
+
+    loss().backward()
+    weights = [weight for weight in model.parameters() if weight.requires_grad]
+    generator = torch.Generator().manual_seed(2)
+    direction = [torch.randn(weight.shape, generator=generator).to(device) for weight in weights]
+    derivative = sum(float((weight.grad * step).sum()) for weight, step in zip(weights, direction))
+    epsilon, losses = 1e-3, []
+    for sign in (1, -2):
+        with torch.no_grad():
+            for weight, step in zip(weights, direction):
+                weight.add_(sign * epsilon * step)
+        losses.append(float(loss()))
+    return derivative, (losses[0] - losses[1]) / (2 * epsilon)

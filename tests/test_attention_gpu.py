@@ -49,3 +49,13 @@ def test_presets_reach_the_same_losses_on_a_gpu(tiny_model_dir, tmp_path):
         assert rows[name]["eval_loss_before"] == pytest.approx(rows["paper"]["eval_loss_before"], rel=1e-2)
         assert rows[name]["eval_loss"] == pytest.approx(rows["paper"]["eval_loss"], rel=2e-2)
     assert rows["paper"]["eval_loss"] < rows["paper"]["eval_loss_before"]
+
+
+@pytest.mark.parametrize("four_bit", [False, True])
+def test_compiled_checkpointed_layers_take_the_gradient_of_their_own_loss_on_a_gpu(tiny_model_dir, four_bit):
+    """Compiled layers checkpointed inside their graph on CUDA (inductor's own dropout), on a float and on the
+    paper's 4-bit base: the gradient agrees with the loss's central difference under the same masks."""
+    from conftest import lora_directional_derivative
+
+    derivative, difference = lora_directional_derivative(tiny_model_dir, "cuda", True, four_bit=four_bit)
+    assert abs(derivative - difference) <= 0.01 + 0.03 * abs(difference), (derivative, difference)

@@ -18,7 +18,8 @@ from clinical_distil import finetuning, layout, postprocess, training_data
 from clinical_distil.files import read_csv
 from clinical_distil.synthetic import read_chunks
 
-from conftest import REPO, SAMPLES, holds_lock, kill_when, make_stage_a_outputs, run_script, start_script, wait_for
+from conftest import (REPO, SAMPLES, holds_lock, kill_when, lora_directional_derivative, make_stage_a_outputs,
+                      run_script, start_script, wait_for)
 
 ANSWER = '```json\n{"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes"}\n```'
 
@@ -400,6 +401,106 @@ def test_the_trainer_counts_parameters_once_for_its_flops_estimate(tiny_model_di
     assert trainer.floating_point_ops({"pixel_values": torch.zeros(1)}) == 0  # no token input: transformers' 0
 
 
+def test_the_trainer_walks_the_model_into_training_only_when_it_is_not_training(tiny_model_dir, monkeypatch, tmp_path):
+    """transformers calls model.train() at every micro-step; the trainer lets the call through only when the model
+    is not training (the first step, and the one after an evaluation), and trains the same."""
+    from peft import get_peft_model
+
+    def run(trainer_class):
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                               LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
+        walks = []
+        real_train = torch.nn.Module.train
+        monkeypatch.setattr(torch.nn.Module, "train", lambda module, mode=True: (
+            walks.append(mode) if module is model else None) or real_train(module, mode))
+        trainer = trainer_class(model=model, train_dataset=Dataset.from_list(
+            [{"prompt": f"question {index}", "completion": f"answer {index}"} for index in range(8)]),
+            args=SFTConfig(output_dir=str(tmp_path / trainer_class.__name__), report_to="none", use_cpu=True,
+                           max_steps=3, gradient_accumulation_steps=2, per_device_train_batch_size=1,
+                           learning_rate=0.01, logging_steps=1, save_strategy="no", seed=0),
+            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+        model.eval()  # as after an evaluation: the first micro-step must turn training back on
+        trainer.train()
+        monkeypatch.setattr(torch.nn.Module, "train", real_train)
+        return walks, [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+    transformers_walks, transformers_losses = run(SFTTrainer)
+    walks, losses = run(finetuning.trainer_class())
+    assert transformers_walks.count(True) - walks.count(True) == 5  # six micro-steps: one walk instead of six
+    assert walks[:2] == [False, True] and losses == transformers_losses  # the eval above, then the first step
+
+    class Wrapper(torch.nn.Module):  # as DDP wraps a model: the wrapper is made in training mode
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+        def forward(self, **inputs):
+            return self.module(**inputs)
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+                           LoraConfig(r=4, target_modules="all-linear"))
+    trainer = finetuning.trainer_class()(
+        model=model, args=SFTConfig(output_dir=str(tmp_path / "wrapped"), report_to="none", use_cpu=True),
+        train_dataset=Dataset.from_list([{"prompt": "question", "completion": "answer"}]),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    wrapper = Wrapper(model.eval())
+    assert wrapper.training and not model.training
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    trainer.training_step(wrapper, next(iter(trainer.get_train_dataloader())))
+    assert model.training and all(module.training for module in model.modules())
+
+
+def test_nested_block_scales_are_dequantized_once_to_the_same_values(tiny_model_dir):
+    """The paper's double-quantized 4-bit base with its 8-bit block scales dequantized once: the same scales to
+    the bit, so the same logits and LoRA gradients, and no weight left nested."""
+    from peft import get_peft_model
+
+    def build():
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(
+            tiny_model_dir, dtype=torch.float32, device_map={"": "cpu"},
+            quantization_config=finetuning.quantization_config(torch.float32))
+        return base
+
+    nested, expanded = build(), build()
+    states = [module.weight.quant_state for module in expanded.modules() if hasattr(getattr(module, "weight", None),
+                                                                                     "quant_state")]
+    before = [torch.ops.bitsandbytes.dequantize_4bit(module.weight.view(-1, 1), module.weight.quant_state.absmax
+                                                     if not module.weight.quant_state.nested else
+                                                     bnb_scales(module.weight.quant_state),
+                                                     64, "nf4", module.weight.quant_state.shape, torch.float32)
+              for module in nested.modules() if hasattr(getattr(module, "weight", None), "quant_state")]
+    assert states and all(state.nested for state in states)
+    assert finetuning.expand_nested_scales(expanded) == len(states) == 7 * expanded.config.num_hidden_layers
+    assert not any(state.nested for state in states) and all(state.absmax.dtype == torch.float32 for state in states)
+    assert finetuning.expand_nested_scales(expanded) == 0  # nothing left to expand
+    after = [torch.ops.bitsandbytes.dequantize_4bit(module.weight.view(-1, 1), module.weight.quant_state.absmax, 64,
+                                                    "nf4", module.weight.quant_state.shape, torch.float32)
+             for module in expanded.modules() if hasattr(getattr(module, "weight", None), "quant_state")]
+    assert all(torch.equal(one, other) for one, other in zip(before, after))
+    ids = torch.randint(3, 200, (1, 23), generator=torch.Generator().manual_seed(1))
+    results = []
+    for base in (nested, expanded):
+        torch.manual_seed(0)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0,
+                                                init_lora_weights=False))
+        output = model(input_ids=ids, labels=ids)
+        output.loss.backward()
+        results.append((output.logits.detach(), [weight.grad for weight in model.parameters() if weight.requires_grad]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(one, other) for one, other in zip(results[0][1], results[1][1]))
+
+
+def bnb_scales(state):
+    """A nested quant state's block scales as bitsandbytes dequantizes them at each use."""
+    import bitsandbytes.functional as bnb_functional
+
+    scales = bnb_functional.dequantize_blockwise(state.absmax, state.state2)
+    scales += state.offset
+    return scales.float()
+
+
 @pytest.mark.parametrize("preset", ["paper", "fast"])
 def test_compile_layers_reaches_the_plan_of_either_preset(preset):
     from clinical_distil.files import InputError
@@ -416,28 +517,40 @@ def test_compile_layers_reaches_the_plan_of_either_preset(preset):
 
 
 @pytest.mark.slow
-def test_compiled_decoder_layers_compute_the_same_loss_and_gradients(tiny_model_dir):
-    """Each decoder layer compiled (dynamic lengths) under non-reentrant gradient checkpointing, as finetune.py
-    trains: the loss and every LoRA gradient of examples of three lengths match the uncompiled model's."""
+@pytest.mark.parametrize("dropout", [0.0, 0.05])
+def test_compiled_decoder_layers_compute_the_same_loss_and_gradients(tiny_model_dir, dropout):
+    """Each decoder layer compiled (dynamic lengths) and checkpointed inside its graph, as finetune.py trains the
+    paper preset: transformers' checkpoint around the call is never used, and the loss and every LoRA gradient
+    of examples of three lengths match the eager model's under transformers' non-reentrant checkpointing. With
+    LoRA dropout on, the compiled layers draw it with PyTorch's kernel, so the same seed gives the same masks."""
     from peft import get_peft_model
 
     def build():
         torch.manual_seed(0)
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-                               LoraConfig(r=8, target_modules="all-linear", lora_dropout=0.0,
+                               LoraConfig(r=8, target_modules="all-linear", lora_dropout=dropout,
                                           init_lora_weights=False))
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model.config.use_cache = False
         return model.train()
 
     plain, compiled = build(), build()
-    assert finetuning.compile_decoder_layers(compiled) == plain.config.num_hidden_layers
+    # compiled before the checkpointing is turned on, as the trainer turns it on when training starts
+    assert finetuning.compile_decoder_layers(compiled, checkpointing=True) == plain.config.num_hidden_layers
     assert list(compiled.state_dict()) == list(plain.state_dict())  # the saved adapter's keys are unchanged
+    layer_class = type(compiled.base_model.model.model.layers[0])
+    assert layer_class.__name__ == type(plain.base_model.model.model.layers[0]).__name__
+    assert finetuning.checkpointing_inside(layer_class) is layer_class  # made once per class
+    for model in (plain, compiled):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    outer_calls = []
+    for layer in compiled.base_model.model.model.layers:
+        layer._gradient_checkpointing_func = lambda *args, **kwargs: outer_calls.append(args)
     generator = torch.Generator().manual_seed(1)
     for length in (37, 53, 91):
         ids = torch.randint(0, plain.config.vocab_size, (1, length), generator=generator)
         results = []
         for model in (plain, compiled):
+            torch.manual_seed(5)
             model.zero_grad()
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
@@ -445,6 +558,20 @@ def test_compiled_decoder_layers_compute_the_same_loss_and_gradients(tiny_model_
             results.append((loss.item(), gradients))
         assert results[1][0] == pytest.approx(results[0][0], rel=1e-6)
         assert all(torch.allclose(got, want, rtol=1e-4, atol=1e-6) for got, want in zip(results[1][1], results[0][1]))
+    assert outer_calls == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("compiled, preserve_rng_state, agrees", [
+    (True, True, True),  # the checkpoint inside the compiled layer: dropout replayed in the backward graph
+    (False, True, True),  # transformers' checkpoint around the eager layer
+    (False, False, False),  # new dropout masks in the recomputation: the check must see it
+])
+def test_checkpointed_layers_take_the_gradient_of_their_own_loss(tiny_model_dir, compiled, preserve_rng_state,
+                                                                  agrees):
+    derivative, difference = lora_directional_derivative(tiny_model_dir, "cpu", compiled,
+                                                         preserve_rng_state=preserve_rng_state)
+    assert (abs(derivative - difference) <= 0.01 + 0.03 * abs(difference)) is agrees, (derivative, difference)
 
 
 def test_finetune_speed_bench_compares_the_presets_on_the_same_examples(tiny_model_dir, tmp_path):
