@@ -245,7 +245,7 @@ def expand_nested_scales(model) -> int:
     them again at every use: two more kernels and their Python at each 4-bit matmul's forward, recomputation and
     backward (224 linears of the 8B shape, three times an example). The base is frozen, so they are dequantized
     here once, as bitsandbytes' own CPU path does: the same float32 scales, to the bit, kept in 4 bytes per 64
-    weights instead of about 1 (0.4 GiB more on the 8B shape). Returns the number of weights changed."""
+    weights instead of about 1 (0.3 GiB more on the 8B shape). Returns the number of weights changed."""
     import bitsandbytes.functional as bnb_functional
 
     expanded = 0
