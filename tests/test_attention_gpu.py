@@ -1,4 +1,5 @@
-"""GPU tests (skipped without CUDA): PyTorch's varlen kernel against SDPA, and both presets' losses on a GPU.
+"""GPU tests (skipped without CUDA): PyTorch's varlen kernel against SDPA, both presets' losses on a GPU, and
+compiled layers checkpointed inside their graph against their own loss.
 
     python -m pytest tests/test_attention_gpu.py
 """
