@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
 from finetune_speed import check_lengths, model_and_data
 
@@ -59,29 +60,27 @@ def profiler_callback(profiler):
     return ProfileSteps()
 
 
-def python_profile_callback(profile, first: int, last: int):
-    """A TrainerCallback that runs cProfile from the end of optimizer step `first` to the end of step `last`."""
+def window_callback(first: int, last: int, start: Callable[[], Any], stop: Callable[[], Any]):
+    """A TrainerCallback that calls `start` at the end of optimizer step `first` and `stop` at the end of `last`."""
     from transformers import TrainerCallback
 
-    class PythonProfile(TrainerCallback):
+    class StepWindow(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == first:
-                profile.enable()
+                start()
             elif state.global_step == last:
-                profile.disable()
+                stop()
 
-    return PythonProfile()
+    return StepWindow()
 
 
-def sync_callback(stacks: Counter, first: int, last: int, frames: int = 6):
-    """A TrainerCallback that, from the end of optimizer step `first` to the end of step `last`, counts every
-    operation that makes the CPU wait for the GPU (torch.cuda's sync debug mode), by the Python frames that
-    asked for it (the innermost `frames`)."""
+def sync_probe(stacks: Counter, frames: int = 6) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Start and stop of a count of every operation that makes the CPU wait for the GPU (torch.cuda's sync debug
+    mode), by the Python frames that asked for it (the innermost `frames`)."""
     import traceback
     import warnings
 
     import torch
-    from transformers import TrainerCallback
 
     guard = warnings.catch_warnings()
 
@@ -91,18 +90,17 @@ def sync_callback(stacks: Counter, first: int, last: int, frames: int = 6):
             stacks[" <- ".join(f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
                                for frame in reversed(stack[-frames:]))] += 1
 
-    class SyncProbe(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == first:
-                guard.__enter__()
-                warnings.simplefilter("always")
-                warnings.showwarning = record
-                torch.cuda.set_sync_debug_mode("warn")
-            elif state.global_step == last:
-                torch.cuda.set_sync_debug_mode("default")
-                guard.__exit__(None, None, None)
+    def start() -> None:
+        guard.__enter__()
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
 
-    return SyncProbe()
+    def stop() -> None:
+        torch.cuda.set_sync_debug_mode("default")
+        guard.__exit__(None, None, None)
+
+    return start, stop
 
 
 def top_functions(profile, steps: int, count: int = 25, key: str = "own_ms_per_step") -> list[dict]:
@@ -281,10 +279,11 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     run_dir = work / "runs" / f"profile-{preset}{'-compiled' if compile_layers else ''}"
     callbacks = [lambda trainer: timer_callback(trainer, marks), lambda trainer: profiler_callback(profiler)]
     if python_steps:
-        callbacks.append(lambda trainer: python_profile_callback(python_profile, warmup + steps, python_end))
+        callbacks.append(lambda trainer: window_callback(warmup + steps, python_end, python_profile.enable,
+                                                         python_profile.disable))
     syncs: Counter = Counter()
     if sync_steps:
-        callbacks.append(lambda trainer: sync_callback(syncs, python_end, sync_end))
+        callbacks.append(lambda trainer: window_callback(python_end, sync_end, *sync_probe(syncs)))
     summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
     plan = finetuning.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,

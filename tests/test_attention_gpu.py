@@ -54,8 +54,9 @@ def test_presets_reach_the_same_losses_on_a_gpu(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("four_bit", [False, True])
 def test_compiled_checkpointed_layers_take_the_gradient_of_their_own_loss_on_a_gpu(tiny_model_dir, four_bit):
-    """Compiled layers checkpointed inside their graph on CUDA (inductor's own dropout), on a float and on the
-    paper's 4-bit base: the gradient agrees with the loss's central difference under the same masks."""
+    """Compiled layers checkpointed inside their graph on CUDA (PyTorch's dropout, replayed from the saved random
+    state), on a float and on the paper's 4-bit base: the gradient agrees with the loss's central difference
+    under the same masks."""
     from conftest import lora_directional_derivative
 
     derivative, difference = lora_directional_derivative(tiny_model_dir, "cuda", True, four_bit=four_bit)

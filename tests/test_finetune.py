@@ -452,33 +452,28 @@ def test_the_trainer_walks_the_model_into_training_only_when_it_is_not_training(
 
 
 def test_nested_block_scales_are_dequantized_once_to_the_same_values(tiny_model_dir):
-    """The paper's double-quantized 4-bit base with its 8-bit block scales dequantized once: the same scales to
-    the bit, so the same logits and LoRA gradients, and no weight left nested."""
+    """The paper's double-quantized 4-bit base with its 8-bit block scales dequantized once: the same weights as
+    bitsandbytes dequantizes them (to the bit), so the same logits and LoRA gradients, and no weight left nested."""
+    import bitsandbytes.functional as bnb_functional
     from peft import get_peft_model
 
     def build():
         torch.manual_seed(0)
-        base = AutoModelForCausalLM.from_pretrained(
-            tiny_model_dir, dtype=torch.float32, device_map={"": "cpu"},
-            quantization_config=finetuning.quantization_config(torch.float32))
-        return base
+        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, device_map={"": "cpu"},
+                                                    quantization_config=finetuning.quantization_config(torch.float32))
+
+    def weights(model) -> list[torch.Tensor]:
+        return [bnb_functional.dequantize_4bit(module.weight, module.weight.quant_state) for module in model.modules()
+                if hasattr(getattr(module, "weight", None), "quant_state")]
 
     nested, expanded = build(), build()
-    states = [module.weight.quant_state for module in expanded.modules() if hasattr(getattr(module, "weight", None),
-                                                                                     "quant_state")]
-    before = [torch.ops.bitsandbytes.dequantize_4bit(module.weight.view(-1, 1), module.weight.quant_state.absmax
-                                                     if not module.weight.quant_state.nested else
-                                                     bnb_scales(module.weight.quant_state),
-                                                     64, "nf4", module.weight.quant_state.shape, torch.float32)
-              for module in nested.modules() if hasattr(getattr(module, "weight", None), "quant_state")]
+    states = [module.weight.quant_state for module in expanded.modules()
+              if hasattr(getattr(module, "weight", None), "quant_state")]
     assert states and all(state.nested for state in states)
     assert finetuning.expand_nested_scales(expanded) == len(states) == 7 * expanded.config.num_hidden_layers
     assert not any(state.nested for state in states) and all(state.absmax.dtype == torch.float32 for state in states)
     assert finetuning.expand_nested_scales(expanded) == 0  # nothing left to expand
-    after = [torch.ops.bitsandbytes.dequantize_4bit(module.weight.view(-1, 1), module.weight.quant_state.absmax, 64,
-                                                    "nf4", module.weight.quant_state.shape, torch.float32)
-             for module in expanded.modules() if hasattr(getattr(module, "weight", None), "quant_state")]
-    assert all(torch.equal(one, other) for one, other in zip(before, after))
+    assert all(torch.equal(one, other) for one, other in zip(weights(nested), weights(expanded)))
     ids = torch.randint(3, 200, (1, 23), generator=torch.Generator().manual_seed(1))
     results = []
     for base in (nested, expanded):
@@ -490,15 +485,6 @@ def test_nested_block_scales_are_dequantized_once_to_the_same_values(tiny_model_
         results.append((output.logits.detach(), [weight.grad for weight in model.parameters() if weight.requires_grad]))
     assert torch.equal(results[0][0], results[1][0])
     assert all(torch.equal(one, other) for one, other in zip(results[0][1], results[1][1]))
-
-
-def bnb_scales(state):
-    """A nested quant state's block scales as bitsandbytes dequantizes them at each use."""
-    import bitsandbytes.functional as bnb_functional
-
-    scales = bnb_functional.dequantize_blockwise(state.absmax, state.state2)
-    scales += state.offset
-    return scales.float()
 
 
 @pytest.mark.parametrize("preset", ["paper", "fast"])
