@@ -48,6 +48,7 @@ def main(**values) -> None:
 
         cuda_devices = torch.cuda.device_count()
     stages = pipeline.plan(run_layout, overwrite=flags.overwrite, cuda_devices=cuda_devices)
+    pipeline.check_inputs(run_layout, stages, selected, overwrite=flags.overwrite)
     print(f"run {run_layout.run}: stages {selected[0]} to {selected[-1]}, data root {run_layout.root}, "
           f"report {run_layout.report_dir}")
     from clinical_distil.report import write_report

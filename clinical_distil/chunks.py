@@ -30,6 +30,13 @@ class ChunkFile:
     end: int
 
 
+def row_span(rows: int) -> str:
+    """The rows a table has, as a --start_row may name them: "its 6 rows are 0-5"."""
+    if rows == 0:
+        return "it has no rows"
+    return "its one row is 0" if rows == 1 else f"its {rows:,} rows are 0-{rows - 1}"
+
+
 def chunk_ranges(start: int, stop: int, chunk_size: int) -> list[Rows]:
     if chunk_size < 1:
         raise InputError(f"--chunk_size must be positive, got {chunk_size}")

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 GRACE_SECONDS = 20  # for the command to stop on its own (keep what it finished) before it is killed
 
@@ -38,30 +39,36 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # the parent died before the signal was asked for
         return 143
     child = subprocess.Popen(argv, start_new_session=True)
+    stopped: list[int] = []  # the signal that asked the guard to stop, once it came
+
+    def signal_group(signum: int) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def stop(signum, _frame) -> None:
-        # Ctrl-C as Ctrl-C (a script then says what it kept); a dead parent or SIGTERM as SIGTERM
-        try:
-            os.killpg(child.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-            child.wait(timeout=GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:  # what the command started may outlive it: stop the rest of its group too
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        sys.exit(128 + signum)
+        # only pass the signal on here: waiting inside a handler would wait on the wait it interrupted (Popen's
+        # lock is held there), and the guard would outlive its command by the whole grace period
+        if not stopped:
+            stopped.append(signum)
+            # Ctrl-C as Ctrl-C (a script then says what it kept); a dead parent or SIGTERM as SIGTERM
+            signal_group(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop)
-    code = child.wait()
-    try:  # a finished command's leftovers (a stray kernel) go with it
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    return code
+    deadline = None
+    while True:
+        try:
+            code = child.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            if stopped and deadline is None:
+                deadline = time.monotonic() + GRACE_SECONDS  # for the command to keep what it finished
+            if deadline is not None and time.monotonic() > deadline:
+                signal_group(signal.SIGKILL)
+    signal_group(signal.SIGKILL)  # what the command started may outlive it (a stray kernel): it goes with it
+    return 128 + stopped[0] if stopped else code
 
 
 if __name__ == "__main__":

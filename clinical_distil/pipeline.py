@@ -20,11 +20,13 @@ chunk by chunk. A step older than its inputs is redone with its script's --overw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ import pandas as pd
 
 from clinical_distil import layout
 from clinical_distil.files import FolderLock, InputError, write_text
+from clinical_distil.guard import GRACE_SECONDS
 from clinical_distil.report import read_run_state
 from clinical_distil.layout import MODEL_ROLES, REPO_ROOT, STAGES, RunLayout
 from clinical_distil.notes import NOTE_COLUMNS, detect_format
@@ -82,6 +85,38 @@ MOVED = {
 }
 EVAL_KEYS = ("input_dir", "input_file", "num_inference")  # what a task's entry under `eval` may set
 DISTILLED_AS = ("adapter", "merged")
+
+
+def read_yaml_config(path: Path) -> Any:
+    """A YAML settings file, refused in one line when it is not text, not YAML, or names a key twice (YAML's
+    loaders keep the last of two silently: a setting given twice is a mistake to show, not to guess)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InputError(f"config file {path} sets {key!r} twice (line {key_node.start_mark.line + 1}); "
+                                 "keep one")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:
+        raise InputError(f"config file {path} is not a text file; give a YAML file of settings, e.g. 'teacher: MODEL'")
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
 
 
 @dataclass
@@ -164,15 +199,10 @@ class RunSettings(Settings):
         """Defaults, then the YAML config file, then the flags given (a stage's mapping merged key by key)."""
         values: dict[str, Any] = {}
         if config:
-            import yaml
-
             path = layout.resolve(config)
-            if not path.exists():
+            if not path.is_file():
                 raise InputError(f"config file not found: {path}")
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as error:
-                raise InputError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+            loaded = read_yaml_config(path)
             if not isinstance(loaded, dict):
                 raise InputError(f"config file {path} must hold a mapping of settings, e.g. 'teacher: MODEL'")
             values.update({str(key).replace("-", "_"): value for key, value in loaded.items()})
@@ -562,6 +592,55 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
     return stages
 
 
+# teachers that are no model (stage A writes their replies itself): nothing to look for on disk
+TEACHERS_WITHOUT_WEIGHTS = ("reference",)
+
+
+def check_model(model_id: str, role: str) -> None:
+    """A model the run will load: a local folder holding a model, or a hub id (in the local cache when the hub is
+    off); else one line naming it. Relative paths are the stages' (the repository)."""
+    local = layout.resolve(model_id)
+    if (local / "config.json").is_file():
+        return
+    if local.exists() or Path(model_id).expanduser().is_absolute() or model_id.startswith((".", "~")) \
+            or model_id.count("/") != 1:
+        raise InputError(f"{role} {model_id} is not a model folder (no config.json in {local}); give a folder "
+                         "holding a model or a hub id")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            raise InputError(f"{role} {model_id} is neither a local folder ({local}) nor in the hub cache, and "
+                             "HF_HUB_OFFLINE is set; download it first or give a local folder")
+
+
+def check_inputs(run_layout: RunLayout, stages: list[Stage], selected: list[str], overwrite: bool = False) -> None:
+    """Before the first stage runs: every model, evaluation folder and prompt folder that a stage still to run
+    will read, so that a missing one is named now and not after hours of teacher generation."""
+    settings: RunSettings = run_layout.settings["run"]
+    due = {stage.name for stage in stages if stage.name in selected and stage.steps and
+           (overwrite or not stage.finished())}
+    if settings.prompt_dir:
+        from clinical_distil.prompts import load_templates
+
+        load_templates(settings.prompt_dir)
+    if "generate" in due and settings.teacher not in TEACHERS_WITHOUT_WEIGHTS:
+        check_model(settings.teacher, "teacher")
+    verifier = run_layout.settings["verify"].model_id or settings.teacher
+    if "verify" in due and verifier not in TEACHERS_WITHOUT_WEIGHTS:
+        check_model(verifier, "verifier")
+    if due & {"prepare", "finetune", "eval-inference"}:
+        check_model(settings.student, "student")
+    if due & {"prepare", "eval-preprocess"}:
+        for task in run_layout.tasks:
+            folder = _eval_raw_dir(settings, task, run_layout.root)
+            wanted = [folder] + ([folder / run_layout.eval_files[task]] if get_task(task).labelled_splits else [])
+            missing = next((path for path in wanted if not path.is_dir()), None)
+            if missing is not None:
+                raise InputError(f"evaluation data of {task} not found: {missing} is not a folder; set eval: "
+                                 f"{{{task}: {{input_dir: DIR}}}} or leave {task} out of tasks")
+
+
 def _one_command(root: Path, due: list[EvalInferenceSettings]) -> EvalInferenceSettings | None:
     """One model's due tasks as one eval-inference run, when they differ only in their dataset (and each answers
     into its default folder); else None."""
@@ -631,29 +710,44 @@ def stage_range(from_stage: str | None, to_stage: str | None) -> list[str]:
     return list(STAGES[first:last + 1])
 
 
+def done_line(prefix: str, seconds: float, earlier: float, run_seconds: float) -> str:
+    """A finished stage's line: its time in this run, the interrupted runs' time apart (a stage resumed has
+    taken longer than this run has lasted), and this run's time so far."""
+    if earlier:
+        return (f"{prefix}: done in {seconds:.1f}s, {earlier + seconds:.1f}s with the interrupted run(s) before "
+                f"(this run so far {run_seconds:.0f}s)")
+    return f"{prefix}: done in {seconds:.1f}s (this run so far {run_seconds:.0f}s)"
+
+
 HEARTBEAT_SECONDS = 15.0  # how often run.json records a running stage's time (a killed driver loses less)
 
 
 def _run_child(command: Command, env: dict[str, str], heartbeat: Callable[[], Any],
-               stderr: Any = None) -> int:
+               stderr: Any = None, keep_fds: tuple[int, ...] = ()) -> int:
     """Run one step's command to its end, calling `heartbeat` every HEARTBEAT_SECONDS; its exit code.
 
     The command runs under clinical_distil.guard, so it (and all it starts) ends with the driver,
-    however the driver ends.
+    however the driver ends. The guard has a session of its own: a scheduler that SIGKILLs the driver's
+    whole process group at a time limit kills the driver, not the guard, which then stops the step.
+    `keep_fds` (the run's lock) stay open in the guard, so a rerun waits until the step has stopped.
     """
     process = subprocess.Popen([sys.executable, "-m", "clinical_distil.guard", *command.argv], env=env, cwd=REPO_ROOT,
-                               stderr=stderr)
+                               stderr=stderr, start_new_session=True, pass_fds=keep_fds)
     try:
         while True:
             try:
                 return process.wait(timeout=HEARTBEAT_SECONDS)
             except subprocess.TimeoutExpired:
                 heartbeat()
-    except BaseException:
-        try:  # Ctrl-C in a terminal reaches the guard too: the step stops and keeps what it finished
-            process.wait(timeout=30)
+    except BaseException as stopped:
+        # outside the terminal's process group the guard does not see Ctrl-C: pass it on (the step stops
+        # and keeps what it finished), or SIGTERM for anything else that ends the driver
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT if isinstance(stopped, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            process.wait(timeout=GRACE_SECONDS + 10)
         except subprocess.TimeoutExpired:
-            process.terminate()
+            process.kill()
             process.wait()
         raise
 
@@ -685,7 +779,9 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
 
     lock = None
     if not dry_run:
-        lock = FolderLock(run_layout.report_dir, advice="give this run another --run name")  # one driver per run
+        # one driver per run; a killed driver's step may still be stopping (its guard holds the lock until then)
+        lock = FolderLock(run_layout.report_dir, advice="give this run another --run name",
+                          wait_seconds=GRACE_SECONDS + 10)
         (run_layout.report_dir / "notebooks").mkdir(exist_ok=True)  # papermill writes executed copies there
     started = time.time()
     try:
@@ -751,7 +847,8 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
                 captured = tempfile.TemporaryFile(mode="w+") if command.executed_notebook else None
                 try:
                     returncode = _run_child(command, {**env, **command.env}, heartbeat=lambda: (
-                        record.update(seconds=elapsed()), save()), stderr=captured)
+                        record.update(seconds=elapsed()), save()), stderr=captured,
+                        keep_fds=(lock.handle.fileno(),) if lock.handle is not None else ())
                 except KeyboardInterrupt:
                     record.update(status="interrupted", seconds=elapsed())
                     save()
@@ -775,7 +872,7 @@ def run_stages(run_layout: RunLayout, stages: list[Stage], selected: list[str], 
                     captured.close()
             record.update(status="ran", seconds=elapsed())
             save()
-            announce(f"{prefix}: done in {record['seconds']:.1f}s (run total {time.time() - started:.0f}s)")
+            announce(done_line(prefix, time.time() - stage_started, earlier, time.time() - started))
     finally:
         if lock is not None:
             lock.release()

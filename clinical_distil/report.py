@@ -8,6 +8,7 @@ recomputed here except counts and means over those files.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import logging
@@ -521,7 +522,9 @@ def render_html(title: str, blocks: list[Block], base: Path) -> str:
         elif kind == "table":
             parts.append(content.to_html(index=False, border=0, escape=True))
         elif kind == "image":
-            parts.append(f"<img src='{Path(content).relative_to(base).as_posix()}' alt='{Path(content).stem}'>")
+            # the figure inside the page (a data URI), so report.html can be sent as one file
+            encoded = base64.b64encode(Path(content).read_bytes()).decode("ascii")
+            parts.append(f"<img src='data:image/png;base64,{encoded}' alt='{html.escape(Path(content).stem)}'>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

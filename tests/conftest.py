@@ -69,6 +69,20 @@ def kill_when(script: str, *args: str, ready, timeout: float = 600) -> bool:
             process.wait()
 
 
+def manifest_records(path: Path, *keys: str) -> int:
+    """A figure of a chunked run's manifest (`"counts", "requests"` or `"answered"`), 0 while it is not written:
+    a session's manifest is written before its first chunk, so "killed after some work" waits for a figure."""
+    import json
+
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    for key in keys:
+        value = value.get(key, 0) if isinstance(value, dict) else 0
+    return int(value or 0)
+
+
 def start_script(script: str, *args: str) -> subprocess.Popen:
     """A project script started in the background (its output kept in pipes for the test to read)."""
     return subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO, stdout=subprocess.PIPE,

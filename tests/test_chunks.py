@@ -1,6 +1,7 @@
 """Chunked runs: rows left to do after any earlier chunking, overlap refusal, manifests summed over sessions."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -117,3 +118,17 @@ def test_manifest_sums_sessions_and_marks_completion(tmp_path):
     path.write_text(json.dumps({"answered": 5, "wall_seconds": 10.0, "rows": [0, 5]}))
     older = RunManifest(path, fresh=False)
     assert older.merged({}, {"answered": 2, "wall_seconds": 1.0}, complete=True)["answered"] == 7
+
+
+def test_a_start_row_past_the_table_names_the_rows_it_has(tmp_path):
+    """A table of 6 rows has rows 0-5: --start_row 6 is refused as outside it, with the rows it has."""
+    from clinical_distil.chunks import row_span
+    from clinical_distil.synthetic import StageASettings, plan_run
+
+    assert [row_span(count) for count in (0, 1, 6, 12000)] == [
+        "it has no rows", "its one row is 0", "its 6 rows are 0-5", "its 12,000 rows are 0-11999"]
+    for start_row in (6, 7, -1):
+        with pytest.raises(InputError, match=re.escape(f"--start_row {start_row} is outside the notes table: its 6 "
+                                                       "rows are 0-5")):
+            plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=start_row)
+    assert plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=5)[0] == 6

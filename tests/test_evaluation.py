@@ -14,7 +14,7 @@ from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import answer_target
 from clinical_distil.tasks import N2C2_CRITERIA
 
-from conftest import REPO, SAMPLES, kill_when, run_script
+from conftest import REPO, SAMPLES, kill_when, manifest_records, run_script
 
 
 def test_preprocessing_the_samples():
@@ -129,7 +129,7 @@ def test_killed_eval_inference_resumed_with_other_chunk_sizes_answers_every_row_
             "--max_model_len", "640", "--model_name", "tiny"]
     folder = tmp_path / "outputs" / "annotated-synthetic" / "tiny"
     manifest_file = folder / "manifest_prompts.json"
-    assert kill_when("eval-inference.py", *args, "--chunk_size", "1", ready=manifest_file.exists), \
+    assert kill_when("eval-inference.py", *args, "--chunk_size", "1", ready=lambda: manifest_records(manifest_file, "answered") > 0), \
         "the run ended before it could be killed"
     killed = json.loads(manifest_file.read_text())
     assert killed["complete"] is False and 1 <= killed["answered"] < 8

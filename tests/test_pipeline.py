@@ -1,5 +1,6 @@
 """The end-to-end driver (run-pipeline.py): settings, resume logic, commands, and one whole run with its report."""
 
+import base64
 import json
 import os
 import re
@@ -60,6 +61,72 @@ def test_bad_settings_name_the_problem(tmp_path, text, message):
     config.write_text(text)
     with pytest.raises(InputError, match=re.escape(message)):
         pipeline.layout_for(RunSettings.from_sources(str(config), notes=str(MIMIC_III), data_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("run: a\nteacher: x\nrun: b\n", "sets 'run' twice (line 3); keep one"),
+    ("eval:\n  i2b2: {input_dir: a, input_dir: b}\n", "sets 'input_dir' twice (line 2); keep one"),
+    ("generate:\n  max_tokens: 5\n  max_tokens: 6\n", "sets 'max_tokens' twice (line 3); keep one"),
+])
+def test_a_key_given_twice_in_the_config_is_refused(tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    with pytest.raises(InputError, match=re.escape(message)):
+        RunSettings.from_sources(str(config))
+
+
+def test_a_binary_config_file_is_refused(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_bytes(bytes(range(256)) * 4)
+    result = run_script("run-pipeline.py", "--config", str(config), "--dry_run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: config file {config} is not a text file; give a YAML file "
+                                                  "of settings, e.g. 'teacher: MODEL'"]
+
+
+def preflight(tmp_path, **run):
+    """check_inputs on a run of raw notes (stage 0 first) with the tiny model as teacher and student."""
+    values = dict(notes=str(MIMIC_III), select={"num_notes": 4}, data_dir=str(tmp_path / "data"), run="r",
+                  reports_dir=str(tmp_path / "reports"), teacher=str(REPO / "models" / "tiny-random-llama"),
+                  student=str(REPO / "models" / "tiny-random-llama"), **run)
+    run_layout = pipeline.layout_for(RunSettings.from_values(values))
+    pipeline.check_inputs(run_layout, pipeline.plan(run_layout), list(pipeline.STAGES))
+
+
+@pytest.mark.parametrize("run, message", [
+    ({"student": "/nowhere/student"}, "student /nowhere/student is not a model folder (no config.json in "
+                                      "/nowhere/student)"),
+    ({"teacher": "models"}, "teacher models is not a model folder"),
+    ({"teacher": "nobody-here/no-such-model"}, "teacher nobody-here/no-such-model is neither a local folder"),
+    ({"verify": {"model_id": "/nowhere/verifier"}, "prepare": {"require_verified": True}},
+     "verifier /nowhere/verifier is not a model folder"),
+    ({"eval": {"apixaban": {"input_dir": "/nowhere/apixaban"}}}, "evaluation data of apixaban not found: "
+                                                                 "/nowhere/apixaban is not a folder"),
+    ({"eval": {"i2b2": {"input_dir": str(SAMPLES / "apixaban")}}}, "evaluation data of i2b2 not found: "
+                                                                    f"{SAMPLES / 'apixaban' / 'test'} is not a folder"),
+    ({"prompt_dir": "/nowhere/prompts"}, "--prompt_dir /nowhere/prompts is not a folder"),
+])
+def test_models_and_folders_are_checked_before_stage_0(tmp_path, monkeypatch, run, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match=re.escape(message)):
+        preflight(tmp_path, **run)
+
+
+def test_the_reference_teacher_and_cached_inputs_pass_the_check(tmp_path):
+    preflight(tmp_path, teacher="reference")
+    preflight(tmp_path, prompt_dir=str(REPO / "clinical_distil" / "prompt_templates"))
+
+
+def test_a_missing_student_stops_the_driver_before_any_stage(tmp_path):
+    """Found before stage 0 (and stage A's hours), in one line, with nothing written."""
+    result = run_script("run-pipeline.py", "--notes", str(MIMIC_III), "--select", "{num_notes: 4}", "--run", "r",
+                        "--data_dir", str(tmp_path / "data"), "--reports_dir", str(tmp_path / "reports"),
+                        "--teacher", "reference", "--student", str(tmp_path / "no-student"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: student {tmp_path / 'no-student'} is not a model folder (no config.json in "
+        f"{tmp_path / 'no-student'}); give a folder holding a model or a hub id"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
 
 
 def test_tasks_given_as_a_tuple_by_fire(tmp_path):
@@ -370,6 +437,17 @@ def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
     assert filters_blocks(off)[2][1].endswith("gave the teacher's answer for 2; none removed (require_verified off).")
 
 
+def test_the_html_report_holds_its_figures(tmp_path):
+    """report.html embeds each PNG: moved alone (the figures/ folder left behind), it still shows them."""
+    from clinical_distil.report import render_html
+
+    figure = tmp_path / "figures" / "loss.png"
+    figure.parent.mkdir()
+    figure.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    page = render_html("run", [("h2", "Training"), ("image", str(figure))], tmp_path)
+    assert "<img src='data:image/png;base64,iVBORw0KGgpmYWtl' alt='loss'>" in page and "figures/" not in page
+
+
 def test_report_helpers():
     assert fmt(0.12345) == "0.123" and fmt(12166) == "12,166" and fmt(None) == "n/a" and fmt(True) == "yes"
     assert markdown_table(pd.DataFrame({"a|b": ["x\ny"]})) == "| a\\|b |\n|---|\n| x y |"
@@ -412,10 +490,12 @@ def test_failed_notebook_stops_with_its_message(tmp_path):
 
 
 def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_path, tiny_model_dir):
-    """Two drivers on one run: the second stops in one line. SIGKILL of the first while stage A runs: the stage
-    ends with it (no orphan writing beside the rerun), and the rerun finishes stage A with each row once."""
+    """Two drivers on one run: the second stops in one line. SIGKILL of the first driver's whole process group
+    while stage A runs (a scheduler's time limit): the stage ends at once (no orphan writing beside the rerun),
+    and the rerun finishes stage A with each row once."""
     import os
     import signal
+    import subprocess
 
     from clinical_distil.synthetic import read_chunks
 
@@ -426,7 +506,9 @@ def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_p
             str(tiny_model_dir), "--engine", "transformers", "--to_stage", "generate",
             "--generate", "{max_tokens: 64, chunk_size: 1, retries: 0}"]
     manifest = data / "synthetic-output" / "6" / "manifest.json"
-    first = start_script("run-pipeline.py", *argv)
+    # a group of its own, as a batch job's; the whole group is killed below
+    first = subprocess.Popen([sys.executable, str(REPO / "run-pipeline.py"), *argv], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert wait_for(lambda: holds_lock(tmp_path / "reports" / "k"), process=first), first.communicate()[1]
         second = run_script("run-pipeline.py", *argv)
@@ -436,12 +518,13 @@ def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_p
             f"{os.uname().nodename}); wait for it to end, or give this run another --run name")
         assert wait_for(manifest.exists, process=first), first.communicate()[1][-3000:]
         assert processes_mentioning("synthetic-a-create.py", str(data)), "stage A is not running"
-        first.send_signal(signal.SIGKILL)
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     finally:
         first.kill()
-    assert wait_for(lambda: not processes_mentioning(str(data)), timeout=60), \
-        f"left running: {processes_mentioning(str(data))}"
+    # stage A has most of its 24 replies still to write: gone within seconds means it was stopped, not finished
+    assert wait_for(lambda: not processes_mentioning(str(data)), timeout=10), \
+        f"left running: {[open(f'/proc/{pid}/cmdline').read()[:200] for pid in processes_mentioning(str(data))]}"
     assert not json.loads(manifest.read_text())["complete"]
     rerun = run_script("run-pipeline.py", *argv)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -612,7 +695,9 @@ def test_report_figures_render(whole_run):
         assert header[:8] == b"\x89PNG\r\n\x1a\n"
         width, height = struct.unpack(">II", header[16:24])
         assert width >= 400 and height >= 200
-        assert f"(figures/{name}.png)" in markdown and f"src='figures/{name}.png'" in html_text
+        # report.md links the file; report.html holds the same bytes itself (one file to send)
+        assert f"(figures/{name}.png)" in markdown and "figures/" not in html_text
+        assert f"src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}' alt='{name}'" in html_text
     executed = sorted(path.name for path in (report_dir / "notebooks").glob("*.ipynb"))
     assert len(executed) == 8  # B, C, three preprocess and three evaluate notebooks
 
@@ -690,8 +775,16 @@ def test_stage_times_add_up_over_an_interrupted_run(tmp_path, monkeypatch):
     state_path = layout.report_dir / "run.json"
     state_path.parent.mkdir(parents=True)
     state_path.write_text(json.dumps({"stages": {"select": {"status": "interrupted", "seconds": 40.0}}}))
-    state = pipeline.run_stages(layout, [stage], ["select"], announce=lambda line: None)
+    said = []
+    state = pipeline.run_stages(layout, [stage], ["select"], announce=said.append)
     record = state["stages"]["select"]
+    # the line tells this run's seconds from the interrupted run's, and never more for a stage than for the run
+    this_run = record["seconds"] - 40.0
+    assert re.fullmatch(r"\[1/1\] select: done in (\d+\.\d)s, (\d+\.\d)s with the interrupted run\(s\) before "
+                        r"\(this run so far (\d+)s\)", said[-1]), said
+    done, total, run_total = re.findall(r"[\d.]+(?=s)", said[-1])
+    assert float(done) == pytest.approx(this_run, abs=0.2) and float(total) == pytest.approx(record["seconds"], abs=0.2)
+    assert float(done) <= float(run_total) + 0.5
     assert record["status"] == "ran"
     assert record["seconds"] == pytest.approx(40.0 + record["steps"]["sleep"]["seconds"], abs=0.2)
     # a finished stage done again starts its count afresh
