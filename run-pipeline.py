@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from clinical_distil import pipeline
 from clinical_distil.cli import check_command_line, run
+from clinical_distil.files import InputError
 from clinical_distil.settings import Settings, setting
 
 
@@ -48,7 +49,12 @@ def main(**values) -> None:
 
         cuda_devices = torch.cuda.device_count()
     stages = pipeline.plan(run_layout, overwrite=flags.overwrite, cuda_devices=cuda_devices)
-    pipeline.check_inputs(run_layout, stages, selected, overwrite=flags.overwrite)
+    try:
+        pipeline.check_inputs(run_layout, stages, selected, overwrite=flags.overwrite)
+    except InputError as error:
+        if not flags.dry_run:
+            raise
+        print(f"warning: {error}", file=sys.stderr)  # a dry run shows the commands all the same
     print(f"run {run_layout.run}: stages {selected[0]} to {selected[-1]}, data root {run_layout.root}, "
           f"report {run_layout.report_dir}")
     from clinical_distil.report import write_report

@@ -86,9 +86,12 @@ def test_a_binary_config_file_is_refused(tmp_path):
 
 def preflight(tmp_path, **run):
     """check_inputs on a run of raw notes (stage 0 first) with the tiny model as teacher and student."""
-    values = dict(notes=str(MIMIC_III), select={"num_notes": 4}, data_dir=str(tmp_path / "data"), run="r",
-                  reports_dir=str(tmp_path / "reports"), teacher=str(REPO / "models" / "tiny-random-llama"),
-                  student=str(REPO / "models" / "tiny-random-llama"), **run)
+    samples = {"annotated-synthetic": {"input_dir": str(SAMPLES / "annotated-synthetic")},
+               "i2b2": {"input_dir": str(SAMPLES / "n2c2-2018-track1")}, "apixaban": {"input_dir": str(SAMPLES / "apixaban")}}
+    tiny = str(REPO / "models" / "tiny-random-llama")
+    values = {"notes": str(MIMIC_III), "select": {"num_notes": 4}, "data_dir": str(tmp_path / "data"), "run": "r",
+              "reports_dir": str(tmp_path / "reports"), "teacher": tiny, "student": tiny, **run,
+              "eval": {**samples, **run.get("eval", {})}}
     run_layout = pipeline.layout_for(RunSettings.from_values(values))
     pipeline.check_inputs(run_layout, pipeline.plan(run_layout), list(pipeline.STAGES))
 
