@@ -21,7 +21,7 @@ import pandas as pd
 from clinical_distil.chunks import check_no_overlap
 from clinical_distil.files import InputError, write_text
 from clinical_distil.inference import IDENTIFIER_DTYPES, chunk_files, read_chunk
-from clinical_distil.parsing import json_values
+from clinical_distil.parsing import CUT_OFF_REASONS, ZERO_WIDTH, json_values, strip_reasoning
 from clinical_distil.postprocess import NUMBER, is_number, normalize_answer, parse_number
 from clinical_distil.tasks import N2C2_CRITERIA, get_task
 
@@ -37,6 +37,13 @@ def _text(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     return str(value)
+
+
+def _blank_answer(answer: Any) -> bool:
+    """An answer that says nothing: an empty string, or only whitespace (Unicode and zero-width spaces too),
+    as a reply cut inside its answer string is mended. Not an NA: "" normalizes to NA, which would score a
+    reply that said nothing as a correct "not in the note"."""
+    return isinstance(answer, str) and all(char.isspace() or char in ZERO_WIDTH for char in answer)
 
 
 def _clean_answer(fragment: str) -> str:
@@ -57,23 +64,30 @@ def _clean_answer(fragment: str) -> str:
 def extract_answer(output: Any, finish_reason: Any = "stop") -> str | None:
     """The normalized answer (Yes / No / NA / a plain number / text) of one reply, or None if unparseable.
 
-    The JSON object's "answer" first (the trained format, mended where broken); then an
-    `answer: X` field in prose; then a bare reply: a lone number, or a leading Yes/No/NA.
+    A reasoning block (<think> ... </think>, closed or cut off) is skipped first: its drafts are not
+    the answer. Then the JSON object's "answer" (the trained format, mended where broken); then an
+    `answer: X` field in prose; then a bare reply: a lone number, or a leading Yes/No/NA. An empty
+    answer (a reply cut inside its answer string, `{"answer": "`, mends to one) is unparseable, whatever
+    the finish reason, and so is an `answer:` field of a cut-off reply that runs to the reply's end.
     """
     output, finish_reason = _text(output), _text(finish_reason) or "stop"
-    if output is None or not output.strip():
+    if output is None or _blank_answer(output):
         return None
+    output = strip_reasoning(output)[0]
     for value in json_values(output, finish_reason):
         candidates = [value] if isinstance(value, dict) else [item for item in value if isinstance(item, dict)] \
             if isinstance(value, list) else []
         for candidate in candidates:
             lowered = {str(key).strip().lower(): item for key, item in candidate.items()}
             if "answer" in lowered:
-                return normalize_answer(lowered["answer"])
+                answer = lowered["answer"]
+                return None if _blank_answer(answer) else normalize_answer(answer)
     text = output.strip()
     field = ANSWER_FIELD.search(text)
     if field:
-        return _clean_answer(field.group(1).strip())
+        fragment = field.group(1).strip()
+        cut_in_it = finish_reason in CUT_OFF_REASONS and field.end() == len(text)  # the limit cut the value itself
+        return None if _blank_answer(fragment) or cut_in_it else _clean_answer(fragment)
     if parse_number(text) is not None:
         return normalize_answer(text)
     word = LEADING_WORD.match(text)

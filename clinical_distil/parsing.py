@@ -10,17 +10,35 @@ begins. A block cut off by the token limit keeps exactly its complete items (tho
 closing brace was written), whatever their quoting. Items are the objects with a "question"
 key, unwrapped from any depth of wrapper objects and lists, in the order written.
 
+Whitespace is any Unicode space where JSON allows whitespace (a non-breaking space before a
+closing brace, an ideographic space after a comma, a byte-order mark before a key), and
+`//`, `/* */` and `#` comments outside strings are read past.
+
+Reasoning models (Qwen3, R1-distilled models) open their reply with a reasoning block,
+`<think> ... </think>` (also `<thinking>`, `<reasoning>`, `<thought>`, `[THINK]`,
+`<|begin_of_thought|>`, in any case), where drafts of JSON the model then rejects stand.
+Every reader of replies here (`parse_reply`, `json_values`) skips such blocks before looking
+for JSON: a closed block, a block cut off before its closing tag (the rest of the reply is
+reasoning: no JSON), and a closing tag without an opening one (the chat template wrote the
+opening tag into the prompt: everything before it is reasoning).
+
+Mending is bounded: after MAX_MENDS mends that recovered nothing, the rest of the reply is not
+read (a looping reply full of brackets would otherwise cost minutes); mends that recover a
+value do not count. A reply that reaches the bound keeps every item read so far and says so:
+`incomplete` is "mend_limit" (and `failure` is "mend_limit" when no item was read).
+
 A reply that yields no item gets a reason: empty, no_json, invalid_json, truncated,
-wrong_shape or placeholder (every item was a template placeholder). A reply that is an
-empty list (the numeric prompt asks for one when the note has no values) is valid and has
-no items. Items copied from the prompt's template ("...", "<question>") are dropped one by
-one with the reason "placeholder".
+wrong_shape, placeholder (every item was a template placeholder) or mend_limit. A reply
+that is an empty list (the numeric prompt asks for one when the note has no values) is valid
+and has no items. Items copied from the prompt's template ("...", "<question>") are dropped
+one by one with the reason "placeholder".
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +46,9 @@ from typing import Any
 
 import json_repair
 
-FAILURE_REASONS = ("empty", "no_json", "invalid_json", "truncated", "wrong_shape", "placeholder")
+log = logging.getLogger(__name__)
+
+FAILURE_REASONS = ("empty", "no_json", "invalid_json", "truncated", "wrong_shape", "placeholder", "mend_limit")
 ITEM_DROP_REASONS = ("placeholder",)
 _DECODER = json.JSONDecoder(strict=False)  # strict=False: raw newlines inside strings are common
 # a code fence: a run of 3+ backticks or tildes and an optional language tag; fences bound a broken block
@@ -36,6 +56,19 @@ FENCE_MARK = re.compile(r"(?:`{3,}|~{3,})(?:[ \t]*[A-Za-z][\w+.-]*)?")
 # finish reasons of a reply that ended before the model did: the token limit, or vLLM ending the request
 # itself (aborted, an engine error, its repetition detector)
 CUT_OFF_REASONS = ("length", "abort", "error", "repetition")
+# characters that stand where JSON allows whitespace: Unicode spaces (str.isspace: U+00A0, U+2000-U+200A,
+# U+202F, U+3000, ...) and the zero-width ones models emit (U+200B-U+200D, U+2060, the byte-order mark U+FEFF)
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+SPACE = rf"[\s{ZERO_WIDTH}]"
+
+
+def _is_space(char: str) -> bool:
+    return char.isspace() or char in ZERO_WIDTH
+
+
+def _blank(text: str) -> bool:
+    """Nothing but whitespace, zero-width characters included."""
+    return all(_is_space(char) for char in text)
 
 
 @dataclass
@@ -45,22 +78,71 @@ class ParsedReply:
     repaired: bool = False  # a block needed mending (json-repair) or was cut and closed
     dropped: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (item, reason) left out
     empty_list: bool = False  # a valid reply with no question (an empty list)
+    # "mend_limit" when the rest of the reply went unread at the mending bound, items or not
+    incomplete: str | None = None
+    unread: str = ""  # that rest of the reply, from where reading stopped
+    reasoning: bool = False  # the reply had a reasoning block (<think> ...), skipped before reading JSON
+
+
+# --- reasoning blocks -------------------------------------------------------------------------------
+
+# an opening or closing tag of a reasoning block: <think> </think>, <thinking>, <reasoning>, <thought> in any case
+# and spacing, Magistral's [THINK] [/THINK], OpenThoughts' <|begin_of_thought|> <|end_of_thought|>
+REASONING_TAG = re.compile(
+    r"<\s*(?P<slash>/?)\s*(?:think|thinking|reasoning|thought)\s*>|\[(?P<bracket_slash>/?)THINK\]"
+    r"|<\|(?P<edge>begin|end)_of_thought\|>", re.IGNORECASE)
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """The reply without its reasoning blocks, and whether it had one.
+
+    A block closed by its tag is dropped; one still open at the end (cut off) drops the rest of the
+    reply; a closing tag with no opening one before it (the chat template put the opening tag in
+    the prompt) drops everything before it.
+    """
+    kept: list[str] = []
+    position, inside, found = 0, False, False
+    for tag in REASONING_TAG.finditer(text):
+        closing = bool(tag["slash"] or tag["bracket_slash"] or (tag["edge"] or "").lower() == "end")
+        found = True
+        if not inside and not closing:
+            kept.append(text[position:tag.start()])
+            inside = True
+        elif closing:
+            if not inside:  # everything so far was reasoning
+                kept = []
+            inside = False
+            position = tag.end()
+    if not found:
+        return text, False
+    if not inside:
+        kept.append(text[position:])
+    return "\n".join(kept), True
 
 
 # --- finding and decoding JSON values -------------------------------------------------------------
 
+def _comment_end(text: str, position: int, limit: int) -> int:
+    """Where a comment that starts at `position` (outside strings: // or # to the line's end, /* */) ends;
+    `position` itself when none starts there."""
+    char = text[position]
+    if char == "#" or text.startswith("//", position):
+        end = text.find("\n", position, limit)
+        return limit if end < 0 else end
+    if text.startswith("/*", position):
+        end = text.find("*/", position + 2, limit)
+        return limit if end < 0 else end + 2
+    return position
+
+
 def _closes_string(text: str, position: int, limit: int) -> bool:
-    """A quote closes a string when what follows it (after spaces) ends a value: , : ] } or the block."""
-    while position < limit and text[position] in " \t\r\n":
+    """A quote closes a string when what follows it (after spaces) ends a value: , : ] } or the block.
+
+    (A comment is not passed over here: 'he said "no" #2 today' would end the string at "no".)
+    """
+    while position < limit and _is_space(text[position]):
         position += 1
     return position >= limit or text[position] in ",:]}"
-
-
-def _previous_significant(text: str, position: int, start: int) -> str:
-    position -= 1
-    while position >= start and text[position] in " \t\r\n":
-        position -= 1
-    return text[position] if position >= start else ""
 
 
 @dataclass
@@ -69,67 +151,79 @@ class _Extent:
     closed: bool  # its brackets balanced before `limit`
     # (position after a "}" that closed an element of a list, the still-open brackets there)
     element_closes: list[tuple[int, tuple[str, ...]]]
+    depth: int = 0  # the deepest nesting of brackets in it
 
 
-def _extent(text: str, start: int, limit: int) -> _Extent:
-    """How far the block opened at `start` reaches, tolerant of broken quoting.
+def _scan_block(text: str, start: int, limit: int, out: list[str] | None = None) -> _Extent:
+    """Walks the block opened at `start`, tolerant of broken quoting: how far it reaches and, into `out` when
+    given, the block rewritten to decode (see `_escape_inner_quotes`).
 
-    Strings open at a double quote, or at a single quote where a key or value begins (Python
-    literals); a quote closes one only where a value could end, so an unescaped inner quote
-    ("he said "no" today") does not end it early. Brackets inside strings do not count.
+    Strings open at a double quote, or at a single quote where a key or value begins (after [ { , or :,
+    Python literals); a quote closes one only where a value could end, so an unescaped inner quote
+    ("he said "no" today") does not end it early. Brackets inside strings do not count; outside
+    strings, comments are passed over and any Unicode space is whitespace.
     """
     stack: list[str] = []
     closes: list[tuple[int, tuple[str, ...]]] = []
-    quote = ""
-    position = start
+    quote, previous = "", ""  # the string open now; the last character read outside spaces and comments
+    position, depth = start, 0
     while position < limit:
         char = text[position]
         if quote:
             if char == "\\":
+                if out is not None:
+                    out.append(text[position:position + 2])
+                previous = text[position + 1:position + 2]
                 position += 2
                 continue
-            if char == quote and _closes_string(text, position + 1, limit):
-                quote = ""
-        elif char == '"' or (char == "'" and _previous_significant(text, position, start) in "[{,:"):
+            if char == quote:
+                if _closes_string(text, position + 1, limit):
+                    quote = ""
+                elif out is not None:
+                    out.append("\\")
+        elif _is_space(char):
+            if out is not None:
+                out.append(" ")
+            position += 1
+            continue
+        elif char in "#/" and _comment_end(text, position, limit) > position:
+            position = _comment_end(text, position, limit)
+            continue
+        elif char == '"' or (char == "'" and previous in ("", "[", "{", ",", ":")):
             quote = char
         elif char in "[{":
             stack.append(char)
-        elif char in "]}":
+            depth = max(depth, len(stack))
+            if depth > MAX_DEPTH and out is None:  # a loop, not a reply's items: no need to find its end
+                return _Extent(limit, False, closes, depth)
+        elif char in "]}" and out is None:
             if stack:
                 stack.pop()
             if not stack:
-                return _Extent(position + 1, True, closes)
+                return _Extent(position + 1, True, closes, depth)
             if char == "}" and stack[-1] == "[":
                 closes.append((position + 1, tuple(stack)))
+        if out is not None:
+            out.append(char)
+        previous = char
         position += 1
-    return _Extent(limit, False, closes)
+    return _Extent(limit, False, closes, depth)
+
+
+def _extent(text: str, start: int, limit: int) -> _Extent:
+    """How far the block opened at `start` reaches (by the rules of `_scan_block`)."""
+    return _scan_block(text, start, limit)
 
 
 def _escape_inner_quotes(block: str) -> str:
-    """The block with every quote that sits inside a string (by the rule of `_extent`) escaped.
+    """The block with every quote that sits inside a string (by the rules of `_scan_block`) escaped, and outside
+    strings every Unicode space made a plain one and every comment dropped.
 
     'he said "no chest pain" today' inside a JSON string, or 'the patient's' inside a Python one,
     then decodes exactly; json-repair guesses at such quotes and loses text when a bracket follows.
     """
     out: list[str] = []
-    quote = ""
-    position, limit = 0, len(block)
-    while position < limit:
-        char = block[position]
-        if quote:
-            if char == "\\":
-                out.append(block[position:position + 2])
-                position += 2
-                continue
-            if char == quote:
-                if _closes_string(block, position + 1, limit):
-                    quote = ""
-                else:
-                    out.append("\\")
-        elif char == '"' or (char == "'" and _previous_significant(block, position, 0) in "[{,:"):
-            quote = char
-        out.append(char)
-        position += 1
+    _scan_block(block, 0, len(block), out)
     return "".join(out)
 
 
@@ -187,30 +281,44 @@ def _fence_after(text: str, position: int) -> int:
 
 
 OPENING = re.compile(r"[\[{]")
-OPENINGS_RUN = re.compile(r"[\[{\s]*")
+OPENINGS_RUN = re.compile(rf"(?:[\[{{]|{SPACE})*")
 # a bracket that opens JSON structure ('[{', '[[', '["', '[]', '{"key', "{'key", '{key', '{}'), not prose such
 # as "[1]", "[**2150-3-4**]" or a run of '{"{"{' that a looping model writes
-PLAUSIBLE_START = re.compile(r"""\[\s*[\[{\]"']|\{\s*(?:["']\w|[^\W\d]|\})""")
-# a reply holds a handful of broken blocks at most; mending is not tried more often than this per reply,
-# so a looping reply full of brackets costs milliseconds, not minutes
+PLAUSIBLE_START = re.compile(rf"""\[{SPACE}*[\[{{\]"']|\{{{SPACE}*(?:["']\w|[^\W\d]|\}})""")
+# a reply holds a handful of broken blocks at most; a mend that recovers nothing is not tried more often than
+# this per reply, so a looping reply full of brackets costs milliseconds, not minutes (a mend that recovers a
+# value moves the scan past its block, so those cost no more than reading the reply, and are not counted)
 MAX_MENDS = 32
+# items sit a few brackets deep (a wrapper or two, a list, the object); a block nested deeper than this is a
+# loop ('[{[{[{...'), whose mending by json-repair would take seconds each time: it counts as a failed mend
+MAX_DEPTH = 64
 
 
-def _values(text: str, cut_off: bool, wanted=None) -> tuple[list[Any], bool]:
-    """Every JSON value in `text`, left to right, each decoded on its own; and whether any was mended.
+@dataclass
+class _Scan:
+    values: list[Any]
+    repaired: bool  # a value needed mending (or was cut and closed)
+    unread_from: int | None  # where reading stopped at the mending bound; None when the whole text was read
+
+
+def _values(text: str, cut_off: bool, wanted=None) -> _Scan:
+    """Every JSON value in `text`, left to right, each decoded on its own; whether any was mended; where
+    reading stopped, if it did.
 
     A value that decodes as written is kept whatever it holds. A broken block reaches at most to
     the next code fence; it is mended on its own, and kept only if that recovers what is `wanted`
-    (default: a question) or is an exact empty list; otherwise the scan moves on inside it.
+    (default: a question) or is an exact empty list; otherwise the scan moves on inside it. After
+    MAX_MENDS mends that recovered nothing, reading stops at the next block that needs one.
     """
     wanted = wanted or (lambda value: bool(_collect([value])))
     values: list[Any] = []
     repaired = False
-    position, mends = 0, 0
+    position, failed_mends = 0, 0
+    fence = -1  # the next code fence at or after the last block mended (searched again only once passed)
     while True:
         opening = OPENING.search(text, position)
         if opening is None:
-            return values, repaired
+            return _Scan(values, repaired, None)
         start = opening.start()
         try:
             value, end = _DECODER.raw_decode(text, start)
@@ -222,21 +330,25 @@ def _values(text: str, cut_off: bool, wanted=None) -> tuple[list[Any], bool]:
         except RecursionError:  # nested past Python's limit: a loop, not an answer; skip the whole run
             position = OPENINGS_RUN.match(text, start).end()
             continue
-        if mends >= MAX_MENDS or not PLAUSIBLE_START.match(text, start):
+        if not PLAUSIBLE_START.match(text, start):
             position = start + 1
             continue
-        mends += 1
-        limit = _fence_after(text, start)
+        if failed_mends >= MAX_MENDS:
+            return _Scan(values, repaired, start)
+        if fence < start:
+            fence = _fence_after(text, start)
+        limit = fence
         extent = _extent(text, start, limit)
         cut_here = not extent.closed and cut_off and limit == len(text)
         block = _complete_prefix(text, start, extent) if cut_here else text[start:extent.end]
-        how, value = _decode(block) if block else ("", None)
+        how, value = _decode(block) if block and extent.depth <= MAX_DEPTH else ("", None)
         mended = cut_here or how != "json"
         if wanted(value) or (how in ("json", "escaped", "literal") and _holds_empty_list(value)):
             values.append(value)
             repaired = repaired or mended
             position = extent.end
         else:
+            failed_mends += 1
             position = start + 1
 
 
@@ -293,27 +405,39 @@ def is_placeholder(question: Any) -> bool:
 
 
 def parse_reply(text: Any, finish_reason: str = "stop") -> ParsedReply:
-    """Items of one reply; a finish reason in CUT_OFF_REASONS means the reply was cut off."""
-    if not isinstance(text, str) or not text.strip():
+    """Items of one reply; a finish reason in CUT_OFF_REASONS means the reply was cut off.
+
+    A reasoning block is skipped first (`reasoning` says there was one); a reply that is all reasoning
+    has no JSON ("truncated" when it was cut off). A reply read only in part (`incomplete`) keeps the items
+    of the part read.
+    """
+    if not isinstance(text, str) or _blank(text):
         return ParsedReply(failure="empty")
-    if "[" not in text and "{" not in text:
-        return ParsedReply(failure="no_json")
     cut_off = finish_reason in CUT_OFF_REASONS
-    values, repaired = _values(text, cut_off)
-    found = _collect(values)
+    text, reasoning = strip_reasoning(text)
+    if "[" not in text and "{" not in text:
+        return ParsedReply(failure="truncated" if cut_off and reasoning and _blank(text) else "no_json",
+                           reasoning=reasoning)
+    scan = _values(text, cut_off)
+    found = _collect(scan.values)
     items = [item for item in found if not is_placeholder(item.get("question"))]
     dropped = [(item, "placeholder") for item in found if is_placeholder(item.get("question"))]
+    read = {"repaired": scan.repaired, "dropped": dropped, "reasoning": reasoning}
+    if scan.unread_from is not None:
+        read.update(incomplete="mend_limit", unread=text[scan.unread_from:])
+        if not items:  # the unread rest may hold the items: say so rather than "placeholder" or "invalid_json"
+            return ParsedReply(failure="mend_limit", **read)
     if items:
-        return ParsedReply(items, repaired=repaired, dropped=dropped)
+        return ParsedReply(items, **read)
     if dropped:
-        return ParsedReply(failure="placeholder", repaired=repaired, dropped=dropped)
-    if any(_holds_empty_list(value) for value in values):
-        return ParsedReply(empty_list=True)
+        return ParsedReply(failure="placeholder", **read)
+    if any(_holds_empty_list(value) for value in scan.values):
+        return ParsedReply(empty_list=True, reasoning=reasoning)
     if cut_off:
-        return ParsedReply(failure="truncated")
-    if values:
-        return ParsedReply(failure="wrong_shape")
-    return ParsedReply(failure="invalid_json")
+        return ParsedReply(failure="truncated", reasoning=reasoning)
+    if scan.values:
+        return ParsedReply(failure="wrong_shape", reasoning=reasoning)
+    return ParsedReply(failure="invalid_json", reasoning=reasoning)
 
 
 def _has_key(value: Any, keys: tuple[str, ...]) -> bool:
@@ -330,26 +454,34 @@ def _has_key(value: Any, keys: tuple[str, ...]) -> bool:
 
 
 def json_values(text: Any, finish_reason: str = "stop") -> list[Any]:
-    """Every JSON value found in a reply (fenced or bare, mended where broken: kept when it holds an object
-    with an "answer" or "question" key); [] when there is none."""
-    if not isinstance(text, str) or not text.strip():
+    """Every JSON value found in a reply after its reasoning block (fenced or bare, mended where broken: kept
+    when it holds an object with an "answer" or "question" key); [] when there is none."""
+    if not isinstance(text, str) or _blank(text):
         return []
-    return _values(text, finish_reason in CUT_OFF_REASONS,
-                   wanted=lambda value: _has_key(value, ("answer", "question")))[0]
+    text = strip_reasoning(text)[0]
+    scan = _values(text, finish_reason in CUT_OFF_REASONS, wanted=lambda value: _has_key(value, ("answer", "question")))
+    if scan.unread_from is not None:
+        log.warning("a reply was read up to character %d of %d: %d mends recovered nothing", scan.unread_from,
+                    len(text), MAX_MENDS)
+    return scan.values
 
 
 def reply_needs_retry(text: Any, finish_reason: str, whole_json: bool = False) -> bool:
     """Whether a teacher reply is worth generating again: cut off, or no question recoverable from it.
 
-    An empty list is a valid answer (no values of that kind in the note), not a failure.
-    `whole_json` (structured output) asks more: the reply must be one strict JSON value (no raw
-    control characters in strings), as the grammar promises for a reply that ended on its own.
+    An empty list is a valid answer (no values of that kind in the note), not a failure; a reply read only
+    in part (the mending bound) is worth another try. `whole_json` (structured output) asks more: the
+    reply after its reasoning block must be one strict JSON value (no raw control characters in strings),
+    as the grammar promises for a reply that ended on its own.
     """
-    if finish_reason in CUT_OFF_REASONS or parse_reply(text, finish_reason).failure is not None:
+    if finish_reason in CUT_OFF_REASONS:
+        return True
+    parsed = parse_reply(text, finish_reason)
+    if parsed.failure is not None or parsed.incomplete is not None:
         return True
     if whole_json:
         try:
-            json.loads(text)
+            json.loads(strip_reasoning(text)[0])
         except (json.JSONDecodeError, TypeError):
             return True
     return False

@@ -129,16 +129,21 @@ FAILURE_COLUMNS = ["note_id", "subject_id", "hadm_id", "question_type", "level",
                    "finish_reason", "output"]
 
 
-REPLY_COLUMNS = ["note_id", "question_type", "finish_reason", "attempts", "outcome", "items", "dropped_items"]
+REPLY_COLUMNS = ["note_id", "question_type", "finish_reason", "attempts", "outcome", "items", "dropped_items",
+                 "reasoning", "incomplete"]
 
 
 def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Items (one row per question), failures and replies (one row per reply).
 
     Failures: one row per reply that yielded no item (level "reply") and one per item left out, such
-    as a template placeholder (level "item", the item as JSON in `output`). Replies: what each reply
-    came to (`outcome`: "items", "empty_list" or its failure reason) and how many items it gave; an
-    empty list is a valid reply, not a failure (the request had nothing to ask).
+    as a template placeholder (level "item", the item as JSON in `output`). A reply that gave items but
+    whose rest went unread at the parser's mending bound adds one row at level "item" with reason
+    "mend_limit" and that unread rest in `output`: the items it may hold were left out, never in silence
+    (with no item read, the reply's own row has reason "mend_limit"). Replies: what each reply came to
+    (`outcome`: "items", "empty_list" or its failure reason), how many items it gave, whether it had
+    a reasoning block (`reasoning`) and whether part of it went unread (`incomplete`: "mend_limit" or
+    ""); an empty list is a valid reply, not a failure (the request had nothing to ask).
     """
     items, failures, replies = [], [], []
     for row in chunks.itertuples(index=False):
@@ -148,10 +153,14 @@ def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
         outcome = parsed.failure or ("empty_list" if parsed.empty_list else "items")
         replies.append({"note_id": row.note_id, "question_type": row.question_type,
                         "finish_reason": row.finish_reason, "attempts": getattr(row, "attempts", 1),
-                        "outcome": outcome, "items": len(parsed.items), "dropped_items": len(parsed.dropped)})
+                        "outcome": outcome, "items": len(parsed.items), "dropped_items": len(parsed.dropped),
+                        "reasoning": parsed.reasoning, "incomplete": parsed.incomplete or ""})
         if parsed.failure:
             failures.append({**base, "level": "reply", "reason": parsed.failure, "item_index": None,
                              "finish_reason": row.finish_reason, "output": row.output})
+        elif parsed.incomplete:
+            failures.append({**base, "level": "item", "reason": parsed.incomplete, "item_index": None,
+                             "finish_reason": row.finish_reason, "output": parsed.unread})
         for index, (item, reason) in enumerate(parsed.dropped):
             failures.append({**base, "level": "item", "reason": reason, "item_index": index,
                              "finish_reason": row.finish_reason,
@@ -166,15 +175,18 @@ def parse_chunks(chunks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
 
 def reply_counts(replies: pd.DataFrame, items: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """Per question type: replies, replies stage A generated again, replies cut at the token limit, replies
-    that yielded no item, replies that were an empty list, items parsed, items repaired, items left out as
-    template placeholders."""
+    that had a reasoning block (skipped before reading), replies that yielded no item, replies read
+    only in part (the parser's mending bound; with or without items), replies that were an empty list,
+    items parsed, items repaired, items left out as template placeholders."""
     by_type = "question_type"
     dropped = failures[failures["level"] == "item"]
     counts = pd.DataFrame({
         "replies": replies.groupby(by_type).size(),
         "retried": replies[replies["attempts"].fillna(1).astype(int) > 1].groupby(by_type).size(),
         "cut_by_length": replies[replies["finish_reason"] == "length"].groupby(by_type).size(),
+        "reasoning": replies[replies["reasoning"].astype(bool)].groupby(by_type).size(),
         "failed": replies[~replies["outcome"].isin(["items", "empty_list"])].groupby(by_type).size(),
+        "mend_limit": replies[replies["incomplete"] == "mend_limit"].groupby(by_type).size(),
         "empty_lists": replies[replies["outcome"] == "empty_list"].groupby(by_type).size(),
         "items": items.groupby(by_type).size(),
         "repaired_items": items[items["repaired"].astype(bool)].groupby(by_type).size(),

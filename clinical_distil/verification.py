@@ -1,8 +1,10 @@
 """Re-answer verification of the teacher's items: a verifier model answers each item's question on its note with
 the answer prompt the students are trained on, and an item whose two answers disagree is flagged.
 
-Answers compare as the metrics compare them (clinical_distil.metrics.same_answer): Yes / No / NA as words,
-numbers as numbers ("1.40 mg/dL" agrees with 1.4). Stage C joins the flag to its items and, with
+Answers are read as the metrics read a student's (clinical_distil.metrics.extract_answer: a reasoning
+verifier's <think> block and the drafts in it are skipped; an answer cut to nothing is no answer, and agrees
+with nothing, not even the teacher's NA) and compare as the metrics compare them (same_answer): Yes / No / NA
+as words, numbers as numbers ("1.40 mg/dL" agrees with 1.4). Stage C joins the flag to its items and, with
 require_verified, keeps only the items the verifier agrees with.
 """
 

@@ -243,3 +243,78 @@ def test_patient_ids_are_read_as_written(tmp_path):
     assert load_eval_rows(tmp_path / "test.csv", "i2b2")["patient"].tolist() == ["0020", "0105"]
     rows.assign(output=['{"answer": "Yes"}'] * 2).to_csv(tmp_path / "test_0_2_chunk_0.csv", index=False)
     assert metrics.read_model_outputs(tmp_path, "test")["patient"].tolist() == ["0020", "0105"]
+
+
+# --- empty answers and reasoning blocks (issue 35, items 2 and 3) ---------------------------------
+
+@pytest.mark.parametrize("reply, finish_reason", [
+    ('{"answer": "', "stop"), ('{"answer": "', None), ('{"answer": "', "length"), ('{"answer": "', "abort"),
+    ('{"question": "Is the LDL documented?", "type": "boolean", "answer": "', "stop"),
+    ('```json\n{"question": "Is the LDL documented?", "answer": "', None),
+    ('{"answer": ""}', "stop"), ('{"answer": "   "}', "stop"), ('{"answer": "\u00a0\u3000"}', "stop"),
+    ('{"answer": "\ufeff\u00a0\u200b "}', "length"), ('[{"answer": ""}]', "stop"), ('"answer": "', "stop"),
+    ('"answer": " "', "stop"), ("Answer:  ", None),
+    ('{"answer": "N', "length"), ('{"question": "Smoker?", "answer": "Ye', "length"),  # the limit cut the word
+    ("<think>The answer is NA.</think>\n", "stop"), ('<think>{"answer": "NA"}', "length"),
+])
+def test_an_empty_or_cut_answer_is_unparseable(reply, finish_reason):
+    assert metrics.extract_answer(reply, finish_reason) is None
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ('<think>\nDraft: {"answer": "NA"}. Answer: Yes? No.\n</think>\n{"answer": "No"}', "No"),
+    ('  <THINK>answer: Yes</THINK>\n```json\n{"answer": "2.1"}\n```', "2.1"),
+    ('<thinking>\nmaybe 2.1\n</thinking>\n1.4', "1.4"),
+    ('<reasoning>Yes, the note says so.</reasoning>\nNo', "No"),
+    ('The template opened the block. {"answer": "Yes"}\n</think>\n{"answer": "NA"}', "NA"),
+])
+def test_reasoning_blocks_are_skipped_before_the_answer(reply, expected):
+    assert metrics.extract_answer(reply) == expected
+
+
+@given(draft=st.sampled_from(["Yes", "No", "NA", "2.5"]), answer=st.sampled_from(["Yes", "No", "NA", "140"]),
+       tag=st.sampled_from(["think", "THINK", "thinking", "reasoning", "Thought"]),
+       as_json=st.booleans(), lead=st.sampled_from(["", " ", "\n\n", "\u00a0"]))
+def test_the_answer_after_a_reasoning_block_is_read_never_the_draft(draft, answer, tag, as_json, lead):
+    thought = f'{{"answer": "{draft}"}}' if as_json else f"Answer: {draft}"
+    reply = f'{lead}<{tag}>\n{thought}\n</{tag}>\n{{"answer": "{answer}"}}'
+    assert metrics.extract_answer(reply) == answer
+    assert metrics.extract_answer(f"{lead}<{tag}>\n{thought}\n", "length") is None
+
+
+def test_an_empty_reply_never_scores_as_a_correct_na(tmp_path):
+    """Answer files of a student whose replies were cut inside the answer string (or empty, or all reasoning):
+    on the "not in the note" questions none is a correct NA, and each is counted as a parse failure."""
+    from clinical_distil.files import write_csv
+
+    outputs = tmp_path / "outputs" / "annotated-synthetic"
+    replies = ['{"answer": "', '{"question": "Any LDL?", "answer": "', '{"answer": ""}', "<think>NA, surely",
+               '<think>{"answer": "Yes"}</think>{"answer": "NA"}', '{"answer": "NA"}']
+    write_csv(pd.DataFrame({"id": range(6), "output": replies, "finish_reason": ["stop", "", "stop", "length", "stop",
+                                                                                "stop"],
+                            "label": ["NA"] * 6,
+                            "question_type": ["na-bool", "na-numeric", "na-bool", "na-bool", "na-numeric",
+                                              "na-numeric"]}), outputs / "student" / "prompts_0_6_chunk_0.csv")
+    evaluation = metrics.evaluate_models(outputs, "prompts", "annotated-synthetic", resamples=10)
+    scored, summary = evaluation["scored"]["student"], evaluation["summaries"]["student"]
+    assert scored["answer"].tolist() == [None, None, None, None, "NA", "NA"]
+    assert scored["prediction"].tolist() == ["No", "unparseable", "No", "No", "NA", "NA"]
+    assert scored["correct"].tolist() == [False, False, False, False, True, True]
+    assert summary["parse_failures"] == 4 and summary["accuracy"] == pytest.approx(2 / 6)
+
+
+def test_an_empty_reply_is_unparseable_in_the_n2c2_scores(tmp_path):
+    from clinical_distil.files import write_csv
+
+    outputs = tmp_path / "outputs" / "i2b2"
+    write_csv(pd.DataFrame({"id": range(4), "patient": ["100"] * 4,
+                            "output": ['{"answer": "', '{"answer": ""}', '<think>{"answer": "Yes"}</think>No',
+                                       '{"answer": "1.1"}'],
+                            "finish_reason": ["stop", None, "stop", "stop"], "label": ["not met"] * 4,
+                            "question_label": ["ABDOMINAL", "ADVANCED-CAD", "ALCOHOL-ABUSE", "CREATININE"]}),
+              outputs / "student" / "test_0_4_chunk_0.csv")
+    evaluation = metrics.evaluate_models(outputs, "test", "i2b2", resamples=10)
+    scored, summary = evaluation["scored"]["student"], evaluation["summaries"]["student"]
+    assert scored["parsed"].tolist() == [False, False, True, True]
+    assert scored["answer"].tolist() == [None, None, "No", "1.1"]
+    assert scored["prediction"].tolist() == [0, 0, 0, 0] and summary["parse_failures"] == 2

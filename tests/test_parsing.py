@@ -280,3 +280,177 @@ def test_whole_json_replies_are_never_retried_and_any_cut_one_is(values, indent,
     assert reply_needs_retry(body, "stop", whole_json=True) is False
     # no proper prefix of a JSON list is a JSON value, even one the model ended itself
     assert reply_needs_retry(body[: max(1, int(len(body) * cut))], "stop", whole_json=True) is True
+
+
+# ---------------------------------------------------------------- nothing dropped in silence (issue 35, item 1)
+
+def python_list_with_a_comment(values: list[dict]) -> str:
+    """A Python-style list whose first line is a // comment: the list itself does not look like JSON, so
+    every item is mended on its own."""
+    return "[\n// the questions\n" + ",\n".join(repr(value) for value in values) + "\n]"
+
+
+MANY = [dict(A, question=f"Is item {index} on the list?") for index in range(40)]
+
+
+def test_a_python_list_with_a_comment_keeps_every_item():
+    parsed = parse_reply(python_list_with_a_comment(MANY))
+    assert parsed.items == MANY
+    assert (parsed.failure, parsed.incomplete, parsed.repaired) == (None, None, True)
+
+
+def test_a_non_breaking_space_before_a_closing_brace_keeps_every_object():
+    reply = "[" + ", ".join(json.dumps(value)[:-1] + "\u00a0}" for value in MANY[:5]) + "]"
+    parsed = parse_reply(reply)
+    assert parsed.items == MANY[:5]
+    assert (parsed.failure, parsed.incomplete) == (None, None)
+
+
+JUNK = '{"note": "not a question",}'  # decodes once mended, but holds no question: a mend that recovers nothing
+
+
+def test_the_mend_limit_keeps_the_items_read_and_records_the_rest():
+    read_first = f"[{a}]\n" + "\n".join([JUNK] * 32)
+    parsed = parse_reply(read_first + f"\n{JUNK}\n[{b}]")
+    assert parsed.items == [A] and parsed.failure is None
+    assert parsed.incomplete == "mend_limit" and parsed.unread == f"{JUNK}\n[{b}]"
+    # the bound counts mends that recover nothing: 31 of them, and any number that recover an item, cost nothing
+    parsed = parse_reply(f"[{a}]\n" + "\n".join([JUNK] * 31 + [f"[{b},]"] * 300) + f"\n[{c}]")
+    assert parsed.items == [A] + [B] * 300 + [C] and parsed.incomplete is None
+    # no item before the bound: the reply's failure says why
+    parsed = parse_reply("\n".join([JUNK] * 40) + f"\n[{b}]")
+    assert (parsed.items, parsed.failure, parsed.incomplete) == ([], "mend_limit", "mend_limit")
+    assert reply_needs_retry(read_first + f"\n{JUNK}\n[{b}]", "stop")
+    # a looping reply: brackets nested thousands deep are not mended at all, and the bound ends the reading
+    assert (parse_reply("[{" * 50000).failure, parse_reply("[{" * 50000).unread[:4]) == ("mend_limit", "[{[{")
+    # json_values (student and verifier answers) stops at the same bound
+    assert json_values("\n".join(['{"other": 1,}'] * 40) + '\n{"answer": "Yes"}') == []
+    assert json_values("\n".join(['{"other": 1,}'] * 31) + '\n{"answer": "Yes"}') == [{"answer": "Yes"}]
+
+
+# Unicode spaces where JSON allows whitespace: plain, non-breaking, figure, narrow, ideographic, the U+2000 range,
+# Ogham, line and paragraph separators, next line, zero-width and the byte-order mark
+SPACES = [" ", "\t", "\n", "\r\n", "\u00a0", "\u2007", "\u202f", "\u3000", "\u2000", "\u2003", "\u2005", "\u200a",
+          "\u1680", "\u205f", "\u2028", "\u2029", "\x85", "\u200b", "\u2060", "\ufeff"]
+gap = st.lists(st.sampled_from(SPACES), max_size=3).map("".join)
+# strings that hold such spaces themselves: kept exactly as written
+spaced_question = st.tuples(question, st.sampled_from(["", "\u00a05\u00a0mg", "\u3000(ICU)", "\u202f%"])).map("".join)
+
+
+def render_spaced(draw, value, python: bool) -> str:
+    """`value` as JSON (or a Python literal) with a run of Unicode spaces wherever whitespace may stand."""
+    if isinstance(value, dict):
+        members = [f"{draw(gap)}{render_spaced(draw, key, python)}{draw(gap)}:{draw(gap)}"
+                   f"{render_spaced(draw, member, python)}{draw(gap)}" for key, member in value.items()]
+        return "{" + (",".join(members) or draw(gap)) + "}"
+    if isinstance(value, list):
+        elements = [f"{draw(gap)}{render_spaced(draw, element, python)}{draw(gap)}" for element in value]
+        return "[" + (",".join(elements) or draw(gap)) + "]"
+    return repr(value) if python else json.dumps(value, ensure_ascii=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), values=st.lists(item, min_size=1, max_size=4), questions=st.lists(spaced_question, min_size=4,
+       max_size=4), python=st.booleans(), wrapped=st.booleans(), fenced=st.booleans())
+def test_unicode_spaces_anywhere_whitespace_may_stand(data, values, questions, python, wrapped, fenced):
+    values = [dict(value, question=text) for value, text in zip(values, questions)]
+    body = render_spaced(data.draw, {"questions": values} if wrapped else values, python)
+    reply = data.draw(gap) + (f"```json\n{body}\n```" if fenced else body) + data.draw(gap)
+    parsed = parse_reply(reply)
+    assert parsed.items == values
+    assert (parsed.failure, parsed.incomplete) == (None, None)
+
+
+MENDS = {  # one item as teachers write it broken, each needing a mend of its own kind
+    "trailing-comma": lambda value: json.dumps(value)[:-1] + ",}",
+    "non-breaking-space": lambda value: json.dumps(value)[:-1] + "\u00a0}",
+    "python": repr,
+    "python-ideographic-space": lambda value: repr(value)[:-1] + "\u3000}",
+    "unescaped-quotes": lambda value: json.dumps(dict(value, explanation='The note says "no deficit" today.'),
+                                                 ensure_ascii=False).replace('\\"', '"'),
+}
+
+
+@settings(max_examples=12, deadline=None)
+@given(bases=st.lists(item, min_size=1, max_size=3), count=st.integers(100, 400),
+       kinds=st.lists(st.sampled_from(sorted(MENDS)), min_size=1, max_size=4),
+       comment=st.sampled_from(["", "// the questions", "# the questions", "/* the questions */"]),
+       every=st.integers(5, 50))
+def test_hundreds_of_items_needing_mending_all_come_back(bases, count, kinds, comment, every):
+    values = [dict(bases[index % len(bases)], question=f"{bases[index % len(bases)]['question']} ({index})")
+              for index in range(count)]
+    texts = [MENDS[kinds[index % len(kinds)]](value) for index, value in enumerate(values)]
+    if "unescaped-quotes" in kinds:
+        values = [dict(value, explanation='The note says "no deficit" today.') if kinds[index % len(kinds)] ==
+                  "unescaped-quotes" else value for index, value in enumerate(values)]
+    lines = [("\n" + comment + "\n" if comment and index % every == 0 else "\n") + text for index, text in
+             enumerate(texts)]
+    reply = "[" + ",".join(lines) + "\n]"
+    parsed = parse_reply(reply)
+    assert len(parsed.items) == count and parsed.items == values
+    assert (parsed.failure, parsed.incomplete, parsed.repaired) == (None, None, True)
+
+
+# ---------------------------------------------------------------- reasoning blocks (issue 35, item 2)
+
+DRAFT = {"question": "Draft: is the patient on warfarin?", "answer": "Maybe"}
+draft = json.dumps([DRAFT])
+
+
+@pytest.mark.parametrize("reply, finish_reason, expected, failure", [
+    (f"<think>\nFirst try: {draft}\nNo, better ones.\n</think>\n[{a}]", "stop", [A], None),
+    (f"  \n<THINK>{draft}</THINK>[{a}, {b}]", "stop", [A, B], None),
+    (f"<thinking>Let me draft {draft[:-1]},\n</thinking>\n```json\n[{a}]\n```", "stop", [A], None),
+    (f"<reasoning>{draft}</reasoning>\n{a}", "stop", [A], None),
+    (f"<Thought>{draft}</Thought>{a}", "stop", [A], None),
+    (f"[THINK]{draft}[/THINK]\n[{a}]", "stop", [A], None),
+    (f"<|begin_of_thought|>{draft}<|end_of_thought|>\n[{a}]", "stop", [A], None),
+    (f"\ufeff<think></think>\n\n[{a}]", "stop", [A], None),  # an empty block (thinking switched off)
+    (f"The template opened the block.\n{draft}\n</think>\n[{a}]", "stop", [A], None),  # opening tag in the prompt
+    (f"<think>\n{draft}\nHmm, and then [{a}", "length", [], "truncated"),  # cut off inside the block
+    (f"<think>\n{draft}\nI give up.", "stop", [], "no_json"),  # never closed: all reasoning
+    (f"<think>{draft}</think>\nThe note has no such values.", "stop", [], "no_json"),
+    (f"<think>{draft}</think>\n[]", "stop", [], None),
+])
+def test_reasoning_blocks_are_skipped(reply, finish_reason, expected, failure):
+    parsed = parse_reply(reply, finish_reason)
+    assert (parsed.items, parsed.failure, parsed.reasoning) == (expected, failure, True)
+
+
+def test_replies_without_reasoning_say_so():
+    assert parse_reply(f"[{a}]").reasoning is False
+    assert parse_reply(json.dumps([dict(A, explanation="I think so.")])).reasoning is False
+
+
+def test_json_values_and_retries_skip_reasoning():
+    assert json_values('<think>{"answer": "Yes"}</think>\n{"answer": "No"}') == [{"answer": "No"}]
+    assert json_values('<think>{"answer": "Yes"} and more') == []
+    assert not reply_needs_retry(f"<think>{draft}</think>\n[{a}]", "stop", whole_json=True)
+    assert reply_needs_retry(f"<think>{draft}", "stop")
+
+
+TAGS = [("<think>", "</think>"), ("<THINK>", "</THINK>"), ("<thinking>", "</thinking>"),
+        ("<reasoning>", "</reasoning>"), ("<Thought>", "</Thought>"), ("< think >", "</ think >"),
+        ("[THINK]", "[/THINK]"), ("<|begin_of_thought|>", "<|end_of_thought|>")]
+drafts = st.lists(item.map(lambda value: dict(value, question="Draft: " + value["question"])), min_size=1, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), drafts=drafts, answers=st.lists(item, max_size=3), tags=st.sampled_from(TAGS),
+       ending=st.sampled_from(["closed", "cut", "opened-in-prompt"]), lead=gap, prose=noise)
+def test_drafts_inside_reasoning_are_never_items(data, drafts, answers, tags, ending, lead, prose):
+    opening, closing = tags
+    thought = prose + "\n" + data.draw(style).get("fence", "") + "\n"
+    thought += render_block(drafts, data.draw(style))[0]
+    cut_at = data.draw(st.integers(0, len(thought)))  # drafts broken anywhere, the block never closed
+    answer = render_block(answers, data.draw(style))[0] if answers else "[]"
+    if ending == "closed":
+        reply, finish, expected = f"{lead}{opening}{thought}{closing}\n{answer}", "stop", answers
+    elif ending == "opened-in-prompt":
+        reply, finish, expected = f"{thought}{closing}\n{answer}", "stop", answers
+    else:
+        reply, finish, expected = f"{lead}{opening}{thought[:cut_at]}", "length", []
+    parsed = parse_reply(reply, finish)
+    assert parsed.items == expected and parsed.reasoning
+    assert not any(value["question"].startswith("Draft:") for value in parsed.items)
+    assert parsed.failure == (None if ending != "cut" else "truncated")

@@ -97,7 +97,7 @@ def test_parse_keeps_items_and_lists_failures(stage_b):
 def test_reply_counts_per_type(stage_b):
     _, items, failures, replies = stage_b
     counts = postprocess.reply_counts(replies, items, failures)
-    zero = {"empty_lists": 0, "placeholder_items": 0}
+    zero = {"empty_lists": 0, "placeholder_items": 0, "reasoning": 0, "mend_limit": 0}
     assert counts.loc[["yes_no", "numeric", "na-bool"]].to_dict("index") == {
         "yes_no": {"replies": 12, "retried": 1, "cut_by_length": 1, "failed": 1, "items": 21, "repaired_items": 5,
                    **zero},
@@ -134,13 +134,14 @@ def test_every_outcome_is_counted_and_recorded():
         [4, "item", "placeholder"], [5, "reply", "truncated"], [6, "reply", "wrong_shape"]]
     assert json.loads(failures["output"].iloc[1]) == {"question": "<question>"}
     counts = postprocess.reply_counts(outcomes, items, failures)
+    none = {"reasoning": 0, "mend_limit": 0}
     assert counts.to_dict("index") == {
         "na-bool": {"replies": 2, "retried": 1, "cut_by_length": 1, "failed": 2, "empty_lists": 0, "items": 0,
-                    "repaired_items": 0, "placeholder_items": 0},
+                    "repaired_items": 0, "placeholder_items": 0, **none},
         "numeric": {"replies": 2, "retried": 1, "cut_by_length": 0, "failed": 0, "empty_lists": 2, "items": 0,
-                    "repaired_items": 0, "placeholder_items": 0},
+                    "repaired_items": 0, "placeholder_items": 0, **none},
         "yes_no": {"replies": 3, "retried": 1, "cut_by_length": 0, "failed": 1, "empty_lists": 0, "items": 3,
-                   "repaired_items": 2, "placeholder_items": 3}}
+                   "repaired_items": 2, "placeholder_items": 3, **none}}
 
 
 def test_contract_files_and_combos(stage_b, tmp_path):
@@ -286,3 +287,64 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
             "shorter note's 13-word sequences shared): none overlap.") in text
     assert ("the verifier gave the teacher's answer for 31 of 40 items; 9 items it disagreed with were removed "
             "(require_verified).") in text
+
+
+ITEM = {"question": "Is the patient on aspirin?", "type": "boolean", "answer": "Yes", "section": "Discharge Medications",
+        "source": "aspirin 81 mg", "difficulty": 2, "explanation": "Listed."}
+DRAFT = dict(ITEM, question="Draft: is the patient on warfarin?", answer="Maybe")
+JUNK = '{"note": "not a question",}'  # a block that needs mending and holds no question
+
+
+def test_reasoning_replies_and_replies_read_in_part_are_counted():
+    """A reasoning block is skipped and counted; a reply read only in part keeps its items and records the rest."""
+    later = dict(ITEM, question="Is the patient on a statin?")
+    replies = [  # (question type, reply, finish reason)
+        ("yes_no", f"<think>\nA first draft: {json.dumps([DRAFT])}\nBetter:\n</think>\n{json.dumps([ITEM])}", "stop"),
+        ("yes_no", f"<think>\nDrafting {json.dumps([DRAFT])[:-1]}", "length"),  # cut inside its reasoning
+        ("numeric", f"{json.dumps([ITEM])}\n" + "\n".join([JUNK] * 33) + f"\n{json.dumps([later])}", "stop"),
+        ("numeric", "\n".join([JUNK] * 33) + f"\n{json.dumps([later])}", "stop"),
+        ("numeric", "[\n// the questions\n" + ",\n".join(repr(dict(ITEM, question=f"Was dose {index} given?"))
+                                                        for index in range(40)) + "\n]", "stop"),
+    ]
+    chunks = pd.DataFrame([{"note_id": index, "subject_id": 1, "hadm_id": 2, "question_type": kind, "output": text,
+                            "finish_reason": finish, "attempts": 1}
+                           for index, (kind, text, finish) in enumerate(replies)])
+    items, failures, outcomes = postprocess.parse_chunks(chunks)
+    assert outcomes[["outcome", "items", "reasoning", "incomplete"]].values.tolist() == [
+        ["items", 1, True, ""], ["truncated", 0, True, ""], ["items", 1, False, "mend_limit"],
+        ["mend_limit", 0, False, "mend_limit"], ["items", 40, False, ""]]
+    assert items.groupby("note_id").size().to_dict() == {0: 1, 2: 1, 4: 40}
+    assert not items["question"].str.startswith("Draft").any()
+    assert failures[["note_id", "level", "reason"]].values.tolist() == [
+        [1, "reply", "truncated"], [2, "item", "mend_limit"], [3, "reply", "mend_limit"]]
+    assert failures["output"].iloc[1] == f"{JUNK}\n{json.dumps([later])}"  # the rest that was not read
+    counts = postprocess.reply_counts(outcomes, items, failures)
+    assert counts[["replies", "reasoning", "failed", "mend_limit", "items"]].to_dict("index") == {
+        "numeric": {"replies": 3, "reasoning": 0, "failed": 1, "mend_limit": 2, "items": 41},
+        "yes_no": {"replies": 2, "reasoning": 2, "failed": 1, "mend_limit": 0, "items": 1}}
+
+
+def test_stage_b_counts_reasoning_replies_in_its_files(tmp_path):
+    """The stage B notebook on stage A files where one reply opens with a reasoning block full of drafts."""
+    import papermill
+
+    from clinical_distil.files import write_csv
+    from conftest import REPO
+
+    make_stage_a_outputs(tmp_path)
+    chunk = next((tmp_path / "synthetic-output" / "12").glob("df_yes_no_*.csv"))
+    frame = pd.read_csv(chunk)
+    frame.loc[0, "output"] = (f"<think>\nDrafts: {json.dumps([DRAFT])}\nNo, the note supports these.\n</think>\n"
+                              + frame.loc[0, "output"])
+    write_csv(frame, chunk)
+    folder = REPO / "a-generate-synthetic-training-data"
+    name = "synthetic-b-post_process_join_notes.ipynb"
+    papermill.execute_notebook(str(folder / name), str(tmp_path / name), parameters={"data_dir": str(tmp_path),
+                               "dataset": "12"}, kernel_name="python3", cwd=str(folder), progress_bar=False)
+    raw = tmp_path / "synthetic-raw"
+    counts = pd.read_csv(raw / "replies_by_type.csv").set_index("question_type")
+    assert counts["reasoning"].to_dict() == {"na-bool": 0, "na-numeric": 0, "numeric": 0, "yes_no": 1}
+    assert counts.loc["yes_no", "items"] == 21  # as without the block: its drafts are not items
+    kept = pd.read_csv(raw / "synth_all_df.csv")
+    assert len(kept) == 56 and not kept["question"].str.startswith("Draft").any()
+    assert sorted(pd.read_csv(raw / "parse_failures.csv")["reason"]) == ["empty", "no_json"]

@@ -30,6 +30,20 @@ def test_judge_compares_answers_as_the_metrics_do():
     assert list(judged["verifier_agrees"]) == [True, True, True, False, True]
 
 
+def test_verifier_reasoning_and_empty_answers():
+    """A reasoning verifier's drafts are not its answer; an answer cut to nothing agrees with nothing, not even
+    the teacher's NA."""
+    outputs = [f"<think>\nDraft: {reply('NA')}\nNo, it is listed.\n</think>\n{reply('Yes')}",
+               f"<thinking>{reply('Yes')}</thinking>{reply('NA')}",
+               f"<think>\nThe note says {reply('NA')}", '{"question": "q", "answer": "', reply(""), reply("\u00a0")]
+    answered = pd.DataFrame({"id": list("abcdef"), "note_id": "1", "question_type": "na-bool", "item_index": range(6),
+                             "question": "q", "teacher_answer": ["Yes", "NA", "NA", "NA", "NA", "NA"],
+                             "output": outputs, "finish_reason": ["stop", "stop", "length", "stop", "stop", None]})
+    judged = verification.judge(answered, "reasoning-verifier")
+    assert list(judged["verifier_answer"]) == ["Yes", "NA", "", "", "", ""]
+    assert list(judged["verifier_agrees"]) == [True, True, False, False, False, False]
+
+
 @pytest.fixture()
 def stage_b_root(tmp_path):
     notes_path, chunks = make_stage_a_outputs(tmp_path)
