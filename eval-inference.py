@@ -3,7 +3,7 @@
     python eval-inference.py --model_id models/llama-3.2-1b-distilled --dataset_name i2b2 --input_file test
     python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name distilled-1b
     python eval-inference.py --model_id models/RUN-distilled --dataset_name i2b2,apixaban --input_file test,prompts
-    python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name RUN-distilled \
+    python eval-inference.py --model_id meta-llama/Llama-3.2-1B --adapter results/RUN/final --model_name RUN-distilled \\
         --base_model_name RUN-base --dataset_name i2b2,apixaban --input_file test,prompts
 writes outputs/{dataset}/{model_name}/{input_file}_{start}_{rows}_chunk_{i}.csv (input rows + output,
 finish_reason, token counts) and manifest_{input_file}.json, under the data root; several datasets, and the base
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from clinical_distil import inference, layout
 from clinical_distil.cli import run_stage
-from clinical_distil.engines import check_engine_options
+from clinical_distil.engines import check_engine_options, load_tokenizer
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import EvalInferenceSettings
@@ -44,10 +44,11 @@ def main(settings: EvalInferenceSettings) -> None:
     # (folder name, with the adapter) of each model that answers: the adapter's answers, then the base model's
     models = [(settings.answer_name, True)] + ([(settings.base_model_name, False)] if settings.base_model_name else [])
     # every dataset's rows and files are checked before the model loads (once, for all of them)
-    jobs = []
+    jobs, asked = [], []
     for dataset, input_file, limit in settings.jobs:
         source = layout.eval_file(root, dataset, input_file)
         rows = inference.load_eval_rows(source, dataset)
+        asked += list(rows["prompt"].iloc[settings.start_row:None if limit is None else settings.start_row + limit])
         for name, with_adapter in models:
             target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
                                          layout.model_outputs(root, dataset, name))
@@ -61,6 +62,9 @@ def main(settings: EvalInferenceSettings) -> None:
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
+    tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
+    if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
+        inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, run.templates)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(job.target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
              for job in jobs]

@@ -22,12 +22,14 @@ def main(settings: FinetuneSettings) -> None:
         settings.model_id, training, settings.lora_r, settings.lora_alpha)
     train_path = layout.training_dataset(raw, "train", training)
     test_path = layout.training_dataset(raw, "test", training)
-    # everything a run could fail on is checked before a model loads
+    # everything a run could fail on is checked before a model loads and before an earlier run is cleared
     check_model_folder(settings.model_id)
     finetuning.check_datasets(train_path, test_path)
     check_output_folder(target)
     finetuning.resumed_checkpoint(target, settings.resume_from_checkpoint)
     clear = finetuning.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
+    # the prompt templates, and every example against --max_seq_length, with the tokenizer alone
+    examples = finetuning.prepare_examples(settings, model_location(settings.model_id), train_path, test_path)
     lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
     if clear:
         state = finetuning.process_state()
@@ -36,7 +38,8 @@ def main(settings: FinetuneSettings) -> None:
                 if path.name != layout.lock_name():
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
         state.wait_for_everyone()
-    summary = finetuning.train(settings, model_location(settings.model_id), train_path, test_path, target)
+    summary = finetuning.train(settings, model_location(settings.model_id), train_path, test_path, target,
+                               examples=examples)
     if not finetuning.process_state().is_main_process:  # one line per run, not one per GPU
         return
     before = summary["eval_loss_before"]

@@ -8,7 +8,7 @@ plus manifest.json. --help lists every flag.
 from clinical_distil import layout, synthetic
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, check_engine_options, load_engine, vllm_start_mode
+from clinical_distil.engines import Sampling, check_engine_options, load_engine, load_tokenizer, vllm_start_mode
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
@@ -47,6 +47,9 @@ def main(settings: CreateSettings) -> None:
     else:
         check_model_folder(settings.model_id)
         check_engine_options(settings.engine, settings.dtype)
+        tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
+        if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
+            synthetic.check_context(tokenizer, notes.iloc[settings.start_row:stop], stage, settings.max_model_len)
     lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
                       name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if not reference:

@@ -19,10 +19,11 @@ import importlib.util
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from clinical_distil.files import InputError, check_model_folder
+from clinical_distil.chat import TRUNCATION_MARK, Conversation, render_ids_batch
+from clinical_distil.prompts import note_slot
+from clinical_distil.files import InputError, check_adapter_folder, check_model_folder, model_location
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,8 @@ def check_engine_options(engine: str, dtype: str, adapter: str | None = None) ->
         raise InputError(f"unknown engine {engine!r}; choose auto, vllm or transformers")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
-    if adapter and not (Path(adapter) / "adapter_config.json").exists():
-        raise InputError(f"adapter folder has no adapter_config.json: {adapter}")
+    if adapter:
+        check_adapter_folder(adapter)
     chosen = engine if engine != "auto" else ("vllm" if vllm_available() else "transformers")
     if chosen == "vllm" and adapter and dtype == "float32":
         # vLLM's LoRA kernels assert bf16/fp16 weights (seen failing on an H100 with vLLM 0.24)
@@ -85,6 +86,66 @@ def check_engine_options(engine: str, dtype: str, adapter: str | None = None) ->
     if chosen == "vllm" and importlib.util.find_spec("vllm") is None:
         raise InputError("--engine vllm asked for, but vllm is not installed (pip install -r requirements.txt)")
     return chosen
+
+
+def load_tokenizer(model_id: str) -> Any | None:
+    """The model's tokenizer alone (no weights are read), for checks before the model loads; None where it
+    cannot be read here (a hub id not in the cache, say): the model's load then says why."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_location(model_id))
+    except Exception:  # noqa: BLE001 (whatever the reason, the load itself reports it)
+        return None
+    return tokenizer if getattr(tokenizer, "chat_template", None) else None
+
+
+def check_prompt_room(tokenizer, prompts: Iterable[tuple[Conversation, str | None]], max_model_len: int,
+                      max_tokens: int, tokens_flag: str) -> None:
+    """Every prompt fits `max_model_len` beside `max_tokens` of reply, checked with the tokenizer alone before the
+    model loads. `prompts` are (conversation, its note text or None) pairs, as fit_notes takes them: a prompt
+    that does not fit is sent with its note shortened, which needs room for its instructions, the shortening
+    mark and a token of note (chat.fit_note's rule); a prompt without a note is sent whole. Each distinct
+    prompt-without-its-note is measured once; a whole prompt only where its instructions leave no such room."""
+    room = max_model_len - max_tokens
+    if room <= 0:
+        raise InputError(f"--max_model_len {max_model_len} leaves no room for a prompt beside {tokens_flag} "
+                         f"{max_tokens}; raise --max_model_len above {max_tokens} or lower {tokens_flag}")
+    mark = len(tokenizer.encode(TRUNCATION_MARK, add_special_tokens=False)) + 9  # fit_note's slack and a note token
+    margin = 4  # a note's tokens and the prompt's around it may merge differently than the two apart
+    measured: dict[tuple, int] = {}
+    tight: list[tuple[Conversation, str | None]] = []  # prompts that must fit whole, or be shortened to the token
+
+    def settle(pending: list[tuple[Conversation, str | None]]) -> None:
+        for (messages, note), ids in zip(pending, render_ids_batch(tokenizer, [messages for messages, _ in pending])):
+            if len(ids) <= room:
+                continue
+            below = f"--max_model_len {max_model_len} is below the prompt: with {tokens_flag} {max_tokens}, {room} " \
+                f"tokens are left for a prompt of {len(ids)} tokens"
+            if note is None:
+                raise InputError(f"{below} without a note to shorten; raise --max_model_len to at least "
+                                 f"{len(ids) + max_tokens} or lower {tokens_flag}")
+            overhead = len(ids) - len(tokenizer.encode(note, add_special_tokens=False))
+            if overhead + mark > room:
+                raise InputError(f"{below} whose instructions alone take {overhead} (its note can be shortened, they "
+                                 f"cannot); raise --max_model_len to at least {overhead + mark + max_tokens} or lower "
+                                 f"{tokens_flag}")
+
+    for messages, note in prompts:
+        bare = messages
+        if note:
+            index, start, end = note_slot(messages, note)
+            bare = [dict(message) for message in messages]
+            bare[index]["content"] = messages[index]["content"][:start] + messages[index]["content"][end:]
+        key = tuple((message["role"], message["content"]) for message in bare)
+        if key not in measured:
+            measured[key] = len(render_ids_batch(tokenizer, [bare])[0])
+        if measured[key] + (mark + margin if note is not None else 0) > room:
+            tight.append((messages, note))
+            if len(tight) >= 32:
+                settle(tight)
+                tight = []
+    settle(tight)
 
 
 # vLLM compiles the model (torch.compile) and captures CUDA graphs when it starts; the faster decoding they buy pays

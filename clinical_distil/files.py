@@ -224,3 +224,58 @@ def check_model_folder(model_id: str) -> None:
     looks_local = local.is_absolute() or model_id.startswith((".", "~")) or local.exists()
     if looks_local and not (local / "config.json").exists():
         raise InputError(f"model folder not found or has no config.json: {model_id}")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT saves, in its order of preference
+ADAPTER_HINT = "give a checkpoint-N or final/ folder of finetune.py"
+
+
+def safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file (8 bytes of length, then the header), or None where the file is
+    not one: read without the tensors, so a damaged or cut-off file is caught before a model loads."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return None
+            length = struct.unpack("<Q", prefix)[0]
+            if length > size - 8 or length > 100_000_000:
+                return None
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def check_adapter_folder(folder: str | os.PathLike) -> dict:
+    """A LoRA adapter folder as PEFT reads it: adapter_config.json holding a JSON object, and the adapter's
+    weights beside it (a safetensors file with a readable header). Its config, read; one line naming what is
+    wrong otherwise, before a model loads (PEFT finds these only after the base model is in memory)."""
+    import json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"adapter folder not found: {folder}; {ADAPTER_HINT}")
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file():
+        raise InputError(f"adapter folder has no adapter_config.json: {folder}; {ADAPTER_HINT}")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"{config_path} is not JSON ({str(error).splitlines()[0]}); {ADAPTER_HINT}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{config_path} holds a JSON {type(config).__name__}, not the object of LoRA settings PEFT "
+                         f"writes; {ADAPTER_HINT}")
+    weights = next((folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        raise InputError(f"adapter folder {folder} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); "
+                         f"{ADAPTER_HINT}")
+    if weights.stat().st_size == 0:
+        raise InputError(f"{weights} is empty; {ADAPTER_HINT}")
+    if weights.suffix == ".safetensors" and safetensors_header(weights) is None:
+        raise InputError(f"{weights} is not a readable safetensors file (damaged or cut off); {ADAPTER_HINT}")
+    return config
+
+

@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 
 from clinical_distil import layout
 from clinical_distil.chat import fit_note, render_ids
-from clinical_distil.files import InputError, write_text
+from clinical_distil.files import (InputError, check_adapter_folder, check_model_folder, check_output_folder,
+                                   write_text)
 from clinical_distil.prompts import PromptTemplates, load_templates, note_of
 from clinical_distil.stages import FinetuneSettings
 
@@ -337,23 +338,81 @@ def resumed_checkpoint(output_dir: Path, resume_from_checkpoint: str | None, set
     return complete[-1]
 
 
+TRAINING_COLUMNS = ("prompt", "output")  # the chat messages up to the answer, and the answer trained on
+STAGE_C = "stage C (a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)"
+
+
 def check_datasets(train_path: Path, test_path: Path) -> None:
-    """Both splits of stage C there and not empty: refused in one line before a model loads."""
+    """Both splits of stage C there, with their columns, and not empty: refused in one line before a model loads."""
     from datasets import load_from_disk
 
     for path in (train_path, test_path):
         if not (path / "dataset_info.json").exists():
-            raise InputError(f"training data not found: {path}; make it with stage C "
-                             "(a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb)")
+            raise InputError(f"training data not found: {path}; make it with {STAGE_C}")
         try:
-            rows = len(load_from_disk(str(path)))
+            dataset = load_from_disk(str(path))
+            rows, columns = len(dataset), dataset.column_names
         except IndexError:  # datasets cannot load a saved table with no record batch: nothing in it
-            rows = 0
+            rows, columns = 0, list(TRAINING_COLUMNS)
         except Exception as error:  # noqa: BLE001 (a damaged folder: one line, not the library's traceback)
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise InputError(f"cannot read training data {path}: {reason}; make it again with stage C") from error
+        missing = [column for column in TRAINING_COLUMNS if column not in columns]
+        if missing:
+            raise InputError(f"training data {path} lacks column(s) {', '.join(missing)}; make it again with "
+                             f"{STAGE_C}")
         if rows == 0:
             raise InputError(f"{path} holds no example; make a training set with items of every type (stage C)")
+
+
+@dataclass
+class Examples:
+    """The training and test examples as the trainer takes them (notes shortened to fit), with the tokenizer
+    they were measured with."""
+
+    tokenizer: Any
+    train: list[dict]
+    test: list[dict]
+    train_shortened: int
+    test_shortened: int
+
+
+def student_tokenizer(model_id: str):
+    """The base model's tokenizer with its chat template and a pad token (prepare_tokenizer); no weights read."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except OSError as error:
+        raise InputError(f"cannot load model {model_id!r}: not a local model folder, and the hub is offline "
+                         "here; give a folder with config.json and weights") from error
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def prepare_examples(settings: FinetuneSettings, model_id: str, train_path: Path, test_path: Path) -> Examples:
+    """Both splits as prompt-completion conversations that fit --max_seq_length, with the tokenizer alone: a
+    missing --prompt_dir, a row that is not a chat, or a --max_seq_length too small for an example's
+    instructions and answer is refused in one line here, before the model loads and before a run folder
+    is touched."""
+    from datasets import load_from_disk
+
+    templates = load_templates(settings.prompt_dir)
+    tokenizer = student_tokenizer(model_id)
+    prepared = []
+    for path in (train_path, test_path):
+        rows = load_from_disk(str(path)).to_list()
+        for index, row in enumerate(rows):
+            chat = row.get("prompt")
+            if not (isinstance(chat, list) and chat and all(
+                    isinstance(message, dict) and isinstance(message.get("role"), str)
+                    and isinstance(message.get("content"), str) for message in chat)) \
+                    or not isinstance(row.get("output"), str):
+                raise InputError(f"training data {path}: row {index} is not a chat prompt (a list of role/content "
+                                 f"messages) with a text output; make it again with {STAGE_C}")
+        prepared.append(to_conversations(rows, tokenizer, settings.max_seq_length, templates))
+    (train, train_shortened), (test, test_shortened) = prepared
+    return Examples(tokenizer, train, test, train_shortened, test_shortened)
 
 
 WARM_STEPS = 3  # optimizer steps left out of a session's steady tokens/s
@@ -425,9 +484,11 @@ def lora_config(settings: FinetuneSettings):
 
 
 def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path: Path,
-          output_dir: Path, callbacks: Sequence[Callable[[Any], Any]] = ()) -> dict[str, Any]:
+          output_dir: Path, callbacks: Sequence[Callable[[Any], Any]] = (),
+          examples: Examples | None = None) -> dict[str, Any]:
     """Fine-tune a LoRA adapter (4-bit NF4 base where asked) with `settings` (finetune.py's flags) and return
-    the training summary. `callbacks` make more TrainerCallbacks from the trainer (a benchmark's timers).
+    the training summary. `callbacks` make more TrainerCallbacks from the trainer (a benchmark's timers);
+    `examples`: prepare_examples' result where the caller checked the examples before (else prepared here).
 
     train_sampling_strategy: transformers' sampler: "random" (the paper's), "sequential", "group_by_length",
     or "batch_rebalance" (each optimizer step's examples dealt out so every rank gets a like share of
@@ -437,8 +498,8 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     import shutil
 
     import torch
-    from datasets import Dataset, load_from_disk
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig
 
     from clinical_distil import attention
@@ -446,17 +507,9 @@ def train(settings: FinetuneSettings, model_id: str, train_path: Path, test_path
     check_datasets(train_path, test_path)
     cuda = torch.cuda.is_available()
     load_in_4bit = cuda if settings.load_in_4bit is None else settings.load_in_4bit
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
-    except OSError as error:
-        raise InputError(f"cannot load model {model_id!r}: not a local model folder, and the hub is offline "
-                         "here; give a folder with config.json and weights") from error
-    prepare_tokenizer(tokenizer)
-    templates = load_templates(settings.prompt_dir)
-    train_rows, train_shortened = to_conversations(load_from_disk(str(train_path)).to_list(), tokenizer,
-                                                   settings.max_seq_length, templates)
-    test_rows, test_shortened = to_conversations(load_from_disk(str(test_path)).to_list(), tokenizer,
-                                                 settings.max_seq_length, templates)
+    examples = examples or prepare_examples(settings, model_id, train_path, test_path)
+    tokenizer, train_rows, test_rows = examples.tokenizer, examples.train, examples.test
+    train_shortened, test_shortened = examples.train_shortened, examples.test_shortened
     log.info("notes shortened to fit %d tokens: %d of %d training and %d of %d test examples", settings.max_seq_length,
              train_shortened, len(train_rows), test_shortened, len(test_rows))
 
@@ -576,15 +629,71 @@ PROBE = [{"role": "system", "content": "You extract facts from clinical notes."}
 
 
 def check_adapter(adapter_dir: Path) -> dict[str, Any]:
-    """An adapter folder of finetune.py: its adapter_config.json, read; one clear line when it is not there."""
-    config = adapter_dir / "adapter_config.json"
-    if not config.exists():
-        raise InputError(f"no adapter_config.json in {adapter_dir}; give a checkpoint-N or final/ folder of finetune.py")
+    """An adapter folder of finetune.py: its adapter_config.json (a JSON object), read, and its weights there;
+    one clear line otherwise (files.check_adapter_folder)."""
+    return check_adapter_folder(adapter_dir)
+
+
+# Written by stage E into every merged folder: what was merged and how it was checked. It is how a folder is known
+# to hold a merged model of this project, the only kind of existing folder a merge may replace (with --overwrite).
+MERGE_RECORD = "merge.json"
+MERGE_WRITER = "clinical_distil stage E (synthetic-e-convert-peft.py)"
+
+
+def is_merged_model(folder: Path) -> bool:
+    """Whether `folder` holds a merged model of this project: a model (config.json) with stage E's merge.json, or,
+    as merges of earlier versions left it, with stage E's model card (its tag and its Merge section)."""
+    if not (folder / "config.json").is_file():
+        return False
     try:
-        return json.loads(config.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InputError(f"{config} is not JSON ({str(error).splitlines()[0]}); give an adapter written by "
-                         "finetune.py") from None
+        if (folder / MERGE_RECORD).is_file():
+            record = json.loads((folder / MERGE_RECORD).read_text(encoding="utf-8"))
+            return isinstance(record, dict) and record.get("written_by") == MERGE_WRITER
+        card = (folder / "README.md").read_text(encoding="utf-8")
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return "\n- synthetic-data-distillation\n" in card and "\n## Merge\n" in card
+
+
+def check_merge_target(target: Path, overwrite: bool) -> None:
+    """Where a merge may go: a new folder, an empty one, or (with `overwrite`) one that holds a merged model of
+    this project. Anything else that exists (a fine-tuning run's folder, a base model, one's own files) is never
+    replaced, with or without --overwrite: one line, before a model loads."""
+    check_output_folder(target)
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if is_merged_model(target):
+        if overwrite:
+            return
+        raise InputError(f"{target} exists and holds a merged model; pass --overwrite to replace it, or give another "
+                         "--output_dir")
+    run = [path.name for path in (layout.final_adapter(target), layout.training_summary(target)) if path.exists()] + \
+        [path.name for path in checkpoints(target)][:1]
+    what = f"a fine-tuning run's folder ({', '.join(run)})" if run else \
+        f"a folder that holds no merged model of this project (no {MERGE_RECORD} of stage E)"
+    raise InputError(f"--output_dir {target} is {what}; a merge replaces only an earlier merge (with --overwrite): "
+                     "give a new --output_dir, e.g. models/NAME-merged")
+
+
+def merge_base(adapter_dir: Path, base_model_id: str | None = None) -> str:
+    """The base model a merge loads: --base_model_id, else the one the adapter records; a local path must be a
+    model folder (config.json). Checked before anything loads, with the adapter's own tokenizer, which the merged
+    folder keeps (the chat template and pad token of training)."""
+    config = check_adapter(adapter_dir)
+    if not (adapter_dir / "tokenizer_config.json").is_file():
+        raise InputError(f"adapter folder {adapter_dir} has no tokenizer (tokenizer_config.json), which finetune.py "
+                         "saves beside the adapter and the merged model keeps; give a checkpoint-N or final/ folder "
+                         "of finetune.py")
+    base_id = base_model_id or config.get("base_model_name_or_path")
+    if not base_id or not isinstance(base_id, str):
+        raise InputError(f"{adapter_dir}/adapter_config.json names no base model; pass --base_model_id")
+    try:
+        check_model_folder(base_id)
+    except InputError:
+        source = "--base_model_id" if base_model_id else f"{adapter_dir}/adapter_config.json"
+        raise InputError(f"base model folder not found or has no config.json: {base_id} (from {source}); pass "
+                         "--base_model_id with the base model's folder") from None
+    return base_id
 
 
 def model_card(adapter_dir: Path, merge: dict[str, Any]) -> str:
@@ -650,7 +759,7 @@ def model_card(adapter_dir: Path, merge: dict[str, Any]) -> str:
 
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None = None,
-                  dtype: str = "bfloat16", tolerance: float = 1e-3) -> dict[str, Any]:
+                  dtype: str = "bfloat16", tolerance: float = 1e-3, overwrite: bool = False) -> dict[str, Any]:
     """Merge a LoRA adapter into its unquantized base and save a plain model folder.
 
     The base is loaded unquantized (merging into 4-bit weights would round the update away),
@@ -659,6 +768,8 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     on a probe prompt the next-token logits of the merged model and of base + adapter must
     agree within `tolerance` (largest absolute difference) with the same top token. (In bf16
     the two differ by rounding alone, about 0.3 for an 8B model, which would hide a wrong merge.)
+    The folder is written beside its target and renamed into place; an existing `output_dir` is replaced
+    only when it holds an earlier merge and `overwrite` is given (check_merge_target).
     """
     import shutil
 
@@ -666,9 +777,8 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base_id = base_model_id or check_adapter(adapter_dir).get("base_model_name_or_path")
-    if not base_id:
-        raise InputError(f"{adapter_dir}/adapter_config.json names no base model; pass --base_model_id")
+    check_merge_target(output_dir, overwrite)
+    base_id = merge_base(adapter_dir, base_model_id)
     torch_dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
@@ -691,13 +801,21 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     if difference > tolerance or not same_top:
         raise RuntimeError(f"merged model disagrees with base + adapter (max logit difference {difference:.4f})")
     merged = merged.to(torch_dtype)
-    temp_dir = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    merged.save_pretrained(str(temp_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(temp_dir))
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted merge (the caller holds the target's lock)
+    merged.save_pretrained(str(staging), safe_serialization=True)
+    tokenizer.save_pretrained(str(staging))
     report = {"base_model": base_id, "adapter": str(adapter_dir), "max_logit_difference": difference,
               "tolerance": tolerance, "same_top_token": same_top, "dtype": dtype, "output_dir": str(output_dir)}
-    (temp_dir / "README.md").write_text(model_card(adapter_dir, report))
-    shutil.rmtree(output_dir, ignore_errors=True)
-    temp_dir.rename(output_dir)
+    (staging / "README.md").write_text(model_card(adapter_dir, report))
+    (staging / MERGE_RECORD).write_text(json.dumps({"written_by": MERGE_WRITER, **report}, indent=2) + "\n")
+    check_merge_target(output_dir, overwrite)  # what is there now, after the minutes of the merge
+    if output_dir.exists():  # an earlier merge (or an empty folder): set aside, the new one renamed in, then removed
+        earlier = output_dir.with_name(output_dir.name + ".replaced")
+        shutil.rmtree(earlier, ignore_errors=True)
+        output_dir.rename(earlier)
+        staging.rename(output_dir)
+        shutil.rmtree(earlier)
+    else:
+        staging.rename(output_dir)
     return report

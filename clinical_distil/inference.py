@@ -23,7 +23,7 @@ from clinical_distil import layout
 from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
                                     package_versions, shard_chunks, uncovered)
-from clinical_distil.engines import Sampling
+from clinical_distil.engines import Sampling, check_prompt_room
 from clinical_distil.files import InputError, read_csv, write_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, load_templates, note_of
@@ -133,6 +133,15 @@ def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int,
     """
     return fit_notes(tokenizer, [(conversation(prompt, templates), note_of(prompt, templates)) for prompt in prompts],
                      max_prompt_tokens)
+
+
+def check_context(tokenizer, prompts: Sequence[str], max_model_len: int, max_output_tokens: int,
+                  templates: PromptTemplates | None = None) -> None:
+    """Every prompt fits --max_model_len beside --max_output_tokens of answer, checked with the model's tokenizer
+    before the model loads (engines.check_prompt_room: a prompt's note is shortened to fit, its instructions and
+    question cannot be, nor a prompt of one's own without a note block)."""
+    check_prompt_room(tokenizer, ((conversation(prompt, templates), note_of(prompt, templates)) for prompt in prompts),
+                      max_model_len, max_output_tokens, "--max_output_tokens")
 
 
 def answer_schema() -> dict[str, Any]:

@@ -42,7 +42,36 @@ def detect_format(columns: Iterable[str]) -> str:
             raise InputError(f"looks like MIMIC-IV-Note discharge but lacks column(s) {', '.join(missing)}")
         return "mimic-iv"
     raise InputError("not a MIMIC-III NOTEEVENTS (ROW_ID, CATEGORY, TEXT, ...) or MIMIC-IV-Note discharge "
-                     f"(note_id, note_type, text, ...) file; its columns are: {', '.join(sorted(columns))}")
+                     f"(note_id, note_type, text, ...) file; its columns are: {shown_columns(sorted(columns))}")
+
+
+def check_note_ids(frame: pd.DataFrame, source: str | Path) -> None:
+    """Every note has its own note_id where the table has the column: stage B joins each teacher reply to its
+    note by note_id, so a repeated one would join replies to the wrong note (or to none)."""
+    if "note_id" not in frame.columns:
+        return
+    ids = frame["note_id"][frame["note_id"].notna()].astype(str).str.strip()
+    ids = ids[ids != ""]
+    repeated = ids[ids.duplicated(keep=False)]
+    if repeated.empty:
+        return
+    first = repeated.iloc[0]
+    rows = [int(row) for row in repeated.index[repeated == first][:3]]
+    count = repeated.nunique()
+    raise InputError(f"{source} repeats note_id {first} (rows {', '.join(map(str, rows))}"
+                     f"{f'; {count} note_ids repeat' if count > 1 else ''}): give every note its own note_id "
+                     "(stage B joins the teacher's replies to their notes by it)")
+
+
+def shown_columns(columns: Iterable[str], limit: int = 8) -> str:
+    """A header's column names for a one-line message: control characters escaped, long names and long
+    headers cut (a binary file read as CSV has a header of any bytes)."""
+    names = []
+    for name in list(columns)[:limit]:
+        text = str(name).encode("unicode_escape").decode("ascii")
+        names.append(text if len(text) <= 40 else text[:37] + "...")
+    more = len(list(columns)) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def discharge_notes(frame: pd.DataFrame) -> pd.DataFrame:

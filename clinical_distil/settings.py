@@ -27,11 +27,13 @@ _EMPTY = object()
 
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
-            above: float | None = None, maximum: float | None = None, words: tuple[str, ...] = ()) -> Any:
+            above: float | None = None, maximum: float | None = None, words: tuple[str, ...] = (),
+            infinite: bool = False) -> Any:
     """A declared setting. `minimum`/`maximum` bound it inclusively, `above` exclusively; `choices` lists the
-    allowed values; `words` the words a number may also be given as (e.g. "all")."""
+    allowed values; `words` the words a number may also be given as (e.g. "all"); `infinite`: a number may be
+    inf or -inf (else only a finite number is taken: an infinite temperature runs, and makes no sense)."""
     rules = {"help": help, "choices": choices, "minimum": minimum, "above": above, "maximum": maximum,
-             "words": words}
+             "words": words, "infinite": infinite}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=rules)
     return field(default=default, metadata=rules)
@@ -57,6 +59,35 @@ def _describe(kinds: set[type], optional: bool, words: tuple[str, ...]) -> str:
     if optional:
         parts.append("None")
     return " or ".join(dict.fromkeys(parts))
+
+
+def value_word(annotation: Any, rules: dict[str, Any]) -> str:
+    """What a flag takes, for --help: its choices, true|false, N (a whole number), X (a number), TEXT, A,B (a
+    list), MAPPING, with the words a number may also be ("all") and None where allowed."""
+    if rules.get("choices"):
+        return "{" + ",".join(map(str, rules["choices"])) + "}"
+    if isinstance(annotation, str):  # a postponed annotation that did not resolve: read its names
+        names = {part.strip() for part in annotation.split("|")}
+        kinds = {kind for kind in (bool, int, float, str, list, dict) if kind.__name__ in names}
+        optional = "None" in names
+    elif annotation is inspect.Parameter.empty or annotation is Any:
+        return "VALUE"
+    else:
+        kinds, optional = _kinds(annotation)
+    words = tuple(rules.get("words") or ())
+    if words:
+        kinds = kinds - {str}
+    parts = [{bool: "true|false", int: "N", float: "X", str: "TEXT", list: "A,B", dict: "MAPPING"}.get(kind, "VALUE")
+             for kind in sorted(kinds, key=lambda kind: [bool, int, float, str, list, dict].index(kind)
+                                if kind in (bool, int, float, str, list, dict) else 9)]
+    if float in kinds and int in kinds:
+        parts.remove("N")
+    parts += list(words)
+    if optional:
+        parts.append("None")
+    elif parts == ["true|false"]:  # --name alone means true
+        return "[true|false]"
+    return "|".join(dict.fromkeys(parts)) or "VALUE"
 
 
 def _as_int(value: Any) -> int | None:
@@ -122,6 +153,8 @@ def _check_range(name: str, value: Any, rules: dict[str, Any]) -> None:
     if choices is not None and value not in choices:
         raise InputError(f"--{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isinf(value) and not rules.get("infinite"):
+            raise InputError(f"--{name} must be a finite number, got {value!r}")
         low, above, high = rules.get("minimum"), rules.get("above"), rules.get("maximum")
         if low is not None and value < low:
             raise InputError(f"--{name} must be at least {low:g}, got {value!r}")

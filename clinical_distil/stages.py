@@ -446,7 +446,8 @@ class N2c2EvaluateSettings(EvaluateSettings):
 
     input_file: str = setting("test", "the eval file (split) the models answered")
     hba1c_low: float = setting(6.5, "HBA1C is met when the highest HbA1c is in [hba1c_low, hba1c_high]")
-    hba1c_high: float = setting(9.5, "the published code's upper end; float('inf') gives the paper's >= 6.5")
+    hba1c_high: float = setting(9.5, "the published code's upper end; float('inf') gives the paper's >= 6.5",
+                                infinite=True)
     gold_dir: str | None = setting("n2c2-2018-track1/test", "gold XML of this split, relative to the data root (its "
                                    "TEXT goes into the exported files)")
 

@@ -26,9 +26,9 @@ from clinical_distil import layout, prompts
 from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
                                     package_versions, partial_overlaps, shard_chunks, uncovered)
-from clinical_distil.engines import Generation, Sampling
+from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv
-from clinical_distil.notes import NOTE_COLUMNS
+from clinical_distil.notes import NOTE_COLUMNS, check_note_ids
 from clinical_distil.parsing import reply_needs_retry
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def is_usable_note(text: Any) -> bool:
 def load_notes(path: Path) -> tuple[pd.DataFrame, int]:
     """The notes table, and how many rows have an empty or non-text note (kept, but not asked about)."""
     frame = read_csv(path, required=["text"], what="notes", hint=SELECT_HINT)
+    check_note_ids(frame, path)
     for column in NOTE_COLUMNS:
         if column not in frame.columns:
             frame[column] = pd.NA
@@ -127,6 +128,15 @@ class StageASettings:
     retry_frequency_penalty: float = 0.5
     retry_temperature: float = 0.7  # retries sample at least this hot: a greedy retry tends to loop again
     templates: prompts.PromptTemplates | None = None  # the prompts' wording (None: the shipped templates)
+
+
+def check_context(tokenizer, notes: pd.DataFrame, settings: StageASettings, max_model_len: int) -> None:
+    """The teacher's prompts about these notes fit --max_model_len beside --max_tokens of reply, checked with the
+    model's tokenizer before the model loads (engines.check_prompt_room: a note is shortened to fit, the
+    instructions around it cannot be)."""
+    requests = ((prompts.generation_messages(text, question_type, settings.questions_per_type, settings.templates),
+                 text) for text in notes["text"] if is_usable_note(text) for question_type in settings.question_types)
+    check_prompt_room(tokenizer, requests, max_model_len, settings.sampling.max_tokens, "--max_tokens")
 
 
 def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,

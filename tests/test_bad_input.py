@@ -54,6 +54,9 @@ def work(tmp_path_factory):
     (root / "adapter-empty").mkdir()
     (root / "adapter-badjson").mkdir()
     (root / "adapter-badjson" / "adapter_config.json").write_text("{not json")
+    (root / "adapter-ok").mkdir()  # as PEFT writes one: its settings and a safetensors file (header, no tensor)
+    (root / "adapter-ok" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": TINY}))
+    (root / "adapter-ok" / "adapter_model.safetensors").write_bytes(b"\x02" + b"\x00" * 7 + b"{}")
     (root / "prompts-bad").mkdir()
     (root / "prompts-bad" / "answer.txt").write_text("Question: $question")
     (root / "prompts-bad" / "teacher_yes_no.txt").write_text("Note: $note. Unknown: $nonsense")
@@ -151,7 +154,7 @@ CASES = [
     ("eval-output-file", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--model_id", TINY, "--output_dir", str(w / "blocker"), *D(w)], "is a file, not a folder"),
     ("eval-model-missing", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--model_id", str(w / "no-model"), "--output_dir", str(w / "o1"), *D(w)], "model folder not found"),
     ("eval-adapter-empty", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--model_id", TINY, "--adapter", str(w / "adapter-empty"), "--output_dir", str(w / "o2"), *D(w)], "adapter folder has no adapter_config.json"),
-    ("eval-adapter-float32-vllm", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--model_id", TINY, "--adapter", str(w / "adapter-badjson"), "--engine", "vllm", "--dtype", "float32", "--output_dir", str(w / "o3"), *D(w)], "vLLM serves adapters in bfloat16 or float16 only"),
+    ("eval-adapter-float32-vllm", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--model_id", TINY, "--adapter", str(w / "adapter-ok"), "--engine", "vllm", "--dtype", "float32", "--output_dir", str(w / "o3"), *D(w)], "vLLM serves adapters in bfloat16 or float16 only"),
     ("eval-shard-index", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--num_shards", "2", "--shard_index", "3", *D(w)], "--shard_index must be in 0..1"),
     ("eval-dtype", EVAL, lambda w: ["--dataset_name", "mini", "--input_file", "prompts", "--dtype", "bogus", *D(w)], "--dtype must be one of"),
     ("eval-positional", EVAL, lambda w: ["--dataset_name", "mini", "prompts", *D(w)], "unexpected argument 'prompts'"),

@@ -286,9 +286,45 @@ def test_merge_matches_adapter_and_loads_plainly(tiny_model_dir, tmp_path):
     assert torch.allclose(expected, got, atol=1e-4)
     output = merged.generate(input_ids=ids, max_new_tokens=3, do_sample=False)
     assert ids.shape[1] < output.shape[1] <= ids.shape[1] + 3  # it generates
+    record = json.loads((tmp_path / "merged" / "merge.json").read_text())
+    assert record["written_by"] == "clinical_distil stage E (synthetic-e-convert-peft.py)"
+    assert record["adapter"] == str(tmp_path / "run" / "final") and record["dtype"] == "float32"
     again = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",
                        str(tmp_path / "run" / "final"), "--output_dir", str(tmp_path / "merged"))
-    assert again.returncode == 2 and "exists" in again.stderr
+    assert again.returncode == 2 and f"{tmp_path / 'merged'} exists and holds a merged model" in again.stderr
+
+
+def test_a_merge_replaces_only_an_earlier_merge(tiny_model_dir, tmp_path):
+    """Stage E pointed at the fine-tuning run's own folder (which today's merge emptied) is refused with or
+    without --overwrite, before a model loads; --overwrite replaces an earlier merge, renamed into place."""
+    from peft import get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    adapter = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM",
+                                              init_lora_weights=False))
+    run = tmp_path / "run"
+    adapter.save_pretrained(run / "final")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(run / "final")
+    (run / "training_summary.json").write_text("{}")
+    files = sorted(str(path.relative_to(run)) for path in run.rglob("*"))
+    script = "a-generate-synthetic-training-data/synthetic-e-convert-peft.py"
+    for extra in ([], ["--overwrite"]):
+        refused = run_script(script, "--adapter_dir", str(run / "final"), "--output_dir", str(run), *extra)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert refused.stderr.startswith(f"error: --output_dir {run} is a fine-tuning run's folder (final, "
+                                         "training_summary.json)")
+        assert sorted(str(path.relative_to(run)) for path in run.rglob("*")) == files
+    earlier = tmp_path / "merged"  # an earlier merge, as stage E leaves one: a model and its merge record
+    earlier.mkdir()
+    (earlier / "config.json").write_text("{}")
+    (earlier / "merge.json").write_text(json.dumps({"written_by": "clinical_distil stage E (synthetic-e-convert-peft.py)"}))
+    (earlier / "stale.txt").write_text("from the earlier merge")
+    replaced = run_script(script, "--adapter_dir", str(run / "final"), "--output_dir", str(tmp_path / "merged"),
+                          "--overwrite", "--dtype", "float32")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert not (tmp_path / "merged" / "stale.txt").exists()
+    assert json.loads((tmp_path / "merged" / "merge.json").read_text())["dtype"] == "float32"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["merged", "run"]  # no staging folder left
 
 
 def test_an_earlier_run_is_kept_unless_asked(data_dir, tiny_model_dir, tmp_path):
