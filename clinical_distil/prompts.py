@@ -77,7 +77,14 @@ def load_templates(prompt_dir: str | None = None) -> PromptTemplates:
     for name, file_name in TEMPLATE_FILES.items():
         own = folder / file_name if folder is not None else None
         path = own if own is not None and own.exists() else PROMPT_TEMPLATES / file_name
-        texts[name] = path.read_text(encoding="utf-8")
+        try:
+            texts[name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            texts[name] = "\0"
+        except OSError as error:
+            raise InputError(f"cannot read prompt template {path}: {error.strerror or error}") from error
+        if "\0" in texts[name]:
+            raise InputError(f"prompt template {path} is not UTF-8 text; write it as a text file")
         for placeholder in REQUIRED_FIELDS.get(name, ()):
             if f"${placeholder}" not in texts[name] and "${" + placeholder + "}" not in texts[name]:
                 raise InputError(f"prompt template {path} lacks ${placeholder}: it must say where the {placeholder} "

@@ -98,3 +98,12 @@ def test_a_bad_template_is_one_clear_error(tmp_path, file_name, text, message):
         prompts.generation_messages(NOTE, "numeric", 2, templates)
     with pytest.raises(InputError, match="is not a folder"):
         prompts.load_templates(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)), b"$note \x00 $question"])
+def test_a_binary_template_is_one_clear_error(tmp_path, content):
+    from clinical_distil.files import InputError
+
+    (tmp_path / "answer.txt").write_bytes(content)
+    with pytest.raises(InputError, match=f"prompt template {tmp_path / 'answer.txt'} is not UTF-8 text"):
+        prompts.load_templates(str(tmp_path))
