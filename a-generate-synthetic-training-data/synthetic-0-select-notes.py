@@ -1,6 +1,6 @@
 """Stage 0: pick N discharge summaries (one per admission) from MIMIC-III or MIMIC-IV-Note.
 
-    python a-generate-synthetic-training-data/synthetic-0-select-notes.py \
+    python a-generate-synthetic-training-data/synthetic-0-select-notes.py \\
         --source data/mimic/NOTEEVENTS.csv.gz --num_notes 100000
 writes data/mimic/notes_100000.csv.gz (subject_id, hadm_id, note_id, text). --help lists every flag.
 """

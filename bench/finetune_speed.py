@@ -1,6 +1,6 @@
 """finetune.py throughput: the paper's configuration against faster ones, same data, same card.
 
-    python bench/finetune_speed.py --shape llama-3.2-1b,llama-3.1-8b --tokenizer models/smollm2-tokenizer \
+    python bench/finetune_speed.py --shape llama-3.2-1b,llama-3.1-8b --tokenizer models/smollm2-tokenizer \\
         --train_examples 400 --test_examples 32 --configs paper,fast_4bit,fast_bf16 --output /tmp/speed.json
 
 Builds a random-weight model of a real Llama shape (or takes --model), writes training examples

@@ -5,7 +5,7 @@ Same prompts, same max tokens, greedy decoding, run back to back in one process.
 CPU, embedded model, stage A prompts of the sample notes:
     python bench/generation_speed.py --model models/SmolLM2-135M-Instruct --notes 4 --max_tokens 64
 GPU, Llama-3.2-1B-shaped random model, 256 prompts of ~2,000 tokens, 256 tokens out:
-    python bench/generation_speed.py --shape llama-3.2-1b --synthetic_prompts 256 --prompt_tokens 2000 \
+    python bench/generation_speed.py --shape llama-3.2-1b --synthetic_prompts 256 --prompt_tokens 2000 \\
         --max_tokens 256 --engines vllm,transformers --ignore_eos
 Prints one JSON line per engine (output tokens/s, seconds per prompt) and the ratios.
 """
