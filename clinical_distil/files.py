@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
 from clinical_distil.layout import lock_name, resolve
+
+log = logging.getLogger(__name__)
 
 class InputError(Exception):
     """Bad input a researcher can fix: the CLI prints the message on one line and exits 2."""
@@ -69,6 +73,20 @@ def check_output_folder(folder: Path, flag: str = "--output_dir") -> Path:
 
 
 
+def _alive_here(holder: str) -> bool:
+    """Whether the lock file's "pid N on HOST" names a live process of this host (True when it cannot tell)."""
+    words = holder.split()
+    if len(words) != 4 or words[0] != "pid" or not words[1].isdigit() or words[3] != os.uname().nodename:
+        return True
+    try:
+        os.kill(int(words[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class FolderLock:
     """The lock of one output folder while a run writes into it; released by `release()` or the process's end.
 
@@ -77,7 +95,11 @@ class FolderLock:
     the lock made them and nothing else came into them: a run refused after its lock leaves nothing behind.
     """
 
-    def __init__(self, folder: Path, what: str = "the output", name: str = lock_name(), advice: str = ""):
+    def __init__(self, folder: Path, what: str = "the output", name: str = lock_name(), advice: str = "",
+                 wait_seconds: float = 0.0):
+        """`wait_seconds`: how long to wait, when the process that took the lock has died, for whatever still
+        holds it to end before refusing (the driver waits out a stopping step of its killed predecessor, whose
+        guard holds the lock until the step has stopped); a live holder is refused at once."""
         self.handle = None
         # under torchrun or accelerate the first process locks for all of them
         if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
@@ -93,6 +115,7 @@ class FolderLock:
             self.made_folders.append(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / name
+        deadline = time.monotonic() + wait_seconds
         while True:
             handle = open(self.path, "a+")
             try:
@@ -101,6 +124,13 @@ class FolderLock:
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 handle.close()
+                if time.monotonic() < deadline and not _alive_here(holder):
+                    if wait_seconds:
+                        log.warning("waiting up to %.0fs for the holder of %s (%s) to end", wait_seconds, folder,
+                                    holder)
+                        wait_seconds = 0.0  # said once
+                    time.sleep(0.2)
+                    continue
                 raise InputError(f"another run is writing to {folder} ({holder}); wait for it to end, or "
                                  f"{advice or f'write {what} elsewhere'}") from None
             # the holder before us may have removed the file between our open and our lock: lock the live file
@@ -218,12 +248,6 @@ def model_location(model_id: str) -> str:
     return str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id
 
 
-def check_model_folder(model_id: str) -> None:
-    """A model given as a path must be a folder with config.json; hub ids pass through unchecked."""
-    local = Path(model_id).expanduser()
-    looks_local = local.is_absolute() or model_id.startswith((".", "~")) or local.exists()
-    if looks_local and not (local / "config.json").exists():
-        raise InputError(f"model folder not found or has no config.json: {model_id}")
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT saves, in its order of preference
 ADAPTER_HINT = "give a checkpoint-N or final/ folder of finetune.py"
 
@@ -279,3 +303,9 @@ def check_adapter_folder(folder: str | os.PathLike) -> dict:
     return config
 
 
+def check_model_folder(model_id: str) -> None:
+    """A model given as a path must be a folder with config.json; hub ids pass through unchecked."""
+    local = Path(model_id).expanduser()
+    looks_local = local.is_absolute() or model_id.startswith((".", "~")) or local.exists()
+    if looks_local and not (local / "config.json").exists():
+        raise InputError(f"model folder not found or has no config.json: {model_id}")

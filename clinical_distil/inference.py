@@ -22,7 +22,7 @@ import pandas as pd
 from clinical_distil import layout
 from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
-                                    package_versions, shard_chunks, uncovered)
+                                    package_versions, row_span, shard_chunks, uncovered)
 from clinical_distil.engines import Sampling, check_prompt_room
 from clinical_distil.files import InputError, read_csv, write_csv
 from clinical_distil.layout import REPO_ROOT
@@ -192,8 +192,8 @@ def plan_run(row_count: int, settings: InferenceSettings, output_dir: Path, inpu
              num_inference: int | None = None, num_shards: int = 1,
              shard_index: int = 0) -> tuple[int, list[tuple[int, tuple[int, int]]], list[tuple[int, int, int]]]:
     """(stop row, this shard's chunks, what is left to answer): every check on rows and files, before a model loads."""
-    if start_row < 0 or start_row > row_count:
-        raise InputError(f"--start_row {start_row} is outside the eval file (0..{row_count})")
+    if start_row < 0 or start_row >= max(row_count, 1):
+        raise InputError(f"--start_row {start_row} is outside the eval file: {row_span(row_count)}")
     stop = row_count if num_inference is None else min(row_count, start_row + num_inference)
     mine = shard_chunks(list(enumerate(chunk_ranges(start_row, stop, settings.chunk_size))), num_shards, shard_index)
     return stop, mine, plan_chunks(output_dir, input_file, mine, start_row, stop, settings.overwrite)
@@ -241,6 +241,7 @@ def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, 
         throughput.close()
         merged = dict(record.earlier)  # nothing left to answer: the sessions that did the work stay as they were
     else:
+        record.write(manifest(complete=False))  # the session is recorded even if killed inside its first chunk
         for index, low, high in todo:
             chunk = rows.iloc[low:high].copy()
             fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens, settings.templates)

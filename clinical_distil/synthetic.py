@@ -25,7 +25,7 @@ import pandas as pd
 from clinical_distil import layout, prompts
 from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
-                                    package_versions, partial_overlaps, shard_chunks, uncovered)
+                                    package_versions, partial_overlaps, row_span, shard_chunks, uncovered)
 from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, find_existing, read_csv, write_csv
 from clinical_distil.notes import NOTE_COLUMNS, check_note_ids
@@ -256,8 +256,8 @@ def plan_run(note_count: int, settings: StageASettings, output_dir: Path, start_
              num_shards: int = 1, shard_index: int = 0) -> tuple[int, list[tuple[int, int]], list[ChunkTask], int]:
     """(stop row, this shard's chunks, what is left to generate, files done): every check on rows and files,
     before a model loads."""
-    if start_row < 0 or start_row > note_count:
-        raise InputError(f"--start_row {start_row} is outside the notes table (0..{note_count})")
+    if start_row < 0 or start_row >= max(note_count, 1):
+        raise InputError(f"--start_row {start_row} is outside the notes table: {row_span(note_count)}")
     stop = note_count if limit is None else min(note_count, start_row + limit)
     chunks = shard_chunks(chunk_ranges(start_row, stop, settings.chunk_size), num_shards, shard_index)
     tasks, done = plan_tasks(chunks, settings.question_types, chunk_files(output_dir), settings.overwrite)
@@ -304,6 +304,7 @@ def run_stage_a(engine, notes: pd.DataFrame, settings: StageASettings, output_di
         pending_requests = sum(int(notes["text"].iloc[task.start:task.end].map(is_usable_note).sum())
                                * len(task.question_types) for task in tasks)
         throughput = Throughput(pending_requests, f"stage A shard {shard_index}/{num_shards}")
+        record.write(manifest(complete=False))  # the session is recorded even if killed inside its first chunk
         for task in tasks:
             for key, value in run_chunk(engine, notes, task, settings, output_dir, model_id, throughput,
                                         phase_seconds).items():

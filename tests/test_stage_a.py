@@ -14,7 +14,7 @@ from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
 from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
 
-from conftest import SAMPLES, holds_lock, kill_when, run_script, start_script, wait_for
+from conftest import SAMPLES, holds_lock, kill_when, manifest_records, run_script, start_script, wait_for
 
 SCRIPT = "a-generate-synthetic-training-data/synthetic-a-create.py"
 TYPES = list(prompts.QUESTION_TYPES)
@@ -328,7 +328,8 @@ def test_killed_run_resumed_with_other_chunk_sizes_has_every_row_once(data_dir, 
     manifest_file = tmp_path / "manifest.json"
     assert kill_when(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "6", "--data_dir", str(data_dir),
                      "--output_dir", str(tmp_path), "--engine", "transformers", "--chunk_size", "1", *args,
-                     ready=manifest_file.exists), "the run ended before it could be killed"
+                     ready=lambda: manifest_records(manifest_file, "counts", "requests") > 0), \
+        "the run ended before it could be killed"
     killed_manifest = json.loads(manifest_file.read_text())
     assert killed_manifest["complete"] is False
     files_at_kill = len(list(tmp_path.glob("df_*.csv")))
@@ -347,6 +348,25 @@ def test_killed_run_resumed_with_other_chunk_sizes_has_every_row_once(data_dir, 
     assert manifest["counts"]["requests"] == killed_manifest["counts"]["requests"] + resumed_requests
     assert manifest["wall_seconds"] == pytest.approx(sum(session["wall_seconds"] for session in manifest["sessions"]),
                                                      abs=0.01)
+
+
+def test_a_session_killed_inside_its_first_chunk_is_in_the_sessions(data_dir, tiny_model_dir, tmp_path):
+    """The manifest records a session before its first chunk: one killed there is listed (and the run marked
+    incomplete), and the resume is the second session."""
+    args = ["--max_tokens", "64", "--retries", "0", "--chunk_size", "6"]
+    manifest_file = tmp_path / "manifest.json"
+    assert kill_when(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "6", "--data_dir", str(data_dir),
+                     "--output_dir", str(tmp_path), "--engine", "transformers", *args,
+                     ready=manifest_file.exists), "the run wrote no manifest before its first chunk ended"
+    killed = json.loads(manifest_file.read_text())
+    assert killed["complete"] is False and len(killed["sessions"]) == 1
+    assert killed["sessions"][0]["complete"] is False and killed["counts"].get("requests", 0) == 0
+    assert not list(tmp_path.glob("df_*.csv"))
+    resumed = create(data_dir, tmp_path, tiny_model_dir, *args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["complete"] is True and [session["counts"].get("requests", 0)
+                                             for session in manifest["sessions"]] == [0, 24]
 
 
 def test_a_second_run_on_the_folder_is_refused_and_a_shard_is_not(data_dir, tiny_model_dir, tmp_path):
