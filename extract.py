@@ -5,11 +5,14 @@
     python extract.py --criteria my_criteria.csv --notes data/mimic/NOTEEVENTS.csv.gz --model_id models/RUN-merged \
         --num_notes 1000 --engine vllm
 writes into {data_dir}/outputs/extract/{model_name}_{criteria}/ (or --output_dir): prompts.csv and the answers'
-chunk files with their manifest (a rerun resumes), answers.csv (one row per note x criterion: answer, met by
-the rule, the quote with its offsets in the note, sections), patients.csv (met / not met per patient and
-criterion, and from which note), cohort.csv (patients meeting each criterion and all of them), review.html
-(a self-contained page for checking each answer against its highlighted quote) and extraction.json (sources,
-counts, seconds and GPU-hours per 1,000 notes). --help lists every flag.
+chunk files of 1,000 answers with their manifest (a rerun resumes; once every answer is there, a rerun writes
+the tables again without loading the model), answers.csv (one row per note x criterion: answer, met by the
+rule or off-type, the quote with its offsets in the note, sections), patients.csv (met / not met per patient
+and criterion, from which note, and whether on no quote found in a note), cohort.csv (patients meeting each
+criterion and all of them), review.html (a self-contained page for checking each answer against its
+highlighted quote) and extraction.json (sources, counts, seconds and GPU-hours per 1,000 notes).
+--require_grounded_quote counts a patient as meeting a criterion only on a quote found in the note. --help
+lists every flag.
 """
 
 import json
@@ -57,19 +60,26 @@ def main(settings: ExtractSettings) -> None:
             raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
                              "or --overwrite to answer again there")
     run = inference.answering(settings, templates)
-    inference.plan_run(len(prompts), run, target, layout.EXTRACTION_PROMPTS, 0, None, settings.num_shards,
-                       settings.shard_index)  # a mismatch of chunk files stops here, before the model loads
+    # a mismatch of chunk files stops here, before the model loads
+    _, _, todo = inference.plan_run(len(prompts), run, target, layout.EXTRACTION_PROMPTS, 0, None,
+                                    settings.num_shards, settings.shard_index)
     target.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(target, "this extraction",  # noqa: F841 (held to the end)
                       name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if settings.overwrite or not prompt_file.exists():
         write_csv(prompts, prompt_file)
-    model = inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
-    answered = inference.run_eval_inference(
-        model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
-        shard_index=settings.shard_index,
-        manifest_extra={"adapter": settings.adapter, "model_name": name, "criteria": str(settings.criteria),
-                        "notes": str(settings.notes)})
+    manifest = inference.manifest_path(target, layout.EXTRACTION_PROMPTS, settings.num_shards, settings.shard_index)
+    if not todo:  # every answer of this shard is on disk: the tables need no model (e.g. another grounding setting)
+        answered = json.loads(manifest.read_text()) if manifest.exists() else {}
+        engine = answered.get("engine")
+    else:
+        model = inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
+        answered = inference.run_eval_inference(
+            model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
+            shard_index=settings.shard_index,
+            manifest_extra={"adapter": settings.adapter, "model_name": name, "criteria": str(settings.criteria),
+                            "notes": str(settings.notes)})
+        engine = model.name
     rows = read_model_outputs(target, layout.EXTRACTION_PROMPTS)
     if len(rows) < len(prompts):  # other shards still to run: the tables wait for all answers
         print(f"extract.py: {len(rows)} of {len(prompts)} answers so far (shard {settings.shard_index} of "
@@ -78,19 +88,27 @@ def main(settings: ExtractSettings) -> None:
     rows = prompts[["id", "patient", "note_id", "criterion", "question"]].merge(
         rows[["id", "output", "finish_reason", "note_truncated"]], on="id", how="left", validate="one_to_one")
     answers = extraction.answer_table(rows, notes, criteria, settings.fuzzy_threshold)
-    patients = extraction.patient_table(answers, criteria)
+    patients = extraction.patient_table(answers, criteria, settings.require_grounded_quote)
     cohort = extraction.cohort_table(patients, criteria)
     title = f"{Path(settings.criteria).name} on {Path(settings.notes).name}, answered by {name}"
-    page = extraction.review_page(extraction.review_data(answers, notes, criteria, title))
-    seconds = answered["wall_seconds"]
+    page = extraction.review_page(extraction.review_data(answers, notes, criteria, title, patients,
+                                                         settings.require_grounded_quote))
+    seconds = answered.get("wall_seconds")
+    ungrounded = patients[patients["met_ungrounded"]]
     summary = {
         "criteria": str(settings.criteria), "criteria_count": len(criteria), "notes": str(settings.notes),
         "notes_kind": kind, "note_count": len(notes), "patients": int(notes["patient"].nunique()),
-        "answers": len(answers), "model_id": settings.model_id, "adapter": settings.adapter, "engine": model.name,
+        "answers": len(answers), "model_id": settings.model_id, "adapter": settings.adapter, "engine": engine,
         "gpus": answered.get("gpus", 0), "answer_seconds": seconds,
         **inference.cost(seconds, len(notes), int(notes["patient"].nunique()), answered.get("gpus", 0)),
         "quotes": answers["quote_in_note"].value_counts().to_dict(),
         "unparsed_answers": int((answers["answer"] == "").sum()),
+        "off_type_answers": int((answers["met"] == extraction.OFF_TYPE).sum()),
+        "require_grounded_quote": settings.require_grounded_quote,
+        # patient x criterion decisions met by the rule on no note whose quote is found in it
+        "met_ungrounded": len(ungrounded),
+        "met_ungrounded_by_criterion": {criterion.id: int((ungrounded["criterion"] == criterion.id).sum())
+                                        for criterion in criteria if criterion.rule is not None},
         "prompts_digest": extraction.prompts_digest(prompts), "versions": package_versions(),
         "seconds": round(time.time() - started, 1),
     }
@@ -104,9 +122,13 @@ def main(settings: ExtractSettings) -> None:
     met = cohort.iloc[-1]
     everyone = f"; {met['patients']} of {met['of']} patients meet all criteria with a rule" \
         if met["criterion"] == "all criteria with a rule" else ""
+    counted = "not counted as met: --require_grounded_quote" if settings.require_grounded_quote else \
+        "counted as met; --require_grounded_quote leaves them out"
+    pace = "" if summary["seconds_per_note"] is None else f", {summary['seconds_per_note']:.3f} s/note"
     print(f"extract.py: {len(answers)} answers for {len(notes)} notes x {len(criteria)} criteria "
           f"({summary['quotes'].get('none', 0)} quotes not found in the note, {summary['unparsed_answers']} "
-          f"unparsed){everyone}, {summary['seconds_per_note']:.3f} s/note -> {target}")
+          f"unparsed, {summary['off_type_answers']} off-type); {len(ungrounded)} patient x criterion decisions "
+          f"rest on no quote found in a note ({counted}){everyone}{pace} -> {target}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ A criteria file is YAML (a list under `criteria:`) or CSV (one row per criterion
 
 The evaluation tasks read their questions from the shipped files (criteria/n2c2-2018.yaml,
 criteria/apixaban.yaml), so each question has one source.
+
+An answer of the wrong type (a number or prose to a yes/no question; Yes, No or prose to a numeric one) is
+off-type: `Criterion.fits` says so, and it meets no rule (rule `no` would otherwise count it as met).
+An id may hold any character, spaces included (the review page keeps ids whole).
 """
 
 from __future__ import annotations
@@ -80,9 +84,22 @@ class Criterion:
         """The question with its placeholders filled."""
         return self.question.format(reference_date=reference_date or "the most recent record", window=self.window)
 
+    def fits(self, answer: Any) -> bool:
+        """Whether an answer is of the criterion's type: Yes, No or NA to a yes/no question; one number or NA to a
+        numeric one. Anything else (a number to a yes/no question, prose cut off at the token limit) is off-type."""
+        from clinical_distil.postprocess import normalize_answer, parse_number
+
+        normalized = normalize_answer(answer)
+        if self.answer == "yes/no":
+            return normalized in ("Yes", "No", "NA")
+        return normalized == "NA" or parse_number(answer) is not None
+
     def met(self, answer: Any) -> bool | None:
-        """met / not met by the rule; None when the criterion has no rule (a number reported, not decided)."""
-        return None if self.rule is None else self.rule.met(answer)
+        """met / not met by the rule (an off-type answer never meets it); None when the criterion has no rule (a
+        number reported, not decided)."""
+        if self.rule is None:
+            return None
+        return self.fits(answer) and self.rule.met(answer)
 
 
 def parse_rule(text: Any, answer: str, where: str) -> Rule | None:
@@ -156,16 +173,30 @@ def criteria_from_records(records: list[dict[str, Any]], source: str) -> list[Cr
     return criteria
 
 
+def _check_text(path: Path) -> None:
+    """A criteria file is UTF-8 text: a binary file (or another encoding) is refused in one line."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise InputError(f"{path} is binary (it holds NUL bytes); a criteria file is YAML or CSV text, saved as UTF-8")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text (byte {error.start} cannot be read); a criteria file is YAML or "
+                         "CSV text, saved as UTF-8") from None
+
+
 def read_criteria(path: str | Path) -> list[Criterion]:
     """A criteria file (.yaml / .yml / .csv), checked; one line and exit code 2 for what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"criteria file not found: {path}")
+    if path.suffix.lower() in (".yaml", ".yml", ".csv"):
+        _check_text(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
             raise InputError(f"{path} is not valid YAML ({str(error).splitlines()[0]})") from None
         records = loaded.get("criteria") if isinstance(loaded, dict) else loaded

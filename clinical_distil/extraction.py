@@ -3,8 +3,11 @@
 Notes come from any of the sources the project reads (`read_notes`), one row per note with its patient and
 a reference date (for questions about time windows). Every note is asked every criterion with the answer
 prompt the students were trained on. An answer's quote (the reply's `source`) is looked for in the note:
-exactly, then with case and spacing ignored, then fuzzily (rapidfuzz), and its character offsets are kept
-so the review page can highlight it. A patient meets a criterion with a rule when any of their notes does.
+exactly, then with case and spacing ignored, then fuzzily (rapidfuzz; a fuzzy match must state the quote's
+numbers), and its character offsets (in code points, as Python counts) are kept so the review page can
+highlight it. An answer of the wrong type for its criterion is off-type and meets no rule. A patient meets a
+criterion with a rule when any of their notes does; a decision resting only on quotes found in no note is
+counted as ungrounded (and, with `require_grounded`, not met).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ ANSWER_COLUMNS = ["patient", "note_id", "criterion", "question", "answer", "met"
 # a section heading: a line that starts with a capitalised phrase and a colon ("Past Medical History:")
 HEADING = re.compile(r"^[ \t]*([A-Z][A-Za-z0-9 /&(),'-]{1,60}):", re.MULTILINE)
 ID_SEPARATOR = "::"
+# a number as a quote states it: 1,200.5 (thousands separated), 1.4, .5, 12
+NUMBER_IN_TEXT = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d*\.\d+|\d+")
+GROUNDED = ("exact", "normalized", "fuzzy")  # quote_in_note outcomes of a quote found in its note
+OFF_TYPE = "off-type"  # the `met` outcome of an answer of the wrong type for its criterion
 
 
 # --- notes -----------------------------------------------------------------------------------------
@@ -129,8 +136,24 @@ class Located:
     score: float | None = None
 
 
+def fold_case(text: str) -> str:
+    """Lower case that keeps one character per character, so offsets into the fold are offsets into the text
+    (str.lower turns 'İ' into two code points and would shift every offset after it)."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else "".join(char.lower()[0] for char in text)
+
+
+def numbers_in(text: str) -> list[float]:
+    """The numbers a text states, in order ("1,200" is 1200)."""
+    return [float(found.group().replace(",", "")) for found in NUMBER_IN_TEXT.finditer(text)]
+
+
 def locate_quote(quote: Any, note: str, threshold: float = 90.0) -> Located:
-    """Where a quote stands in the note, as character offsets [start, end)."""
+    """Where a quote stands in the note, as character offsets [start, end) (code points).
+
+    A fuzzy match must state the same numbers as the quote: a score counts a digit like a letter, so
+    "Creatinine 4.1" would otherwise be found in "Creatinine 1.1".
+    """
     if not isinstance(quote, str) or not quote.strip() or quote.strip().lower() in (NOT_FOUND, "na", "n/a", "none"):
         return Located("not_applicable")
     quote = quote.strip()
@@ -141,15 +164,25 @@ def locate_quote(quote: Any, note: str, threshold: float = 90.0) -> Located:
     found = spaced.search(note)
     if found:
         return Located("normalized", found.start(), found.end(), 100.0)
-    alignment = fuzz.partial_ratio_alignment(quote.lower(), note.lower())
+    alignment = fuzz.partial_ratio_alignment(fold_case(quote), fold_case(note))
     if alignment is not None and alignment.score >= threshold:
-        # the aligned window is as long as the quote and may cut a word at either end: widen it to whole words
+        # the aligned window is as long as the quote and may cut a number or a word at either end: widen it
         start, end = alignment.dest_start, alignment.dest_end
+        for number in NUMBER_IN_TEXT.finditer(note, max(0, start - 40), min(len(note), end + 40)):
+            if number.start() < start < number.end():
+                start = number.start()
+            if number.start() < end < number.end():
+                end = number.end()
         while start > 0 and note[start - 1].isalnum() and note[start].isalnum():
             start -= 1
         while end < len(note) and note[end - 1].isalnum() and note[end].isalnum():
             end += 1
-        return Located("fuzzy", start, end, round(alignment.score, 1))
+        while start < end and note[start].isspace():
+            start += 1
+        while end > start and note[end - 1].isspace():
+            end -= 1
+        if numbers_in(note[start:end]) == numbers_in(quote):
+            return Located("fuzzy", start, end, round(alignment.score, 1))
     return Located("none", score=None if alignment is None else round(alignment.score, 1))
 
 
@@ -178,8 +211,8 @@ def reply_fields(output: Any, finish_reason: Any = "stop") -> dict[str, Any]:
 
 def answer_table(answered: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence[Criterion],
                  threshold: float = 90.0) -> pd.DataFrame:
-    """One row per note x criterion: the answer, met / not met by the criterion's rule, the quote and where it
-    stands in the note."""
+    """One row per note x criterion: the answer, met / not met by the criterion's rule (off-type for an answer of
+    the wrong type), the quote and where it stands in the note."""
     texts = dict(zip(notes["note_id"], notes["text"]))
     by_id = {criterion.id: criterion for criterion in criteria}
     rows = []
@@ -187,11 +220,15 @@ def answer_table(answered: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence
         note, criterion = texts[str(row["note_id"])], by_id[str(row["criterion"])]
         fields = reply_fields(row.get("output"), row.get("finish_reason"))
         located = locate_quote(fields["quote"], note, threshold)
-        met = criterion.met(fields["answer"]) if fields["answer"] is not None else (
-            None if criterion.rule is None else False)
+        answer = fields["answer"]
+        if answer is not None and not criterion.fits(answer):
+            met = OFF_TYPE
+        else:
+            decided = criterion.met(answer) if answer is not None else (None if criterion.rule is None else False)
+            met = "" if decided is None else ("met" if decided else "not met")
         rows.append({"patient": str(row["patient"]), "note_id": str(row["note_id"]), "criterion": criterion.id,
-                     "question": row["question"], "answer": fields["answer"] if fields["answer"] is not None else "",
-                     "met": "" if met is None else ("met" if met else "not met"), "quote": fields["quote"] or "",
+                     "question": row["question"], "answer": answer if answer is not None else "",
+                     "met": met, "quote": fields["quote"] or "",
                      "quote_in_note": located.how, "quote_start": located.start, "quote_end": located.end,
                      "quote_score": located.score, "section": fields["section"] or "",
                      "quote_section": heading_before(note, located.start), "finish_reason": row.get("finish_reason"),
@@ -202,29 +239,39 @@ def answer_table(answered: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence
     return table
 
 
-def patient_table(answers: pd.DataFrame, criteria: Sequence[Criterion]) -> pd.DataFrame:
-    """One row per patient x criterion. With a rule: met when any note meets it (evidence: the first such note),
-    else not met. Without one: the number the patient's last note reported (evidence: that note)."""
+PATIENT_COLUMNS = ["patient", "criterion", "met", "met_ungrounded", "answer", "evidence_note", "quote",
+                   "quote_in_note", "notes"]
+
+
+def patient_table(answers: pd.DataFrame, criteria: Sequence[Criterion],
+                  require_grounded: bool = False) -> pd.DataFrame:
+    """One row per patient x criterion. With a rule: met when any note meets it (evidence: the first such note
+    whose quote was found in it, else the first such note), else not met. `met_ungrounded` marks a decision that
+    rests only on notes whose quote was not found in them (nothing quoted, or a quote found in no note): met
+    all the same, or not met with `require_grounded`. Without a rule: the number the patient's last note
+    reported (evidence: that note); off-type answers report nothing."""
     rows = []
     order = {criterion.id: index for index, criterion in enumerate(criteria)}
     for (patient, criterion_id), group in answers.groupby(["patient", "criterion"], sort=False):
         criterion = criteria[order[criterion_id]]
+        ungrounded = False
         if criterion.rule is not None:
             meeting = group[group["met"] == "met"]
-            evidence = meeting.iloc[0] if len(meeting) else None
-            decision = "met" if evidence is not None else "not met"
+            grounded = meeting[meeting["quote_in_note"].isin(GROUNDED)]
+            evidence = grounded.iloc[0] if len(grounded) else meeting.iloc[0] if len(meeting) else None
+            ungrounded = evidence is not None and grounded.empty
+            decision = "met" if evidence is not None and not (ungrounded and require_grounded) else "not met"
         else:
-            reported = group[group["answer"].astype(str).str.strip() != ""]
+            reported = group[(group["answer"].astype(str).str.strip() != "") & (group["met"] != OFF_TYPE)]
             evidence = reported.iloc[-1] if len(reported) else None
             decision = ""
-        rows.append({"patient": patient, "criterion": criterion_id, "met": decision,
+        rows.append({"patient": patient, "criterion": criterion_id, "met": decision, "met_ungrounded": ungrounded,
                      "answer": "" if evidence is None else evidence["answer"],
                      "evidence_note": "" if evidence is None else evidence["note_id"],
                      "quote": "" if evidence is None else evidence["quote"],
                      "quote_in_note": "" if evidence is None else evidence["quote_in_note"],
                      "notes": len(group)})
-    return pd.DataFrame(rows, columns=["patient", "criterion", "met", "answer", "evidence_note", "quote",
-                                       "quote_in_note", "notes"])
+    return pd.DataFrame(rows, columns=PATIENT_COLUMNS)
 
 
 def cohort_table(patients: pd.DataFrame, criteria: Sequence[Criterion]) -> pd.DataFrame:
@@ -254,9 +301,10 @@ def cohort_table(patients: pd.DataFrame, criteria: Sequence[Criterion]) -> pd.Da
 REVIEW_TEMPLATE = Path(__file__).with_name("review_template.html")
 
 
-def review_data(answers: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence[Criterion],
-                title: str) -> dict[str, Any]:
-    """What the review page shows: per patient and note the text and every criterion's answer and quote."""
+def review_data(answers: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence[Criterion], title: str,
+                patients: pd.DataFrame | None = None, require_grounded: bool = False) -> dict[str, Any]:
+    """What the review page shows: per patient and note the text and every criterion's answer and quote (offsets
+    in code points, as answers.csv has them), and the decisions met on no quote found in a note."""
     by_note: dict[str, list[dict[str, Any]]] = {}
     for row in answers.to_dict("records"):
         by_note.setdefault(row["note_id"], []).append({
@@ -264,15 +312,22 @@ def review_data(answers: pd.DataFrame, notes: pd.DataFrame, criteria: Sequence[C
             "quote": row["quote"], "found": row["quote_in_note"],
             "start": None if pd.isna(row["quote_start"]) else int(row["quote_start"]),
             "end": None if pd.isna(row["quote_end"]) else int(row["quote_end"])})
-    patients: dict[str, list[dict[str, Any]]] = {}
+    by_patient: dict[str, list[dict[str, Any]]] = {}
     for note in notes.itertuples(index=False):
         if note.note_id in by_note:
-            patients.setdefault(note.patient, []).append({"note_id": note.note_id, "date": note.reference_date,
-                                                          "text": note.text, "answers": by_note[note.note_id]})
+            by_patient.setdefault(note.patient, []).append({"note_id": note.note_id, "date": note.reference_date,
+                                                            "text": note.text, "answers": by_note[note.note_id]})
+    ungrounded: dict[str, list[str]] = {}
+    if patients is not None:
+        for row in patients[patients["met_ungrounded"].astype(bool)].itertuples(index=False):
+            ungrounded.setdefault(str(row.patient), []).append(str(row.criterion))
     return {"title": title, "criteria": [{"id": criterion.id, "question": criterion.question,
                                           "rule": "" if criterion.rule is None else str(criterion.rule)}
                                          for criterion in criteria],
-            "patients": [{"patient": patient, "notes": notes_of} for patient, notes_of in patients.items()]}
+            "require_grounded": require_grounded,
+            "ungrounded_met": sum(len(names) for names in ungrounded.values()),
+            "patients": [{"patient": patient, "notes": notes_of, "ungrounded": ungrounded.get(patient, [])}
+                         for patient, notes_of in by_patient.items()]}
 
 
 def review_page(data: dict[str, Any]) -> str:

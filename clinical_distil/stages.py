@@ -397,8 +397,14 @@ class ExtractSettings(AnswerSettings):
     num_notes: int | str = setting("all", "answer the first N notes only, or 'all'", minimum=1, words=("all",))
     fuzzy_threshold: float = setting(90.0, "rapidfuzz partial_ratio at or above which a quote counts as found "
                                      "(inexactly) in the note", minimum=0, maximum=100)
+    require_grounded_quote: bool = setting(False, "a patient meets a criterion only on an answer whose quote is found "
+                                           "in its note (off: as in the paper; the ungrounded decisions are "
+                                           "counted either way)")
     structured_output: bool = setting(True, "constrain answers to the JSON answer object")
     max_output_tokens: int = setting(192, "longest answer in tokens (the answer object with its quote)", minimum=1)
+    # a chunk is one engine call and the unit of resuming: 1,000 prompts, as stage A's chunk of 1,000 notes per
+    # question type; the answering default of 10,000 rows kept nothing of an interrupted run smaller than that
+    chunk_size: int = setting(1000, "rows (notes x criteria) per output file (the unit of resuming)", minimum=1)
 
     def check(self) -> None:
         self.check_shard()

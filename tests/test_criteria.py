@@ -114,6 +114,19 @@ def test_bad_criteria_files_are_refused_in_one_line(tmp_path, text, message):
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_off_type_answers_meet_no_rule():
+    no_stroke = criteria.Criterion("no-stroke", "Stroke?", "yes/no", Rule("no"))
+    creat = criteria.Criterion("creat", "Creatinine?", "numeric", parse_rule("> 1.3", "numeric", "here"))
+    hgb = criteria.Criterion("hgb", "Hemoglobin?", "numeric")
+    answers = ["Yes", "no.", "NA", "4", "1.5 mg/dL", "The patient has a history of", "about 1.5"]
+    assert [no_stroke.fits(answer) for answer in answers] == [True, True, True, False, False, False, False]
+    assert [creat.fits(answer) for answer in answers] == [False, False, True, True, True, False, False]
+    # rule `no` is met by anything but Yes: a number or cut-off prose counted as met before
+    assert [no_stroke.met(answer) for answer in answers] == [False, True, True, False, False, False, False]
+    assert [creat.met(answer) for answer in answers] == [False, False, False, True, True, False, False]
+    assert [hgb.met(answer) for answer in answers] == [None] * len(answers)  # no rule: reported, not decided
+
+
 def test_bad_criteria_paths_and_columns(tmp_path):
     with pytest.raises(InputError, match="criteria file not found"):
         read_criteria(tmp_path / "none.yaml")

@@ -1,5 +1,6 @@
 """extract.py: notes of every source, grounded quotes, patient and cohort tables, the review page, bad input."""
 
+import html
 import json
 import re
 import shutil
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, SAMPLES, run_script
+from conftest import REPO, SAMPLES, kill_when, run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,6 +106,27 @@ def test_quotes_found_inexactly_or_not_at_all():
         assert extraction.locate_quote(nothing, note) == extraction.Located("not_applicable")
 
 
+@pytest.mark.parametrize("note, quote, span", [
+    # str.lower turns each İ into two code points: offsets into note.lower() ran 8 characters late here
+    ("İİİİİİİİ Clinic.\nLabs:\nCreatinine 1.4 mg/dL on admission. Potassium 4.0 today.",
+     "Creatinine 1.4 mg/dl on admision", "Creatinine 1.4 mg/dL on admission"),
+    ("Labs: WBC 12,500 on admission, Hgb 10.2 g/dL.", "wbc 12500 on admision, hgb 10.2",
+     "WBC 12,500 on admission, Hgb 10.2"),  # the same numbers, written otherwise
+    ("Labs:\nCreatinine 1.1 mg/dL on admission.", "Creatinine 1.10 mg/dL", "Creatinine 1.1 mg/dL"),
+])
+def test_fuzzy_quotes_are_placed_on_the_note_itself(note, quote, span):
+    located = extraction.locate_quote(quote, note)
+    assert (located.how, note[located.start:located.end]) == ("fuzzy", span)
+
+
+@pytest.mark.parametrize("note, quote, score", [
+    ("Labs:\nCreatinine 1.1 mg/dL on admission.", "Creatinine 4.1 mg/dL", 95.0),
+    ("Vitals: BP 120/80, HR 72.", "BP 120/80, HR 27", 93.8),
+])
+def test_a_quote_whose_numbers_differ_from_the_note_is_not_found(note, quote, score):
+    assert extraction.locate_quote(quote, note) == extraction.Located("none", score=score)
+
+
 def test_reply_fields():
     reply = ('```json\n{"question": "q", "type": "numeric", "answer": "1.40", "section": "Labs", '
              '"source": "Cr 1.4"}\n```')
@@ -150,16 +172,25 @@ def test_tables_apply_the_rules_and_name_their_evidence():
 
 # --- the review page -------------------------------------------------------------------------------
 
-def page_for(tmp_path, text="Labs:\nCreat 2.0 </script><b>bold</b> and aspirin daily."):
+# characters outside the Basic Multilingual Plane before the quotes: one code point each in Python, two UTF-16 units
+# in JavaScript
+PAGE_NOTE = "Labs \U0001fa7a:\nCreat 2.0 </script><b>bold</b> \U0001f48a\U0001f48a and aspirin daily."
+
+
+def page_for(tmp_path, text=PAGE_NOTE):
     notes = pd.DataFrame({"patient": ["p1"], "note_id": ["a"], "reference_date": ["2020-01-01"], "text": [text]})
-    criteria = [criterion("creat", "numeric", "> 1.3"), criterion("aspirin"), criterion("stroke")]
+    # an id with a space; "afib" (rule no) is answered with a number: off-type, never met
+    criteria = [criterion("creat", "numeric", "> 1.3"), criterion("on aspirin"), criterion("stroke"),
+                criterion("afib", "yes/no", "no")]
     answered = pd.DataFrame([("p1", "a", "creat", reply("2.0", "Creat 2.0")),
-                             ("p1", "a", "aspirin", reply("Yes", "aspirin daily")),
-                             ("p1", "a", "stroke", reply("Yes", "history of stroke"))],
+                             ("p1", "a", "on aspirin", reply("Yes", "aspirin daily")),
+                             ("p1", "a", "stroke", reply("Yes", "history of stroke")),
+                             ("p1", "a", "afib", reply("2.5"))],
                             columns=["patient", "note_id", "criterion", "output"])
     answered["question"], answered["finish_reason"], answered["note_truncated"] = "q", "stop", False
     answers = extraction.answer_table(answered, notes, criteria)
-    page = extraction.review_page(extraction.review_data(answers, notes, criteria, "Review <test>"))
+    patients = extraction.patient_table(answers, criteria)
+    page = extraction.review_page(extraction.review_data(answers, notes, criteria, "Review <test>", patients))
     path = tmp_path / "review.html"
     path.write_text(page)
     return path, page
@@ -174,34 +205,138 @@ def test_review_page_is_self_contained(tmp_path):
 
 def rendered(path: Path, fragment: str = "") -> str:
     result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                             path.as_uri() + fragment], capture_output=True, text=True, timeout=120)
+                             path.as_uri() + fragment], capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+def marks_of(dom: str) -> list[tuple[list[str], bool, str]]:
+    """Each highlighted stretch: the criteria it marks, whether it is dimmed, its text."""
+    return [(json.loads(html.unescape(names)), 'class="dim"' in attributes, text)
+            for names, attributes, text in re.findall(r'<mark data-criteria="([^"]*)"([^>]*)>([^<]*)</mark>', dom)]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 def test_review_page_renders_highlights_and_filters_in_chromium(tmp_path):
     path, _ = page_for(tmp_path)
     dom = rendered(path)
-    marks = re.findall(r'<mark data-criteria="([^"]*)"[^>]*>([^<]*)</mark>', dom)
-    assert marks == [("creat", "Creat 2.0"), ("aspirin", "aspirin daily")]
+    # highlighted at the quotes themselves, emoji or not before them (offsets count code points)
+    assert marks_of(dom) == [(["creat"], False, "Creat 2.0"), (["on aspirin"], False, "aspirin daily")]
     assert "&lt;b&gt;bold&lt;/b&gt;" in dom and "<b>bold</b>" not in dom.split("<main")[1]  # text, not markup
-    assert '<span id="shown">3 answers shown</span>' in dom
+    assert '<span id="shown">4 answers shown</span>' in dom
     assert re.search(r'<tr class="answer not-found" data-criterion="stroke"[^>]*>', dom)
-    dom = rendered(path, "#criterion=aspirin")
+    assert re.search(r'<tr class="answer" data-criterion="afib" data-answer="number" data-met="off-type"', dom)
+    # stroke is met on a quote found in no note: counted, and said so
+    assert '<p id="ungrounded">1 patient x criterion decisions rest on no quote found in a note: counted as met' in dom
+    assert '<p class="flag ungrounded">on no quote found in a note: stroke (counted as met)</p>' in dom
+    dom = rendered(path, "#criterion=on+aspirin")
     assert '<span id="shown">1 answers shown</span>' in dom
     assert re.search(r'<tr class="answer hidden" data-criterion="creat"', dom)
-    marks = re.findall(r'<mark data-criteria="(\w+)"([^>]*)>', dom)
-    assert [(name, 'class="dim"' in attributes) for name, attributes in marks] == [("creat", True), ("aspirin", False)]
+    assert [(names, dim) for names, dim, _ in marks_of(dom)] == [(["creat"], True), (["on aspirin"], False)]
     dom = rendered(path, "#notfound=1")
     assert '<span id="shown">1 answers shown</span>' in dom and 'data-criterion="stroke" data-answer="Yes"' in dom
     dom = rendered(path, "#answer=met")
-    assert '<span id="shown">3 answers shown</span>' in dom  # creat 2.0 > 1.3, aspirin and stroke Yes
-    dom = rendered(path, "#answer=No")
+    assert '<span id="shown">3 answers shown</span>' in dom  # creat 2.0 > 1.3, aspirin and stroke Yes; not afib
+    dom = rendered(path, "#answer=off-type&criterion=creat")
     assert '<span id="shown">0 answers shown</span>' in dom and re.search(r'<section class="patient hidden"', dom)
 
 
 # --- extract.py --------------------------------------------------------------------------------------
+
+def model_that_must_not_load(folder: Path) -> Path:
+    """A model folder whose weights fail if they are read: a run that loads the model cannot pass."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    return folder
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, "id,question,answer\ncafé,Q?,yes/no\n".encode("latin-1")])
+@pytest.mark.parametrize("suffix", [".yaml", ".csv"])
+def test_a_binary_criteria_file_stops_extract_in_one_line(tmp_path, content, suffix):
+    criteria = tmp_path / f"criteria{suffix}"
+    criteria.write_bytes(content)
+    result = run_script("extract.py", "--criteria", str(criteria), "--notes", str(N2C2_TEST), "--model_id",
+                        str(model_that_must_not_load(tmp_path / "model")), "--output_dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert f"{criteria} is " in result.stderr and "a criteria file is YAML or CSV text, saved as UTF-8" in \
+        result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# the answers of a grounding run: note text, and per criterion the reply the model gave
+GROUNDING_NOTES = {
+    "n1": "İİİİİİİİ Clinic \U0001f600\nLabs:\nCreatinine 1.4 mg/dL on admission. Potassium 4.0.\n"
+          "Meds: aspirin 81 mg daily.",
+    "n2": "Labs:\nCreatinine 1.1 mg/dL on admission.\nNo history of stroke.",
+}
+GROUNDING_CRITERIA = """criteria:
+  - {id: creat, question: "Highest creatinine?", answer: numeric, rule: "> 1.3"}
+  - {id: aspirin, question: "Does the patient take aspirin?", answer: yes/no}
+  - {id: no stroke, question: "Has the patient had a stroke?", answer: yes/no, rule: "no"}
+"""
+GROUNDING_REPLIES = [
+    ("n1", "creat", reply("1.4", "Creatinine 1.4 mg/dl on admision")),  # fuzzy, after eight İ
+    ("n1", "aspirin", reply("Yes", "aspirin 81 mg daily")),  # exact, after an emoji
+    ("n1", "no stroke", reply("4")),  # a number to a yes/no question: rule `no` counted it as met
+    ("n2", "creat", reply("4.1", "Creatinine 4.1 mg/dL")),  # met on a quote found in no note (score 95)
+    ("n2", "aspirin", reply("The patient takes aspirin and")),  # prose: off-type
+    ("n2", "no stroke", reply("No", "No history of stroke.")),
+]
+
+
+def test_grounding_and_answer_types_in_every_output(tmp_path):
+    """Offsets, numbers, off-type answers and ungrounded decisions, from the files extract.py writes; once every
+    answer is on disk the tables are written again without loading the model, with or without
+    --require_grounded_quote."""
+    notes = tmp_path / "notes.csv"
+    pd.DataFrame({"patient": ["p1", "p2"], "note_id": list(GROUNDING_NOTES),
+                  "text": list(GROUNDING_NOTES.values())}).to_csv(notes, index=False)
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text(GROUNDING_CRITERIA)
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame({"id": [f"{note}::{name}" for note, name, _ in GROUNDING_REPLIES],
+                  "output": [output for _, _, output in GROUNDING_REPLIES], "finish_reason": "stop",
+                  "note_truncated": False}).to_csv(run / "prompts_0_6_chunk_0.csv", index=False)
+    model = model_that_must_not_load(tmp_path / "model")
+    flags = ["--criteria", str(criteria), "--notes", str(notes), "--model_id", str(model), "--output_dir", str(run)]
+
+    result = run_script("extract.py", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = pd.read_csv(run / "answers.csv", keep_default_na=False, dtype=str)
+    assert list(answers["met"]) == ["met", "met", "off-type", "met", "off-type", "met"]
+    assert list(answers["quote_in_note"]) == ["fuzzy", "exact", "not_applicable", "none", "not_applicable", "exact"]
+    note = GROUNDING_NOTES["n1"]  # offsets in code points, as Python slices the note
+    assert note[int(answers.loc[0, "quote_start"]):int(answers.loc[0, "quote_end"])] == \
+        "Creatinine 1.4 mg/dL on admission"
+    assert (int(answers.loc[1, "quote_start"]), int(answers.loc[1, "quote_end"])) == \
+        (note.index("aspirin 81"), note.index("aspirin 81") + len("aspirin 81 mg daily"))
+    assert (answers.loc[3, "quote_start"], answers.loc[3, "quote_score"]) == ("", "95.0")
+    patients = pd.read_csv(run / "patients.csv", keep_default_na=False, dtype=str)
+    assert patients[["patient", "criterion", "met", "met_ungrounded"]].values.tolist() == [
+        ["p1", "creat", "met", "False"], ["p1", "aspirin", "met", "False"], ["p1", "no stroke", "not met", "False"],
+        ["p2", "creat", "met", "True"], ["p2", "aspirin", "not met", "False"], ["p2", "no stroke", "met", "False"]]
+    summary = json.loads((run / "extraction.json").read_text())
+    assert (summary["off_type_answers"], summary["met_ungrounded"], summary["require_grounded_quote"]) == (2, 1, False)
+    assert summary["met_ungrounded_by_criterion"] == {"creat": 1, "aspirin": 0, "no stroke": 0}
+    assert "2 off-type); 1 patient x criterion decisions rest on no quote found in a note (counted as met; " \
+        "--require_grounded_quote leaves them out)" in result.stdout
+    page = (run / "review.html").read_text()
+    assert '"ungrounded_met": 1' in page and '"require_grounded": false' in page
+
+    strict = run_script("extract.py", *flags, "--require_grounded_quote")  # the same answers, the tables again
+    assert strict.returncode == 0, strict.stderr[-3000:]
+    patients = pd.read_csv(run / "patients.csv", keep_default_na=False, dtype=str)
+    assert patients.loc[3, ["met", "met_ungrounded", "evidence_note"]].tolist() == ["not met", "True", "n2"]
+    assert list(patients["met"]) == ["met", "met", "not met", "not met", "not met", "met"]
+    cohort = pd.read_csv(run / "cohort.csv", keep_default_na=False)
+    assert cohort[["criterion", "patients"]].values.tolist() == [
+        ["creat", 1], ["aspirin", 1], ["no stroke", 1], ["all criteria with a rule", 0]]
+    summary = json.loads((run / "extraction.json").read_text())
+    assert (summary["met_ungrounded"], summary["require_grounded_quote"]) == (1, True)
+    assert "(not counted as met: --require_grounded_quote)" in strict.stdout
+    assert '"require_grounded": true' in (run / "review.html").read_text()
 
 def extract(tmp_path, model, *extra, output="run"):
     return run_script("extract.py", "--criteria", str(N2C2_CRITERIA_FILE), "--notes", str(N2C2_TEST),
@@ -257,6 +392,38 @@ def test_extract_resumes_and_refuses_other_prompts_in_its_folder(tmp_path, tiny_
     assert other.returncode == 2 and "holds the answers to other questions or notes" in other.stderr
 
 
+def decision(criterion: Criterion, answer: str) -> str:
+    """answers.csv's `met` for a criterion with a rule: off-type, met or not met ('' is an unparsed answer)."""
+    if answer != "" and not criterion.fits(answer):
+        return "off-type"
+    return "met" if answer != "" and criterion.met(answer) else "not met"
+
+
+def test_an_interrupted_extraction_keeps_its_finished_chunks(tmp_path, tiny_model_dir):
+    """With the default chunk size, a run killed after its first chunk keeps those answers and the rerun answers
+    only the rest (a chunk of 10,000 rows kept nothing of any run smaller than that)."""
+    notes = tmp_path / "notes.csv"
+    pd.DataFrame({"patient": "p", "note_id": [f"n{index}" for index in range(1050)],
+                  "text": "Aspirin 81 mg daily."}).to_csv(notes, index=False)
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text('criteria:\n  - {id: aspirin, question: "Aspirin?", answer: yes/no}\n')
+    run = tmp_path / "run"
+    flags = ["--criteria", str(criteria), "--notes", str(notes), "--model_id", str(tiny_model_dir), "--output_dir",
+             str(run), "--max_output_tokens", "1"]
+    assert kill_when("extract.py", *flags, ready=lambda: (run / "manifest_prompts.json").exists())
+    assert [path.name for path in run.glob("prompts_*_chunk_*.csv")] == ["prompts_0_1000_chunk_0.csv"]
+    assert not (run / "answers.csv").exists()
+    kept = (run / "prompts_0_1000_chunk_0.csv").stat().st_mtime_ns
+    result = run_script("extract.py", *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.name for path in run.glob("prompts_*_chunk_*.csv")) == [
+        "prompts_0_1000_chunk_0.csv", "prompts_1000_50_chunk_1.csv"]
+    assert (run / "prompts_0_1000_chunk_0.csv").stat().st_mtime_ns == kept
+    manifest = json.loads((run / "manifest_prompts.json").read_text())
+    assert [session["answered"] for session in manifest["sessions"]] == [1000, 50]
+    assert len(pd.read_csv(run / "answers.csv")) == 1050
+
+
 @pytest.fixture(scope="module")
 def smollm2_run(tmp_path_factory, default_model_dir):
     """The embedded model's answers to the n2c2 criteria on the bundled n2c2 test patients."""
@@ -274,7 +441,7 @@ def test_patient_table_agrees_with_the_answers_and_the_rules(smollm2_run):
                                                                                        "evidence_note": str})
     assert len(answers) == 6 * 13 and len(patients) == 6 * 13
     for row in answers.itertuples():  # every rule applied to the answer as written
-        assert row.met == ("met" if criteria[row.criterion].met(row.answer) else "not met")
+        assert row.met == decision(criteria[row.criterion], row.answer)
     recomputed = answers.groupby(["patient", "criterion"])["met"].apply(lambda values: "met" if (values == "met").any()
                                                                         else "not met")
     assert patients.set_index(["patient", "criterion"])["met"].sort_index().equals(recomputed.sort_index())
@@ -308,7 +475,7 @@ def test_extract_on_the_mimic_sample_writes_the_tables_and_page(tmp_path, defaul
     assert len(answers) == 13 and list(cohort["criterion"])[-1] == "all criteria with a rule"
     criteria = {item.id: item for item in read_criteria(N2C2_CRITERIA_FILE)}
     for row in answers.itertuples():
-        assert row.met == ("met" if criteria[row.criterion].met(row.answer) else "not met")
+        assert row.met == decision(criteria[row.criterion], row.answer)
     prompts = pd.read_csv(tmp_path / "mimic" / "prompts.csv", keep_default_na=False, dtype=str)
     mi = prompts[prompts["criterion"] == "MI-6MOS"]["question"].iloc[0]
     assert mi == "Has the patient had a myocardial infarction in the 6 months before 2144-03-09?"  # its chart date
