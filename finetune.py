@@ -9,7 +9,7 @@ results/{model}_{input_file}_{min_difficulty}_{r}_{alpha}/ (checkpoints, final/ 
 
 import shutil
 
-from clinical_distil import finetuning, layout
+from clinical_distil import finetuning, layout, training_folder
 from clinical_distil.cli import run_stage
 from clinical_distil.files import FolderLock, check_model_folder, check_output_folder, model_location
 from clinical_distil.stages import FinetuneSettings
@@ -26,8 +26,8 @@ def main(settings: FinetuneSettings) -> None:
     check_model_folder(settings.model_id)
     finetuning.check_datasets(train_path, test_path)
     check_output_folder(target)
-    finetuning.resumed_checkpoint(target, settings.resume_from_checkpoint)
-    clear = finetuning.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
+    training_folder.resumed_checkpoint(target, settings.resume_from_checkpoint)
+    clear = training_folder.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
     # the prompt templates, and every example against --max_seq_length, with the tokenizer alone
     examples = finetuning.prepare_examples(settings, model_location(settings.model_id), train_path, test_path)
     lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)

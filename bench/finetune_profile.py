@@ -248,7 +248,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     import torch
     from datasets import load_from_disk
 
-    from clinical_distil import finetuning
+    from clinical_distil import finetuning, speedups
     from clinical_distil.stages import FinetuneSettings
 
     check_lengths(shortest_example, longest_example)
@@ -285,7 +285,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     if sync_steps:
         callbacks.append(lambda trainer: window_callback(python_end, sync_end, *sync_probe(syncs)))
     summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
-    plan = finetuning.TrainingPlan(**summary["plan"])
+    plan = speedups.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
               "plan": summary["plan"],
               "trainer": rate(marks, warmup, warmup + steps)}

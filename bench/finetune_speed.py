@@ -33,7 +33,7 @@ from clinical_distil.prompts import ANSWER_KEYS, answer_messages, answer_target
 # name -> finetune.py flags. "paper" is the published setup (batch 1 x accumulation 2, 4-bit base, gradient
 # checkpointing, paged 8-bit AdamW). The "fast" preset computes the same update (two examples per optimizer
 # step, the same learning rate and LoRA; AdamW with full-precision moments) in one pass: see
-# finetuning.training_plan.
+# speedups.training_plan.
 CONFIGS = {
     "paper": ["--preset", "paper", "--load_in_4bit", "True", "--max_seq_length", "4096"],
     "fast_4bit": ["--preset", "fast", "--load_in_4bit", "True", "--max_seq_length", "4096"],

@@ -516,7 +516,7 @@ def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | Non
         inputs=[run_layout.combo_file] + ([verdicts] if prepare_settings.require_verified else []))]))
 
     finetune_dir = run_layout.finetune_dir
-    from clinical_distil.finetuning import checkpoints, complete_checkpoints
+    from clinical_distil.training_folder import checkpoints, complete_checkpoints
 
     resume: list[str] = []
     if overwrite:

@@ -206,18 +206,18 @@ def lora_directional_derivative(model_dir: Path, device: str, compiled: bool, fo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from clinical_distil import finetuning
+    from clinical_distil import finetuning, speedups
 
     kwargs = {"quantization_config": finetuning.quantization_config(torch.float32)} if four_bit else {}
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": device}, **kwargs)
     if four_bit:
-        finetuning.expand_nested_scales(base)
+        speedups.expand_nested_scales(base)
     base.config.use_cache = False
     model = get_peft_model(base, LoraConfig(r=8, target_modules="all-linear", lora_dropout=0.3,
                                             init_lora_weights=False))
     if compiled:
-        finetuning.compile_decoder_layers(model, checkpointing=True)
+        speedups.compile_decoder_layers(model, checkpointing=True)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False,
                                                                        "preserve_rng_state": preserve_rng_state})
     model.train()

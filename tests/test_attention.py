@@ -117,7 +117,7 @@ import torch.nn.attention.varlen as varlen
 from peft import LoraConfig, get_peft_model
 from torch._dynamo.utils import counters
 from transformers import AutoModelForCausalLM
-from clinical_distil import attention, finetuning
+from clinical_distil import attention, speedups
 
 # stand-ins for the CUDA kernels of torch's varlen custom ops, of the right shapes, so that the code around them
 # (attention.py, transformers' layer, PEFT's LoRA) is traced on CPU
@@ -136,7 +136,7 @@ model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.bfloat16, 
 model.config.use_cache = False
 model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear",
                                          task_type="CAUSAL_LM")).train()
-layers = finetuning.compile_decoder_layers(model, backend="eager")
+layers = speedups.compile_decoder_layers(model, backend="eager")
 graphs = []
 for lengths in ((7, 9), (30, 4), (12, 17), (50, 3)):  # padding-free steps of two examples, as TRL's collator gives
     positions = torch.cat([torch.arange(length) for length in lengths]).unsqueeze(0)

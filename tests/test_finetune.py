@@ -14,7 +14,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from clinical_distil import finetuning, layout, postprocess, training_data
+from clinical_distil import chat, finetuning, layout, merging, postprocess, speedups, training_data, training_folder
 from clinical_distil.files import read_csv
 from clinical_distil.synthetic import read_chunks
 
@@ -143,7 +143,7 @@ def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_
     (tmp_path / "training_summary.json").unlink()
     for name in ("trainer_state.json", layout.PROGRESS_FILE):
         (tmp_path / "checkpoint-2" / name).unlink()
-    assert [path.name for path in finetuning.complete_checkpoints(tmp_path)] == ["checkpoint-1"]
+    assert [path.name for path in training_folder.complete_checkpoints(tmp_path)] == ["checkpoint-1"]
     resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "1",
                        "--load_in_4bit", "False", "--resume_from_checkpoint", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -152,7 +152,7 @@ def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_
     assert summary["resumed_from"] == str(tmp_path / "checkpoint-1") and summary["global_step"] == 3
     assert [entry["step"] for entry in summary["log_history"] if "loss" in entry] == [1, 2, 3]
     assert (tmp_path / "incomplete-checkpoint-2").is_dir()
-    assert [path.name for path in finetuning.complete_checkpoints(tmp_path)] == [
+    assert [path.name for path in training_folder.complete_checkpoints(tmp_path)] == [
         "checkpoint-1", "checkpoint-2", "checkpoint-3"]
     given = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
                      "--resume_from_checkpoint", str(tmp_path / "incomplete-checkpoint-2"))
@@ -279,7 +279,7 @@ def test_merge_matches_adapter_and_loads_plainly(tiny_model_dir, tmp_path):
     assert not any("lora" in name for name, _ in merged.named_parameters())
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
-    ids = torch.tensor([finetuning.render_ids(tokenizer, finetuning.PROBE)])
+    ids = torch.tensor([chat.render_ids(tokenizer, merging.PROBE)])
     with torch.no_grad():
         expected = adapter(input_ids=ids).logits[0, -1]
         got = merged(input_ids=ids).logits[0, -1]
@@ -395,7 +395,7 @@ def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_pa
 def test_training_plan_of_each_preset(flags, cuda, liger, flash, torch_varlen, expected):
     from clinical_distil.stages import FinetuneSettings
 
-    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=liger, flash_attention=flash,
+    plan = speedups.training_plan(FinetuneSettings.from_values(flags), cuda, liger=liger, flash_attention=flash,
                                     torch_varlen=torch_varlen)
     assert (plan.per_device_train_batch_size, plan.gradient_accumulation_steps, plan.padding_free,
             plan.gradient_checkpointing, plan.liger_kernels, plan.attention) == expected
@@ -412,7 +412,7 @@ def test_training_plan_of_each_preset(flags, cuda, liger, flash, torch_varlen, e
 def test_each_preset_brings_its_optimizer_unless_one_is_given(flags, cuda, expected):
     from clinical_distil.stages import FinetuneSettings
 
-    plan = finetuning.training_plan(FinetuneSettings.from_values(flags), cuda, liger=False, flash_attention=False,
+    plan = speedups.training_plan(FinetuneSettings.from_values(flags), cuda, liger=False, flash_attention=False,
                                     torch_varlen=True)
     assert plan.optimizer == expected
 
@@ -423,7 +423,7 @@ def test_the_trainer_counts_parameters_once_for_its_flops_estimate(tiny_model_di
     counted = []
     real_count = model.num_parameters
     monkeypatch.setattr(model, "num_parameters", lambda **kwargs: counted.append(kwargs) or real_count(**kwargs))
-    trainer = finetuning.trainer_class()(
+    trainer = speedups.trainer_class()(
         model=model, args=SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True),
         train_dataset=Dataset.from_list([{"prompt": "a", "completion": "b"}]),
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
@@ -462,7 +462,7 @@ def test_the_trainer_walks_the_model_into_training_only_when_it_is_not_training(
         return walks, [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     transformers_walks, transformers_losses = run(SFTTrainer)
-    walks, losses = run(finetuning.trainer_class())
+    walks, losses = run(speedups.trainer_class())
     assert transformers_walks.count(True) - walks.count(True) == 5  # six micro-steps: one walk instead of six
     assert walks[:2] == [False, True] and losses == transformers_losses  # the eval above, then the first step
 
@@ -476,7 +476,7 @@ def test_the_trainer_walks_the_model_into_training_only_when_it_is_not_training(
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
                            LoraConfig(r=4, target_modules="all-linear"))
-    trainer = finetuning.trainer_class()(
+    trainer = speedups.trainer_class()(
         model=model, args=SFTConfig(output_dir=str(tmp_path / "wrapped"), report_to="none", use_cpu=True),
         train_dataset=Dataset.from_list([{"prompt": "question", "completion": "answer"}]),
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
@@ -506,9 +506,9 @@ def test_nested_block_scales_are_dequantized_once_to_the_same_values(tiny_model_
     states = [module.weight.quant_state for module in expanded.modules()
               if hasattr(getattr(module, "weight", None), "quant_state")]
     assert states and all(state.nested for state in states)
-    assert finetuning.expand_nested_scales(expanded) == len(states) == 7 * expanded.config.num_hidden_layers
+    assert speedups.expand_nested_scales(expanded) == len(states) == 7 * expanded.config.num_hidden_layers
     assert not any(state.nested for state in states) and all(state.absmax.dtype == torch.float32 for state in states)
-    assert finetuning.expand_nested_scales(expanded) == 0  # nothing left to expand
+    assert speedups.expand_nested_scales(expanded) == 0  # nothing left to expand
     assert all(torch.equal(one, other) for one, other in zip(weights(nested), weights(expanded)))
     ids = torch.randint(3, 200, (1, 23), generator=torch.Generator().manual_seed(1))
     results = []
@@ -529,7 +529,7 @@ def test_compile_layers_reaches_the_plan_of_either_preset(preset):
     from clinical_distil.stages import FinetuneSettings
 
     for asked in (False, True):
-        plan = finetuning.training_plan(FinetuneSettings.from_values({"preset": preset, "compile_layers": asked}),
+        plan = speedups.training_plan(FinetuneSettings.from_values({"preset": preset, "compile_layers": asked}),
                                         True, liger=True, flash_attention=False, torch_varlen=True)
         assert plan.compiled_layers is asked
         # compiled layers leave Liger's kernels out (torch.compile cannot trace them)
@@ -557,11 +557,11 @@ def test_compiled_decoder_layers_compute_the_same_loss_and_gradients(tiny_model_
 
     plain, compiled = build(), build()
     # compiled before the checkpointing is turned on, as the trainer turns it on when training starts
-    assert finetuning.compile_decoder_layers(compiled, checkpointing=True) == plain.config.num_hidden_layers
+    assert speedups.compile_decoder_layers(compiled, checkpointing=True) == plain.config.num_hidden_layers
     assert list(compiled.state_dict()) == list(plain.state_dict())  # the saved adapter's keys are unchanged
     layer_class = type(compiled.base_model.model.model.layers[0])
     assert layer_class.__name__ == type(plain.base_model.model.model.layers[0]).__name__
-    assert finetuning.checkpointing_inside(layer_class) is layer_class  # made once per class
+    assert speedups.checkpointing_inside(layer_class) is layer_class  # made once per class
     for model in (plain, compiled):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     outer_calls = []
