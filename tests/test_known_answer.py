@@ -1,5 +1,5 @@
 """The known-answer benchmark's parts: the simulated corpus, the truth checker, the reference teacher,
-teacher precision and the bench's collection of results (bench/known_answer.py)."""
+teacher precision and the experiment's collection of results (experiments/known_answer.py)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from simulation.teacher_check import check_items, concept_kind, teacher_precisio
 from simulation.truth import Expected, answer_matches, expected_answer
 from simulation.varied import render_varied_discharge_summary
 
-sys.path.insert(0, str(layout.REPO_ROOT / "bench"))
-import known_answer  # noqa: E402  (bench/ is scripts, not a package)
+sys.path.insert(0, str(layout.REPO_ROOT / "experiments"))
+import known_answer  # noqa: E402  (experiments/ is scripts, not a package)
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_teacher_precision_counts_wrong_and_unverifiable_items(facts):
     assert table.loc["all"].tolist() == [4, 0.75, 0.667, 0.333]
 
 
-# --- bench/known_answer.py --------------------------------------------------------------------------
+# --- experiments/known_answer.py --------------------------------------------------------------------
 
 def test_arms_are_parsed_or_refused_in_one_line():
     Arm = known_answer.Arm
@@ -478,7 +478,7 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4:filtered,reference:4",
             "--parallel", "2", "--patients", "12",
             "--annotated_notes", "2", "--n2c2_test", "1", "--apixaban_notes", "1", "--output", str(output)]
-    done = run_script("bench/known_answer.py", *args)
+    done = run_script("experiments/known_answer.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     Arm = known_answer.Arm
     filters = Arm("reference", 4, True).filters
@@ -513,23 +513,24 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
     assert "The teacher's yes/no answers per kind of question" in report and "| condition |" in report
     assert "| reference, stage B filters | 4 |" in known_answer.markdown(results)
-    again = run_script("bench/known_answer.py", *args)  # resumes: every step is done
+    again = run_script("experiments/known_answer.py", *args)  # resumes: every step is done
     assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 13
 
 
 @pytest.mark.parametrize("script, arguments, message", [
-    ("bench/known_answer.py", ["--arm", "reference:3"], "unknown flag --arm; did you mean --arms? (--help lists them)"),
-    ("bench/known_answer.py", ["--patients", "abc"], "--patients must be a whole number, got 'abc'"),
-    ("bench/known_answer.py", ["--parallel", "2.5"], "--parallel must be a whole number, got 2.5"),
-    ("bench/known_answer.py", ["extra"], "unexpected argument 'extra': every setting is given by name"),
-    ("bench/known_answer.py", ["--arms", "reference:50", "--patients", "10"], "an arm asks for more notes than"),
-    ("bench/known_answer.py", ["--engine", "tgi"], "--engine must be auto, vllm or transformers, got 'tgi'"),
+    ("experiments/known_answer.py", ["--arm", "reference:3"],
+     "unknown flag --arm; did you mean --arms? (--help lists them)"),
+    ("experiments/known_answer.py", ["--patients", "abc"], "--patients must be a whole number, got 'abc'"),
+    ("experiments/known_answer.py", ["--parallel", "2.5"], "--parallel must be a whole number, got 2.5"),
+    ("experiments/known_answer.py", ["extra"], "unexpected argument 'extra': every setting is given by name"),
+    ("experiments/known_answer.py", ["--arms", "reference:50", "--patients", "10"], "an arm asks for more notes than"),
+    ("experiments/known_answer.py", ["--engine", "tgi"], "--engine must be auto, vllm or transformers, got 'tgi'"),
     ("simulation/corpus.py", ["--patiens", "3"], "unknown flag --patiens; did you mean --patients?"),
     ("simulation/corpus.py", ["--patients", "0"], "--patients must be at least 1, got 0"),
     ("simulation/corpus.py", ["--seed", "x"], "--seed must be a whole number, got 'x'"),
 ])
 def test_entry_points_refuse_bad_input_in_one_line_before_any_work(tmp_path, script, arguments, message):
-    place = "--corpus" if script.startswith("bench") else "--output_dir"
+    place = "--corpus" if script.startswith("experiments") else "--output_dir"
     done = run_script(script, *arguments, place, str(tmp_path / "out"))
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}")
@@ -545,13 +546,13 @@ def test_an_existing_corpus_is_kept_unless_asked(corpus):
 
 
 def test_results_page_shows_the_committed_results():
-    """bench/RESULTS.md's known-answer table is the one bench/known_answer.json gives."""
-    results = json.loads((known_answer.REPO / "bench" / "known_answer.json").read_text())
+    """bench/RESULTS.md's known-answer table is the one experiments/known_answer.json gives."""
+    results = json.loads((known_answer.REPO / "experiments" / "known_answer.json").read_text())
     assert results["runs"] and known_answer.markdown(results) in (known_answer.REPO / "bench" / "RESULTS.md").read_text()
 
 
 def test_filter_precision_separates_planted_wrong_items(facts):
-    """bench/filter_precision.py's table on reference items with every fifth answer flipped: the filter that flags
+    """experiments/filter_precision.py's table on reference items with every fifth answer flipped: the filter that flags
     exactly the flipped items keeps precision 1.0 and drops precision 0.0; one that flags nothing gains nothing."""
     import filter_precision
 

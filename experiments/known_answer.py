@@ -1,8 +1,8 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
-    python bench/known_answer.py --engine vllm                     # the arms of bench/RESULTS.md (one GPU)
-    python bench/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # transformers engine
-    python bench/known_answer.py --arms self:300 --engine vllm --keep_earlier True
+    python experiments/known_answer.py --engine vllm                     # the arms of bench/RESULTS.md (one GPU)
+    python experiments/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # transformers engine
+    python experiments/known_answer.py --arms self:300 --engine vllm --keep_earlier True
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
@@ -13,7 +13,7 @@ then trains on as many items as the filtered arm kept (stage C's per_type: the f
 over every question type, since the filters can empty a type), so the two differ in which items they train
 on, not in how many:
 
-    python bench/known_answer.py --arms self:100:filtered,self:100 --engine vllm
+    python experiments/known_answer.py --arms self:100:filtered,self:100 --engine vllm
 
 Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
@@ -25,7 +25,7 @@ earlier on the same corpus by the same reference teacher (in --output, arms not 
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
 arm's record says its date, card and config digest; the file says its reference teacher's code digest.
 
-Results go to bench/known_answer.json: one record per arm, task and model (balanced accuracy with its
+Results go to experiments/known_answer.json: one record per arm, task and model (balanced accuracy with its
 95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
 micro-F1; accuracy per question type), the teacher's precision against the truth per question type,
 and each arm's seconds per stage.
@@ -198,7 +198,7 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
 
 
 def collect(corpus: Path, arms: list[Arm]) -> dict:
-    """The records of bench/known_answer.json from the arms' files."""
+    """The records of experiments/known_answer.json from the arms' files."""
     runs, precision, arm_seconds = [], [], []
     for arm in arms:
         teacher, notes, filters = arm.teacher, arm.notes, arm.filters
@@ -358,7 +358,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
          arms: str = "reference:500,reference:100,self:100", patients: int = 1200,
          seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 60, apixaban_notes: int = 48,
-         self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "bench/known_answer.json",
+         self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "experiments/known_answer.json",
          parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "") -> None:
     """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
     write the results JSON (with --keep_earlier, also the other arms already in it) and print the tables.
@@ -411,7 +411,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     today, device = time.strftime("%Y-%m-%d"), card()
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
     results = {"date": today, "card": device,
-               "command": " ".join(["python bench/known_answer.py", *sys.argv[1:]]),
+               "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]),
                "config": str(config), "corpus": corpus_summary(corpus_dir),
                "reference_teacher": reference_teacher_digest(),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}

@@ -1,6 +1,6 @@
 """What each stage B/C filter is worth, on simulated notes whose truth is known.
 
-    python bench/filter_precision.py --data_dir /tmp/fp --dataset 24 --output /tmp/filter_precision.json
+    python experiments/filter_precision.py --data_dir /tmp/fp --dataset 24 --output /tmp/filter_precision.json
 
 Reads stage B's items (synthetic-raw/synth_all_df.csv, written with no filter applied, so every item carries
 its flags), the verifier's verdicts where synthetic-b2-verify.py was run (verification.csv), and the corpus's
@@ -79,7 +79,7 @@ def main(data_dir: str = "", dataset: str = "", output: str = "") -> None:
     teacher = summary.get("teacher", {}).get("model_id")
     verifier = str(items["verifier"].dropna().iloc[0]) if "verifier" in items and items["verifier"].notna().any() \
         else None
-    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python bench/filter_precision.py",
+    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python experiments/filter_precision.py",
                                                                        *sys.argv[1:]]),
                "teacher": teacher, "verifier": verifier,
                "notes": int(items["note_id"].nunique()), "seconds": round(time.time() - started, 1),
