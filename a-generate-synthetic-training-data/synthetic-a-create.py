@@ -6,9 +6,10 @@ plus manifest.json. --help lists every flag.
 """
 
 from clinical_distil import layout, synthetic
+from clinical_distil.backends import load_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, check_engine_options, load_engine, load_tokenizer, vllm_start_mode
+from clinical_distil.engines import Sampling, check_engine_options, load_tokenizer, vllm_start_mode
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings

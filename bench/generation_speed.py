@@ -23,7 +23,8 @@ from clinical_distil import prompts
 from clinical_distil.chat import render_ids
 from clinical_distil.cli import run
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, load_engine
+from clinical_distil.backends import load_engine
+from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.notes import discharge_notes
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clinical_distil.answers import normalize_answer, parse_number
 from clinical_distil.files import InputError, read_csv
 
 ANSWER_TYPES = ("yes/no", "numeric")
@@ -50,9 +51,6 @@ class Rule:
 
     def met(self, answer: Any) -> bool:
         """Whether `answer` (the student's answer as written) meets the criterion."""
-        # imported here: the task registry reads criteria files, and postprocess imports the registry
-        from clinical_distil.postprocess import normalize_answer, parse_number
-
         if self.kind in ("yes", "no"):
             said_yes = normalize_answer(answer) == "Yes"
             return said_yes if self.kind == "yes" else not said_yes
@@ -87,8 +85,6 @@ class Criterion:
     def fits(self, answer: Any) -> bool:
         """Whether an answer is of the criterion's type: Yes, No or NA to a yes/no question; one number or NA to a
         numeric one. Anything else (a number to a yes/no question, prose cut off at the token limit) is off-type."""
-        from clinical_distil.postprocess import normalize_answer, parse_number
-
         normalized = normalize_answer(answer)
         if self.answer == "yes/no":
             return normalized in ("Yes", "No", "NA")

@@ -1,6 +1,6 @@
 """One generation interface, two backends: vLLM on GPU nodes, transformers everywhere else.
 
-    engine = load_engine("models/SmolLM2-135M-Instruct", engine="auto", max_model_len=8192)
+    engine = load_engine("models/SmolLM2-135M-Instruct", engine="auto", max_model_len=8192)  # backends.py
     results = engine.generate(conversations, Sampling(max_tokens=256))
 
 `generate` takes chat conversations (lists of {"role", "content"} messages) and returns one
@@ -16,16 +16,13 @@ to a JSON schema.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from clinical_distil.chat import TRUNCATION_MARK, Conversation, render_ids_batch
 from clinical_distil.prompts import note_slot
-from clinical_distil.files import InputError, check_adapter_folder, check_model_folder, model_location
-
-log = logging.getLogger(__name__)
+from clinical_distil.files import InputError, check_adapter_folder, model_location
 
 
 @dataclass
@@ -173,28 +170,3 @@ def vllm_start_mode(vllm_compile: str, prompts: int, max_tokens: int) -> str:
         return vllm_compile
     steps = math.ceil(max(prompts, 1) / DECODE_WAVE) * max_tokens
     return "graphs" if steps < COMPILE_FROM_DECODE_STEPS else "on"
-
-
-def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,
-                tensor_parallel_size: int | None = None, batch_size: int = 16, seed: int = 0,
-                adapter: str | None = None, dtype: str = "auto", **vllm_options) -> Any:
-    """The vLLM engine where vLLM imports and a GPU is visible (for engine='auto'), else transformers.
-
-    dtype "auto" is bf16 on a GPU (float32 for the transformers engine on a CPU); float32 on both
-    engines makes greedy replies comparable token for token (bf16 kernels differ between them).
-    `vllm_options` go to the vLLM engine (start_mode, ...); the transformers engine has no use for them.
-    """
-    check_model_folder(model_id)
-    chosen = check_engine_options(engine, dtype, adapter)
-    log.info("engine: %s for %s", chosen, model_id)
-    if chosen == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise InputError("--engine vllm asked for, but vllm is not installed (pip install -r requirements.txt)")
-        from clinical_distil.vllm_engine import VLLMEngine
-
-        return VLLMEngine(str(model_id), max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                          seed=seed, adapter=adapter, dtype=dtype, **vllm_options)
-    from clinical_distil.hf_engine import TransformersEngine
-
-    return TransformersEngine(str(model_id), max_model_len=max_model_len, batch_size=batch_size, adapter=adapter,
-                              dtype=dtype)

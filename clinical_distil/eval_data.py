@@ -14,7 +14,7 @@ import pandas as pd
 
 from clinical_distil import n2c2
 from clinical_distil.files import InputError, read_csv
-from clinical_distil.postprocess import normalize_answer
+from clinical_distil.answers import normalize_answer
 from clinical_distil.prompts import PromptTemplates, answer_messages
 from clinical_distil.tasks import APIXABAN, APIXABAN_BOOLEAN, N2C2, N2C2_CRITERIA
 

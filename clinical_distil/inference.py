@@ -161,7 +161,8 @@ def answering(settings, templates: PromptTemplates | None) -> InferenceSettings:
 def answering_engine(settings, model_id: str, adapter: str | None, prompts: int):
     """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded, to answer
     `prompts` prompts (vLLM skips compiling when they are too few to pay for it: --vllm_compile auto)."""
-    from clinical_distil.engines import load_engine, vllm_start_mode
+    from clinical_distil.backends import load_engine
+    from clinical_distil.engines import vllm_start_mode
     from clinical_distil.files import model_location
 
     return load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,

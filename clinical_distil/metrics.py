@@ -22,7 +22,7 @@ from clinical_distil.chunks import check_no_overlap
 from clinical_distil.files import InputError, write_text
 from clinical_distil.inference import IDENTIFIER_DTYPES, chunk_files, read_chunk
 from clinical_distil.parsing import CUT_OFF_REASONS, ZERO_WIDTH, json_values, strip_reasoning
-from clinical_distil.postprocess import NUMBER, is_number, normalize_answer, parse_number
+from clinical_distil.answers import NUMBER, is_number, normalize_answer, parse_number
 from clinical_distil.tasks import N2C2_CRITERIA, get_task
 
 log = logging.getLogger(__name__)

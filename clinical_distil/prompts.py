@@ -16,6 +16,8 @@ from typing import Any
 from clinical_distil.files import InputError
 
 QUESTION_TYPES = ("yes_no", "numeric", "na-numeric", "na-bool")
+# the question types one trains on together (stage C's and finetune.py's --input_file)
+COMBOS = {"all": QUESTION_TYPES, "bool": ("yes_no",), "bool_num": ("yes_no", "numeric")}
 # k in the design: yes_no asks for 2k (k Yes + k No), na-numeric and na-bool for k each
 DEFAULT_QUESTIONS_PER_TYPE = 5
 MAX_NUMERIC_QUESTIONS = 10

@@ -16,14 +16,12 @@ from typing import ClassVar
 from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP
 from clinical_distil.files import InputError
 from clinical_distil.layout import PROMPT_TEMPLATES
+from clinical_distil.prompts import COMBOS, QUESTION_TYPES
 from clinical_distil.settings import Settings, setting
 from clinical_distil.tasks import EvalTask
 
 ENGINES = ("auto", "vllm", "transformers")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUESTION_TYPES = ("yes_no", "numeric", "na-numeric", "na-bool")
-# the training sets of stage B by name (input_file of stage C and finetune.py): the question types each holds
-COMBOS = {"all": QUESTION_TYPES, "bool": ("yes_no",), "bool_num": ("yes_no", "numeric")}
 SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
 DATA_DIR_HELP = "data root (default data/ in the repository, or $CLINICAL_DISTIL_DATA)"
 PROMPT_DIR_HELP = (f"folder of prompt templates to use instead of the shipped ones ({PROMPT_TEMPLATES.name}/); "

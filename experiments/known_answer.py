@@ -121,7 +121,8 @@ def items_per_type(root: Path, config: Path) -> int:
     balanced set (both splits) shared out over every type the twin balances. The filters can empty a type the
     twin still has (SmolLM2's numeric items all lack their quote), so matching per type alone gives the twin more."""
     from clinical_distil.pipeline import RunSettings
-    from clinical_distil.stages import COMBOS, CreateSettings
+    from clinical_distil.prompts import COMBOS
+    from clinical_distil.stages import CreateSettings
 
     settings = RunSettings.from_sources(str(config))
     name = layout.training_name(settings.input_file, settings.min_difficulty)

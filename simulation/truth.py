@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from clinical_distil.postprocess import normalize_answer, parse_number
+from clinical_distil.answers import normalize_answer, parse_number
 from simulation.samples import FactSheet
 
 Answer = str | float  # "Yes", "No", "NA" or a number

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clinical_distil import postprocess, training_data
+from clinical_distil import answers, postprocess, training_data
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.synthetic import read_chunks
 
@@ -27,7 +27,7 @@ from conftest import make_stage_a_outputs
     ("120/80", "120/80"), ("2 to 3", "2 to 3"), ("1,2", "1,2"), ("<0.01", "<0.01"), ("5 mg twice daily", "5 mg twice daily"),
 ])
 def test_normalize_answer(raw, expected):
-    assert postprocess.normalize_answer(raw) == expected
+    assert answers.normalize_answer(raw) == expected
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -53,11 +53,11 @@ def test_source_in_note(source, match):
 
 
 def test_answer_type_agreement():
-    assert postprocess.answer_agrees_with_type("numeric", "2.1")
-    assert not postprocess.answer_agrees_with_type("numeric", "Yes")
-    assert not postprocess.answer_agrees_with_type("yes_no", "98")
-    assert not postprocess.answer_agrees_with_type("na-bool", "No")
-    assert postprocess.answer_agrees_with_type("na-numeric", "NA")
+    assert answers.answer_agrees_with_type("numeric", "2.1")
+    assert not answers.answer_agrees_with_type("numeric", "Yes")
+    assert not answers.answer_agrees_with_type("yes_no", "98")
+    assert not answers.answer_agrees_with_type("na-bool", "No")
+    assert answers.answer_agrees_with_type("na-numeric", "NA")
 
 
 def test_join_by_note_id_with_two_notes_on_one_admission():
