@@ -24,6 +24,7 @@ from clinical_distil.chunks import package_versions
 from clinical_distil.cli import run_stage
 from clinical_distil.criteria import read_criteria
 from clinical_distil.engines import check_engine_options
+from clinical_distil.evaluation_files import read_model_outputs
 from clinical_distil.files import (
     FolderLock,
     InputError,
@@ -34,7 +35,6 @@ from clinical_distil.files import (
     write_csv,
     write_text,
 )
-from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import ExtractSettings
 

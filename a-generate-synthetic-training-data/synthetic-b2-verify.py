@@ -14,8 +14,8 @@ from pathlib import Path
 from clinical_distil import inference, layout, verification
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options
+from clinical_distil.evaluation_files import read_model_outputs
 from clinical_distil.files import (FolderLock, InputError, check_model_folder, check_output_folder, write_csv)
-from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import VerifySettings
 

@@ -4,35 +4,30 @@ The paper scores each question (criterion) with balanced accuracy and sklearn mi
 averages over questions; n2c2 2018 Track 1's official scorer instead pools counts over criteria
 separately for "met" and "not met" and reports the mean of the two F1 scores. Both are here.
 Confidence intervals are percentile bootstraps (1,000 resamples, seeded), over questions (as the
-paper) and over examples.
+paper) and over examples. Reading eval-inference's files and writing the scores are in
+evaluation_files.py, the figures in plots.py.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from clinical_distil.chunks import check_no_overlap
-from clinical_distil.files import InputError, write_text
-from clinical_distil.inference import IDENTIFIER_DTYPES, chunk_files, read_chunk
+from clinical_distil.files import InputError
 from clinical_distil.parsing import CUT_OFF_REASONS, ZERO_WIDTH, json_values, strip_reasoning
 from clinical_distil.answers import NUMBER, is_number, normalize_answer, parse_number
-from clinical_distil.tasks import N2C2_CRITERIA, get_task
-
-log = logging.getLogger(__name__)
+from clinical_distil.tasks import get_task
 
 ANSWER_FIELD = re.compile(r'"?answer"?\s*[:=]\s*"?\s*([^"}\n]+)', re.IGNORECASE)
 LEADING_WORD = re.compile(r"^\W*(yes|no|na|n/a)\b", re.IGNORECASE)
 LEADING_NUMBER = re.compile(rf"^\s*({NUMBER})(?![\d.,/-])")
 
 
-def _text(value: Any) -> str | None:
+def cell_text(value: Any) -> str | None:
     """A table cell as text: None for missing (None, NaN, pandas' NA), whatever the column's dtype."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
@@ -70,7 +65,7 @@ def extract_answer(output: Any, finish_reason: Any = "stop") -> str | None:
     answer (a reply cut inside its answer string, `{"answer": "`, mends to one) is unparseable, whatever
     the finish reason, and so is an `answer:` field of a cut-off reply that runs to the reply's end.
     """
-    output, finish_reason = _text(output), _text(finish_reason) or "stop"
+    output, finish_reason = cell_text(output), cell_text(finish_reason) or "stop"
     if output is None or _blank_answer(output):
         return None
     output = strip_reasoning(output)[0]
@@ -98,7 +93,7 @@ def extract_answer(output: Any, finish_reason: Any = "stop") -> str | None:
 
 def same_answer(prediction: Any, label: Any) -> bool:
     """Equal after normalization; numbers compare as numbers ("1.40 mg/dL" == 1.4, "210,000" == 210000)."""
-    prediction = None if _text(prediction) is None else normalize_answer(prediction)
+    prediction = None if cell_text(prediction) is None else normalize_answer(prediction)
     if prediction is None:
         return False
     label = normalize_answer(label)
@@ -110,12 +105,12 @@ def same_answer(prediction: Any, label: Any) -> bool:
 
 def boolean_prediction(answer: Any) -> int:
     """1 for Yes; No, NA and unparseable replies (None, NaN) count as No (as in the paper)."""
-    return int(_text(answer) is not None and normalize_answer(answer) == "Yes")
+    return int(cell_text(answer) is not None and normalize_answer(answer) == "Yes")
 
 
 def threshold_prediction(answer: Any, low: float, high: float = float("inf"), strict_low: bool = False) -> int:
     """1 when a numeric answer falls in [low, high] ((low, high] with strict_low); NA, text or unparseable: 0."""
-    value = None if _text(answer) is None else parse_number(answer)
+    value = None if cell_text(answer) is None else parse_number(answer)
     if value is None:
         return 0
     above = value > low if strict_low else value >= low
@@ -142,7 +137,7 @@ def n2c2_predictions(answers: Sequence[Any], criteria: Sequence[str], hba1c_low:
 
 def met_label(value: Any) -> int:
     """An n2c2 gold label as 1 (met) / 0 (not met): 1/0 as numbers or text, met / not met, yes / no, true / false."""
-    text = (_text(value) or "").strip().lower()
+    text = (cell_text(value) or "").strip().lower()
     if text in ("1", "1.0", "met", "yes", "true"):
         return 1
     if text in ("0", "0.0", "not met", "no", "false"):
@@ -261,71 +256,7 @@ def n2c2_official(frame: pd.DataFrame, criterion_column: str = "question_label",
             "macro_f1_met": macro_met, "macro_f1_not_met": macro_not_met, "per_criterion": table}
 
 
-def write_n2c2_xml(predictions: pd.DataFrame, output_dir: Path, gold_dir: Path | None = None,
-                   patient_column: str = "patient", criterion_column: str = "question_label",
-                   prediction_column: str = "prediction") -> list[Path]:
-    """One n2c2-format file per patient ({patient}.xml, the gold file's name) with met / not met TAGS.
-
-    The TEXT is copied from the gold file when `gold_dir` is given, so the official scorer can
-    be pointed at the folder as it is.
-    """
-    from xml.sax.saxutils import quoteattr
-
-    from clinical_distil.n2c2 import read_patient_file
-
-    written = []
-    for patient, group in predictions.groupby(patient_column, sort=True):
-        decided = dict(zip(group[criterion_column], group[prediction_column].astype(int)))
-        missing = [criterion for criterion in N2C2_CRITERIA if criterion not in decided]
-        if missing:
-            raise InputError(f"patient {patient} has no prediction for {', '.join(missing)}; run eval-inference.py "
-                             "over every row of the i2b2 file")
-        text = read_patient_file(gold_dir / f"{patient}.xml").text if gold_dir else ""
-        tags = "\n".join(f"    <{criterion} met={quoteattr('met' if decided[criterion] else 'not met')} />"
-                         for criterion in N2C2_CRITERIA)
-        document = ('<?xml version="1.0" encoding="UTF-8" ?>\n<PatientMatching>\n  <TEXT><![CDATA['
-                    f"{text}]]></TEXT>\n  <TAGS>\n{tags}\n  </TAGS>\n</PatientMatching>\n")
-        written.append(write_text(document, output_dir / f"{patient}.xml"))
-    return written
-
-
-# --- reading inference outputs --------------------------------------------------------------------
-
-def read_model_outputs(model_dir: Path, input_file: str) -> pd.DataFrame:
-    """Every chunk of one model on one eval file ({input_file}_{start}_{rows}_chunk_{i}.csv), in row order.
-
-    Files whose rows overlap are refused (an answer would count twice), as are files that do not
-    hold the rows their names say.
-    """
-    files = sorted(chunk_files(model_dir, input_file), key=lambda item: item.start)
-    if not files:
-        raise InputError(f"no outputs for {input_file} in {model_dir}; run eval-inference.py for this model")
-    check_no_overlap(files, f"eval-inference {input_file}")
-    frames = []
-    for item in files:
-        frame = read_chunk(item, keep_default_na=False, dtype=IDENTIFIER_DTYPES)
-        missing = [column for column in ("id", "output") if column not in frame.columns]
-        if missing:
-            raise InputError(f"eval-inference output file {item.path} lacks column(s) {', '.join(missing)}; rerun "
-                             "eval-inference.py with --overwrite for it")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def model_folders(outputs_dir: Path, models: list[str] | tuple[str, ...] | str | None = None) -> list[Path]:
-    """The model folders under outputs/{dataset}/ (or the named ones), sorted."""
-    if isinstance(models, str):
-        models = [part.strip() for part in models.split(",") if part.strip()]
-    folders = [outputs_dir / name for name in models] if models else sorted(
-        path for path in outputs_dir.iterdir() if path.is_dir() and any(path.glob("*_chunk_*.csv"))) \
-        if outputs_dir.is_dir() else []
-    if not folders:
-        raise InputError(f"no model output folders in {outputs_dir}; run eval-inference.py first")
-    for folder in folders:
-        if not folder.is_dir():
-            raise InputError(f"no outputs for model {folder.name} in {outputs_dir}")
-    return folders
-
+# --- each task's scorer ---------------------------------------------------------------------------
 
 BOOLEAN_TYPES = ("yes_no", "na-bool", "boolean")  # the annotated set's and apixaban's yes/no question types
 
@@ -338,7 +269,7 @@ def _score_n2c2(scored: pd.DataFrame, answers: list[str | None], hba1c_low: floa
 
 def _score_yes_or_not(scored: pd.DataFrame, answers: list[str | None], *_: Any) -> None:
     """Yes/no questions as "1" (Yes) / "0" (anything else); numeric ones by value ("unparseable" when none)."""
-    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
+    kinds = [(cell_text(kind) or "").strip().lower() for kind in scored["question_type"]]
     targets = [str(int(normalize_answer(label) == "Yes")) if kind == "boolean" else normalize_answer(label)
                for label, kind in zip(scored["label"], kinds)]
     scored["target"] = pd.Series(targets, index=scored.index, dtype=object)
@@ -350,7 +281,7 @@ def _score_yes_or_not(scored: pd.DataFrame, answers: list[str | None], *_: Any) 
 
 def _score_answers(scored: pd.DataFrame, answers: list[str | None], *_: Any) -> None:
     """Every answer against its gold answer (numbers as numbers); an unparseable yes/no reply is No."""
-    kinds = [(_text(kind) or "").strip().lower() for kind in scored["question_type"]]
+    kinds = [(cell_text(kind) or "").strip().lower() for kind in scored["question_type"]]
     targets = [normalize_answer(label) for label in scored["label"]]
     predictions = [label if same_answer(answer, label) else
                    (answer if answer is not None else ("No" if kind in BOOLEAN_TYPES else "unparseable"))
@@ -398,6 +329,8 @@ def score_outputs(outputs: pd.DataFrame, task: str, hba1c_low: float = 6.5, hba1
     return scored
 
 
+# --- tables ---------------------------------------------------------------------------------------
+
 def results_table(per_model: dict[str, pd.DataFrame], question_column: str, metric: str,
                   summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """The paper's table: question x model for one metric, plus Average and its 95% CI over questions."""
@@ -410,90 +343,6 @@ def results_table(per_model: dict[str, pd.DataFrame], question_column: str, metr
     table.loc["Average 95% CI low"] = pd.Series(low)
     table.loc["Average 95% CI high"] = pd.Series(high)
     return table.round(4)
-
-
-def plot_models(summaries: dict[str, dict[str, Any]], metric: str, path: Path, title: str) -> Path:
-    """Bars per model with the 95% CI over questions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(summaries)
-    values = [summaries[model][metric] for model in models]
-    intervals = [summaries[model][f"{metric}_ci_questions"] for model in models]
-    errors = np.array([[value - low, high - value] for value, (low, high) in zip(values, intervals)]).T
-    figure, axis = plt.subplots(figsize=(max(4, 1.4 * len(models) + 2), 3.6))
-    axis.bar(models, values, yerr=errors, capsize=5, color="#4C72B0")
-    axis.set_ylim(0, 1)
-    axis.set_ylabel(metric.replace("_", " "))
-    axis.set_title(title)
-    for index, value in enumerate(values):
-        axis.text(index, min(value + 0.03, 0.97), f"{value:.3f}", ha="center", fontsize=9)
-    axis.tick_params(axis="x", rotation=20)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def plot_heatmap(table: pd.DataFrame, path: Path, title: str) -> Path:
-    """Question x model heatmap of one metric (the per-question rows of `results_table`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = table.drop(index=[name for name in table.index if str(name).startswith("Average")])
-    figure, axis = plt.subplots(figsize=(max(4, 1.3 * rows.shape[1] + 3), 0.35 * rows.shape[0] + 1.5))
-    image = axis.imshow(rows.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    axis.set_xticks(range(rows.shape[1]), rows.columns, rotation=20, ha="right")
-    axis.set_yticks(range(rows.shape[0]), rows.index)
-    for (row, column), value in np.ndenumerate(rows.to_numpy(dtype=float)):
-        axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                  color="white" if value < 0.6 else "black")
-    figure.colorbar(image, ax=axis)
-    axis.set_title(title)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-# --- one task, every model ------------------------------------------------------------------------
-
-def evaluate_models(outputs_dir: Path, input_file: str, task: str, models: list[str] | str | None = None,
-                    resamples: int = 1000, seed: int = 0, hba1c_low: float = 6.5,
-                    hba1c_high: float = 9.5) -> dict[str, Any]:
-    """Score every model folder under outputs/{task}/ on one eval file.
-
-    Returns {"scored": model -> rows with answer/target/prediction, "per_question": model -> metric
-    table, "summaries": model -> means, CIs, parse failures and the task's own figures (the official
-    n2c2 scores, accuracy per question type)}.
-    """
-    spec = get_task(task)
-    question_column = spec.question_column
-    _, extra = SCORERS[spec.scorer]
-    scored, per_question_tables, summaries = {}, {}, {}
-    for folder in model_folders(outputs_dir, models):
-        outputs = read_model_outputs(folder, input_file)
-        if spec.scorer == "n2c2" and any((_text(label) or "").strip() == "" for label in outputs["label"]):
-            raise InputError(f"{input_file} of {task} has rows without a gold label (unlabelled XML files); "
-                             "score a labelled split")
-        frame = score_outputs(outputs, task, hba1c_low, hba1c_high)
-        scored[folder.name] = frame
-        per_question_tables[folder.name] = per_question(frame, question_column)
-        summary = summarize(frame, question_column, resamples, seed)
-        summary["parse_failures"] = int((~frame["parsed"]).sum())
-        summary["parse_failure_rate"] = float((~frame["parsed"]).mean())
-        if extra is not None:
-            summary.update(extra(frame))
-        summaries[folder.name] = summary
-        log.info("%s: %s", folder.name, {key: value for key, value in summary.items() if isinstance(value, float)})
-    return {"scored": scored, "per_question": per_question_tables, "summaries": summaries,
-            "question_column": question_column}
 
 
 def summary_frame(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -510,39 +359,6 @@ def summary_frame(summaries: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows).round(4)
 
 
-def check_results_dir(output_dir: Path, overwrite: bool = False) -> None:
-    """Refuse, before any work, to replace an earlier evaluation's scores unless asked."""
-    if (output_dir / "summary.csv").exists() and not overwrite:
-        raise InputError(f"{output_dir} holds an evaluation already; set overwrite=True (papermill: -p overwrite True) "
-                         "to replace it, or another results_dir")
-
-
-def staging_dir(output_dir: Path, overwrite: bool = False) -> Path:
-    """A fresh folder beside `output_dir` that an evaluation writes into before `publish` puts it in place."""
-    import shutil
-
-    check_results_dir(output_dir, overwrite)
-    staging = output_dir.with_name(f".{output_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted evaluation left
-    staging.mkdir(parents=True)
-    return staging
-
-
-def publish(staging: Path, output_dir: Path) -> Path:
-    """The staged evaluation replaces `output_dir` whole: its files appear all together or not at all."""
-    import shutil
-
-    if output_dir.exists():
-        retired = output_dir.with_name(f".{output_dir.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        output_dir.rename(retired)
-        staging.rename(output_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(output_dir)
-    return output_dir
-
-
 def by_kind(evaluation: dict[str, Any], question_column: str) -> pd.DataFrame:
     """Mean per-question metrics of each kind of question (question_type: boolean, numeric), per model."""
     kinds = []
@@ -551,23 +367,3 @@ def by_kind(evaluation: dict[str, Any], question_column: str) -> pd.DataFrame:
             frame.groupby(question_column)["question_type"].first().reset_index())
         kinds.append(table.groupby("question_type")[list(METRICS)].mean().assign(model=model))
     return pd.concat(kinds).reset_index().round(4)
-
-
-def write_evaluation(evaluation: dict[str, Any], output_dir: Path, title: str,
-                     overwrite: bool = True) -> dict[str, Path]:
-    """The tables (CSV) and figures (PNG) of one task into `output_dir`."""
-    from clinical_distil.files import write_csv
-
-    check_results_dir(output_dir, overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    question_column, summaries = evaluation["question_column"], evaluation["summaries"]
-    written = {"summary": write_csv(summary_frame(summaries), output_dir / "summary.csv")}
-    for metric in METRICS:
-        table = results_table(evaluation["per_question"], question_column, metric, summaries)
-        written[f"table_{metric}"] = write_csv(table.reset_index(names=question_column),
-                                               output_dir / f"{metric}_by_question.csv")
-        written[f"bars_{metric}"] = plot_models(summaries, metric, output_dir / f"{metric}_by_model.png",
-                                                f"{title}: mean {metric.replace('_', ' ')} (95% CI over questions)")
-        written[f"heatmap_{metric}"] = plot_heatmap(table, output_dir / f"{metric}_heatmap.png",
-                                                    f"{title}: {metric.replace('_', ' ')} by question")
-    return written

@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from clinical_distil import layout, metrics, pipeline, stages, tasks
+from clinical_distil import evaluation_files, layout, pipeline, stages, tasks
 from clinical_distil.files import write_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import answer_target
@@ -132,11 +132,11 @@ def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
         replies = [answer_target({"question": "q", "answer": answer}) for answer in answers_given]
         write_csv(rows.assign(output=replies, finish_reason="stop"),
                   layout.eval_chunk(tmp_path / "outputs" / "vitals" / model, "prompts", 0, 4, 0))
-    evaluation = metrics.evaluate_models(tmp_path / "outputs" / "vitals", "prompts", "vitals")
+    evaluation = evaluation_files.evaluate_models(tmp_path / "outputs" / "vitals", "prompts", "vitals")
     assert evaluation["question_column"] == "criterion"
     assert evaluation["summaries"]["right"]["micro_f1"] == 1.0
     assert evaluation["summaries"]["wrong"]["micro_f1"] == pytest.approx((0.5 + 0.5) / 2)
-    written = metrics.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
+    written = evaluation_files.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
     assert pd.read_csv(written["summary"])["model"].tolist() == ["right", "wrong"]
     shutil.rmtree(tmp_path / "scores")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from clinical_distil import eval_data
+from clinical_distil.evaluation_files import read_model_outputs
 from clinical_distil.n2c2 import read_folder
-from clinical_distil.metrics import read_model_outputs
 from clinical_distil.prompts import answer_target
 from clinical_distil.tasks import N2C2_CRITERIA
 

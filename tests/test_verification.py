@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from clinical_distil import layout, postprocess, verification
+from clinical_distil.evaluation_files import read_model_outputs
 from clinical_distil.files import InputError, read_csv
-from clinical_distil.metrics import extract_answer, read_model_outputs, same_answer
+from clinical_distil.metrics import extract_answer, same_answer
 from clinical_distil.synthetic import read_chunks
 
 from conftest import make_stage_a_outputs, run_script
