@@ -202,33 +202,19 @@ def filters_blocks(layout: RunLayout) -> list[Block]:
     return blocks
 
 
-def teacher_truth_section(layout: RunLayout) -> list[Block]:
-    """On a simulated corpus (its facts beside the notes): every kept item checked against the patient's truth."""
-    facts_path = paths.facts_file(layout.notes_file)
-    items = _read(paths.items_file(layout.raw_dir),
-                  usecols=["hadm_id", "question_type", "question", "answer", "source_in_note"])
-    if not facts_path.exists() or items is None:
-        return []
-    from simulation.corpus import read_facts
-    from simulation.teacher_check import check_items, teacher_precision, yes_share_by_kind
+# Report sections from outside the library (a simulator's check against its truth, a site's own audit): each
+# entry point of this group names a function (layout: RunLayout) -> list of blocks, shown after the counts.
+SECTIONS_GROUP = "clinical_distil.report_sections"
 
-    checked = check_items(items, read_facts(facts_path))
-    table = teacher_precision(checked)
-    write_csv(table, paths.teacher_truth_file(layout.report_dir))
-    balance = yes_share_by_kind(checked)
-    manifest = _json(layout.generation_manifest) or {}
-    return [("h2", "Teacher against the truth (simulated notes)"),
-            ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
-                  f"{manifest.get('teacher', layout.settings['generate'].model_id)}. Each kept item's question is read "
-                  "for the one fact it asks about and its answer compared with the patient's fact sheet; "
-                  "'verifiable' is the share of items that could be read so, 'precision' the share of those answered "
-                  "right (for the N/A types: the fact is truly not in the note), 'quote_in_note' the share of "
-                  "answerable items whose quote stands in the note. The paper's physicians edited 12.8% of the "
-                  "teacher's items; this is the automatic analogue."),
-            ("table", table.map(fmt)),
-            ("p", "The teacher's yes/no answers per kind of question (verifiable items): a kind answered nearly "
-                  "always Yes, or always No, lets a student learn the answer from the wording instead of the note."),
-            ("table", balance.map(fmt))]
+
+def plugged_sections(layout: RunLayout) -> list[Block]:
+    """The blocks of every report section installed under SECTIONS_GROUP, in the order of their names."""
+    from importlib.metadata import entry_points
+
+    blocks: list[Block] = []
+    for entry in sorted(entry_points(group=SECTIONS_GROUP), key=lambda found: found.name):
+        blocks += entry.load()(layout)
+    return blocks
 
 
 def training_section(layout: RunLayout, figures: Path) -> list[Block]:
@@ -536,12 +522,12 @@ def write_report(layout: RunLayout) -> Path:
     figures.mkdir(parents=True, exist_ok=True)
     state = read_run_state(report_dir / "run.json")
     counts = counts_section(layout, figures)
-    truth = teacher_truth_section(layout)
+    plugged = plugged_sections(layout)
     training = training_section(layout, figures)
     evaluation = evaluation_section(layout, figures)
     blocks = [("p", f"Written {time.strftime('%Y-%m-%d %H:%M')} from the files of run '{layout.run}' "
                     f"(data root {layout.root}). Executed stage notebooks are in notebooks/, the run state in run.json."),
-              *settings_section(layout), *counts, *truth, *training, *evaluation, *cost_section(layout),
+              *settings_section(layout), *counts, *plugged, *training, *evaluation, *cost_section(layout),
               *reading_section(layout), *timing_section(state)]
     title = f"Distillation report: {layout.run}"
     write_text(render_html(title, blocks, report_dir), report_dir / "report.html")

@@ -10,10 +10,15 @@ per kind of question (a student learns the answer a kind of question always gets
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from clinical_distil import layout as paths
+from clinical_distil.files import read_csv, write_csv
+from clinical_distil.layout import RunLayout
+from clinical_distil.report import Block, fmt
 from simulation.truth import answer_matches, expected_answer, vitals_of
 
 NOT_IN_NOTE_TYPES = ("na-numeric", "na-bool")
@@ -86,3 +91,32 @@ def corpus_facts(notes_file: Path) -> dict[int, dict] | None:
 
     path = layout.facts_file(Path(notes_file))
     return read_facts(path) if path.exists() else None
+
+
+def report_section(layout: RunLayout) -> list[Block]:
+    """The run report's section on a simulated corpus (its facts beside the notes): every kept item checked
+    against the patient's truth. Installed as an entry point of clinical_distil.report_sections (pyproject.toml)."""
+    facts_path = paths.facts_file(layout.notes_file)
+    items_path = paths.items_file(layout.raw_dir)
+    if not facts_path.exists() or not items_path.exists():
+        return []
+    items = read_csv(items_path, usecols=["hadm_id", "question_type", "question", "answer", "source_in_note"])
+    from simulation.corpus import read_facts
+
+    checked = check_items(items, read_facts(facts_path))
+    table = teacher_precision(checked)
+    write_csv(table, paths.teacher_truth_file(layout.report_dir))
+    balance = yes_share_by_kind(checked)
+    manifest = json.loads(layout.generation_manifest.read_text()) if layout.generation_manifest.exists() else {}
+    return [("h2", "Teacher against the truth (simulated notes)"),
+            ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
+                  f"{manifest.get('teacher', layout.settings['generate'].model_id)}. Each kept item's question is read "
+                  "for the one fact it asks about and its answer compared with the patient's fact sheet; "
+                  "'verifiable' is the share of items that could be read so, 'precision' the share of those answered "
+                  "right (for the N/A types: the fact is truly not in the note), 'quote_in_note' the share of "
+                  "answerable items whose quote stands in the note. The paper's physicians edited 12.8% of the "
+                  "teacher's items; this is the automatic analogue."),
+            ("table", table.map(fmt)),
+            ("p", "The teacher's yes/no answers per kind of question (verifiable items): a kind answered nearly "
+                  "always Yes, or always No, lets a student learn the answer from the wording instead of the note."),
+            ("table", balance.map(fmt))]
