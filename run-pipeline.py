@@ -14,8 +14,9 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from clinical_distil import pipeline
+from clinical_distil import layout, pipeline, run_settings
 from clinical_distil.cli import check_command_line, run
+from clinical_distil.driver import StageFailed, check_inputs, run_stages
 from clinical_distil.files import InputError
 from clinical_distil.settings import Settings, setting
 
@@ -26,14 +27,14 @@ class DriverFlags(Settings):
 
     config: str | None = setting(None, "YAML file of settings (the flags below); flags given on the command line "
                                  "win")
-    from_stage: str | None = setting(None, f"first stage to run, one of {', '.join(pipeline.STAGES)}")
+    from_stage: str | None = setting(None, f"first stage to run, one of {', '.join(layout.STAGES)}")
     to_stage: str | None = setting(None, "last stage to run")
     overwrite: bool = setting(False, "redo the selected stages even where their outputs exist")
     dry_run: bool = setting(False, "print each step's command and whether it would run; run nothing")
 
 
 @dataclass
-class Flags(DriverFlags, pipeline.RunSettings):
+class Flags(DriverFlags, run_settings.RunSettings):
     """Every flag of run-pipeline.py."""
 
 
@@ -41,8 +42,8 @@ def main(**values) -> None:
     driver = {name: values.pop(name, None) for name in DriverFlags.names()}
     flags = DriverFlags.from_values({name: value for name, value in driver.items() if value is not None})
     selected = pipeline.stage_range(flags.from_stage, flags.to_stage)
-    settings = pipeline.RunSettings.from_sources(flags.config, **values)
-    run_layout = pipeline.layout_for(settings)
+    settings = run_settings.RunSettings.from_sources(flags.config, **values)
+    run_layout = run_settings.layout_for(settings)
     cuda_devices = 0
     if settings.num_gpus is None and "finetune" in selected:
         import torch
@@ -50,7 +51,7 @@ def main(**values) -> None:
         cuda_devices = torch.cuda.device_count()
     stages = pipeline.plan(run_layout, overwrite=flags.overwrite, cuda_devices=cuda_devices)
     try:
-        pipeline.check_inputs(run_layout, stages, selected, overwrite=flags.overwrite)
+        check_inputs(run_layout, stages, selected, overwrite=flags.overwrite)
     except InputError as error:
         if not flags.dry_run:
             raise
@@ -60,9 +61,9 @@ def main(**values) -> None:
     from clinical_distil.report import write_report
 
     try:
-        pipeline.run_stages(run_layout, stages, selected, overwrite=flags.overwrite, announce=print,
-                            write_report=write_report, dry_run=flags.dry_run)
-    except pipeline.StageFailed as failure:
+        run_stages(run_layout, stages, selected, overwrite=flags.overwrite, announce=print,
+                   write_report=write_report, dry_run=flags.dry_run)
+    except StageFailed as failure:
         print(f"error: {failure}", file=sys.stderr)
         sys.exit(2 if failure.returncode == 2 else 1)
     if not flags.dry_run and "report" in selected:

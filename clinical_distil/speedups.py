@@ -15,6 +15,7 @@ from typing import Any
 
 from clinical_distil.stages import FinetuneSettings
 
+
 @dataclass(frozen=True)
 class TrainingPlan:
     """How finetune.py computes its updates: what a preset makes of the flags on this machine."""

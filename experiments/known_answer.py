@@ -120,7 +120,7 @@ def items_per_type(root: Path, config: Path) -> int:
     """Items per question type for a filtered arm's twin, so that both train on as many items: the filtered arm's
     balanced set (both splits) shared out over every type the twin balances. The filters can empty a type the
     twin still has (SmolLM2's numeric items all lack their quote), so matching per type alone gives the twin more."""
-    from clinical_distil.pipeline import RunSettings
+    from clinical_distil.run_settings import RunSettings
     from clinical_distil.prompts import COMBOS
     from clinical_distil.stages import CreateSettings
 

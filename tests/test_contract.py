@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from clinical_distil import evaluation_files, layout, pipeline, stages, tasks
+from clinical_distil import evaluation_files, layout, pipeline, run_settings, stages, tasks
 from clinical_distil.files import write_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import answer_target
@@ -78,11 +78,11 @@ def test_only_the_layout_spells_stage_folders_and_files():
 
 def test_the_driver_takes_every_stage_flag_under_its_own_name(tmp_path):
     """Any flag of any stage's declaration is accepted in that stage's section and reaches its command."""
-    settings = pipeline.RunSettings.from_values(dict(
+    settings = run_settings.RunSettings.from_values(dict(
         notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), data_dir=str(tmp_path), run="r",
         select={"num_notes": 12, "seed": 7}, generate={"retries": 0, "top_p": 0.9},
         finetune={"learning_rate": 1e-4, "padding_free": True}, eval_inference={"structured_output": True}))
-    plan = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(settings))}
+    plan = {stage.name: stage for stage in pipeline.plan(run_settings.layout_for(settings))}
     select = plan["select"].steps[0].command.argv
     assert select[select.index("--seed") + 1] == "7" and select[select.index("--num_notes") + 1] == "12"
     generate = plan["generate"].steps[0].command.argv
@@ -108,10 +108,10 @@ def throwaway_task(tmp_path, monkeypatch):
 
 
 def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
-    settings = pipeline.RunSettings.from_values(dict(
+    settings = run_settings.RunSettings.from_values(dict(
         notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), data_dir=str(tmp_path / "data"), run="r",
         tasks=["apixaban", "vitals"], eval={"vitals": {"num_inference": 4}}))
-    run_layout = pipeline.layout_for(settings)
+    run_layout = run_settings.layout_for(settings)
     plan = {stage.name: stage for stage in pipeline.plan(run_layout)}
     labels = [step.label for stage in ("eval-preprocess", "eval-inference", "evaluate") for step in plan[stage].steps]
     assert labels == ["apixaban prompts", "vitals prompts", "apixaban: base model answers",
@@ -200,9 +200,9 @@ def test_a_prompt_dir_reaches_stage_a_stage_c_and_the_evaluation(own_prompts, tm
     assert fitted.messages[1]["content"].endswith(prompts["question"].iloc[0])  # the question kept whole
 
     # the driver hands the folder to every stage that takes one
-    settings = pipeline.RunSettings.from_values(dict(notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"),
+    settings = run_settings.RunSettings.from_values(dict(notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"),
                                                      data_dir=str(tmp_path / "d"), prompt_dir=str(own_prompts)))
-    plan = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(settings))}
+    plan = {stage.name: stage for stage in pipeline.plan(run_settings.layout_for(settings))}
     for name in ("generate", "finetune", "eval-inference"):
         assert all(str(own_prompts) in step.command.argv for step in plan[name].steps), name
     for name in ("prepare", "eval-preprocess"):

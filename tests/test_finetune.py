@@ -112,7 +112,7 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
 
 def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model_dir, tmp_path):
     """A run stopped after its second checkpoint (no final/, no summary): the command the driver plans resumes it."""
-    from clinical_distil import pipeline
+    from clinical_distil import pipeline, run_settings
 
     results = tmp_path / "results"
     interrupted = finetune(data_dir, results / "r", tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
@@ -120,11 +120,12 @@ def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model
     assert interrupted.returncode == 0, interrupted.stderr[-3000:]
     shutil.rmtree(results / "r" / "final")
     (results / "r" / "training_summary.json").unlink()
-    settings = pipeline.RunSettings.from_values(dict(
+    settings = run_settings.RunSettings.from_values(dict(
         notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), select={"num_notes": 12}, data_dir=str(data_dir),
         run="r", results_dir=str(results), student=str(tiny_model_dir), max_seq_length=640, min_difficulty=1,
         finetune={"max_steps": 3, "save_steps": 1, "logging_steps": 1, "load_in_4bit": False}))
-    step = next(stage for stage in pipeline.plan(pipeline.layout_for(settings)) if stage.name == "finetune").steps[0]
+    stages = pipeline.plan(run_settings.layout_for(settings))
+    step = next(stage for stage in stages if stage.name == "finetune").steps[0]
     assert step.state() == "missing" and step.command.argv[-2:] == ["--resume_from_checkpoint", "last"]
     resumed = subprocess.run(step.command_to_run().argv, capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

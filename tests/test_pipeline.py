@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from conftest import REPO, SAMPLES, holds_lock, processes_mentioning, run_script, start_script, wait_for
 
-from clinical_distil import layout, pipeline
+from clinical_distil import driver, layout, pipeline
 from clinical_distil.files import InputError, write_csv
-from clinical_distil.pipeline import Command, RunSettings, Step
+from clinical_distil.pipeline import Command, Step
 from clinical_distil.prompts import note_of
 from clinical_distil.report import fmt, markdown_table
+from clinical_distil.run_settings import RunSettings, layout_for
 from clinical_distil.tasks import get_task
 
 MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
@@ -33,7 +34,7 @@ def test_config_file_then_flags(tmp_path):
     assert (settings.teacher, settings.student, settings.select) == ("models/a", "models/c", {"num_notes": 7})
     # a stage's mapping from the flags is merged key by key over the file's
     assert settings.generate == {"structured_output": True, "max_tokens": 64}
-    layout = pipeline.layout_for(RunSettings.from_sources(str(config), data_dir=str(tmp_path), notes=str(MIMIC_III)))
+    layout = layout_for(RunSettings.from_sources(str(config), data_dir=str(tmp_path), notes=str(MIMIC_III)))
     create = layout.settings["generate"]
     assert create.questions_per_type == 5 and create.temperature == 0.7 and create.max_tokens == 512  # the paper's
     assert create.model_id == "models/a" and layout.settings["finetune"].model_id == "models/b"
@@ -60,7 +61,7 @@ def test_bad_settings_name_the_problem(tmp_path, text, message):
     config = tmp_path / "run.yaml"
     config.write_text(text)
     with pytest.raises(InputError, match=re.escape(message)):
-        pipeline.layout_for(RunSettings.from_sources(str(config), notes=str(MIMIC_III), data_dir=str(tmp_path)))
+        layout_for(RunSettings.from_sources(str(config), notes=str(MIMIC_III), data_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -92,8 +93,8 @@ def preflight(tmp_path, **run):
     values = {"notes": str(MIMIC_III), "select": {"num_notes": 4}, "data_dir": str(tmp_path / "data"), "run": "r",
               "reports_dir": str(tmp_path / "reports"), "teacher": tiny, "student": tiny, **run,
               "eval": {**samples, **run.get("eval", {})}}
-    run_layout = pipeline.layout_for(RunSettings.from_values(values))
-    pipeline.check_inputs(run_layout, pipeline.plan(run_layout), list(pipeline.STAGES))
+    run_layout = layout_for(RunSettings.from_values(values))
+    driver.check_inputs(run_layout, pipeline.plan(run_layout), list(pipeline.STAGES))
 
 
 @pytest.mark.parametrize("run, message", [
@@ -144,7 +145,7 @@ def test_tasks_given_as_a_tuple_by_fire(tmp_path):
 
 def test_raw_notes_are_selected_first(tmp_path):
     settings = RunSettings.from_values(dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path)))
-    layout = pipeline.layout_for(settings)
+    layout = layout_for(settings)
     assert layout.select_from == MIMIC_III
     assert layout.notes_file == tmp_path / "mimic" / "notes_12.csv.gz"
     assert layout.dataset == "12"
@@ -154,7 +155,7 @@ def test_raw_notes_are_selected_first(tmp_path):
 def test_selected_notes_are_used_as_given(tmp_path):
     selected = tmp_path / "elsewhere" / "notes_300.csv.gz"
     write_csv(pd.DataFrame({"subject_id": [1], "hadm_id": [2], "note_id": [3], "text": ["note"]}), selected)
-    layout = pipeline.layout_for(RunSettings.from_values(dict(notes=str(selected), data_dir=str(tmp_path), run="r")))
+    layout = layout_for(RunSettings.from_values(dict(notes=str(selected), data_dir=str(tmp_path), run="r")))
     assert (layout.select_from, layout.notes_file, layout.dataset) == (None, selected, "300")
     stages = pipeline.plan(layout)
     assert stages[0].name == "select" and stages[0].steps == []
@@ -163,11 +164,11 @@ def test_selected_notes_are_used_as_given(tmp_path):
 
 def test_notes_errors(tmp_path):
     with pytest.raises(InputError, match="notes file not found"):
-        pipeline.layout_for(RunSettings.from_values(dict(notes=str(tmp_path / "missing.csv"))))
+        layout_for(RunSettings.from_values(dict(notes=str(tmp_path / "missing.csv"))))
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match="not a MIMIC-III NOTEEVENTS"):
-        pipeline.layout_for(RunSettings.from_values(dict(notes=str(wrong))))
+        layout_for(RunSettings.from_values(dict(notes=str(wrong))))
 
 
 def test_due_steps_of_one_group_run_as_few_commands_as_together_writes():
@@ -303,7 +304,7 @@ def test_manifest_must_cover_the_rows_asked_for(tmp_path):
 # --- commands ------------------------------------------------------------------------------------
 
 def _finetune_command(tmp_path, cuda_devices=0, **settings) -> Command:
-    layout = pipeline.layout_for(RunSettings.from_values(dict(
+    layout = layout_for(RunSettings.from_values(dict(
         notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), results_dir=str(tmp_path / "results"),
         run="r", **settings)))
     stage = next(stage for stage in pipeline.plan(layout, cuda_devices=cuda_devices) if stage.name == "finetune")
@@ -338,24 +339,24 @@ def test_accelerate_configs_launch_what_their_names_say():
 def test_stage_c_checks_the_training_notes_against_the_runs_evaluation_sets(tmp_path):
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
                   eval={"apixaban": {"input_dir": "elsewhere/apixaban"}})
-    prepare = pipeline.layout_for(RunSettings.from_values(values)).settings["prepare"]
+    prepare = layout_for(RunSettings.from_values(values)).settings["prepare"]
     assert prepare.eval_dirs["apixaban"] == str(tmp_path / "elsewhere" / "apixaban")
     assert prepare.eval_dirs["i2b2"] == str(tmp_path / "n2c2-2018-track1")
-    asked = pipeline.layout_for(RunSettings.from_values({**values, "prepare": {"eval_dirs": {"i2b2": "x"}}}))
+    asked = layout_for(RunSettings.from_values({**values, "prepare": {"eval_dirs": {"i2b2": "x"}}}))
     assert asked.settings["prepare"].eval_dirs == {"i2b2": "x"}
 
 
 def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
                   teacher="models/teacher", engine="vllm", max_model_len=4096)
-    stages = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(RunSettings.from_values(values)))}
+    stages = {stage.name: stage for stage in pipeline.plan(layout_for(RunSettings.from_values(values)))}
     assert [stage.name for stage in stages.values()] == list(pipeline.STAGES)
     assert stages["verify"].steps == [] and stages["verify"].idle == "not asked"
     raw = tmp_path / "synthetic-raw"
     assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz"]
     asked = {**values, "prepare": {"require_verified": True}, "verify": {"model_id": "models/verifier",
                                                                          "num_items": 50}}
-    stages = {stage.name: stage for stage in pipeline.plan(pipeline.layout_for(RunSettings.from_values(asked)))}
+    stages = {stage.name: stage for stage in pipeline.plan(layout_for(RunSettings.from_values(asked)))}
     step = stages["verify"].steps[0]
     flag = lambda name: step.command.argv[step.command.argv.index(name) + 1]  # noqa: E731
     assert step.command.argv[1].endswith("synthetic-b2-verify.py")
@@ -365,7 +366,7 @@ def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
     assert "--overwrite" in step.stale_command.argv and "--overwrite" not in step.command.argv
     assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz", raw / "verification.csv"]
     with pytest.raises(InputError, match="verify"):
-        pipeline.layout_for(RunSettings.from_values({**values, "verify": {"num_itemz": 5}}))
+        layout_for(RunSettings.from_values({**values, "verify": {"num_itemz": 5}}))
 
 
 def test_driver_fine_tunes_with_the_fast_preset_unless_the_config_says_paper(tmp_path):
@@ -385,7 +386,7 @@ def test_distilled_student_answers_as_its_adapter_unless_the_config_says_merged(
              tmp_path / "results" / "r" / "training_summary.json"),
             ("merged", str(tmp_path / "models" / "r-distilled"), None,
              tmp_path / "models" / "r-distilled" / "config.json")):
-        run_layout = pipeline.layout_for(RunSettings.from_values({**values, "distilled_as": distilled_as}))
+        run_layout = layout_for(RunSettings.from_values({**values, "distilled_as": distilled_as}))
         stages = {stage.name: stage for stage in pipeline.plan(run_layout)}
         for task in run_layout.tasks:
             base = run_layout.settings[f"eval_inference:{task}:base"]
@@ -398,9 +399,9 @@ def test_distilled_student_answers_as_its_adapter_unless_the_config_says_merged(
         joined = pipeline.batches(stages["eval-inference"].steps, commands, False)
         assert len(joined) == (1 if distilled_as == "adapter" else 2)  # one model load, or one per model
     with pytest.raises(InputError, match="distilled_as"):
-        pipeline.layout_for(RunSettings.from_values({**values, "distilled_as": "both"}))
+        layout_for(RunSettings.from_values({**values, "distilled_as": "both"}))
     with pytest.raises(InputError, match="base_model_name"):
-        pipeline.layout_for(RunSettings.from_values({**values, "eval_inference": {"base_model_name": "x"}}))
+        layout_for(RunSettings.from_values({**values, "eval_inference": {"base_model_name": "x"}}))
 
 
 def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
@@ -418,7 +419,7 @@ def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
     from clinical_distil.report import filters_blocks
 
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r")
-    run_layout = pipeline.layout_for(RunSettings.from_values({**values, "prepare": {"require_verified": True}}))
+    run_layout = layout_for(RunSettings.from_values({**values, "prepare": {"require_verified": True}}))
     assert filters_blocks(run_layout) == []  # nothing written yet
     raw = tmp_path / "synthetic-raw"
     raw.mkdir()
@@ -436,7 +437,7 @@ def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
                                             ["drop_duplicates", "repeated question", "no", "3", "0", "0"]]
     assert blocks[2] == ("p", "Re-answer verification (stage B2, verifier m): 5 items verified, the verifier gave the "
                               "teacher's answer for 2; 3 removed by stage C (require_verified).")
-    off = pipeline.layout_for(RunSettings.from_values(values))
+    off = layout_for(RunSettings.from_values(values))
     assert filters_blocks(off)[2][1].endswith("gave the teacher's answer for 2; none removed (require_verified off).")
 
 
@@ -769,7 +770,7 @@ def test_training_data_newer_than_the_adapter_trains_again(whole_run):
 
 def test_stage_times_add_up_over_an_interrupted_run(tmp_path, monkeypatch):
     """A stage interrupted and then finished reports the seconds of both runs."""
-    layout = pipeline.layout_for(RunSettings.from_values(dict(
+    layout = layout_for(RunSettings.from_values(dict(
         notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), reports_dir=str(tmp_path / "reports"),
         run="r")))
     output = tmp_path / "out.txt"
@@ -779,7 +780,7 @@ def test_stage_times_add_up_over_an_interrupted_run(tmp_path, monkeypatch):
     state_path.parent.mkdir(parents=True)
     state_path.write_text(json.dumps({"stages": {"select": {"status": "interrupted", "seconds": 40.0}}}))
     said = []
-    state = pipeline.run_stages(layout, [stage], ["select"], announce=said.append)
+    state = driver.run_stages(layout, [stage], ["select"], announce=said.append)
     record = state["stages"]["select"]
     # the line tells this run's seconds from the interrupted run's, and never more for a stage than for the run
     this_run = record["seconds"] - 40.0
@@ -792,5 +793,5 @@ def test_stage_times_add_up_over_an_interrupted_run(tmp_path, monkeypatch):
     assert record["seconds"] == pytest.approx(40.0 + record["steps"]["sleep"]["seconds"], abs=0.2)
     # a finished stage done again starts its count afresh
     output.unlink()
-    record = pipeline.run_stages(layout, [stage], ["select"], announce=lambda line: None)["stages"]["select"]
+    record = driver.run_stages(layout, [stage], ["select"], announce=lambda line: None)["stages"]["select"]
     assert record["seconds"] == pytest.approx(record["steps"]["sleep"]["seconds"], abs=0.2)
