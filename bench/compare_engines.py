@@ -58,7 +58,7 @@ def main(first: str, second: str, model: str, tokens: int = 32, unparsed: str | 
                "length_stops_first": length_stops["first"], "length_stops_second": length_stops["second"]}
     if answered:
         summary["same_extracted_answer"] = round(answers_agree / answered, 4)
-    if unparsed and failures:  # only when there are some: the GPU lease returns 8 files at most
+    if unparsed and failures:  # only when some reply fails to parse: a clean comparison leaves no empty file
         pd.DataFrame(failures, columns=["file", "row", "finish_reason", "output_tokens", "reply_end"]).to_csv(
             unparsed, index=False)
     print(json.dumps(summary))

@@ -12,18 +12,22 @@ the same 4-bit or bf16 base, LoRA, checkpointing, optimizer, examples in the sam
 accumulation of the preset's plan) for as many steps. Prints tokens/s of both, the share of wall time the
 GPU was busy in the profiled steps, and the operators that took the most GPU and CPU time. Examples and
 the random-weight model are bench/finetune_speed.py's (same work folder, built once).
+
+--output writes the whole profile (operators, Python functions, CPU waits), to read or compare; keep it out of
+git. --record bench/finetune_profile.json appends the run's cited fields (`cited`: the figures bench/RESULTS.md
+shows) to the committed records.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 from finetune_speed import check_lengths, model_and_data
+from provenance import append_run, provenance, runs_of
 
 from clinical_distil import layout
 from clinical_distil.cli import run
@@ -212,12 +216,29 @@ def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, wa
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None}
 
 
+# the fields of a profile that bench/RESULTS.md cites: what ran, the trainer's and the plain loop's pace, the GPU's
+# share of the profiled steps and the CPU's waits for it
+CITED = {"shape": None, "preset": None, "load_in_4bit": None, "compile_layers": None, "example_tokens": None,
+         "trainer": ("steps", "seconds_per_step", "tokens_per_second"),
+         "profile": ("steps", "wall_ms", "gpu_busy_percent", "gpu_ms_total"),
+         "plain": ("steps", "seconds_per_step", "tokens_per_second"), "syncs": ("steps", "per_step")}
+
+
+def cited(record: dict) -> dict:
+    """A profile reduced to its run's date, card, command and code and the CITED fields (those it has)."""
+    reduced = {key: record[key] for key in ("date", "card", "command", "code") if key in record}
+    for key, parts in CITED.items():
+        if key in record:
+            reduced[key] = record[key] if parts is None else {part: record[key][part] for part in parts}
+    return reduced
+
+
 def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool = True, steps: int = 20,
          warmup: int = 3, profiled: int = 3, tokenizer: str = "models/smollm2-tokenizer", train_examples: int = 400,
          test_examples: int = 32, work_dir: str = "/tmp/finetune-bench", output: str = "",
          plain: bool = True, seed: int = 0, fused_kernels: bool | None = None, shortest_example: int = 500,
          longest_example: int = 4000, compile_layers: bool = False, python_steps: int = 0, optim: str = "",
-         sync_steps: int = 0) -> None:
+         sync_steps: int = 0, record: str = "") -> None:
     """Time finetune's trainer and a plain loop on the same update, and profile the trainer's steps.
 
     Args:
@@ -231,7 +252,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         train_examples: examples written for the work folder (the same as bench/finetune_speed.py's).
         test_examples: held-out examples written with them.
         work_dir: bench/finetune_speed.py's work folder.
-        output: a JSON file for the results (with the card and the date).
+        output: a JSON file for the whole profile, with the run's date, card, command and code (keep it out of git).
         plain: also run the plain loop.
         seed: data seed.
         fused_kernels: finetune.py's --fused_kernels (default: the preset's).
@@ -242,6 +263,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
         optim: finetune.py's --optim (default: its own).
         sync_steps: optimizer steps after the cProfile ones in which every wait of the CPU for the GPU is
             counted by where it was asked for (torch.cuda's sync debug mode; 0: none; needs CUDA).
+        record: a file of runs (bench/finetune_profile.json) to append the run's cited fields to.
     """
     import cProfile
 
@@ -252,6 +274,8 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     from clinical_distil.stages import FinetuneSettings
 
     check_lengths(shortest_example, longest_example)
+    if record:  # a file that is not one of runs is refused now, not after the profile
+        runs_of(layout.resolve(record))
     if python_steps < 0:
         raise InputError(f"--python_steps must be 0 (no cProfile) or more, got {python_steps}")
     if sync_steps < 0 or (sync_steps and not torch.cuda.is_available()):
@@ -287,7 +311,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
     plan = speedups.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
-              "plan": summary["plan"],
+              "example_tokens": [shortest_example, longest_example], "plan": summary["plan"],
               "trainer": rate(marks, warmup, warmup + steps)}
     if python_steps:
         result["python"] = {"steps": python_steps, "by_own_time": top_functions(python_profile, python_steps),
@@ -335,11 +359,11 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     print("by CPU time:")
     for row in operators["by_cpu"][:12]:
         print(f"  {row['cpu_ms']:>9} ms CPU {row['gpu_ms']:>9} ms GPU {row['calls']:>7}x  {row['name'][:90]}")
+    whole = {**provenance("bench/finetune_profile.py"), **result}
     if output:
-        card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-        Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
-                                            "command": " ".join(["python bench/finetune_profile.py", *sys.argv[1:]]),
-                                            **result}, indent=1) + "\n")
+        Path(output).write_text(json.dumps(whole, indent=1) + "\n")
+    if record:
+        append_run(layout.resolve(record), cited(whole))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from provenance import provenance
 from shapes import build_random_model
 
 from clinical_distil import layout
@@ -120,7 +121,7 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         seed: data seed.
         extra: more finetune.py flags for every configuration, space-separated; give it as one word with `=`
             (`--extra=--train_sampling_strategy=batch_rebalance`) so that it is not read as a flag of this script.
-        output: a JSON file for the rows of every shape (with the card and the date).
+        output: a JSON file for the run: its date, card, command and code, and the rows of every shape.
         shortest_example: the examples' lengths spread log-uniformly from this many tokens ...
         longest_example: ... to this many (equal: every example of that length).
         processes: GPU process counts to run each configuration with, comma-separated (1: python finetune.py;
@@ -149,15 +150,8 @@ def main(shape: str = "llama-3.2-1b,llama-3.1-8b", model: str | None = None,
         rows += measure_shape(each, bool(model), names, work / Path(each).name, tokenizer, train_examples,
                               test_examples, data_dir, peak_tflops, seed, extra,
                               (shortest_example, longest_example), counts, tuple(ways))
-    if output:
-        import time
-
-        import torch
-
-        card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-        Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
-                                            "command": " ".join(["python bench/finetune_speed.py", *sys.argv[1:]]),
-                                            "rows": rows}, indent=1) + "\n")
+    if output:  # one run record: append it to bench/finetune_speed.json's runs for bench/RESULTS.md
+        Path(output).write_text(json.dumps({**provenance("bench/finetune_speed.py"), "rows": rows}, indent=1) + "\n")
 
 
 def check_lengths(shortest_example: int, longest_example: int) -> None:

@@ -313,9 +313,9 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
     if not any(Path(model).glob("*.safetensors")):
         options["load_format"] = "dummy"  # a 70B shape's 141 GB of random weights need not be written and read
     if tensor_parallel_size > 1:
-        # the lent machines share their GPUs' NVLink switch: nothing may use NVLink multicast there, which
-        # vLLM's symmetric-memory all-reduce and FlashInfer's all-reduce + RMSNorm fusion can; vLLM's
-        # custom all-reduce (peer-to-peer buffers) and NCCL remain
+        # no NVLink multicast, which hosts whose GPUs share an NVLink switch forbid: it is what vLLM's
+        # symmetric-memory all-reduce and FlashInfer's all-reduce + RMSNorm fusion use; vLLM's custom
+        # all-reduce (peer-to-peer buffers) and NCCL remain
         os.environ["VLLM_ALLREDUCE_USE_SYMM_MEM"] = "0"
         options["compilation_config"] = {"pass_config": {"fuse_allreduce_rms": False}}
     engine = VLLMEngine(model, max_model_len=max_model_len, gpu_memory_utilization=0.85,

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import provenance
 from shapes import LLAMA_SHAPES, build_random_model
 
 from clinical_distil.cli import run
@@ -104,10 +105,8 @@ def main(models: str | tuple = "models/SmolLM2-135M-Instruct", modes: str | tupl
         output_tokens: tokens decoded per prompt (end tokens ignored).
         work_dir: where shapes' configs and the compile caches go.
         tokenizer: tokenizer folder for a shape.
-        output: a JSON file for the rows (with the card and the date).
+        output: a JSON file for the run: its date, card, command and code, and the rows.
     """
-    import torch
-
     chosen = listed(modes)
     unknown = [mode for mode in chosen if mode not in MODES]
     if unknown:
@@ -141,11 +140,8 @@ def main(models: str | tuple = "models/SmolLM2-135M-Instruct", modes: str | tupl
                 rows.append({"model": model, "break_even": f"{name} vs {cheaper}",
                              "start_seconds_saved": round(saved, 2),
                              "decode_ms_per_step_lost": round(extra_ms, 3), "break_even_steps": steps})
-    if output:
-        card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-        Path(output).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "card": card,
-                                            "command": " ".join(["python bench/vllm_start.py", *sys.argv[1:]]),
-                                            "rows": rows}, indent=1) + "\n")
+    if output:  # one run record: append it to bench/vllm_start.json's runs for bench/RESULTS.md
+        Path(output).write_text(json.dumps({**provenance("bench/vllm_start.py"), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def model_card(adapter_dir: Path, merge: dict[str, Any]) -> str:
               f"(tolerance {merge['tolerance']}), same top token: {merge['same_top_token']}.", "",
               "## Evaluation", "",
               "Score it on the three tasks with eval-inference.py and the evaluate notebooks, or run-pipeline.py "
-              "(its report compares it with its base); on simulated patients, bench/known_answer.py.", "",
+              "(its report compares it with its base); on simulated patients, experiments/known_answer.py.", "",
               "## Limits", "",
               "- It learned the teacher's answers, right or wrong; its quotes are checked against the note by "
               "extract.py, its answers are not.",

@@ -349,8 +349,8 @@ def reading_section(layout: RunLayout) -> list[Block]:
                          f"{fmt(distilled['balanced_accuracy'])} (distilled), {gain:+.3f}; {verdict}.")
     sentences.append("Whether distillation makes a better extractor is measured where the truth is known: on "
                      "simulated patients, with a teacher that is right by construction and with the student's own "
-                     "base as teacher (bench/known_answer.py; figures in bench/RESULTS.md, section Known-answer "
-                     "distillation, and bench/known_answer.json).")
+                     "base as teacher (experiments/known_answer.py; figures in experiments/RESULTS.md, section "
+                     "Known-answer distillation, and experiments/known_answer.json).")
     return [("h2", "What these numbers can show"), ("p", " ".join(sentences))]
 
 

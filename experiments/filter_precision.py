@@ -13,11 +13,13 @@ filter is worth applying when the kept part is more precise than the whole.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from known_answer import code_version
 
 from clinical_distil import layout, postprocess, synthetic
 from clinical_distil.cli import run
@@ -79,8 +81,8 @@ def main(data_dir: str = "", dataset: str = "", output: str = "") -> None:
     teacher = summary.get("teacher", {}).get("model_id")
     verifier = str(items["verifier"].dropna().iloc[0]) if "verifier" in items and items["verifier"].notna().any() \
         else None
-    results = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python experiments/filter_precision.py",
-                                                                       *sys.argv[1:]]),
+    results = {"date": time.strftime("%Y-%m-%d"), "card": f"CPU ({os.cpu_count()} cores)",
+               "command": " ".join(["python experiments/filter_precision.py", *sys.argv[1:]]), "code": code_version(),
                "teacher": teacher, "verifier": verifier,
                "notes": int(items["note_id"].nunique()), "seconds": round(time.time() - started, 1),
                "filters": table.to_dict("records")}

@@ -1,6 +1,6 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
-    python experiments/known_answer.py --engine vllm                     # the arms of bench/RESULTS.md (one GPU)
+    python experiments/known_answer.py --engine vllm                     # the arms of experiments/RESULTS.md (one GPU)
     python experiments/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # transformers engine
     python experiments/known_answer.py --arms self:300 --engine vllm --keep_earlier True
 
@@ -23,7 +23,8 @@ base model's answers, which the later arms reuse; those run `--parallel` at a ti
 Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
-arm's record says its date, card and config digest; the file says its reference teacher's code digest.
+arm's record says its run (date, card, command, code: the commit measured) and config digest; the file says
+its reference teacher's digest. `python bench/results.py` writes experiments/RESULTS.md from the file.
 
 Results go to experiments/known_answer.json: one record per arm, task and model (balanced accuracy with its
 95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
@@ -280,6 +281,13 @@ def card() -> str:
     return f"{torch.cuda.get_device_name(0)} ({count} GPU{'s' if count > 1 else ''} visible)"
 
 
+def code_version() -> str:
+    """The commit measured, `-dirty` when the working tree differs from it (`git describe`); unknown outside git."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO, capture_output=True,
+                          text=True)
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+
+
 def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
     """`results` with `output`'s earlier records. Measured alike (same corpus, same reference teacher): its
     other arms' records come before the new ones, and arms run now replace theirs. Measured otherwise: the
@@ -300,7 +308,9 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
     carried = [{"teacher": record["teacher"], "notes": record["notes"], "seconds": None}
                | ({"filters": record["filters"]} if "filters" in record else {})
                for record in results["runs"] if record_key(record) not in timed | ran]
-    results["arm_seconds"] = [{"date": earlier.get("date"), "card": earlier.get("card"), **record}
+    run_record = {"date": earlier.get("date"), "card": earlier.get("card")} | {
+        key: earlier[key] for key in ("command", "code") if key in earlier}
+    results["arm_seconds"] = [run_record | record
                               for record in list({record_key(r): r for r in carried}.values())
                               + results["arm_seconds"]]
     if superseded:
@@ -314,7 +324,7 @@ def teacher_label(teacher: str, filters) -> str:
 
 
 def markdown(results: dict) -> str:
-    """The table of bench/RESULTS.md: base against distilled, per arm and task."""
+    """The arms' table as the script prints it: base against distilled, per arm and task."""
     frame = pd.DataFrame(results["runs"])
     if frame.empty:
         return "(no arm scored yet)"
@@ -409,15 +419,14 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
             prepare_arm(corpus_dir, arm_root(corpus_dir, arm), first)
         run_commands(commands[1:], parallel)
-    today, device = time.strftime("%Y-%m-%d"), card()
+    # every arm's record says its run (date, card, command, code): experiments/RESULTS.md names it per row
+    run_record = {"date": time.strftime("%Y-%m-%d"), "card": card(),
+                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version()}
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
-    results = {"date": today, "card": device,
-               "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]),
-               "config": str(config), "corpus": corpus_summary(corpus_dir),
+    results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
                "reference_teacher": reference_teacher_digest(),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
-    results["arm_seconds"] = [{"date": today, "card": device, "config_digest": digest, **arm}
-                              for arm in results["arm_seconds"]]
+    results["arm_seconds"] = [{**run_record, "config_digest": digest, **arm} for arm in results["arm_seconds"]]
     if keep_earlier:
         results = keep_earlier_arms(results, layout.resolve(output), chosen)
     write_text(json.dumps(results, indent=1) + "\n", layout.resolve(output))

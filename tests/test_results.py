@@ -1,0 +1,196 @@
+"""The results pages: written from the JSON records (never by hand), every row with its run, no story of how a figure
+came to be; README's headline figures are the records'; the profile's record holds only what a table cites."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, run_script
+
+PAGES = ("bench/RESULTS.md", "experiments/RESULTS.md")
+RUN_LINE = re.compile(r"^(\d+)\. (\d{4}-\d\d-\d\d) · (\S.*?) · code ([0-9a-f]{7}\b.*?) · `(.+)`$")
+
+
+def results_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import results
+
+    return results
+
+
+def sections(path: str) -> dict[str, list[str]]:
+    """A page's lines under each `## ` title."""
+    found: dict[str, list[str]] = {}
+    for line in (REPO / path).read_text().splitlines():
+        if line.startswith("## "):
+            found[line[3:]] = []
+        elif found:
+            found[list(found)[-1]].append(line)
+    return found
+
+
+def test_the_pages_are_what_the_records_give(monkeypatch):
+    results = results_module(monkeypatch)
+    for path in PAGES:
+        assert (REPO / path).read_text() == results.page(path), f"{path}: run python bench/results.py"
+    checked = run_script("bench/results.py", "--check", "True")
+    assert checked.returncode == 0 and checked.stdout == "", checked.stdout + checked.stderr
+
+
+def test_a_record_changed_by_hand_makes_the_check_fail(tmp_path, monkeypatch):
+    """--check compares every page with its records: one figure edited in a record is found, in one line."""
+    results = results_module(monkeypatch)
+    edited = json.loads((REPO / "bench/vllm_start.json").read_text())
+    edited["runs"][1]["rows"][0]["start_seconds"] = 99.9
+    original = results.load
+    monkeypatch.setattr(results, "load", lambda path: edited if path == "bench/vllm_start.json" else original(path))
+    with pytest.raises(SystemExit) as stop:
+        results.main(check=True)
+    assert stop.value.code == 1
+    assert "| SmolLM2-135M-Instruct | graphs | calling process | 7.9 | 99.9 | 5.13 | 1.40 | 2 |" in results.page(
+        "bench/RESULTS.md")
+
+
+def test_every_row_names_a_run_with_card_command_date_and_code():
+    for path in PAGES:
+        for title, lines in sections(path).items():
+            table = [line for line in lines if line.startswith("|")]
+            header = [cell.strip() for cell in table[0].strip("|").split("|")]
+            runs = {}
+            for line in lines:
+                if re.match(r"^\d+\. ", line):
+                    match = RUN_LINE.match(line)
+                    assert match, (path, title, line)
+                    runs[match.group(1)] = match.groups()[1:]
+            assert runs and list(runs) == [str(index) for index in range(1, len(runs) + 1)], (path, title)
+            rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+            assert rows, (path, title)
+            if len(runs) > 1:  # several runs: each row says which
+                assert header[-1] == "run", (path, title)
+                named = {row[-1] for row in rows if row[0] != "total"}
+                assert named == set(runs), (path, title)
+            for date, card, code, command in runs.values():
+                script = next(word for word in command.split() if word.endswith((".py", ".sh")))
+                assert (REPO / script).exists(), (path, title, script)  # the command runs in this tree
+                assert card and code and date
+
+
+def test_known_figures_stand_in_their_tables():
+    speed, experiments = sections("bench/RESULTS.md"), sections("experiments/RESULTS.md")
+    two_gpus = speed["Fine-tuning on two GPUs: DDP against DeepSpeed ZeRO-2"]
+    assert "| fast_bf16 | 2 | DDP | 13,615.9 | 91.6% | 13,655.1 | 90.0% | 67.67 | 0.3890 | 2 |" in two_gpus
+    assert any(line.startswith("DDP trains the fast preset 1.34x as fast as ZeRO-2") for line in two_gpus)
+    one_gpu = speed["Fine-tuning on one GPU: the paper's configuration against faster ones"]
+    assert "| paper_compiled | 2,193.1 | 6,174.8 | 7.1% | 17.12 | 12.487 -> 1.2328 | 4 |" in one_gpu
+    known = experiments["Known-answer distillation: SmolLM2-135M-Instruct on simulated patients"]
+    assert ("| reference | 500 | 8,998 | i2b2 | 0.485 [0.460, 0.501] | 0.715 [0.605, 0.831] | +0.230 | yes "
+            "| 0.440 -> 0.787 | 1 |") in known
+    profile = speed["Where a fine-tuning step goes"]
+    assert "| paper | 4-bit | yes | 500-4,000 | 0.551 | 6,334.4 |  | 43.8% | 4 |" in profile
+
+
+def test_the_speed_page_stays_short_and_apart_from_the_experiments():
+    speed = (REPO / "bench/RESULTS.md").read_text()
+    assert len(speed.splitlines()) < 250
+    assert "Known-answer" not in speed and "known_answer.json" not in speed
+    assert not list((REPO / "bench").glob("known_answer*")) and not list((REPO / "bench").glob("filter_precision*"))
+
+
+# the project's prose says what the code does and what was measured; how it got there lives in git history
+STORY = [r"\bmachines? [A-E]\b", r"\bhosts? [A-E]\b", r"\bmachines [A-E](,| and) [A-E]\b", r"\bthis change\b",
+         r"earlier the same day", r"\blease\b", r"\bsession [0-9]\b", r"\bwere not lent\b", r"\bthe lent\b"]
+
+
+def test_no_story_of_how_the_project_was_built_in_its_prose():
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO, capture_output=True,
+                               text=True, check=True).stdout.split()
+    found = []
+    for name in sorted(set(listed + untracked)):
+        path = REPO / name
+        prose = path.suffix in (".py", ".md", ".sh", ".yaml", ".json", ".ipynb", ".txt", ".html")
+        if not prose and path.name != "Makefile":
+            continue
+        if name == "tests/test_results.py" or not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        found += [f"{name}: {match.group(0)}" for pattern in STORY for match in re.finditer(pattern, text)]
+    assert found == []
+
+
+def test_readme_headline_figures_are_the_records():
+    """README's known-answer sentence: the 500-note student's gains and its n2c2 micro-F1, as the records hold them."""
+    records = json.loads((REPO / "experiments/known_answer.json").read_text())["runs"]
+    by = {(row["task"], row["model"]): row for row in records
+          if row["teacher"] == "reference" and row["notes"] == 500}
+    gain = {task: by[(task, "distilled")]["balanced_accuracy"] - by[(task, "base")]["balanced_accuracy"]
+            for task in ("annotated-synthetic", "i2b2", "apixaban")}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"({by[('i2b2', 'distilled')]['train_items']:,} reference-teacher items)" in readme
+    assert (f"balanced accuracy {gain['annotated-synthetic']:+.2f} (annotated questions), {gain['i2b2']:+.2f} (n2c2; "
+            f"official micro-F1 {by[('i2b2', 'base')]['n2c2_micro_f1']:.2f} -> "
+            f"{by[('i2b2', 'distilled')]['n2c2_micro_f1']:.2f}), {gain['apixaban']:+.2f} (apixaban)") in readme
+    assert "pip install -r requirements.txt" in readme and "pip install -e ." in readme  # the GPU node's set-up
+
+
+def test_the_module_map_names_every_module():
+    """docs/development.md's map lists each module of the library, the simulator, the benchmarks and the experiments
+    under its folder."""
+    text = (REPO / "docs/development.md").read_text()
+    block = text[text.index("```") + 3:text.index("```", text.index("```") + 3)]
+    mapped, folder = set(), None
+    for line in block.splitlines():
+        if line and not line.startswith(" "):
+            folder = line.split()[0].rstrip("/")
+        elif line.startswith("  ") and line.strip() and not line.startswith("   ") and folder:
+            mapped.add(f"{folder}/{line.split()[0]}")
+    modules = {str(path.relative_to(REPO)) for name in ("clinical_distil", "simulation", "bench", "experiments")
+               for path in (REPO / name).glob("*") if path.suffix in (".py", ".sh") and path.name != "__init__.py"}
+    assert modules - mapped == set()
+    assert {"clinical_distil/attention.py", "clinical_distil/guard.py", "bench/results.py",
+            "experiments/known_answer.py"} <= mapped
+
+
+def test_the_profile_record_keeps_only_what_a_table_cites(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from finetune_profile import CITED, cited
+    from provenance import append_run
+
+    whole = {"date": "2026-12-01", "card": "NVIDIA H200", "command": "python bench/finetune_profile.py",
+             "code": "abc1234",
+             "shape": "llama-3.1-8b", "preset": "paper", "load_in_4bit": True, "compile_layers": True,
+             "example_tokens": [500, 4000], "plan": {"preset": "paper"},
+             "trainer": {"steps": 8, "seconds_per_step": 0.551, "tokens_per_second": 6334.4},
+             "python": {"steps": 2, "by_own_time": [{"function": "f"}] * 20},
+             "dynamo": {"unique_graphs": 3, "graph_breaks": 0},
+             "profile": {"steps": 1, "wall_ms": 596.3, "gpu_busy_percent": 43.8, "gpu_ms_total": 261.3,
+                         "by_gpu": [{"name": "mm"}] * 20, "by_cpu": [{"name": "mm"}] * 20}}
+    record = cited(whole)
+    assert record == {key: whole[key] for key in ("date", "card", "command", "code", "shape", "preset", "load_in_4bit",
+                                                  "compile_layers", "example_tokens", "trainer")} | {
+        "profile": {"steps": 1, "wall_ms": 596.3, "gpu_busy_percent": 43.8, "gpu_ms_total": 261.3}}
+    target = tmp_path / "profile.json"
+    append_run(target, record)
+    append_run(target, record)
+    assert json.loads(target.read_text()) == {"runs": [record, record]}
+    committed = json.loads((REPO / "bench/finetune_profile.json").read_text())["runs"]
+    assert all(set(run) <= {"date", "card", "command", "code", *CITED} for run in committed)
+    assert len((REPO / "bench/finetune_profile.json").read_text().splitlines()) < 150
+
+
+def test_the_profile_refuses_a_record_file_that_is_not_one_of_runs(tmp_path):
+    notes = tmp_path / "notes.json"
+    notes.write_text("[1, 2]")
+    done = run_script("bench/finetune_profile.py", "--record", str(notes), "--shape", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f'error: {notes} is not a file of runs (a JSON object with a list under "runs"); give another file']
+    assert notes.read_text() == "[1, 2]"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
