@@ -94,7 +94,7 @@ def preflight(tmp_path, **run):
               "reports_dir": str(tmp_path / "reports"), "teacher": tiny, "student": tiny, **run,
               "eval": {**samples, **run.get("eval", {})}}
     run_layout = layout_for(RunSettings.from_values(values))
-    driver.check_inputs(run_layout, pipeline.plan(run_layout), list(pipeline.STAGES))
+    driver.check_inputs(run_layout, pipeline.plan(run_layout), list(layout.STAGES))
 
 
 @pytest.mark.parametrize("run, message", [
@@ -245,7 +245,7 @@ def test_an_adapter_and_its_base_answer_in_one_command_when_they_answer_alike(tm
 
 
 def test_stage_range():
-    assert pipeline.stage_range(None, None) == list(pipeline.STAGES)
+    assert pipeline.stage_range(None, None) == list(layout.STAGES)
     assert pipeline.stage_range("finetune", "merge") == ["finetune", "merge"]
     with pytest.raises(InputError, match="unknown stage 'train'"):
         pipeline.stage_range("train", None)
@@ -350,7 +350,7 @@ def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
                   teacher="models/teacher", engine="vllm", max_model_len=4096)
     stages = {stage.name: stage for stage in pipeline.plan(layout_for(RunSettings.from_values(values)))}
-    assert [stage.name for stage in stages.values()] == list(pipeline.STAGES)
+    assert [stage.name for stage in stages.values()] == list(layout.STAGES)
     assert stages["verify"].steps == [] and stages["verify"].idle == "not asked"
     raw = tmp_path / "synthetic-raw"
     assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz"]
@@ -712,7 +712,7 @@ def test_second_run_skips_finished_stages(whole_run):
     before = {path: path.stat().st_mtime_ns for path in outputs}
     again = run_script("run-pipeline.py", "--config", str(config))
     assert again.returncode == 0, again.stderr[-2000:]
-    for position, stage in enumerate(pipeline.STAGES[:-1], start=1):
+    for position, stage in enumerate(layout.STAGES[:-1], start=1):
         if stage == "verify":  # stage B2 runs only for prepare's require_verified
             assert f"[{position}/11] verify: nothing to do (no re-answer verification" in again.stdout
             continue
