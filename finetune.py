@@ -28,9 +28,10 @@ def main(settings: FinetuneSettings) -> None:
     check_output_folder(target)
     training_folder.resumed_checkpoint(target, settings.resume_from_checkpoint)
     clear = training_folder.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
+    # a second run on the folder is refused before anything prints (loading the tokenizer may warn)
+    lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
     # the prompt templates, and every example against --max_seq_length, with the tokenizer alone
     examples = finetuning.prepare_examples(settings, model_location(settings.model_id), train_path, test_path)
-    lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
     if clear:
         state = finetuning.process_state()
         if state.is_main_process:  # the earlier run goes; the lock this run holds stays
