@@ -4,7 +4,7 @@
 #   bash a-generate-synthetic-training-data/synthetic-d-run-finetune.sh            # 8 GPUs, min difficulty 1, all
 #   NUM_PROCESSES=2 MODEL_ID=meta-llama/Llama-3.2-1B bash .../synthetic-d-run-finetune.sh --max_steps 300
 #
-#   CONFIG=configs/multi_gpu.yaml bash .../synthetic-d-run-finetune.sh             # plain DDP: 1.34x on 2 H200s
+#   CONFIG=configs/multi_gpu.yaml bash .../synthetic-d-run-finetune.sh             # plain DDP: faster (bench/RESULTS.md)
 #
 # Environment overrides: MODEL_ID, INPUT_FILE, MIN_DIFFICULTY, NUM_PROCESSES, CONFIG (accelerate config),
 # LOG_DIR. Arguments after the script go to finetune.py. The log goes to $LOG_DIR/finetune-<time>.log.

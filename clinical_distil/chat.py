@@ -54,7 +54,7 @@ def render_batch(tokenizer, conversations: Sequence[Conversation]) -> tuple[list
     """The conversations through the chat template: their texts, and their token ids in one batched encode.
 
     Stage A's prompts are whole notes (thousands of tokens each); encoding them one by one took
-    about a fifth of a stage A run on an H100, while one batch runs on the tokenizer's threads.
+    a large share of a stage A run, while one batch runs on the tokenizer's threads.
     The template's text is encoded without added special tokens: the template writes them itself.
     """
     if not conversations:

@@ -146,9 +146,9 @@ def check_prompt_room(tokenizer, prompts: Iterable[tuple[Conversation, str | Non
 
 
 # vLLM compiles the model (torch.compile) and captures CUDA graphs when it starts; the faster decoding they buy pays
-# that back only over many decoding steps. Measured on an H200 (bench/RESULTS.md, "vLLM's start"): compiling costs
-# 51-57 s with an empty compile cache (10-19 s with a warm one) and saves 15.7 ms per decoding step of 256 prompts
-# for a 135M model, 2.2 ms for an 8B one. CUDA graphs of the decoding steps alone need no compiling: they take
+# that back only over thousands of decoding steps (bench/RESULTS.md, "vLLM's start", gives the figures: compiling
+# costs tens of seconds at start and saves milliseconds per decoding step, most for a small model). CUDA graphs
+# of the decoding steps alone need no compiling: they take
 # seconds to capture and remove most of eager decoding's kernel-launch time, which is what slows a small model.
 VLLM_START_MODES = ("on", "graphs", "off")  # how VLLMEngine starts vLLM
 VLLM_COMPILE = ("auto", *VLLM_START_MODES)

@@ -145,8 +145,8 @@ def item_schema(question_type: str | None = None,
         answer = {"enum": ["Yes", "No"]}
     elif question_type in ("na-numeric", "na-bool"):
         answer = {"enum": ["N/A"]}
-    # strings stay unbounded: maxLength on them halved vLLM's structured stage A throughput on an H100
-    # (8B shape) and still let SmolLM2 loop to the token limit (bench/RESULTS.md)
+    # strings stay unbounded: bounding them (maxLength) slowed vLLM's structured stage A throughput and still
+    # let SmolLM2 loop to the token limit (bench/RESULTS.md)
     item = {
         "type": "object",
         "properties": {

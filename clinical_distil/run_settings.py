@@ -141,7 +141,7 @@ class RunSettings(Settings):
                                 "adapter on the base model's engine, which answers for both models: one model load) "
                                 "or merged (stage E's merged model, loaded on its own)", choices=DISTILLED_AS)
     data_parallel: str = setting("ddp", "how several GPUs fine-tune: ddp (PyTorch DDP, configs/multi_gpu.yaml; "
-                                 "1.34x ZeRO-2's tokens/s on two H200s, bench/RESULTS.md) or deepspeed (the published "
+                                 "faster than ZeRO-2 for a LoRA adapter, bench/RESULTS.md) or deepspeed (the published "
                                  "ZeRO-2, configs/deep_speed2.yaml)", choices=tuple(layout.DATA_PARALLEL_CONFIGS))
     evaluate: dict = setting({}, "evaluate notebook parameters for every task, e.g. {resamples: 200}")
     eval: dict = setting({}, "per task: its raw data folder, eval file and rows, e.g. {i2b2: {input_dir: DIR, "

@@ -53,7 +53,7 @@ def training_plan(settings: FinetuneSettings, cuda: bool, liger: bool | None = N
     (flash-attn's where installed, else PyTorch's own: attention.NAME), and PyTorch's fused AdamW: the same
     AdamW with its moments in the adapter's own dtype (fp32 on a bf16 base; bf16 under QLoRA, where TRL casts
     the adapter) instead of 8-bit blocks, stepped by a few multi-tensor kernels where bitsandbytes launches
-    one per LoRA weight (448 on the 8B shape; a compiled fast step on an H200 went from 0.344 to 0.280 s). A
+    one per LoRA weight (448 on the 8B shape; bench/RESULTS.md). A
     LoRA's moments take tens of MiB, so the 8-bit state saves nothing that matters. Without a varlen kernel a
     padding-free batch gets a block-diagonal SDPA mask, cheap for at most two examples; larger batches are
     padded instead. `--fused_kernels` turns Liger's kernels on or off for either preset (default: with `fast`);
@@ -111,9 +111,9 @@ def checkpointing_inside(layer_class: type) -> type:
     forward keeps through autograd's saved-tensor hooks in Python: 2 x 32 layer calls and 4,224 hook calls a
     step of the paper's batch on the 8B shape. Inside the forward, torch.compile sees the checkpoint and makes one
     forward graph and one backward graph that recomputes the layer, replaying dropout from the saved random
-    state: the same update with half the layer calls and no hooks (the paper configuration on an H200: 0.55 s a
-    step against 0.74-0.77). On CPU the forward graph keeps only the layer's inputs; on CUDA the 8B shape peaked
-    at 17.1 GiB against 7.9 eager (bench/RESULTS.md). Checkpointing stays non-reentrant, as finetune.py asks
+    state: the same update with half the layer calls and no hooks. On CPU the forward graph keeps only the
+    layer's inputs; on CUDA it keeps more, so the peak memory is higher than eager (bench/RESULTS.md gives both
+    the step times and the memory). Checkpointing stays non-reentrant, as finetune.py asks
     for it. The subclass keeps the class's name and module; with checkpointing off (evaluation, the fast preset)
     its forward is the class's."""
     if layer_class.__dict__.get("checkpoints_inside"):
@@ -162,8 +162,8 @@ def trainer_class():
         def training_step(self, model, *args, **kwargs):
             """transformers' step, without its model.train() at every micro-step when the model already trains.
 
-            That call walks every module (2,665 in the 8B shape under PEFT) and sets each one's flag again, about
-            20 ms of the CPU per micro-step while the GPU waits. Only an evaluation turns training off, and it does
+            That call walks every module (2,665 in the 8B shape under PEFT) and sets each one's flag again, CPU
+            time at every micro-step while the GPU waits. Only an evaluation turns training off, and it does
             so for the whole model; after one the real call runs. Both flags are read: a data-parallel wrapper
             (DDP, DeepSpeed) is made in training mode around a model that is not yet."""
             if not (model.training and self.model.training):
@@ -205,7 +205,7 @@ def without_cudnn_attention() -> None:
     import torch
 
     # PyTorch's SDPA prefers cuDNN attention on Hopper, which builds a plan for every new sequence length:
-    # with examples of many lengths that cost 1-2 ms of CPU per layer and call (bench/RESULTS.md)
+    # with examples of many lengths that costs CPU time at every layer and call (bench/RESULTS.md)
     torch.backends.cuda.enable_cudnn_sdp(False)
 
 

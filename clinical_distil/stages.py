@@ -191,7 +191,7 @@ class FinetuneSettings(Settings):
                                    "layer; sequence lengths stay dynamic): the same computation in fewer, fused "
                                    "kernel launches, after a compile of about a minute at the start; under "
                                    "gradient checkpointing each layer checkpoints inside its graph, which peaks "
-                                   "higher (8B shape on an H200: 17.1 GiB against 7.9)")
+                                   "higher (bench/RESULTS.md)")
     padding_free: bool = setting(False, "concatenate a batch's examples without padding (with "
                                  "--per_device_train_batch_size 2 and accumulation 1 it does the paper's two "
                                  "examples per update in one pass)")

@@ -44,7 +44,7 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         if tensor_parallel == 1:
             # on one GPU the engine core runs in this process: a second process would import torch and vLLM
-            # again before the engine starts (13.9 s of the start on an H200; bench/RESULTS.md, "vLLM's start")
+            # again before the engine starts (bench/RESULTS.md, "vLLM's start")
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
