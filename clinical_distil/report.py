@@ -23,25 +23,13 @@ from clinical_distil import layout as paths
 from clinical_distil.files import read_csv, write_csv, write_text
 from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
 from clinical_distil.prompts import QUESTION_TYPES
+from clinical_distil.tables import fmt, markdown_table
 from clinical_distil.tasks import get_task
 from clinical_distil.verification import read_verdicts
 
 log = logging.getLogger(__name__)
 
 Block = tuple[str, Any]  # ("h2" | "p" | "table" | "image", content)
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """Numbers as the report prints them (the tests compare against this)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):,.{digits}f}"
-    return str(value)
 
 
 def with_interval(row: pd.Series, metric: str, interval: str = "ci_questions") -> str:
@@ -467,16 +455,6 @@ def plot_types(summary: pd.DataFrame, path: Path) -> Path:
 
 
 # --- rendering -----------------------------------------------------------------------------------
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(column) for column in frame.columns) + " |",
-             "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
 
 def render_markdown(title: str, blocks: list[Block], base: Path) -> str:
     parts = [f"# {title}"]

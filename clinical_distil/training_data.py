@@ -17,6 +17,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from clinical_distil import layout
 from clinical_distil.files import InputError, atomic_group, write_csv, write_text
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, answer_messages, answer_target
+from clinical_distil.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
     """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
     and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
     choices, known limits and the protected-health-information notice."""
-    from clinical_distil.report import markdown_table
-
     difficulty = dict(zip([f"{note}-{kind}-{index}" for note, kind, index in
                            zip(balanced["note_id"], balanced["question_type"], balanced["item_index"])],
                           balanced["difficulty"]))

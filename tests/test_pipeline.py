@@ -17,7 +17,7 @@ from clinical_distil import driver, layout, pipeline
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.pipeline import Command, Step
 from clinical_distil.prompts import note_of
-from clinical_distil.report import fmt, markdown_table
+from clinical_distil.tables import fmt, markdown_table
 from clinical_distil.run_settings import RunSettings, layout_for
 from clinical_distil.tasks import get_task
 
