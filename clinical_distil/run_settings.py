@@ -46,19 +46,6 @@ OWNED = {
                        "adapter", "base_model_name"),
     "evaluate": ("input_file", "models", "results_dir", "gold_dir"),
 }
-# settings of earlier versions of the driver, and where they are now
-MOVED = {
-    "num_notes": "select: {num_notes: N}", "teacher_notes": "generate: {limit: N}",
-    "questions_per_type": "generate: {questions_per_type: N}", "generation_max_tokens": "generate: {max_tokens: N}",
-    "structured_output": "generate: {structured_output: true}", "combo": "input_file: COMBO",
-    "generate_args": "generate: {flag: value, ...}", "finetune_args": "finetune: {flag: value, ...}",
-    "eval_args": "eval_inference: {flag: value, ...}", "eval_max_tokens": "eval_inference: {max_output_tokens: N}",
-    "resamples": "evaluate: {resamples: N}", "annotated_dir": "eval: {annotated-synthetic: {input_dir: DIR}}",
-    "n2c2_dir": "eval: {i2b2: {input_dir: DIR}}", "apixaban_dir": "eval: {apixaban: {input_dir: DIR}}",
-    "n2c2_split": "eval: {i2b2: {input_file: SPLIT}}", "annotated_rows": "eval: {annotated-synthetic: "
-    "{num_inference: N}}", "n2c2_rows": "eval: {i2b2: {num_inference: N}}",
-    "apixaban_rows": "eval: {apixaban: {num_inference: N}}",
-}
 EVAL_KEYS = ("input_dir", "input_file", "num_inference")  # what a task's entry under `eval` may set
 DISTILLED_AS = ("adapter", "merged")
 
@@ -189,10 +176,6 @@ class RunSettings(Settings):
                 values[key] = {**values[key], **value}
             else:
                 values[key] = value
-        moved = sorted(set(values) & set(MOVED))
-        if moved:
-            raise InputError(f"setting {moved[0]} is now written as {MOVED[moved[0]]} (run-pipeline.py --help lists "
-                             "the settings)")
         return cls.from_values(values, source=f"config {config}" if config else "")
 
 

@@ -255,9 +255,7 @@ def notebook_parameters(settings_class: type[Settings], namespace: dict[str, Any
              and type(value).__name__ != "module"}
     for name in given:
         if name not in known:
-            alias = getattr(settings_class, "aliases", {}).get(name)
-            hint = f"; this notebook calls it {alias}" if alias else nearest(name, known)
-            raise InputError(f"unknown parameter {name}{hint} (the parameters cell lists them)")
+            raise InputError(f"unknown parameter {name}{nearest(name, known)} (the parameters cell lists them)")
     return settings_class.from_values({name: given[name] for name in known if name in given})
 
 

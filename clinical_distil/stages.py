@@ -124,7 +124,6 @@ class PrepareSettings(Settings):
     """synthetic-c-prep-training.ipynb: balanced, formatted, patient-grouped training data."""
 
     what: ClassVar[str] = "parameter"
-    aliases: ClassVar[dict[str, str]] = {"combo": "input_file"}  # the name of earlier versions
     data_dir: str | None = setting(None, DATA_DIR_HELP)
     input_file: str = setting("all", "question types trained on: all, bool or bool_num (the combo of stage B)",
                               choices=tuple(COMBOS))
@@ -416,7 +415,6 @@ class PreprocessSettings(Settings):
     """{task}-a-preprocess.ipynb: the task's raw data -> eval-data/{task}/{file}.csv."""
 
     what: ClassVar[str] = "parameter"
-    aliases: ClassVar[dict[str, str]] = {"n2c2_dir": "input_dir"}  # the name of earlier versions
     data_dir: str | None = setting(None, DATA_DIR_HELP)
     input_dir: str | None = setting(None, "the raw data's folder, relative to the data root; None: the task's own")
     overwrite: bool = setting(False, "rebuild existing files")

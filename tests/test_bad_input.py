@@ -256,7 +256,7 @@ NOTEBOOK_CASES = [
     ("c-per-type", "a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb",
      {"per_type": -1}, "--per_type must be at least 1"),
     ("c-combo", "a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb",
-     {"combo": "bool"}, "unknown parameter combo; this notebook calls it input_file"),
+     {"combo": "bool"}, "unknown parameter combo (the parameters cell lists them)"),
     ("c-tokenizer", "a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb",
      {"tokenizer": "/nowhere/tokenizer", "min_difficulty": 5}, "model folder not found"),
     ("c-no-stage-b", "a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb",

@@ -54,8 +54,8 @@ def test_config_file_then_flags(tmp_path):
     ("eval: {i2b2: {rows: 3}}\n", "eval: i2b2 takes a mapping of input_dir, input_file, num_inference"),
     ("eval: {i2b2: {input_file: dev}}\n", "eval: i2b2: input_file must be one of test, train, got 'dev'"),
     ("evaluate: {hba1c_hi: 9}\n", "evaluate has unknown parameter hba1c_hi"),
-    ("generation_max_tokens: 512\n", "setting generation_max_tokens is now written as generate: {max_tokens: N}"),
-    ("n2c2_rows: 13\n", "setting n2c2_rows is now written as eval: {i2b2: {num_inference: N}}"),
+    ("generation_max_tokens: 512\n", "unknown flag --generation_max_tokens in config"),
+    ("n2c2_rows: 13\n", "unknown flag --n2c2_rows in config"),
 ])
 def test_bad_settings_name_the_problem(tmp_path, text, message):
     config = tmp_path / "run.yaml"
