@@ -14,7 +14,7 @@ once). --help lists every flag.
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from clinical_distil import inference, layout
+from clinical_distil import inference, layout, runner
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options, load_tokenizer
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
@@ -29,7 +29,7 @@ class Job(NamedTuple):
     """One model's answers to one dataset: where they go and how many rows this shard answers."""
 
     dataset: str
-    input_file: str
+    run: inference.InferenceSettings  # the answering run over the eval file
     limit: int | None
     rows: "pd.DataFrame"  # the eval file's rows
     target: Path  # the answers' folder
@@ -40,7 +40,7 @@ class Job(NamedTuple):
 
 def main(settings: EvalInferenceSettings) -> None:
     root = layout.data_root(settings.data_dir)
-    run = inference.answering(settings, load_templates(settings.prompt_dir))
+    templates = load_templates(settings.prompt_dir)
     # (folder name, with the adapter) of each model that answers: the adapter's answers, then the base model's
     models = [(settings.answer_name, True)] + ([(settings.base_model_name, False)] if settings.base_model_name else [])
     # every dataset's rows and files are checked before the model loads (once, for all of them)
@@ -48,33 +48,33 @@ def main(settings: EvalInferenceSettings) -> None:
     for dataset, input_file, limit in settings.jobs:
         source = layout.eval_file(root, dataset, input_file)
         rows = inference.load_eval_rows(source, dataset)
+        run = inference.answering(settings, templates, input_file)
         asked += list(rows["prompt"].iloc[settings.start_row:None if limit is None else settings.start_row + limit])
         for name, with_adapter in models:
             target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
                                          layout.model_outputs(root, dataset, name))
-            stop, _, _ = inference.plan_run(len(rows), run, target, input_file, settings.start_row, limit,
-                                            settings.num_shards, settings.shard_index)
+            stop = runner.plan_run(len(rows), run, target, settings.start_row, limit, settings.num_shards,
+                                   settings.shard_index).stop
             if stop <= settings.start_row and not settings.allow_empty:
                 raise InputError(f"{source} has no row to answer from row {settings.start_row} ({len(rows)} rows); "
                                  "pass --allow_empty to accept that")
             share = -(-max(0, stop - settings.start_row) // settings.num_shards)
-            jobs.append(Job(dataset, input_file, limit, rows, target, share, name, with_adapter))
+            jobs.append(Job(dataset, run, limit, rows, target, share, name, with_adapter))
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
     if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
-        inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, run.templates)
+        inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, templates)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(job.target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
              for job in jobs]
     model = inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
     base_model = model.base_only() if settings.base_model_name else None
-    for dataset, input_file, limit, rows, target, _, name, with_adapter in jobs:
-        summary = inference.run_eval_inference(
-            model if with_adapter else base_model, rows, run, target, input_file, settings.model_id,
-            start_row=settings.start_row, num_inference=limit, num_shards=settings.num_shards,
-            shard_index=settings.shard_index,
+    for dataset, run, limit, rows, target, _, name, with_adapter in jobs:
+        summary = runner.run_chunks(
+            model if with_adapter else base_model, rows, run, target, settings.model_id,
+            start_row=settings.start_row, limit=limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
             manifest_extra={"dataset_name": dataset, "adapter": settings.adapter if with_adapter else None,
                             "model_name": name, "rows_in_file": len(rows), "prompt_dir": settings.prompt_dir})
         session = summary["session"]

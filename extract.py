@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from clinical_distil import extraction, inference, layout
+from clinical_distil import extraction, inference, layout, runner
 from clinical_distil.chunks import package_versions
 from clinical_distil.cli import run_stage
 from clinical_distil.criteria import read_criteria
@@ -59,23 +59,22 @@ def main(settings: ExtractSettings) -> None:
                 extraction.prompts_digest(earlier) != extraction.prompts_digest(prompts):
             raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
                              "or --overwrite to answer again there")
-    run = inference.answering(settings, templates)
+    run = inference.answering(settings, templates, layout.EXTRACTION_PROMPTS)
     # a mismatch of chunk files stops here, before the model loads
-    _, _, todo = inference.plan_run(len(prompts), run, target, layout.EXTRACTION_PROMPTS, 0, None,
-                                    settings.num_shards, settings.shard_index)
+    todo = runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards, settings.shard_index).tasks
     target.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(target, "this extraction",  # noqa: F841 (held to the end)
                       name=layout.lock_name(f"answers{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if settings.overwrite or not prompt_file.exists():
         write_csv(prompts, prompt_file)
-    manifest = inference.manifest_path(target, layout.EXTRACTION_PROMPTS, settings.num_shards, settings.shard_index)
+    manifest = runner.manifest_path(run, target, settings.num_shards, settings.shard_index)
     if not todo:  # every answer of this shard is on disk: the tables need no model (e.g. another grounding setting)
         answered = json.loads(manifest.read_text()) if manifest.exists() else {}
         engine = answered.get("engine")
     else:
         model = inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
-        answered = inference.run_eval_inference(
-            model, prompts, run, target, layout.EXTRACTION_PROMPTS, settings.model_id, num_shards=settings.num_shards,
+        answered = runner.run_chunks(
+            model, prompts, run, target, settings.model_id, num_shards=settings.num_shards,
             shard_index=settings.shard_index,
             manifest_extra={"adapter": settings.adapter, "model_name": name, "criteria": str(settings.criteria),
                             "notes": str(settings.notes)})

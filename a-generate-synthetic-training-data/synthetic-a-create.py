@@ -5,7 +5,7 @@ reads data/mimic/notes_100000.csv.gz and writes data/synthetic-output/100000/df_
 plus manifest.json. --help lists every flag.
 """
 
-from clinical_distil import layout, synthetic
+from clinical_distil import layout, runner, synthetic
 from clinical_distil.backends import load_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
@@ -33,8 +33,8 @@ def main(settings: CreateSettings) -> None:
         retry_frequency_penalty=settings.retry_frequency_penalty, retry_temperature=settings.retry_temperature,
         templates=templates)
     # the rows and files are checked before a model loads
-    stop, _, _, _ = synthetic.plan_run(len(notes), stage, target, settings.start_row, settings.limit,
-                                       settings.num_shards, settings.shard_index)
+    stop = runner.plan_run(len(notes), stage, target, settings.start_row, settings.limit, settings.num_shards,
+                           settings.shard_index).stop
     asked = notes["text"].iloc[settings.start_row:stop].map(synthetic.is_usable_note).sum()
     if not asked and not settings.allow_empty:
         raise InputError(f"{notes_path} has no note to ask about in rows {settings.start_row}-{stop - 1} "
@@ -60,10 +60,9 @@ def main(settings: CreateSettings) -> None:
                               tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
                               seed=settings.seed, dtype=settings.dtype,
                               start_mode=vllm_start_mode(settings.vllm_compile, prompts, settings.max_tokens))
-    summary = synthetic.run_stage_a(teacher, notes, stage, target, settings.model_id, start_row=settings.start_row,
-                                    limit=settings.limit, num_shards=settings.num_shards,
-                                    shard_index=settings.shard_index,
-                                    manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
+    summary = runner.run_chunks(teacher, notes, stage, target, settings.model_id, start_row=settings.start_row,
+                                limit=settings.limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
+                                manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
                                                     "unusable_notes": unusable, "prompt_dir": settings.prompt_dir,
                                                     "teacher": TEACHER_KIND if reference else "language model",
                                                     **({"reference_facts": str(teacher.facts_path)} if reference

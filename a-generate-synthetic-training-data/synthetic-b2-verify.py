@@ -11,7 +11,7 @@ numbers compared as numbers). Stage C filters on it with require_verified=True. 
 import json
 from pathlib import Path
 
-from clinical_distil import inference, layout, verification
+from clinical_distil import inference, layout, runner, verification
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options
 from clinical_distil.evaluation_files import read_model_outputs
@@ -50,16 +50,16 @@ def main(settings: VerifySettings) -> None:
         raise InputError(f"{verdicts} exists; pass --overwrite True to verify the items again")
     templates = load_templates(settings.prompt_dir)
     prompts = verification.prompt_table(items, templates)
-    run = inference.answering(settings, templates)
-    inference.plan_run(len(prompts), run, target, layout.VERIFY_INPUT, 0, None, settings.num_shards,
-                       settings.shard_index)  # chunk files of other items stop here, before the model loads
+    run = inference.answering(settings, templates, layout.VERIFY_INPUT)
+    runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards,
+                    settings.shard_index)  # chunk files of other items stop here, before the model loads
     target.mkdir(parents=True, exist_ok=True)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     lock = FolderLock(target, "the verification", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
     model = inference.answering_engine(settings, model_id, adapter, len(prompts))
-    inference.run_eval_inference(model, prompts, run, target, layout.VERIFY_INPUT, model_id,
-                                 num_shards=settings.num_shards, shard_index=settings.shard_index,
-                                 manifest_extra={"verifier": model_id, "adapter": settings.adapter})
+    runner.run_chunks(model, prompts, run, target, model_id, num_shards=settings.num_shards,
+                      shard_index=settings.shard_index,
+                      manifest_extra={"verifier": model_id, "adapter": settings.adapter})
     answered = read_model_outputs(target, layout.VERIFY_INPUT)
     if len(answered) < len(prompts):
         print(f"synthetic-b2-verify: {len(answered)} of {len(prompts)} items answered so far; {verdicts.name} is "

@@ -24,9 +24,9 @@ One process per engine configuration (a vLLM engine per process is the reliable 
     python bench/gpu_throughput.py cli                                   # the `vllm bench throughput` command
     python bench/gpu_throughput.py table                                 # rows -> one markdown table
 
-Stage A runs `synthetic.run_stage_a` (what synthetic-a-create.py runs) on notes of 2,000-4,000
-tokens made from the sample notes, the four question types per note; eval-inference runs
-`inference.run_eval_inference` (what eval-inference.py runs) with 256 new tokens. Random weights
+Stage A runs `runner.run_chunks` over stage A's settings (what synthetic-a-create.py runs) on notes
+of 2,000-4,000 tokens made from the sample notes, the four question types per note; eval-inference
+runs it over an answering run (what eval-inference.py runs) with 256 new tokens. Random weights
 rarely emit an end token, so replies run to the token limit: fixed-length throughput runs. Each row
 is appended to bench/out/gpu_throughput.jsonl.
 """
@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 from shapes import build_random_model
 
-from clinical_distil import inference, layout, prompts, synthetic
+from clinical_distil import inference, layout, prompts, runner, synthetic
 from clinical_distil.cli import run as run_command
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
@@ -144,8 +144,8 @@ def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name
     target = Path("/tmp/bench-stage-a") / name
     shutil.rmtree(target, ignore_errors=True)  # an earlier run's chunk files (other note counts) would be read too
     reset_cache(engine)
-    summary = synthetic.run_stage_a(engine, notes, stage_a_settings(len(notes), max_tokens, structured), target,
-                                    "random", limit=len(notes))
+    summary = runner.run_chunks(engine, notes, stage_a_settings(len(notes), max_tokens, structured), target,
+                                "random", limit=len(notes))
     frame = synthetic.read_chunks(target)
     record({"workload": "stage A", "config": name, "card": card, "notes": len(notes), "requests": len(frame),
             "mean_prompt_tokens": round(frame["prompt_tokens"].mean()), "max_tokens": max_tokens,
@@ -246,10 +246,9 @@ def shared_prefix(sequences: list[list[int]]) -> list[int]:
 
 
 def eval_inference(engine, notes: pd.DataFrame, name: str, card: str) -> None:
-    settings = inference.InferenceSettings(chunk_size=len(notes), overwrite=True,
+    settings = inference.InferenceSettings(input_file="bench", chunk_size=len(notes), overwrite=True,
                                            sampling=Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
-    summary = inference.run_eval_inference(engine, eval_rows(notes), settings, Path("/tmp/bench-eval") / name,
-                                           "bench", "random")
+    summary = runner.run_chunks(engine, eval_rows(notes), settings, Path("/tmp/bench-eval") / name, "random")
     record({"workload": "eval-inference", "config": name, "card": card, "requests": summary["answered"],
             "max_tokens": 256, "output_tokens": summary["output_tokens"], "seconds": summary["wall_seconds"],
             "output_tokens_per_s": summary["output_tokens_per_second"],

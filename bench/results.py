@@ -227,8 +227,8 @@ def vllm_reading(rows: list[Row]) -> str:
 
 VLLM_THROUGHPUT = Table(
     title="vLLM throughput on the Llama-3.1-8B shape, one GPU",
-    measures="Output tokens per second through the stage code (`synthetic.run_stage_a`, "
-             "`inference.run_eval_inference`) on a random-weight Llama-3.1-8B shape, bf16 (`python "
+    measures="Output tokens per second through the stage code (`runner.run_chunks`, which "
+             "synthetic-a-create.py and eval-inference.py run) on a random-weight Llama-3.1-8B shape, bf16 (`python "
              "bench/gpu_throughput.py build --shape llama-3.1-8b` first): stage A on 64 notes of 2,000-4,000 tokens "
              "x 4 question types at temperature 0.7 and 512 new tokens, eval-inference with 256 new tokens.",
     source=run_rows("bench/gpu_throughput.json"),

@@ -1,11 +1,8 @@
-"""Chunked runs: which rows a run still has to do, how shards split them, what the manifest says.
+"""Chunked runs' parts: rows and chunks, shards, rows no file holds, overlaps, the manifest, progress.
 
-Stage A and eval-inference write one file per chunk of input rows, and every file's name says
-which rows it holds (`df_{type}_{start}_{end}.csv`, `{input_file}_{start}_{rows}_chunk_{i}.csv`).
-A rerun does only the rows no file holds yet, whatever chunk size either run used, so an
-interrupted run resumed with another `--chunk_size` still ends with every row exactly once.
-Shards split the planned chunks round-robin; together they cover every chunk once. A manifest
-adds up every session of a run (requests, tokens, seconds) across resumes.
+The runner (runner.py) puts them together for every stage that answers prompts in chunks. Every chunk
+file names the rows it holds; shards split the planned chunks round-robin, so that together they cover
+every chunk once. A manifest adds up every session of a run (requests, tokens, seconds) across resumes.
 """
 
 from __future__ import annotations
@@ -41,11 +38,6 @@ def chunk_ranges(start: int, stop: int, chunk_size: int) -> list[Rows]:
     if chunk_size < 1:
         raise InputError(f"--chunk_size must be positive, got {chunk_size}")
     return [(low, min(low + chunk_size, stop)) for low in range(start, stop, chunk_size)]
-
-
-def shard_suffix(num_shards: int, shard_index: int) -> str:
-    """What a shard adds to its manifest's name ("" for an unsharded run)."""
-    return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
 
 
 def check_shard(num_shards: int, shard_index: int) -> None:
@@ -94,10 +86,10 @@ def partial_overlaps(files: list[ChunkFile], low: int, high: int) -> list[ChunkF
 
 # --- manifests across resumes ---------------------------------------------------------------------
 
-def _add(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+def add_into(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     for key, value in part.items():
         if isinstance(value, dict):
-            total[key] = _add(dict(total.get(key) or {}), value)
+            total[key] = add_into(dict(total.get(key) or {}), value)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             total[key] = total.get(key, 0) + value
     return total
@@ -142,7 +134,7 @@ class RunManifest:
                                      "complete": complete, **totals}]
         summed: dict[str, Any] = {}
         for session in sessions:
-            _add(summed, {key: value for key, value in session.items() if key in totals})
+            add_into(summed, {key: value for key, value in session.items() if key in totals})
         return {**summary, **_rounded(summed), "complete": complete, "sessions": _rounded(sessions)}
 
     def write(self, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -189,3 +181,4 @@ class Throughput:
 
     def close(self) -> None:
         self.bar.close()
+

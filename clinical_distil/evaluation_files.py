@@ -16,7 +16,7 @@ import pandas as pd
 
 from clinical_distil.chunks import check_no_overlap
 from clinical_distil.files import InputError, write_text
-from clinical_distil.inference import IDENTIFIER_DTYPES, chunk_files, read_chunk
+from clinical_distil.inference import IDENTIFIER_DTYPES, answer_files as chunk_files, read_chunk
 from clinical_distil.metrics import (METRICS, SCORERS, cell_text, per_question, results_table, score_outputs,
                                      summarize, summary_frame)
 from clinical_distil.plots import plot_heatmap, plot_models

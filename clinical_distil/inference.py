@@ -7,26 +7,27 @@ prompt instead). Outputs stay on their input row (matched by position), one CSV 
 i-th chunk of the run that wrote it). A rerun answers only the rows no file holds yet, whatever
 chunk size either run used; a finished chunk file is never redone unless asked, and files of rows
 outside the rows asked for (another --start_row or --num_inference) are refused, not mixed in.
+`InferenceSettings` is the answering run the chunked runner (runner.run_chunks) is given by
+eval-inference.py, synthetic-b2-verify.py and extract.py: its prompts and its rows.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from clinical_distil import layout
 from clinical_distil.chat import FittedPrompt, fit_notes
-from clinical_distil.chunks import (ChunkFile, RunManifest, Throughput, check_no_overlap, chunk_ranges,
-                                    package_versions, row_span, shard_chunks, uncovered)
-from clinical_distil.engines import Sampling, check_prompt_room
-from clinical_distil.files import InputError, read_csv, write_csv
+from clinical_distil.chunks import ChunkFile, check_no_overlap
+from clinical_distil.engines import Generation, Sampling, check_prompt_room
+from clinical_distil.files import InputError, read_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, load_templates, note_of
+from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
 from clinical_distil.tasks import TASKS
 
 OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "note_truncated"]
@@ -34,11 +35,88 @@ OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "
 
 @dataclass
 class InferenceSettings:
+    """An answering run over one prompt table (`input_file`): its settings, and what it gives the chunked runner
+    (runner.ChunkedStage): the answer prompt of each row, the outputs on the row."""
+
+    input_file: str  # the prompt table's name, which its chunk files and manifest carry
     chunk_size: int = 10000
     sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
     structured_output: bool = False
     overwrite: bool = False
     templates: PromptTemplates | None = None  # the answer prompt's wording (None: the shipped templates)
+
+    label: ClassVar[str] = "eval-inference"
+    source: ClassVar[str] = "the eval file"
+    exclusive_rows: ClassVar[bool] = True  # files of other rows would be mixed into an evaluation
+    retries: ClassVar[int] = 0  # an answer is kept as it comes
+    retry_temperature: ClassVar[float] = 0.0
+    retry_frequency_penalty: ClassVar[float] = 0.0
+
+    @property
+    def naming(self) -> layout.AnswerFiles:
+        return layout.AnswerFiles(self.input_file)
+
+    @property
+    def series(self) -> list[str]:
+        return [self.input_file]
+
+    @property
+    def answer_sampling(self) -> Sampling:
+        """The sampling asked for, constrained to the answer's JSON object with --structured_output."""
+        if not self.structured_output:
+            return self.sampling
+        return Sampling(**{**self.sampling.__dict__, "json_schema": answer_schema()})
+
+    def plan(self, folder: Path, chunks: list[Chunk], start_row: int, stop: int) -> tuple[list[Task], int]:
+        todo = plan_chunks(folder, self.input_file, chunks, start_row, stop, self.overwrite)
+        return ([Task(index, low, high, self.series) for index, low, high in todo],
+                len(chunks) - len({index for index, _, _ in todo}))
+
+    def pending(self, rows: pd.DataFrame, task: Task) -> int:
+        return task.end - task.start
+
+    def prompts_for(self, engine, rows: pd.DataFrame, task: Task) -> Prompts:
+        chunk = rows.iloc[task.start:task.end].copy()
+        sampling = self.answer_sampling
+        return Prompts(chunk, fit_prompts(engine.tokenizer, list(chunk["prompt"]),
+                                          engine.max_model_len - sampling.max_tokens, self.templates), sampling)
+
+    def unusable(self, result: Generation) -> bool:
+        return False
+
+    def answered(self, task: Task, asked: Prompts, results: list[Generation], attempts: list[int],
+                 model_id: str) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+        """The input rows with OUTPUT_COLUMNS, each output on its own row (matched by position)."""
+        chunk = asked.records
+        chunk["output"] = [result.text for result in results]
+        chunk["finish_reason"] = [result.finish_reason for result in results]
+        chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
+        chunk["output_tokens"] = [result.output_tokens for result in results]
+        chunk["note_truncated"] = [item.note_truncated for item in asked.fitted]
+        return {self.input_file: chunk}, {
+            "answered": len(chunk), "output_tokens": int(chunk["output_tokens"].sum()),
+            "notes_shortened": int(chunk["note_truncated"].sum()),
+            "length_stops": int((chunk["finish_reason"] == "length").sum())}
+
+    def summary(self, engine, plan: Plan) -> dict[str, Any]:
+        return {
+            "input_file": self.input_file, "rows": [plan.start_row, plan.stop], "chunk_size": self.chunk_size,
+            "chunks": [index for index, _ in plan.chunks], "shard": [plan.shard_index, plan.num_shards],
+            "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
+            "structured_output": self.structured_output, "max_model_len": engine.max_model_len,
+            "gpus": gpus_held(engine), "skipped_chunks": plan.done}
+
+    def session(self, counts: dict[str, int], seconds: float, phase_seconds: dict[str, float]) -> dict[str, Any]:
+        return {**{key: counts.get(key, 0) for key in ("answered", "notes_shortened", "length_stops",
+                                                         "output_tokens")}, "wall_seconds": seconds}
+
+    def figures(self, merged: dict[str, Any], done: int) -> dict[str, Any]:
+        merged["skipped_chunks"] = done  # (the manifest has it from the summary; a session's figures from here)
+        merged["seconds_per_example"] = (round(merged["wall_seconds"] / merged["answered"], 4)
+                                         if merged["answered"] else None)
+        merged["output_tokens_per_second"] = (round(merged["output_tokens"] / merged["wall_seconds"], 2)
+                                              if merged["answered"] and merged["wall_seconds"] else None)
+        return merged
 
 
 # identifiers read as written: n2c2 patient "0020" must not become 20, or its exported file would miss the gold
@@ -52,16 +130,9 @@ def load_eval_rows(path: Path, dataset_name: str) -> pd.DataFrame:
                     dtype=IDENTIFIER_DTYPES, hint=f"make it with {notebook}")
 
 
-def chunk_files(output_dir: Path, input_file: str) -> list[ChunkFile]:
-    """The chunk files of one eval file in a model's folder, each with the rows it holds."""
-    pattern = layout.eval_chunk_pattern(input_file)
-    found = []
-    for path in sorted(output_dir.glob(f"{input_file}_*_chunk_*.csv")) if output_dir.is_dir() else []:
-        match = pattern.match(path.name)
-        if match:
-            start, count = int(match[1]), int(match[2])
-            found.append(ChunkFile(path, start, start + count))
-    return found
+def answer_files(output_dir: Path, input_file: str) -> list[ChunkFile]:
+    """The chunk files of one prompt table in a model's folder, each with the rows it holds."""
+    return chunk_files(output_dir, layout.AnswerFiles(input_file)).get(input_file, [])
 
 
 def read_chunk(item: ChunkFile, **kwargs) -> pd.DataFrame:
@@ -75,15 +146,15 @@ def read_chunk(item: ChunkFile, **kwargs) -> pd.DataFrame:
     return frame
 
 
-def plan_chunks(output_dir: Path, input_file: str, mine: list[tuple[int, tuple[int, int]]], start_row: int,
-                stop: int, overwrite: bool) -> list[tuple[int, int, int]]:
-    """(chunk index, start, end) of the rows this shard still has to answer.
+def plan_chunks(output_dir: Path, input_file: str, mine: list[Chunk], start_row: int, stop: int,
+                overwrite: bool) -> list[tuple[int, int, int]]:
+    """(chunk index, start, end) of the rows this shard still has to answer (runner.remaining).
 
     Files of rows outside [start_row, stop) come from a run with other rows: an evaluation would
     mix them in, so they are refused (removed with --overwrite). Without --overwrite only the rows no
     file holds are answered; files whose rows overlap are refused, naming them.
     """
-    existing = chunk_files(output_dir, input_file)
+    existing = answer_files(output_dir, input_file)
     outside = [item for item in existing if item.start < start_row or item.end > stop]
     if outside and not overwrite:
         pieces = [(item.start, min(item.end, start_row)) for item in outside if item.start < start_row] + \
@@ -98,26 +169,12 @@ def plan_chunks(output_dir: Path, input_file: str, mine: list[tuple[int, tuple[i
         raise InputError(f"{output_dir} holds answers to rows {rows} of {input_file} (e.g. {outside[0].path.name}) "
                          f"outside the rows asked for ({start_row}-{stop - 1}): written by a run with another "
                          "--start_row or --num_inference; pass --overwrite to replace them, or another --output_dir")
-    if overwrite:
-        return [(index, low, high) for index, (low, high) in mine]
-    check_no_overlap(existing, f"eval-inference {input_file}")
-    for item in existing:
-        read_chunk(item, usecols=[0])
-    covered = [(item.start, item.end) for item in existing]
-    return [(index, start, end) for index, (low, high) in mine for start, end in uncovered(low, high, covered)]
-
-
-def remove_replaced(output_dir: Path, input_file: str, start_row: int, stop: int, index: int, low: int, high: int,
-                    kept: Path) -> None:
-    """After an --overwrite chunk is written: the older files of its rows, and any of rows outside the run."""
-    for item in chunk_files(output_dir, input_file):
-        stale = item.start < start_row or item.end > stop or (item.start < high and item.end > low)
-        if stale and item.path != kept:
-            item.path.unlink(missing_ok=True)
-
-
-def manifest_path(output_dir: Path, input_file: str, num_shards: int = 1, shard_index: int = 0) -> Path:
-    return layout.eval_manifest(output_dir, input_file, num_shards, shard_index)
+    if not overwrite:
+        check_no_overlap(existing, f"eval-inference {input_file}")
+        for item in existing:
+            read_chunk(item, usecols=[0])
+    tasks, _ = remaining(mine, [input_file], {input_file: existing}, overwrite)
+    return [(task.index, task.start, task.end) for task in tasks]
 
 
 def conversation(prompt: str, templates: PromptTemplates | None = None) -> list[dict[str, str]]:
@@ -150,12 +207,14 @@ def answer_schema() -> dict[str, Any]:
             "required": list(ANSWER_KEYS), "additionalProperties": False}
 
 
-def answering(settings, templates: PromptTemplates | None) -> InferenceSettings:
-    """The answering run of a script's AnswerSettings (eval-inference.py, extract.py, synthetic-b2-verify.py)."""
+def answering(settings, templates: PromptTemplates | None, input_file: str) -> InferenceSettings:
+    """The answering run of a script's AnswerSettings (eval-inference.py, extract.py, synthetic-b2-verify.py) over
+    the prompt table `input_file`."""
     return InferenceSettings(
-        chunk_size=settings.chunk_size, structured_output=settings.structured_output, overwrite=settings.overwrite,
+        input_file=input_file, chunk_size=settings.chunk_size, structured_output=settings.structured_output,
+        overwrite=settings.overwrite, templates=templates,
         sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=settings.seed), templates=templates)
+                          top_p=settings.top_p, seed=settings.seed))
 
 
 def answering_engine(settings, model_id: str, adapter: str | None, prompts: int):
@@ -187,84 +246,3 @@ def cost(seconds: float | None, notes: int | None, patients: int | None, gpus: i
             "seconds_per_patient": round(seconds / patients, 4) if seconds and patients else None,
             "seconds_per_1000_notes": None if per_note is None else round(1000 * per_note, 1),
             "gpu_hours_per_1000_notes": None if per_note is None or not gpus else round(gpus * per_note / 3.6, 4)}
-
-
-def plan_run(row_count: int, settings: InferenceSettings, output_dir: Path, input_file: str, start_row: int = 0,
-             num_inference: int | None = None, num_shards: int = 1,
-             shard_index: int = 0) -> tuple[int, list[tuple[int, tuple[int, int]]], list[tuple[int, int, int]]]:
-    """(stop row, this shard's chunks, what is left to answer): every check on rows and files, before a model loads."""
-    if start_row < 0 or start_row >= max(row_count, 1):
-        raise InputError(f"--start_row {start_row} is outside the eval file: {row_span(row_count)}")
-    stop = row_count if num_inference is None else min(row_count, start_row + num_inference)
-    mine = shard_chunks(list(enumerate(chunk_ranges(start_row, stop, settings.chunk_size))), num_shards, shard_index)
-    return stop, mine, plan_chunks(output_dir, input_file, mine, start_row, stop, settings.overwrite)
-
-
-def run_eval_inference(engine, rows: pd.DataFrame, settings: InferenceSettings, output_dir: Path, input_file: str,
-                       model_id: str, start_row: int = 0, num_inference: int | None = None, num_shards: int = 1,
-                       shard_index: int = 0, manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Answer rows [start_row, start_row + num_inference) chunk by chunk; returns the manifest.
-
-    The manifest adds this session to the earlier ones of the run (a resume): answers, tokens and
-    seconds are those of the whole run; "sessions" lists each, "session" (returned only) this one.
-    """
-    stop, mine, todo = plan_run(len(rows), settings, output_dir, input_file, start_row, num_inference, num_shards,
-                                shard_index)
-    throughput = Throughput(sum(high - low for _, low, high in todo),
-                            f"eval-inference shard {shard_index}/{num_shards}")
-    sampling = settings.sampling
-    if settings.structured_output:
-        sampling = Sampling(**{**sampling.__dict__, "json_schema": answer_schema()})
-    summary = {
-        "model_id": model_id, "engine": engine.name, "versions": package_versions(), "host": platform.node(),
-        "input_file": input_file, "rows": [start_row, stop], "chunk_size": settings.chunk_size,
-        "chunks": [index for index, _ in mine], "shard": [shard_index, num_shards],
-        "sampling": {key: value for key, value in sampling.__dict__.items() if key != "json_schema"},
-        "structured_output": settings.structured_output, "max_model_len": engine.max_model_len,
-        "gpus": gpus_held(engine), "skipped_chunks": len(mine) - len({index for index, _, _ in todo}),
-        **(manifest_extra or {}),
-    }
-    path = manifest_path(output_dir, input_file, num_shards, shard_index)
-    record = RunManifest(path, fresh=settings.overwrite)
-    session = {"answered": 0, "notes_shortened": 0, "length_stops": 0, "output_tokens": 0, "wall_seconds": 0.0}
-
-    def manifest(complete: bool) -> dict[str, Any]:
-        session["wall_seconds"] = throughput.seconds
-        merged = record.merged(summary, session, complete)
-        merged["seconds_per_example"] = (round(merged["wall_seconds"] / merged["answered"], 4)
-                                         if merged["answered"] else None)
-        merged["output_tokens_per_second"] = (round(merged["output_tokens"] / merged["wall_seconds"], 2)
-                                              if merged["answered"] and merged["wall_seconds"] else None)
-        return merged
-
-    max_prompt_tokens = engine.max_model_len - sampling.max_tokens
-    if not todo and record.earlier.get("complete", True) and path.exists():
-        throughput.close()
-        merged = dict(record.earlier)  # nothing left to answer: the sessions that did the work stay as they were
-    else:
-        record.write(manifest(complete=False))  # the session is recorded even if killed inside its first chunk
-        for index, low, high in todo:
-            chunk = rows.iloc[low:high].copy()
-            fitted = fit_prompts(engine.tokenizer, list(chunk["prompt"]), max_prompt_tokens, settings.templates)
-            results = engine.generate([item.messages for item in fitted], sampling, progress=throughput,
-                                      prompt_ids=[item.prompt_ids for item in fitted])
-            chunk["output"] = [result.text for result in results]
-            chunk["finish_reason"] = [result.finish_reason for result in results]
-            chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
-            chunk["output_tokens"] = [result.output_tokens for result in results]
-            chunk["note_truncated"] = [item.note_truncated for item in fitted]
-            written = write_csv(chunk, layout.eval_chunk(output_dir, input_file, low, high - low, index))
-            if settings.overwrite:
-                remove_replaced(output_dir, input_file, start_row, stop, index, low, high, written)
-            session["answered"] += high - low
-            session["output_tokens"] += int(chunk["output_tokens"].sum())
-            session["notes_shortened"] += int(chunk["note_truncated"].sum())
-            session["length_stops"] += int((chunk["finish_reason"] == "length").sum())
-            record.write(manifest(complete=False))  # a killed session keeps the chunks it finished
-        throughput.close()
-        merged = record.write(manifest(complete=True))
-    seconds = throughput.seconds
-    answered = session["answered"]
-    return {**merged, "session": {**session, "wall_seconds": round(seconds, 2),
-                                  "skipped_chunks": summary["skipped_chunks"],
-                                  "seconds_per_example": round(seconds / answered, 4) if answered else None}}

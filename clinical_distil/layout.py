@@ -24,6 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "CLINICAL_DISTIL_DATA"
@@ -111,7 +112,6 @@ def chunks_dir(root: Path, dataset: int | str) -> Path:
 
 
 STAGE_A_CHUNK = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
-STAGE_A_GLOB = "df_*_*_*.csv"
 
 
 def stage_a_chunk(folder: Path, question_type: str, start: int, end: int) -> Path:
@@ -131,6 +131,40 @@ def shard_suffix(num_shards: int, shard_index: int) -> str:
 
 def stage_a_manifest(folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
     return folder / f"manifest{shard_suffix(num_shards, shard_index)}.json"
+
+
+class ChunkNaming(Protocol):
+    """How a chunked stage names its files: each chunk file its series and the rows [start, end) it holds."""
+
+    glob: str  # every chunk file of the stage in a folder (and perhaps others: `parse` tells)
+
+    def path(self, folder: Path, series: str, start: int, end: int, index: int) -> Path: ...
+
+    def parse(self, name: str) -> tuple[str, int, int] | None: ...
+
+    def manifest(self, folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path: ...
+
+
+@dataclass(frozen=True)
+class StageAFiles:
+    """Stage A's naming rule for the chunked runner (chunks.py): a file per question type (its series) and chunk
+    of note rows [start, end), df_{type}_{start}_{end}.csv; a manifest per shard."""
+
+    glob: str = "df_*_*_*.csv"
+
+    def path(self, folder: Path, series: str, start: int, end: int, index: int) -> Path:
+        return stage_a_chunk(folder, series, start, end)
+
+    def parse(self, name: str) -> tuple[str, int, int] | None:
+        """(series, start, end) of a chunk file's name; None for a name that is not one."""
+        match = STAGE_A_CHUNK.match(name)
+        return (match["type"], int(match["start"]), int(match["end"])) if match else None
+
+    def manifest(self, folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
+        return stage_a_manifest(folder, num_shards, shard_index)
+
+
+STAGE_A_FILES = StageAFiles()
 
 
 # --- stages B and C -------------------------------------------------------------------------------
@@ -266,6 +300,30 @@ def eval_chunk_pattern(file_name: str) -> re.Pattern:
 
 def eval_manifest(folder: Path, file_name: str, num_shards: int = 1, shard_index: int = 0) -> Path:
     return folder / f"manifest_{file_name}{shard_suffix(num_shards, shard_index)}.json"
+
+
+@dataclass(frozen=True)
+class AnswerFiles:
+    """An answering run's naming rule for the chunked runner (chunks.py): one series, the prompt table's name
+    (an eval file, the verifier's items, extract.py's prompts), {file}_{start}_{rows}_chunk_{i}.csv for rows
+    [start, start + rows), the i-th chunk of the run that wrote it; manifest_{file}.json per shard."""
+
+    file_name: str
+
+    @property
+    def glob(self) -> str:
+        return f"{self.file_name}_*_chunk_*.csv"
+
+    def path(self, folder: Path, series: str, start: int, end: int, index: int) -> Path:
+        return eval_chunk(folder, series, start, end - start, index)
+
+    def parse(self, name: str) -> tuple[str, int, int] | None:
+        """(series, start, end) of a chunk file's name; None for a name that is not one of this table's."""
+        match = eval_chunk_pattern(self.file_name).match(name)
+        return (self.file_name, int(match[1]), int(match[1]) + int(match[2])) if match else None
+
+    def manifest(self, folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
+        return eval_manifest(folder, self.file_name, num_shards, shard_index)
 
 
 def evaluation_dir(root: Path, task: str, name: str) -> Path:

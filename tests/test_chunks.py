@@ -1,5 +1,7 @@
-"""Chunked runs: rows left to do after any earlier chunking, overlap refusal, manifests summed over sessions."""
+"""Chunked runs: rows left to do after any earlier chunking, overlap refusal, manifests summed over sessions; the
+one runner every chunked stage goes through."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -14,7 +16,7 @@ from clinical_distil.files import InputError, write_csv
 from clinical_distil.inference import plan_chunks
 from clinical_distil.layout import eval_chunk as chunk_file
 from clinical_distil.layout import stage_a_chunk as chunk_path
-from clinical_distil.synthetic import chunk_files, plan_tasks
+from clinical_distil.synthetic import plan_tasks, stage_a_files as chunk_files
 
 TYPES = ["yes_no", "numeric"]
 
@@ -123,7 +125,8 @@ def test_manifest_sums_sessions_and_marks_completion(tmp_path):
 def test_a_start_row_past_the_table_names_the_rows_it_has(tmp_path):
     """A table of 6 rows has rows 0-5: --start_row 6 is refused as outside it, with the rows it has."""
     from clinical_distil.chunks import row_span
-    from clinical_distil.synthetic import StageASettings, plan_run
+    from clinical_distil.runner import plan_run
+    from clinical_distil.synthetic import StageASettings
 
     assert [row_span(count) for count in (0, 1, 6, 12000)] == [
         "it has no rows", "its one row is 0", "its 6 rows are 0-5", "its 12,000 rows are 0-11999"]
@@ -132,3 +135,49 @@ def test_a_start_row_past_the_table_names_the_rows_it_has(tmp_path):
                                                        "rows are 0-5")):
             plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=start_row)
     assert plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=5)[0] == 6
+
+
+REPO = Path(__file__).resolve().parent.parent
+CHUNKED_SCRIPTS = ["a-generate-synthetic-training-data/synthetic-a-create.py",
+                   "a-generate-synthetic-training-data/synthetic-b2-verify.py", "eval-inference.py", "extract.py"]
+
+
+def called(path: Path) -> set[str]:
+    """The names a file calls (`f(...)` and `module.f(...)`)."""
+    return {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)}
+
+
+def test_one_runner_serves_create_verify_eval_inference_and_extract():
+    """The resumable chunked run is written once, in runner.py: its planning, chunk file listing, manifest path,
+    retries and run loop (the one place that keeps a RunManifest); stage A's settings and the answering run are
+    the stages it is given, with the file names and manifests each stage has always written."""
+    from clinical_distil.runner import ChunkedStage
+    from clinical_distil.inference import InferenceSettings
+    from clinical_distil.synthetic import StageASettings
+
+    defined: dict[str, list[str]] = {}
+    for path in sorted((REPO / "clinical_distil").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                defined.setdefault(node.name, []).append(path.name)
+        if "RunManifest" in called(path):
+            defined.setdefault("(keeps a RunManifest)", []).append(path.name)
+    shared = ["chunk_files", "manifest_path", "plan_run", "remaining", "retry_failed", "run_chunks",
+              "(keeps a RunManifest)"]
+    assert {name: defined.get(name) for name in shared} == {name: ["runner.py"] for name in shared}
+    assert not {"run_stage_a", "run_eval_inference"} & set(defined)
+    for script in CHUNKED_SCRIPTS:
+        assert {"plan_run", "run_chunks"} <= called(REPO / script), script
+
+    hooks = set(ChunkedStage.__annotations__) | {name for name, value in vars(ChunkedStage).items()
+                                                 if callable(value) and not name.startswith("_")}
+    create, answer = StageASettings(question_types=["yes_no"]), InferenceSettings(input_file="test")
+    assert [hook for hook in sorted(hooks) if not (hasattr(create, hook) and hasattr(answer, hook))] == []
+    folder = Path("out")
+    assert create.naming.path(folder, "yes_no", 4, 6, 2).name == "df_yes_no_4_6.csv"
+    assert answer.naming.path(folder, "test", 4, 6, 2).name == "test_4_2_chunk_2.csv"
+    assert [stage.naming.manifest(folder, *shards).name for stage in (create, answer) for shards in ((1, 0), (3, 1))] \
+        == ["manifest.json", "manifest_shard1of3.json", "manifest_test.json", "manifest_test_shard1of3.json"]
+    assert (create.naming.parse("df_na-numeric_0_12.csv"), answer.naming.parse("test_10_5_chunk_3.csv"),
+            answer.naming.parse("test_2_10_5_chunk_3.csv")) == (("na-numeric", 0, 12), ("test", 10, 15), None)

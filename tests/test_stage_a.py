@@ -12,7 +12,8 @@ from clinical_distil.engines import Generation, Sampling
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.files import write_csv
 from clinical_distil.notes import select_notes
-from clinical_distil.synthetic import OUTPUT_COLUMNS, RETRY_SEED_STRIDE, StageASettings, read_chunks, retry_failed
+from clinical_distil.runner import RETRY_SEED_STRIDE, retry_failed
+from clinical_distil.synthetic import OUTPUT_COLUMNS, StageASettings, read_chunks
 
 from conftest import SAMPLES, holds_lock, kill_when, manifest_records, run_script, start_script, wait_for
 
