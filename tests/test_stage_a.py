@@ -354,7 +354,7 @@ def test_killed_run_resumed_with_other_chunk_sizes_has_every_row_once(data_dir, 
 def test_a_session_killed_inside_its_first_chunk_is_in_the_sessions(data_dir, tiny_model_dir, tmp_path):
     """The manifest records a session before its first chunk: one killed there is listed (and the run marked
     incomplete), and the resume is the second session."""
-    args = ["--max_tokens", "64", "--retries", "0", "--chunk_size", "6"]
+    args = ["--max_tokens", "32", "--retries", "0", "--chunk_size", "2", "--limit", "2"]
     manifest_file = tmp_path / "manifest.json"
     assert kill_when(SCRIPT, "--model_id", str(tiny_model_dir), "--dataset", "6", "--data_dir", str(data_dir),
                      "--output_dir", str(tmp_path), "--engine", "transformers", *args,
@@ -367,7 +367,7 @@ def test_a_session_killed_inside_its_first_chunk_is_in_the_sessions(data_dir, ti
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     manifest = json.loads(manifest_file.read_text())
     assert manifest["complete"] is True and [session["counts"].get("requests", 0)
-                                             for session in manifest["sessions"]] == [0, 24]
+                                             for session in manifest["sessions"]] == [0, 8]
 
 
 def test_a_second_run_on_the_folder_is_refused_and_a_shard_is_not(data_dir, tiny_model_dir, tmp_path):
