@@ -14,7 +14,7 @@ once). --help lists every flag.
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from clinical_distil import inference, layout, runner
+from clinical_distil import eval_inference, layout, runner
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options, load_tokenizer
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
@@ -29,7 +29,7 @@ class Job(NamedTuple):
     """One model's answers to one dataset: where they go and how many rows this shard answers."""
 
     dataset: str
-    run: inference.InferenceSettings  # the answering run over the eval file
+    run: eval_inference.InferenceSettings  # the answering run over the eval file
     limit: int | None
     rows: "pd.DataFrame"  # the eval file's rows
     target: Path  # the answers' folder
@@ -47,8 +47,8 @@ def main(settings: EvalInferenceSettings) -> None:
     jobs, asked = [], []
     for dataset, input_file, limit in settings.jobs:
         source = layout.eval_file(root, dataset, input_file)
-        rows = inference.load_eval_rows(source, dataset)
-        run = inference.answering(settings, templates, input_file)
+        rows = eval_inference.load_eval_rows(source, dataset)
+        run = eval_inference.answering(settings, templates, input_file)
         asked += list(rows["prompt"].iloc[settings.start_row:None if limit is None else settings.start_row + limit])
         for name, with_adapter in models:
             target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
@@ -65,11 +65,11 @@ def main(settings: EvalInferenceSettings) -> None:
     check_engine_options(settings.engine, settings.dtype, adapter)
     tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
     if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
-        inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, templates)
+        eval_inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, templates)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(job.target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
              for job in jobs]
-    model = inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
+    model = eval_inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
     base_model = model.base_only() if settings.base_model_name else None
     for dataset, run, limit, rows, target, _, name, with_adapter in jobs:
         summary = runner.run_chunks(

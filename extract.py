@@ -19,12 +19,12 @@ import json
 import time
 from pathlib import Path
 
-from clinical_distil import extraction, inference, layout, runner
+from clinical_distil import eval_inference, extract, layout, runner
 from clinical_distil.chunks import package_versions
 from clinical_distil.cli import run_stage
 from clinical_distil.criteria import read_criteria
 from clinical_distil.engines import check_engine_options
-from clinical_distil.evaluation_files import read_model_outputs
+from clinical_distil.evaluate import read_model_outputs
 from clinical_distil.files import (
     FolderLock,
     InputError,
@@ -43,7 +43,7 @@ def main(settings: ExtractSettings) -> None:
     started = time.time()
     criteria = read_criteria(layout.resolve(settings.criteria))
     limit = None if str(settings.num_notes) == "all" else int(settings.num_notes)
-    notes, kind = extraction.read_notes(layout.resolve(settings.notes), limit)
+    notes, kind = extract.read_notes(layout.resolve(settings.notes), limit)
     check_model_folder(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
@@ -51,15 +51,15 @@ def main(settings: ExtractSettings) -> None:
     target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else layout.extraction_dir(
         layout.data_root(settings.data_dir), name, Path(settings.criteria).stem))
     templates = load_templates(settings.prompt_dir)
-    prompts = extraction.prompt_table(notes, criteria, templates)
+    prompts = extract.prompt_table(notes, criteria, templates)
     prompt_file = target / f"{layout.EXTRACTION_PROMPTS}.csv"
     if prompt_file.exists() and not settings.overwrite:
         earlier = read_csv(prompt_file, keep_default_na=False, dtype=str)
-        if list(earlier.columns) != extraction.PROMPT_COLUMNS or \
-                extraction.prompts_digest(earlier) != extraction.prompts_digest(prompts):
+        if list(earlier.columns) != extract.PROMPT_COLUMNS or \
+                extract.prompts_digest(earlier) != extract.prompts_digest(prompts):
             raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
                              "or --overwrite to answer again there")
-    run = inference.answering(settings, templates, layout.EXTRACTION_PROMPTS)
+    run = eval_inference.answering(settings, templates, layout.EXTRACTION_PROMPTS)
     # a mismatch of chunk files stops here, before the model loads
     todo = runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards, settings.shard_index).tasks
     target.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def main(settings: ExtractSettings) -> None:
         answered = json.loads(manifest.read_text()) if manifest.exists() else {}
         engine = answered.get("engine")
     else:
-        model = inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
+        model = eval_inference.answering_engine(settings, settings.model_id, adapter, len(prompts))
         answered = runner.run_chunks(
             model, prompts, run, target, settings.model_id, num_shards=settings.num_shards,
             shard_index=settings.shard_index,
@@ -86,11 +86,11 @@ def main(settings: ExtractSettings) -> None:
         return
     rows = prompts[["id", "patient", "note_id", "criterion", "question"]].merge(
         rows[["id", "output", "finish_reason", "note_truncated"]], on="id", how="left", validate="one_to_one")
-    answers = extraction.answer_table(rows, notes, criteria, settings.fuzzy_threshold)
-    patients = extraction.patient_table(answers, criteria, settings.require_grounded_quote)
-    cohort = extraction.cohort_table(patients, criteria)
+    answers = extract.answer_table(rows, notes, criteria, settings.fuzzy_threshold)
+    patients = extract.patient_table(answers, criteria, settings.require_grounded_quote)
+    cohort = extract.cohort_table(patients, criteria)
     title = f"{Path(settings.criteria).name} on {Path(settings.notes).name}, answered by {name}"
-    page = extraction.review_page(extraction.review_data(answers, notes, criteria, title, patients,
+    page = extract.review_page(extract.review_data(answers, notes, criteria, title, patients,
                                                          settings.require_grounded_quote))
     seconds = answered.get("wall_seconds")
     ungrounded = patients[patients["met_ungrounded"]]
@@ -99,16 +99,16 @@ def main(settings: ExtractSettings) -> None:
         "notes_kind": kind, "note_count": len(notes), "patients": int(notes["patient"].nunique()),
         "answers": len(answers), "model_id": settings.model_id, "adapter": settings.adapter, "engine": engine,
         "gpus": answered.get("gpus", 0), "answer_seconds": seconds,
-        **inference.cost(seconds, len(notes), int(notes["patient"].nunique()), answered.get("gpus", 0)),
+        **eval_inference.cost(seconds, len(notes), int(notes["patient"].nunique()), answered.get("gpus", 0)),
         "quotes": answers["quote_in_note"].value_counts().to_dict(),
         "unparsed_answers": int((answers["answer"] == "").sum()),
-        "off_type_answers": int((answers["met"] == extraction.OFF_TYPE).sum()),
+        "off_type_answers": int((answers["met"] == extract.OFF_TYPE).sum()),
         "require_grounded_quote": settings.require_grounded_quote,
         # patient x criterion decisions met by the rule on no note whose quote is found in it
         "met_ungrounded": len(ungrounded),
         "met_ungrounded_by_criterion": {criterion.id: int((ungrounded["criterion"] == criterion.id).sum())
                                         for criterion in criteria if criterion.rule is not None},
-        "prompts_digest": extraction.prompts_digest(prompts), "versions": package_versions(),
+        "prompts_digest": extract.prompts_digest(prompts), "versions": package_versions(),
         "seconds": round(time.time() - started, 1),
     }
     files = [target / layout.EXTRACTION_FILES[key] for key in ("answers", "patients", "cohort", "review", "manifest")]

@@ -9,7 +9,7 @@ results/{model}_{input_file}_{min_difficulty}_{r}_{alpha}/ (checkpoints, final/ 
 
 import shutil
 
-from clinical_distil import finetuning, layout, training_folder
+from clinical_distil import finetune, layout, training_folder
 from clinical_distil.cli import run_stage
 from clinical_distil.files import FolderLock, check_model_folder, check_output_folder, model_location
 from clinical_distil.stages import FinetuneSettings
@@ -24,24 +24,24 @@ def main(settings: FinetuneSettings) -> None:
     test_path = layout.training_dataset(raw, "test", training)
     # everything a run could fail on is checked before a model loads and before an earlier run is cleared
     check_model_folder(settings.model_id)
-    finetuning.check_datasets(train_path, test_path)
+    finetune.check_datasets(train_path, test_path)
     check_output_folder(target)
     training_folder.resumed_checkpoint(target, settings.resume_from_checkpoint)
     clear = training_folder.check_run_folder(target, settings.resume_from_checkpoint, settings.overwrite)
     # a second run on the folder is refused before anything prints (loading the tokenizer may warn)
     lock = FolderLock(target, "this run")  # noqa: F841 (held to the end; the first process of several)
     # the prompt templates, and every example against --max_seq_length, with the tokenizer alone
-    examples = finetuning.prepare_examples(settings, model_location(settings.model_id), train_path, test_path)
+    examples = finetune.prepare_examples(settings, model_location(settings.model_id), train_path, test_path)
     if clear:
-        state = finetuning.process_state()
+        state = finetune.process_state()
         if state.is_main_process:  # the earlier run goes; the lock this run holds stays
             for path in target.iterdir():
                 if path.name != layout.lock_name():
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
         state.wait_for_everyone()
-    summary = finetuning.train(settings, model_location(settings.model_id), train_path, test_path, target,
+    summary = finetune.train(settings, model_location(settings.model_id), train_path, test_path, target,
                                examples=examples)
-    if not finetuning.process_state().is_main_process:  # one line per run, not one per GPU
+    if not finetune.process_state().is_main_process:  # one line per run, not one per GPU
         return
     before = summary["eval_loss_before"]
     print(f"trained {summary['global_step']} steps in {summary['seconds']:.0f}s: train loss "

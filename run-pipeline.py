@@ -3,7 +3,7 @@
     python run-pipeline.py --config configs/demo.yaml                      (make demo: CPU, bundled samples)
     python run-pipeline.py --teacher meta-llama/Meta-Llama-3.1-70B-Instruct \\
         --student meta-llama/Llama-3.2-1B-Instruct --notes data/mimic/notes_100000.csv.gz
-    python run-pipeline.py --config my.yaml --generate '{max_tokens: 2048}' --dry_run
+    python run-pipeline.py --config my.yaml --create '{max_tokens: 2048}' --dry_run
 Runs the same stage scripts and notebooks one can run by hand, skipping steps whose outputs exist
 (rerun the same command to resume), and writes reports/{run}/report.md (+ report.html, figures/).
 A stage's own flags go under the stage's name, in the YAML file or as a mapping on the command line.
@@ -27,7 +27,7 @@ class DriverFlags(Settings):
 
     config: str | None = setting(None, "YAML file of settings (the flags below); flags given on the command line "
                                  "win")
-    from_stage: str | None = setting(None, f"first stage to run, one of {', '.join(layout.STAGES)}")
+    from_stage: str | None = setting(None, f"first stage to run, one of {', '.join(layout.RUN_STAGES)}")
     to_stage: str | None = setting(None, "last stage to run")
     overwrite: bool = setting(False, "redo the selected stages even where their outputs exist")
     dry_run: bool = setting(False, "print each step's command and whether it would run; run nothing")

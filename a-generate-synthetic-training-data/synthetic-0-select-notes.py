@@ -7,7 +7,7 @@ writes data/mimic/notes_100000.csv.gz (subject_id, hadm_id, note_id, text). --he
 
 import time
 
-from clinical_distil import layout, notes
+from clinical_distil import layout, select
 from clinical_distil.cli import run_stage
 from clinical_distil.files import FolderLock, InputError, check_output_folder, write_csv
 from clinical_distil.stages import SelectSettings
@@ -23,10 +23,10 @@ def main(settings: SelectSettings) -> None:
     if target.exists() and not settings.overwrite:
         print(f"{target} exists; nothing to do (pass --overwrite to select again)")
         return
-    source = notes.check_source(layout.resolve(settings.source))
-    excluded = notes.read_subject_ids(layout.resolve(settings.exclude_subjects)) if settings.exclude_subjects else set()
+    source = select.check_source(layout.resolve(settings.source))
+    excluded = select.read_subject_ids(layout.resolve(settings.exclude_subjects)) if settings.exclude_subjects else set()
     lock = FolderLock(target.parent, "the notes", name=layout.lock_name(target.name))  # noqa: F841 (held to the end)
-    selected = notes.select_notes(source, settings.num_notes, seed=settings.seed,
+    selected = select.select_notes(source, settings.num_notes, seed=settings.seed,
                                   exclude_subjects=excluded)
     write_csv(selected, target)
     print(f"wrote {len(selected)} notes from {selected['subject_id'].nunique()} patients to {target} "

@@ -5,7 +5,7 @@ reads data/mimic/notes_100000.csv.gz and writes data/synthetic-output/100000/df_
 plus manifest.json. --help lists every flag.
 """
 
-from clinical_distil import layout, runner, synthetic
+from clinical_distil import create, layout, runner
 from clinical_distil.backends import load_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
@@ -18,13 +18,13 @@ from simulation.reference_teacher import REFERENCE, TEACHER_KIND, ReferenceTeach
 
 def main(settings: CreateSettings) -> None:
     root = layout.data_root(settings.data_dir)
-    notes_path = layout.resolve(settings.notes_file) if settings.notes_file else synthetic.notes_file(
+    notes_path = layout.resolve(settings.notes_file) if settings.notes_file else create.notes_file(
         root, settings.dataset)
-    notes, unusable = synthetic.load_notes(notes_path)
+    notes, unusable = create.load_notes(notes_path)
     target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
                                  layout.chunks_dir(root, settings.dataset))
     templates = load_templates(settings.prompt_dir)
-    stage = synthetic.StageASettings(
+    stage = create.StageASettings(
         question_types=settings.question_types, questions_per_type=settings.questions_per_type,
         chunk_size=settings.chunk_size,
         sampling=Sampling(max_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
@@ -35,7 +35,7 @@ def main(settings: CreateSettings) -> None:
     # the rows and files are checked before a model loads
     stop = runner.plan_run(len(notes), stage, target, settings.start_row, settings.limit, settings.num_shards,
                            settings.shard_index).stop
-    asked = notes["text"].iloc[settings.start_row:stop].map(synthetic.is_usable_note).sum()
+    asked = notes["text"].iloc[settings.start_row:stop].map(create.is_usable_note).sum()
     if not asked and not settings.allow_empty:
         raise InputError(f"{notes_path} has no note to ask about in rows {settings.start_row}-{stop - 1} "
                          f"({len(notes)} rows, {unusable} of them empty); pass --allow_empty to accept that")
@@ -50,7 +50,7 @@ def main(settings: CreateSettings) -> None:
         check_engine_options(settings.engine, settings.dtype)
         tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
         if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
-            synthetic.check_context(tokenizer, notes.iloc[settings.start_row:stop], stage, settings.max_model_len)
+            create.check_context(tokenizer, notes.iloc[settings.start_row:stop], stage, settings.max_model_len)
     lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
                       name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
     if not reference:

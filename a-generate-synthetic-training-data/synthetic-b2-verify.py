@@ -11,10 +11,10 @@ numbers compared as numbers). Stage C filters on it with require_verified=True. 
 import json
 from pathlib import Path
 
-from clinical_distil import inference, layout, runner, verification
+from clinical_distil import eval_inference, layout, runner, verify
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options
-from clinical_distil.evaluation_files import read_model_outputs
+from clinical_distil.evaluate import read_model_outputs
 from clinical_distil.files import (FolderLock, InputError, check_model_folder, check_output_folder, write_csv)
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import VerifySettings
@@ -36,7 +36,7 @@ def verifier_of(settings: VerifySettings, raw: Path) -> str:
 
 def main(settings: VerifySettings) -> None:
     raw = layout.raw_dir(layout.data_root(settings.data_dir))
-    items = verification.read_items(raw)
+    items = verify.read_items(raw)
     if str(settings.num_items) != "all":
         items = items.head(int(settings.num_items))
     model_id = verifier_of(settings, raw)
@@ -49,14 +49,14 @@ def main(settings: VerifySettings) -> None:
     if verdicts.exists() and not settings.overwrite:
         raise InputError(f"{verdicts} exists; pass --overwrite True to verify the items again")
     templates = load_templates(settings.prompt_dir)
-    prompts = verification.prompt_table(items, templates)
-    run = inference.answering(settings, templates, layout.VERIFY_INPUT)
+    prompts = verify.prompt_table(items, templates)
+    run = eval_inference.answering(settings, templates, layout.VERIFY_INPUT)
     runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards,
                     settings.shard_index)  # chunk files of other items stop here, before the model loads
     target.mkdir(parents=True, exist_ok=True)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     lock = FolderLock(target, "the verification", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
-    model = inference.answering_engine(settings, model_id, adapter, len(prompts))
+    model = eval_inference.answering_engine(settings, model_id, adapter, len(prompts))
     runner.run_chunks(model, prompts, run, target, model_id, num_shards=settings.num_shards,
                       shard_index=settings.shard_index,
                       manifest_extra={"verifier": model_id, "adapter": settings.adapter})
@@ -67,7 +67,7 @@ def main(settings: VerifySettings) -> None:
         return
     answered = prompts.drop(columns=["prompt"]).merge(answered[["id", "output", "finish_reason"]], on="id",
                                                       how="left", validate="one_to_one")
-    table = verification.judge(answered, model_id)
+    table = verify.judge(answered, model_id)
     write_csv(table, verdicts)
     agree = int(table["verifier_agrees"].sum())
     print(f"synthetic-b2-verify: {model_id} agrees with the teacher on {agree} of {len(table)} items "

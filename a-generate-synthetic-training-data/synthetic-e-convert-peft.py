@@ -10,28 +10,28 @@ renamed into place. An existing --output_dir is replaced only when it holds an e
 
 from pathlib import Path
 
-from clinical_distil import layout, merging
+from clinical_distil import convert_peft, layout
 from clinical_distil.cli import run_stage
 from clinical_distil.files import FolderLock, InputError, model_location
-from clinical_distil.stages import MergeSettings
+from clinical_distil.stages import ConvertPeftSettings
 
 
-def main(settings: MergeSettings) -> None:
+def main(settings: ConvertPeftSettings) -> None:
     adapter = layout.resolve(settings.adapter_dir)
-    merging.check_adapter(adapter)
+    convert_peft.check_adapter(adapter)
     inside_run = adapter == layout.final_adapter(adapter.parent) or adapter.match(layout.CHECKPOINT_GLOB)
     name = adapter.parent.name if inside_run else adapter.name
     target = layout.resolve(settings.output_dir) if settings.output_dir else layout.merged_model(
         layout.MODELS, f"{name}-merged")
     # everything the merge could fail on or destroy is checked before a model loads
-    merging.check_merge_target(target, settings.overwrite)
-    base = merging.merge_base(adapter, settings.base_model_id)
+    convert_peft.check_merge_target(target, settings.overwrite)
+    base = convert_peft.merge_base(adapter, settings.base_model_id)
     for what, path in (("the adapter", adapter), ("the base model", Path(model_location(base)))):
         if path == target or target in path.parents:
             raise InputError(f"{what} {path} lies inside --output_dir {target}, which the merge would replace; "
                              "give another --output_dir")
     lock = FolderLock(target.parent, "the merged model", name=layout.lock_name(target.name))  # noqa: F841 (held)
-    report = merging.merge_adapter(adapter, target, base_model_id=base, dtype=settings.dtype,
+    report = convert_peft.merge_adapter(adapter, target, base_model_id=base, dtype=settings.dtype,
                                    overwrite=settings.overwrite)
     print(f"merged {report['adapter']} into {report['base_model']} -> {target} "
           f"(float32 check: max next-token logit difference {report['max_logit_difference']:.2e} <= "
@@ -39,4 +39,4 @@ def main(settings: MergeSettings) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(MergeSettings, main)
+    run_stage(ConvertPeftSettings, main)

@@ -21,11 +21,11 @@ from clinical_distil import prompts
 from clinical_distil.chat import render_ids_batch
 from clinical_distil.cli import run
 from clinical_distil.engines import Sampling
-from clinical_distil.eval_data import annotated_synthetic_prompts
+from clinical_distil.preprocess import annotated_synthetic_prompts
 from clinical_distil.hf_engine import TransformersEngine
-from clinical_distil.inference import answer_schema, conversation
+from clinical_distil.eval_inference import answer_schema, conversation
 from clinical_distil.layout import REPO_ROOT
-from clinical_distil.notes import discharge_notes
+from clinical_distil.select import discharge_notes
 
 SAMPLES = REPO_ROOT / "data" / "samples"
 

@@ -2,7 +2,7 @@
 
     python bench/finetune_profile.py --shape llama-3.1-8b --preset paper --steps 20 --output /tmp/profile.json
 
-Runs clinical_distil.finetuning.train (what finetune.py runs) for `warmup + steps + python_steps + sync_steps + 1
+Runs clinical_distil.finetune.train (what finetune.py runs) for `warmup + steps + python_steps + sync_steps + 1
 + profiled` optimizer steps, timing the `steps` after the warm-up (GPU synchronised at each step's end), recording
 the next `python_steps` with cProfile (which Python functions the CPU spends its own time in), counting in the
 next `sync_steps` each wait of the CPU for the GPU by the code that asked for it, and recording the last
@@ -157,7 +157,7 @@ def plain_loop(settings, model_dir: Path, rows: list[dict], plan, steps: int, wa
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from clinical_distil.chat import render_ids
-    from clinical_distil.finetuning import lora_config, prepare_tokenizer, quantization_config, to_conversations
+    from clinical_distil.finetune import lora_config, prepare_tokenizer, quantization_config, to_conversations
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prepare_tokenizer(tokenizer)
@@ -270,7 +270,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     import torch
     from datasets import load_from_disk
 
-    from clinical_distil import finetuning, speedups
+    from clinical_distil import finetune, speedups
     from clinical_distil.stages import FinetuneSettings
 
     check_lengths(shortest_example, longest_example)
@@ -308,7 +308,7 @@ def main(shape: str = "llama-3.1-8b", preset: str = "paper", load_in_4bit: bool 
     syncs: Counter = Counter()
     if sync_steps:
         callbacks.append(lambda trainer: window_callback(python_end, sync_end, *sync_probe(syncs)))
-    summary = finetuning.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
+    summary = finetune.train(settings, str(model_dir), train_path, test_path, run_dir, callbacks=callbacks)
     plan = speedups.TrainingPlan(**summary["plan"])
     result = {"shape": shape, "preset": preset, "load_in_4bit": load_in_4bit, "compile_layers": compile_layers,
               "example_tokens": [shortest_example, longest_example], "plan": summary["plan"],

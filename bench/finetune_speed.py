@@ -63,8 +63,8 @@ LAUNCHERS = layout.DATA_PARALLEL_CONFIGS
 def make_examples(tokenizer, count: int, seed: int, min_tokens: int = 500, max_tokens: int = 4000) -> pd.DataFrame:
     """Stage C-format examples whose total length spreads log-uniformly over [min_tokens, max_tokens] (all of one
     length when the two are equal)."""
-    from clinical_distil.eval_data import ANNOTATED_TYPES
-    from clinical_distil.training_data import DATASET_COLUMNS
+    from clinical_distil.preprocess import ANNOTATED_TYPES
+    from clinical_distil.prep_training import DATASET_COLUMNS
 
     annotated = pd.concat([pd.read_csv(path, keep_default_na=False) for path in
                            sorted((REPO / "data/samples/annotated-synthetic").glob("*.csv"))], ignore_index=True)
@@ -178,7 +178,7 @@ def model_and_data(shape: str, is_folder: bool, work: Path, tokenizer: str, trai
     data = Path(data_dir) if data_dir else work / name
     raw, training = layout.raw_dir(data), layout.training_name("all", 1, "bench")
     if not layout.training_dataset(raw, "train", training).exists():
-        from clinical_distil.training_data import write_datasets
+        from clinical_distil.prep_training import write_datasets
 
         examples = make_examples(AutoTokenizer.from_pretrained(model_dir), train_examples + test_examples, seed,
                                  min_tokens=lengths[0], max_tokens=lengths[1])

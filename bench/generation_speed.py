@@ -26,7 +26,7 @@ from clinical_distil.default_model import DEFAULT_MODEL_DIR
 from clinical_distil.backends import load_engine
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
-from clinical_distil.notes import discharge_notes
+from clinical_distil.select import discharge_notes
 
 SAMPLE_NOTES = Path(__file__).resolve().parent.parent / "data" / "samples" / "mimic-iii" / "NOTEEVENTS.csv.gz"
 

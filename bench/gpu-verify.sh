@@ -32,8 +32,8 @@ data() {
   step "data/gpu-eval"
   python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --to_stage prepare --engine auto \
       --reports_dir /tmp/gv-reports
-  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --from_stage eval-preprocess \
-      --to_stage eval-preprocess --reports_dir /tmp/gv-reports
+  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --from_stage preprocess \
+      --to_stage preprocess --reports_dir /tmp/gv-reports
   python3 -c "
 import pandas as pd
 from clinical_distil import layout

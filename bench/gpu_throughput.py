@@ -45,11 +45,11 @@ from pathlib import Path
 import pandas as pd
 from shapes import build_random_model
 
-from clinical_distil import inference, layout, prompts, runner, synthetic
+from clinical_distil import create, eval_inference, layout, prompts, runner
 from clinical_distil.cli import run as run_command
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
-from clinical_distil.notes import discharge_notes
+from clinical_distil.select import discharge_notes
 from clinical_distil.vllm_engine import VLLMEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,13 +122,13 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> synthetic.StageASettings:
+def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> create.StageASettings:
     """Stage A as synthetic-a-create.py runs it: four types, five questions, T=0.7, top-p 0.95.
 
     No retries: a random-weight model's every reply runs to the token limit, and retrying them
     would time a second pass instead of the first.
     """
-    return synthetic.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
+    return create.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
                                     chunk_size=notes, sampling=Sampling(max_tokens=max_tokens, temperature=0.7,
                                                                         top_p=0.95),
                                     structured_output=structured, overwrite=True, retries=0)
@@ -146,7 +146,7 @@ def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name
     reset_cache(engine)
     summary = runner.run_chunks(engine, notes, stage_a_settings(len(notes), max_tokens, structured), target,
                                 "random", limit=len(notes))
-    frame = synthetic.read_chunks(target)
+    frame = create.read_chunks(target)
     record({"workload": "stage A", "config": name, "card": card, "notes": len(notes), "requests": len(frame),
             "mean_prompt_tokens": round(frame["prompt_tokens"].mean()), "max_tokens": max_tokens,
             "output_tokens": int(frame["output_tokens"].sum()), "seconds": summary["wall_seconds"],
@@ -157,7 +157,7 @@ def stage_a(engine, notes: pd.DataFrame, max_tokens: int, structured: bool, name
 
 def stage_a_prompt_ids(engine: VLLMEngine, notes: pd.DataFrame, max_tokens: int) -> list[list[int]]:
     """The token ids stage A sends for these notes, in its order (a note's four types together)."""
-    _, fitted = synthetic.build_requests(notes, stage_a_settings(len(notes), max_tokens, False), engine.tokenizer,
+    _, fitted = create.build_requests(notes, stage_a_settings(len(notes), max_tokens, False), engine.tokenizer,
                                          engine.max_model_len - max_tokens)
     return [item.prompt_ids for item in fitted]
 
@@ -245,11 +245,11 @@ def shared_prefix(sequences: list[list[int]]) -> list[int]:
     return sequences[0][:length]
 
 
-def eval_inference(engine, notes: pd.DataFrame, name: str, card: str) -> None:
-    settings = inference.InferenceSettings(input_file="bench", chunk_size=len(notes), overwrite=True,
+def answer_eval_prompts(engine, notes: pd.DataFrame, name: str, card: str) -> None:
+    settings = eval_inference.InferenceSettings(input_file="bench", chunk_size=len(notes), overwrite=True,
                                            sampling=Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
     summary = runner.run_chunks(engine, eval_rows(notes), settings, Path("/tmp/bench-eval") / name, "random")
-    record({"workload": "eval-inference", "config": name, "card": card, "requests": summary["answered"],
+    record({"workload": "eval_inference", "config": name, "card": card, "requests": summary["answered"],
             "max_tokens": 256, "output_tokens": summary["output_tokens"], "seconds": summary["wall_seconds"],
             "output_tokens_per_s": summary["output_tokens_per_second"],
             "seconds_per_example": summary["seconds_per_example"]})
@@ -306,7 +306,7 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
         frame = long_notes(transformers_notes, engine.tokenizer)
         engine.generate([[{"role": "user", "content": "warm up"}]], Sampling(max_tokens=4))
         stage_a(engine, frame, max_tokens, False, "transformers", card)
-        eval_inference(engine, long_notes(32, engine.tokenizer, seed=1), "transformers", card)
+        answer_eval_prompts(engine, long_notes(32, engine.tokenizer, seed=1), "transformers", card)
         return
     options = {}
     if not any(Path(model).glob("*.safetensors")):
@@ -335,7 +335,7 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
     if config == "vllm_stages":
         # the two GPU stages and the decode bound, for a large shape or a tensor-parallel engine
         stage_a(engine, frame, max_tokens, False, f"vllm, tensor parallel {tensor_parallel_size}", card)
-        eval_inference(engine, long_notes(eval_examples, engine.tokenizer, seed=1),
+        answer_eval_prompts(engine, long_notes(eval_examples, engine.tokenizer, seed=1),
                        f"vllm, tensor parallel {tensor_parallel_size}", card)
         batch_one_decode(engine, shape, card, tensor_parallel_size)
         return
@@ -359,7 +359,7 @@ def run(config: str, shape: str = "llama-3.1-8b", notes: int = 64, transformers_
     vllm_bench_workload(engine, "random", prompt_ids, max_tokens, card)
     stage_a(engine, frame, max_tokens, True, "vllm structured", card)
     eval_frame = long_notes(256, engine.tokenizer, seed=1)
-    eval_inference(engine, eval_frame, "vllm", card)
+    answer_eval_prompts(engine, eval_frame, "vllm", card)
     batch_one_decode(engine, shape, card)
 
 

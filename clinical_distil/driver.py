@@ -64,14 +64,14 @@ def check_inputs(run_layout: RunLayout, stages: list[Stage], selected: list[str]
         from clinical_distil.prompts import load_templates
 
         load_templates(settings.prompt_dir)
-    if "generate" in due and settings.teacher not in TEACHERS_WITHOUT_WEIGHTS:
+    if "create" in due and settings.teacher not in TEACHERS_WITHOUT_WEIGHTS:
         check_model(settings.teacher, "teacher")
     verifier = run_layout.settings["verify"].model_id or settings.teacher
     if "verify" in due and verifier not in TEACHERS_WITHOUT_WEIGHTS:
         check_model(verifier, "verifier")
-    if due & {"prepare", "finetune", "eval-inference"}:
+    if due & {"prep_training", "finetune", "eval_inference"}:
         check_model(settings.student, "student")
-    if due & {"prepare", "eval-preprocess"}:
+    if due & {"prep_training", "preprocess"}:
         for task in run_layout.tasks:
             folder = eval_raw_dir(settings, task, run_layout.root)
             wanted = [folder] + ([folder / run_layout.eval_files[task]] if get_task(task).labelled_splits else [])

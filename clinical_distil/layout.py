@@ -32,15 +32,30 @@ DATA_ENV = "CLINICAL_DISTIL_DATA"
 # --- the repository -------------------------------------------------------------------------------
 
 GENERATION_FOLDER = REPO_ROOT / "a-generate-synthetic-training-data"
-SELECT_SCRIPT = GENERATION_FOLDER / "synthetic-0-select-notes.py"
-CREATE_SCRIPT = GENERATION_FOLDER / "synthetic-a-create.py"
-POSTPROCESS_NOTEBOOK = GENERATION_FOLDER / "synthetic-b-post_process_join_notes.ipynb"
-PREPARE_NOTEBOOK = GENERATION_FOLDER / "synthetic-c-prep-training.ipynb"
-FINETUNE_LAUNCHER = GENERATION_FOLDER / "synthetic-d-run-finetune.sh"
-MERGE_SCRIPT = GENERATION_FOLDER / "synthetic-e-convert-peft.py"
-VERIFY_SCRIPT = GENERATION_FOLDER / "synthetic-b2-verify.py"
-FINETUNE_SCRIPT = REPO_ROOT / "finetune.py"
-EVAL_INFERENCE_SCRIPT = REPO_ROOT / "eval-inference.py"
+# The stages, in the order a run takes them, each under one name: its script or notebooks (the published
+# file names, `_` read as `-`), its settings class ({Name}Settings in stages.py), its library module
+# (clinical_distil/{name}.py), its section of run-pipeline.py's settings and run state, and the docs
+# (tests/test_stage_names.py holds them to it). {folder} and {prefix} are an evaluation task's.
+STAGE_FILES: dict[str, str] = {
+    "select": "a-generate-synthetic-training-data/synthetic-0-select-notes.py",
+    "create": "a-generate-synthetic-training-data/synthetic-a-create.py",
+    "post_process": "a-generate-synthetic-training-data/synthetic-b-post_process_join_notes.ipynb",
+    "verify": "a-generate-synthetic-training-data/synthetic-b2-verify.py",
+    "prep_training": "a-generate-synthetic-training-data/synthetic-c-prep-training.ipynb",
+    "finetune": "finetune.py",
+    "convert_peft": "a-generate-synthetic-training-data/synthetic-e-convert-peft.py",
+    "preprocess": "{folder}/{prefix}-a-preprocess.ipynb",
+    "eval_inference": "eval-inference.py",
+    "evaluate": "{folder}/{prefix}-b-evaluate-performance.ipynb",
+    "extract": "extract.py",
+}
+# what run-pipeline.py runs, in order: every stage above but extract (a researcher's own criteria), then the report
+RUN_STAGES = (*(name for name in STAGE_FILES if name != "extract"), "report")
+SELECT_SCRIPT, CREATE_SCRIPT, POST_PROCESS_NOTEBOOK, VERIFY_SCRIPT, PREP_TRAINING_NOTEBOOK, FINETUNE_SCRIPT, \
+    CONVERT_PEFT_SCRIPT = (REPO_ROOT / STAGE_FILES[name] for name in (
+        "select", "create", "post_process", "verify", "prep_training", "finetune", "convert_peft"))
+EVAL_INFERENCE_SCRIPT = REPO_ROOT / STAGE_FILES["eval_inference"]
+FINETUNE_LAUNCHER = GENERATION_FOLDER / "synthetic-d-run-finetune.sh"  # finetune.py under accelerate on a node
 CONFIGS = REPO_ROOT / "configs"
 # accelerate's configs for fine-tuning on several GPUs of a node, by how the processes share the work
 DATA_PARALLEL_CONFIGS = {"ddp": CONFIGS / "multi_gpu.yaml", "deepspeed": CONFIGS / "deep_speed2.yaml"}
@@ -58,9 +73,9 @@ def criteria_file(name: str) -> Path:
 
 
 def task_notebooks(folder: str, prefix: str) -> tuple[Path, Path]:
-    """An evaluation task's two notebooks: {folder}/{prefix}-a-preprocess.ipynb and -b-evaluate-performance."""
-    return (REPO_ROOT / folder / f"{prefix}-a-preprocess.ipynb",
-            REPO_ROOT / folder / f"{prefix}-b-evaluate-performance.ipynb")
+    """An evaluation task's two notebooks: its preprocess and evaluate stages."""
+    return tuple(REPO_ROOT / STAGE_FILES[stage].format(folder=folder, prefix=prefix)
+                 for stage in ("preprocess", "evaluate"))
 
 
 def resolve(path: str | os.PathLike, base: Path | None = None) -> Path:
@@ -111,10 +126,10 @@ def chunks_dir(root: Path, dataset: int | str) -> Path:
     return root / "synthetic-output" / str(dataset)
 
 
-STAGE_A_CHUNK = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
+CREATE_CHUNK = re.compile(r"^df_(?P<type>.+)_(?P<start>\d+)_(?P<end>\d+)\.csv$")
 
 
-def stage_a_chunk(folder: Path, question_type: str, start: int, end: int) -> Path:
+def create_chunk(folder: Path, question_type: str, start: int, end: int) -> Path:
     return folder / f"df_{question_type}_{start}_{end}.csv"
 
 
@@ -129,7 +144,7 @@ def shard_suffix(num_shards: int, shard_index: int) -> str:
     return "" if num_shards == 1 else f"_shard{shard_index}of{num_shards}"
 
 
-def stage_a_manifest(folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
+def create_manifest(folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
     return folder / f"manifest{shard_suffix(num_shards, shard_index)}.json"
 
 
@@ -146,25 +161,25 @@ class ChunkNaming(Protocol):
 
 
 @dataclass(frozen=True)
-class StageAFiles:
+class CreateFiles:
     """Stage A's naming rule for the chunked runner (chunks.py): a file per question type (its series) and chunk
     of note rows [start, end), df_{type}_{start}_{end}.csv; a manifest per shard."""
 
     glob: str = "df_*_*_*.csv"
 
     def path(self, folder: Path, series: str, start: int, end: int, index: int) -> Path:
-        return stage_a_chunk(folder, series, start, end)
+        return create_chunk(folder, series, start, end)
 
     def parse(self, name: str) -> tuple[str, int, int] | None:
         """(series, start, end) of a chunk file's name; None for a name that is not one."""
-        match = STAGE_A_CHUNK.match(name)
+        match = CREATE_CHUNK.match(name)
         return (match["type"], int(match["start"]), int(match["end"])) if match else None
 
     def manifest(self, folder: Path, num_shards: int = 1, shard_index: int = 0) -> Path:
-        return stage_a_manifest(folder, num_shards, shard_index)
+        return create_manifest(folder, num_shards, shard_index)
 
 
-STAGE_A_FILES = StageAFiles()
+CREATE_FILES = CreateFiles()
 
 
 # --- stages B and C -------------------------------------------------------------------------------
@@ -342,8 +357,6 @@ def teacher_truth_file(report: Path) -> Path:
 
 # --- a whole run of the driver ----------------------------------------------------------------------
 
-STAGES = ("select", "generate", "postprocess", "verify", "prepare", "finetune", "merge", "eval-preprocess",
-          "eval-inference", "evaluate", "report")
 MODEL_ROLES = ("base", "distilled")  # the student before and after distillation
 
 
@@ -371,8 +384,8 @@ class RunLayout:
         return chunks_dir(self.root, self.dataset)
 
     @property
-    def generation_manifest(self) -> Path:
-        return stage_a_manifest(self.chunks_dir)
+    def create_manifest(self) -> Path:
+        return create_manifest(self.chunks_dir)
 
     @property
     def raw_dir(self) -> Path:

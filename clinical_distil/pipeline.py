@@ -26,11 +26,11 @@ import pandas as pd
 
 from clinical_distil import layout
 from clinical_distil.files import InputError
-from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
+from clinical_distil.layout import MODEL_ROLES, RUN_STAGES, RunLayout
 from clinical_distil.run_settings import OWNED, RunSettings
 from clinical_distil.settings import Settings, as_flags
 from clinical_distil.stages import (STAGE_SETTINGS, CreateSettings, EvalInferenceSettings, FinetuneSettings,
-                                    PrepareSettings)
+                                    PrepTrainingSettings)
 from clinical_distil.tasks import get_task
 from clinical_distil.training_folder import checkpoints, complete_checkpoints
 
@@ -157,11 +157,11 @@ def _select_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
         stale_command=Command(select + ["--overwrite"]))])
 
 
-def _generate_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
-    manifest = run_layout.generation_manifest
-    create: CreateSettings = run_layout.settings["generate"]
+def _create_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
+    manifest = run_layout.create_manifest
+    create: CreateSettings = run_layout.settings["create"]
     generate = _script(layout.CREATE_SCRIPT, create)
-    return Stage("generate", [Step(
+    return Stage("create", [Step(
         "teacher writes question/answer pairs", Command(generate + redo), outputs=[manifest],
         inputs=[run_layout.notes_file], stale_command=Command(generate + ["--overwrite"]),
         covers=_manifest_covers(manifest, "notes_in_file", create.limit,
@@ -169,20 +169,20 @@ def _generate_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
                                 input_file=run_layout.notes_file))])
 
 
-def _postprocess_stage(run_layout: RunLayout) -> Stage:
+def _post_process_stage(run_layout: RunLayout) -> Stage:
     # a step only runs when its output is missing, stale or asked for again, so the notebooks may replace it
-    from clinical_distil.postprocess import stage_b_paths
+    from clinical_distil.post_process import stage_b_paths
 
-    return Stage("postprocess", [Step(
+    return Stage("post_process", [Step(
         "parse, check and join (stage B)",
-        _notebook(run_layout, layout.POSTPROCESS_NOTEBOOK, run_layout.settings["postprocess"]),
-        outputs=stage_b_paths(run_layout.raw_dir), inputs=[run_layout.generation_manifest])])
+        _notebook(run_layout, layout.POST_PROCESS_NOTEBOOK, run_layout.settings["post_process"]),
+        outputs=stage_b_paths(run_layout.raw_dir), inputs=[run_layout.create_manifest])])
 
 
 def _verify_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
-    prepare_settings: PrepareSettings = run_layout.settings["prepare"]
+    prepare_settings: PrepTrainingSettings = run_layout.settings["prep_training"]
     if not prepare_settings.require_verified:
-        return Stage("verify", [], note="no re-answer verification (prepare: {require_verified: true} runs stage B2)",
+        return Stage("verify", [], note="no re-answer verification (prep_training: {require_verified: true} runs stage B2)",
                      idle="not asked")
     verify = _script(layout.VERIFY_SCRIPT, run_layout.settings["verify"])
     return Stage("verify", [Step(
@@ -191,15 +191,15 @@ def _verify_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
         stale_command=Command(verify + ["--overwrite"]))])
 
 
-def _prepare_stage(run_layout: RunLayout) -> Stage:
-    prepare_settings: PrepareSettings = run_layout.settings["prepare"]
+def _prep_training_stage(run_layout: RunLayout) -> Stage:
+    prepare_settings: PrepTrainingSettings = run_layout.settings["prep_training"]
     verdicts = layout.verification_file(run_layout.raw_dir)
     raw, name = run_layout.raw_dir, run_layout.training
     training_files = [layout.training_dataset(raw, split, name) / "dataset_info.json" for split in ("train", "test")]
     training_files += [layout.training_table(raw, split, name) for split in ("train", "test")]
-    return Stage("prepare", [Step(
+    return Stage("prep_training", [Step(
         "balance, format and split (stage C)",
-        _notebook(run_layout, layout.PREPARE_NOTEBOOK, run_layout.settings["prepare"]),
+        _notebook(run_layout, layout.PREP_TRAINING_NOTEBOOK, run_layout.settings["prep_training"]),
         outputs=training_files,
         inputs=[run_layout.combo_file] + ([verdicts] if prepare_settings.require_verified else []))])
 
@@ -238,11 +238,11 @@ def _finetune_stage(run_layout: RunLayout, overwrite: bool, cuda_devices: int | 
         stale_command=finetune_command(["--overwrite"]))])
 
 
-def _merge_stage(run_layout: RunLayout, overwrite: bool) -> Stage:
+def _convert_peft_stage(run_layout: RunLayout, overwrite: bool) -> Stage:
     merged = run_layout.merged_dir
-    return Stage("merge", [Step(
+    return Stage("convert_peft", [Step(
         "merge the adapter (stage E)",
-        Command(_script(layout.MERGE_SCRIPT, run_layout.settings["merge"],
+        Command(_script(layout.CONVERT_PEFT_SCRIPT, run_layout.settings["convert_peft"],
                         *(["--overwrite"] if overwrite or (merged / "config.json").exists() else []))),
         outputs=[merged / "config.json"], inputs=[layout.training_summary(run_layout.finetune_dir)])])
 
@@ -275,7 +275,7 @@ def _answer_steps(run_layout: RunLayout, task: str, redo: list[str]) -> list[Ste
 
 
 def _evaluation_stages(run_layout: RunLayout, redo: list[str]) -> list[Stage]:
-    """eval-preprocess, eval-inference and evaluate: each task's prompts, both models' answers, their scores."""
+    """preprocess, eval-inference and evaluate: each task's prompts, both models' answers, their scores."""
     preprocess_steps, inference_steps, evaluate_steps = [], [], []
     for task in run_layout.tasks:
         spec = get_task(task)
@@ -287,16 +287,16 @@ def _evaluation_stages(run_layout: RunLayout, redo: list[str]) -> list[Stage]:
         evaluate_steps.append(Step(f"{task}: score both models", evaluate,
                                    outputs=[run_layout.evaluation_dir(task) / "summary.csv"],
                                    inputs=[run_layout.inference_manifest(task, role) for role in MODEL_ROLES]))
-    return [Stage("eval-preprocess", preprocess_steps), Stage("eval-inference", inference_steps),
+    return [Stage("preprocess", preprocess_steps), Stage("eval_inference", inference_steps),
             Stage("evaluate", evaluate_steps)]
 
 
 def plan(run_layout: RunLayout, overwrite: bool = False, cuda_devices: int | None = None) -> list[Stage]:
     """Every stage with its steps, commands and the files that mark them finished."""
     redo = ["--overwrite"] if overwrite else []
-    return [_select_stage(run_layout, redo), _generate_stage(run_layout, redo), _postprocess_stage(run_layout),
-            _verify_stage(run_layout, redo), _prepare_stage(run_layout),
-            _finetune_stage(run_layout, overwrite, cuda_devices), _merge_stage(run_layout, overwrite),
+    return [_select_stage(run_layout, redo), _create_stage(run_layout, redo), _post_process_stage(run_layout),
+            _verify_stage(run_layout, redo), _prep_training_stage(run_layout),
+            _finetune_stage(run_layout, overwrite, cuda_devices), _convert_peft_stage(run_layout, overwrite),
             *_evaluation_stages(run_layout, redo),
             Stage("report", [Step("write the report", None, outputs=[run_layout.report_dir / "report.md"])])]
 
@@ -361,11 +361,11 @@ def batches(steps: list[Step], commands: dict[str, Command], overwrite: bool) ->
 
 def stage_range(from_stage: str | None, to_stage: str | None) -> list[str]:
     for name in (from_stage, to_stage):
-        if name is not None and name not in STAGES:
-            raise InputError(f"unknown stage {name!r}; stages in order: {', '.join(STAGES)}")
-    first = STAGES.index(from_stage) if from_stage else 0
-    last = STAGES.index(to_stage) if to_stage else len(STAGES) - 1
+        if name is not None and name not in RUN_STAGES:
+            raise InputError(f"unknown stage {name!r}; stages in order: {', '.join(RUN_STAGES)}")
+    first = RUN_STAGES.index(from_stage) if from_stage else 0
+    last = RUN_STAGES.index(to_stage) if to_stage else len(RUN_STAGES) - 1
     if first > last:
         raise InputError(f"--from_stage {from_stage} comes after --to_stage {to_stage}")
-    return list(STAGES[first:last + 1])
+    return list(RUN_STAGES[first:last + 1])
 

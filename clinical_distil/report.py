@@ -21,11 +21,11 @@ import pandas as pd
 
 from clinical_distil import layout as paths
 from clinical_distil.files import read_csv, write_csv, write_text
-from clinical_distil.layout import MODEL_ROLES, STAGES, RunLayout
+from clinical_distil.layout import MODEL_ROLES, RUN_STAGES, RunLayout
 from clinical_distil.prompts import QUESTION_TYPES
 from clinical_distil.tables import fmt, markdown_table
 from clinical_distil.tasks import get_task
-from clinical_distil.verification import read_verdicts
+from clinical_distil.verify import read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def _json(path: Path) -> dict[str, Any] | None:
 # --- sections ------------------------------------------------------------------------------------
 
 def settings_section(layout: RunLayout) -> list[Block]:
-    create, prepare = layout.settings["generate"], layout.settings["prepare"]
-    manifest = _json(layout.generation_manifest) or {}
+    create, prepare = layout.settings["create"], layout.settings["prep_training"]
+    manifest = _json(layout.create_manifest) or {}
     kind = manifest.get("teacher", "language model")
     teacher = create.model_id if kind == "language model" else kind
     rows = [("teacher", teacher), ("student", layout.student), ("notes", str(layout.notes_file)),
@@ -95,11 +95,11 @@ def settings_section(layout: RunLayout) -> list[Block]:
 
 
 def counts_section(layout: RunLayout, figures: Path) -> list[Block]:
-    prepare = layout.settings["prepare"]
+    prepare = layout.settings["prep_training"]
     combo, difficulty = prepare.input_file, prepare.min_difficulty
     numbers: dict[str, Any] = {}
     notes = _read(layout.notes_file, usecols=["note_id"])
-    manifest = _json(layout.generation_manifest) or {}
+    manifest = _json(layout.create_manifest) or {}
     replies = _read(paths.reply_counts_file(layout.raw_dir))
     failures = _read(paths.failures_file(layout.raw_dir))
     kept = _read(paths.items_file(layout.raw_dir),
@@ -181,7 +181,7 @@ def filters_blocks(layout: RunLayout) -> list[Block]:
     verdicts = read_verdicts(layout.raw_dir)
     if verdicts is not None and len(verdicts):
         agree = int(verdicts["verifier_agrees"].sum())
-        required = layout.settings["prepare"].require_verified
+        required = layout.settings["prep_training"].require_verified
         verifier = ", ".join(sorted(set(verdicts["verifier"].astype(str)))) if "verifier" in verdicts else "unnamed"
         blocks.append(("p", f"Re-answer verification (stage B2, verifier {verifier}): {len(verdicts)} items "
                             f"verified, the verifier gave the teacher's answer for {agree}; "
@@ -274,7 +274,7 @@ def evaluation_section(layout: RunLayout, figures: Path) -> list[Block]:
 def cost_section(layout: RunLayout) -> list[Block]:
     """What answering cost per task and model: seconds per note and per patient, seconds and GPU-hours per
     1,000 notes, on the engine and GPUs the answers' manifests record."""
-    from clinical_distil.inference import cost
+    from clinical_distil.eval_inference import cost
     from clinical_distil.prompts import load_templates, note_of
 
     first = layout.settings.get(f"eval_inference:{layout.tasks[0]}:base") if layout.tasks else None
@@ -313,7 +313,7 @@ def reading_section(layout: RunLayout) -> list[Block]:
     summary = _json(paths.training_summary(layout.finetune_dir))
     if summary is not None:
         sentences.append(f"The student learned from {summary['train_examples']} training examples.")
-    if str(layout.settings["generate"].model_id) == str(layout.student):
+    if str(layout.settings["create"].model_id) == str(layout.student):
         sentences.append("The teacher was the student's own base model (self-distillation): the student can at "
                          "best learn its teacher's answers, right or wrong.")
     names = {layout.model_name(role): role for role in MODEL_ROLES}
@@ -344,7 +344,7 @@ def reading_section(layout: RunLayout) -> list[Block]:
 
 def timing_section(state: dict[str, Any]) -> list[Block]:
     rows, total = [], 0.0
-    for stage in STAGES[:-1]:  # the report is being written as this table is
+    for stage in RUN_STAGES[:-1]:  # the report is being written as this table is
         record = state.get("stages", {}).get(stage)
         if record is None:
             continue

@@ -3,7 +3,7 @@
 Settings come in two kinds. A few belong to the run and reach every stage that has a flag of that
 name (`data_dir`, `engine`, `input_file`, ...), or name the models and the notes (`teacher`,
 `student`, `notes`). Everything else is a stage's own flag, given under the stage's name with the
-script's own spelling (`generate: {max_tokens: 512}`), checked against the stage's declaration
+script's own spelling (`create: {max_tokens: 512}`), checked against the stage's declaration
 (clinical_distil/stages.py) before anything runs (layout_for). The driver builds every command from
 those declarations (pipeline.plan).
 """
@@ -20,28 +20,28 @@ import pandas as pd
 from clinical_distil import layout
 from clinical_distil.files import InputError
 from clinical_distil.layout import MODEL_ROLES, RunLayout
-from clinical_distil.notes import NOTE_COLUMNS, detect_format
+from clinical_distil.select import NOTE_COLUMNS, detect_format
 from clinical_distil.settings import Settings, setting
 from clinical_distil.stages import (STAGE_SETTINGS, CreateSettings, EvalInferenceSettings, FinetuneSettings,
-                                    MergeSettings, PostprocessSettings, PrepareSettings, SelectSettings,
+                                    ConvertPeftSettings, PostProcessSettings, PrepTrainingSettings, SelectSettings,
                                     VerifySettings, evaluate_settings, preprocess_settings)
 from clinical_distil.tasks import TASKS, get_task
 
 # run-level settings that reach every stage with a flag of the same name
 SHARED = {
-    "data_dir": ("select", "generate", "postprocess", "verify", "prepare", "finetune", "eval_inference"),
-    "engine": ("generate", "verify", "eval_inference"), "batch_size": ("generate", "verify", "eval_inference"),
-    "tensor_parallel_size": ("generate", "verify", "eval_inference"),
-    "max_model_len": ("generate", "verify", "eval_inference"),
-    "prompt_dir": ("generate", "verify", "prepare", "finetune", "eval_inference"),
-    "input_file": ("prepare", "finetune"), "min_difficulty": ("prepare", "finetune"),
-    "max_seq_length": ("prepare", "finetune"),
+    "data_dir": ("select", "create", "post_process", "verify", "prep_training", "finetune", "eval_inference"),
+    "engine": ("create", "verify", "eval_inference"), "batch_size": ("create", "verify", "eval_inference"),
+    "tensor_parallel_size": ("create", "verify", "eval_inference"),
+    "max_model_len": ("create", "verify", "eval_inference"),
+    "prompt_dir": ("create", "verify", "prep_training", "finetune", "eval_inference"),
+    "input_file": ("prep_training", "finetune"), "min_difficulty": ("prep_training", "finetune"),
+    "max_seq_length": ("prep_training", "finetune"),
 }
 # flags the driver sets itself in each stage (paths, models, names): a section may not set them
 OWNED = {
-    "select": ("source", "output"), "generate": ("model_id", "dataset", "notes_file", "output_dir"),
-    "postprocess": ("dataset", "notes_file"), "prepare": ("tokenizer",),
-    "finetune": ("model_id", "output_dir", "variant", "resume_from_checkpoint"), "merge": ("adapter_dir", "output_dir"),
+    "select": ("source", "output"), "create": ("model_id", "dataset", "notes_file", "output_dir"),
+    "post_process": ("dataset", "notes_file"), "prep_training": ("tokenizer",),
+    "finetune": ("model_id", "output_dir", "variant", "resume_from_checkpoint"), "convert_peft": ("adapter_dir", "output_dir"),
     "eval_inference": ("model_id", "dataset_name", "input_file", "num_inference", "model_name", "output_dir",
                        "adapter", "base_model_name"),
     "evaluate": ("input_file", "models", "results_dir", "gold_dir"),
@@ -115,13 +115,13 @@ class RunSettings(Settings):
     max_seq_length: int = setting(12000, "longest training example in tokens (stage C, finetune.py)", minimum=1)
     prompt_dir: str | None = setting(None, "prompt templates of one's own (stage A, C, D, the evaluation prompts)")
     select: dict = setting({}, "synthetic-0-select-notes.py flags, e.g. {num_notes: 24}")
-    generate: dict = setting({}, "synthetic-a-create.py flags, e.g. {max_tokens: 512, limit: 4}")
-    postprocess: dict = setting({}, "stage B notebook parameters, e.g. {require_source_in_note: true}")
+    create: dict = setting({}, "synthetic-a-create.py flags, e.g. {max_tokens: 512, limit: 4}")
+    post_process: dict = setting({}, "stage B notebook parameters, e.g. {require_source_in_note: true}")
     verify: dict = setting({}, "synthetic-b2-verify.py flags, e.g. {model_id: models/verifier}; stage B2 runs when "
                            "prepare has require_verified: true (the verifier: the teacher unless model_id is given)")
-    prepare: dict = setting({}, "stage C notebook parameters, e.g. {hardest: true}")
+    prep_training: dict = setting({}, "stage C notebook parameters, e.g. {hardest: true}")
     finetune: dict = setting({}, "finetune.py flags, e.g. {max_steps: 300, padding_free: true}")
-    merge: dict = setting({}, "synthetic-e-convert-peft.py flags, e.g. {dtype: float16}")
+    convert_peft: dict = setting({}, "synthetic-e-convert-peft.py flags, e.g. {dtype: float16}")
     eval_inference: dict = setting({}, "eval-inference.py flags for every task and model, e.g. "
                                    "{max_output_tokens: 128}")
     distilled_as: str = setting("adapter", "how eval-inference serves the distilled student: adapter (its LoRA "
@@ -229,21 +229,21 @@ def layout_for(settings: RunSettings) -> RunLayout:
         stage_settings["select"] = SelectSettings.from_values(
             _stage_values(settings, "select", source=str(select_from), output=str(notes_file)), "select")
     chunks = layout.chunks_dir(root, dataset)
-    stage_settings["generate"] = CreateSettings.from_values(_stage_values(
-        settings, "generate", model_id=settings.teacher, dataset=dataset, notes_file=str(notes_file),
-        output_dir=str(chunks)), "generate")
-    stage_settings["postprocess"] = PostprocessSettings.from_values(_stage_values(
-        settings, "postprocess", data_dir=str(root), dataset=dataset, notes_file=str(notes_file), overwrite=True),
-        "postprocess")
+    stage_settings["create"] = CreateSettings.from_values(_stage_values(
+        settings, "create", model_id=settings.teacher, dataset=dataset, notes_file=str(notes_file),
+        output_dir=str(chunks)), "create")
+    stage_settings["post_process"] = PostProcessSettings.from_values(_stage_values(
+        settings, "post_process", data_dir=str(root), dataset=dataset, notes_file=str(notes_file), overwrite=True),
+        "post_process")
     stage_settings["verify"] = VerifySettings.from_values(_stage_values(settings, "verify", data_dir=str(root)),
                                                           "verify")
     # stage C checks the training notes against the evaluation sets this run scores on
     eval_raw = {task: str(eval_raw_dir(settings, task, root)) for task in settings.tasks}
-    checked = {} if "eval_dirs" in settings.prepare else {"eval_dirs": eval_raw}
-    prepare = PrepareSettings.from_values(_stage_values(settings, "prepare", data_dir=str(root),
+    checked = {} if "eval_dirs" in settings.prep_training else {"eval_dirs": eval_raw}
+    prepare = PrepTrainingSettings.from_values(_stage_values(settings, "prep_training", data_dir=str(root),
                                                         tokenizer=settings.student, overwrite=True, **checked),
-                                          "prepare")
-    stage_settings["prepare"] = prepare
+                                          "prep_training")
+    stage_settings["prep_training"] = prepare
     variant = layout.variant_name(prepare.per_type, prepare.hardest, prepare.support, prepare.grouped_split)
     training = layout.training_name(prepare.input_file, prepare.min_difficulty, variant)
     results, models = layout.resolve(settings.results_dir), layout.resolve(settings.models_dir)
@@ -258,8 +258,8 @@ def layout_for(settings: RunSettings) -> RunLayout:
                                                                            prepare.min_difficulty),
                            student=settings.student, tasks=tuple(settings.tasks), eval_files=eval_files,
                            settings=stage_settings)
-    stage_settings["merge"] = MergeSettings.from_values({**settings.merge, "adapter_dir": str(
-        layout.final_adapter(run_layout.finetune_dir)), "output_dir": str(run_layout.merged_dir)}, "merge")
+    stage_settings["convert_peft"] = ConvertPeftSettings.from_values({**settings.convert_peft, "adapter_dir": str(
+        layout.final_adapter(run_layout.finetune_dir)), "output_dir": str(run_layout.merged_dir)}, "convert_peft")
     for task in settings.tasks:
         spec, entry = get_task(task), settings.eval.get(task, {})
         preprocess = {"data_dir": str(root), "input_dir": eval_raw[task], "overwrite": True}

@@ -75,7 +75,7 @@ class ChunkedStage(Protocol):
 
     label: str  # on the progress bar
     source: str  # the table its rows come from, as a refusal names it ("the notes table")
-    naming: layout.ChunkNaming  # its rule in layout.py: StageAFiles, AnswerFiles
+    naming: layout.ChunkNaming  # its rule in layout.py: CreateFiles, AnswerFiles
     series: list[str]  # the names its files are kept apart by
     chunk_size: int
     overwrite: bool

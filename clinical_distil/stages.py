@@ -101,7 +101,7 @@ class CreateSettings(Settings):
 
 
 @dataclass
-class PostprocessSettings(Settings):
+class PostProcessSettings(Settings):
     """synthetic-b-post_process_join_notes.ipynb: parse, check and join the teacher's replies."""
 
     what: ClassVar[str] = "parameter"
@@ -120,7 +120,7 @@ class PostprocessSettings(Settings):
 
 
 @dataclass
-class PrepareSettings(Settings):
+class PrepTrainingSettings(Settings):
     """synthetic-c-prep-training.ipynb: balanced, formatted, patient-grouped training data."""
 
     what: ClassVar[str] = "parameter"
@@ -221,7 +221,7 @@ class FinetuneSettings(Settings):
 
 
 @dataclass
-class MergeSettings(Settings):
+class ConvertPeftSettings(Settings):
     """synthetic-e-convert-peft.py: fold a LoRA adapter into its base model and save a deployable folder."""
 
     adapter_dir: str | None = setting(None, "a checkpoint-N or final/ folder written by finetune.py")
@@ -464,7 +464,7 @@ def evaluate_settings(task: EvalTask) -> type[EvaluateSettings]:
 
 # the scripts and notebooks the driver runs, by stage name
 STAGE_SETTINGS: dict[str, type[Settings]] = {
-    "select": SelectSettings, "generate": CreateSettings, "postprocess": PostprocessSettings,
-    "verify": VerifySettings, "prepare": PrepareSettings, "finetune": FinetuneSettings, "merge": MergeSettings,
+    "select": SelectSettings, "create": CreateSettings, "post_process": PostProcessSettings,
+    "verify": VerifySettings, "prep_training": PrepTrainingSettings, "finetune": FinetuneSettings, "convert_peft": ConvertPeftSettings,
     "eval_inference": EvalInferenceSettings,
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from known_answer import code_version
 
-from clinical_distil import layout, postprocess, synthetic
+from clinical_distil import create, layout, post_process
 from clinical_distil.cli import run
 from clinical_distil.files import InputError, read_csv
 from simulation.teacher_check import check_items, corpus_facts
@@ -39,7 +39,7 @@ def precision(items: pd.DataFrame, facts: dict) -> tuple[int, int, float | None]
 
 def filter_table(items: pd.DataFrame, facts: dict) -> pd.DataFrame:
     """Per filter (and all together): kept and dropped items with their precision against the truth."""
-    flags = postprocess.filter_flags(items)
+    flags = post_process.filter_flags(items)
     if "verifier_agrees" in items:
         flags[VERIFIER] = ~items["verifier_agrees"].fillna(False).astype(bool)
     flags["all filters"] = flags.any(axis=1)
@@ -64,9 +64,9 @@ def main(data_dir: str = "", dataset: str = "", output: str = "") -> None:
     raw = layout.raw_dir(root)
     items = read_csv(layout.items_file(raw), keep_default_na=False, dtype={"note_id": str},
                      what="stage B items", hint="run stage B with no filter applied first")
-    facts = corpus_facts(synthetic.notes_file(root, dataset))
+    facts = corpus_facts(create.notes_file(root, dataset))
     if facts is None:
-        raise InputError(f"no facts beside {synthetic.notes_file(root, dataset)}: this measures simulated notes only")
+        raise InputError(f"no facts beside {create.notes_file(root, dataset)}: this measures simulated notes only")
     for column in ("source_in_note", "answer_type_ok", "duplicate_question", "near_duplicate_question"):
         items[column] = items[column].astype(str).str.lower() == "true"
     verdicts = layout.verification_file(raw)

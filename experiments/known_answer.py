@@ -50,7 +50,7 @@ from clinical_distil import layout
 from clinical_distil.cli import run
 from clinical_distil.files import InputError, read_csv, write_text
 from clinical_distil.layout import REPO_ROOT as REPO
-from clinical_distil.postprocess import FILTERS
+from clinical_distil.post_process import FILTERS
 from clinical_distil.tasks import get_task
 from simulation.corpus import CORPUS_FILE, write_corpus
 
@@ -128,7 +128,7 @@ def items_per_type(root: Path, config: Path) -> int:
     settings = RunSettings.from_sources(str(config))
     name = layout.training_name(settings.input_file, settings.min_difficulty)
     tables = [pd.read_csv(layout.training_table(layout.raw_dir(root), split, name)) for split in ("train", "test")]
-    asked = CreateSettings.from_values(settings.generate).question_types
+    asked = CreateSettings.from_values(settings.create).question_types
     types = [question_type for question_type in COMBOS[settings.input_file] if question_type in asked]
     return max(1, len(pd.concat(tables)) // max(1, len(types)))
 
@@ -161,9 +161,9 @@ def arm_command(config: Path, corpus: Path, root: Path, arm: Arm, self_teacher: 
             "--select", json.dumps({"num_notes": arm.notes}),
             "--teacher", "reference" if arm.teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
     if arm.filtered:
-        argv += ["--postprocess", json.dumps(ARM_FILTERS)]
+        argv += ["--post_process", json.dumps(ARM_FILTERS)]
     if per_type is not None:
-        argv += ["--prepare", json.dumps({"per_type": per_type})]
+        argv += ["--prep_training", json.dumps({"per_type": per_type})]
     if to_stage:
         argv += ["--to_stage", to_stage]
     return argv + (["--engine", engine] if engine else [])
@@ -403,7 +403,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
             root, twin_root = arm_root(corpus_dir, arm), arm_root(corpus_dir, arm.twin)
             share_teacher_replies(twin_root, root, arm.notes)
             run_commands([(f"{arm.label} to stage C", arm_command(config_path, corpus_dir, root, arm, self_teacher,
-                                                                  engine or None, to_stage="prepare"), None)], 1)
+                                                                  engine or None, to_stage="prep_training"), None)], 1)
             if arm.twin in chosen:
                 per_type[arm.twin] = items_per_type(root, config_path)
                 share_teacher_replies(root, twin_root, arm.notes)

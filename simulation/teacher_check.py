@@ -108,7 +108,7 @@ def report_section(layout: RunLayout) -> list[Block]:
     table = teacher_precision(checked)
     write_csv(table, paths.teacher_truth_file(layout.report_dir))
     balance = yes_share_by_kind(checked)
-    manifest = json.loads(layout.generation_manifest.read_text()) if layout.generation_manifest.exists() else {}
+    manifest = json.loads(layout.create_manifest.read_text()) if layout.create_manifest.exists() else {}
     return [("h2", "Teacher against the truth (simulated notes)"),
             ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
                   f"{manifest.get('teacher', layout.settings['generate'].model_id)}. Each kept item's question is read "

@@ -141,7 +141,7 @@ def make_stage_a_outputs(root: Path) -> tuple[Path, Path]:
     import pandas as pd
 
     from clinical_distil.files import write_csv
-    from clinical_distil.synthetic import OUTPUT_COLUMNS
+    from clinical_distil.create import OUTPUT_COLUMNS
 
     annotated = pd.concat([pd.read_csv(path, keep_default_na=False)
                            for path in sorted((SAMPLES / "annotated-synthetic").glob("*.csv"))])
@@ -206,9 +206,9 @@ def lora_directional_derivative(model_dir: Path, device: str, compiled: bool, fo
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from clinical_distil import finetuning, speedups
+    from clinical_distil import finetune, speedups
 
-    kwargs = {"quantization_config": finetuning.quantization_config(torch.float32)} if four_bit else {}
+    kwargs = {"quantization_config": finetune.quantization_config(torch.float32)} if four_bit else {}
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, device_map={"": device}, **kwargs)
     if four_bit:

@@ -195,7 +195,7 @@ CASES = [
     ("merge-dtype-int8", MERGE, lambda w: ["--adapter_dir", str(w / "adapter-badjson"), "--dtype", "int8"], "--dtype must be one of"),
     ("merge-unknown", MERGE, lambda w: ["--adapter", str(w / "adapter-badjson")], "did you mean --adapter_dir?"),
     # ---- the driver
-    ("driver-section-misspelt", DRIVER, lambda w: ["--notes", MIMIC_III, "--generate", "{max_tokenz: 1}", *D(w)], "did you mean --max_tokens?"),
+    ("driver-section-misspelt", DRIVER, lambda w: ["--notes", MIMIC_III, "--create", "{max_tokenz: 1}", *D(w)], "did you mean --max_tokens?"),
     ("driver-notes-missing", DRIVER, lambda w: ["--notes", str(w / "none.csv.gz"), *D(w)], "notes file not found"),
     ("driver-stage", DRIVER, lambda w: ["--notes", MIMIC_III, "--from_stage", "train", *D(w)], "unknown stage 'train'"),
     ("driver-stage-order", DRIVER, lambda w: ["--notes", MIMIC_III, "--from_stage", "evaluate", "--to_stage", "finetune", *D(w)], "comes after"),

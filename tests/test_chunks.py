@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from clinical_distil.chunks import ChunkFile, RunManifest, check_no_overlap, chunk_ranges, uncovered
 from clinical_distil.files import InputError, write_csv
-from clinical_distil.inference import plan_chunks
+from clinical_distil.eval_inference import plan_chunks
 from clinical_distil.layout import eval_chunk as chunk_file
-from clinical_distil.layout import stage_a_chunk as chunk_path
-from clinical_distil.synthetic import plan_tasks, stage_a_files as chunk_files
+from clinical_distil.layout import create_chunk as chunk_path
+from clinical_distil.create import plan_tasks, stage_a_files as chunk_files
 
 TYPES = ["yes_no", "numeric"]
 
@@ -126,7 +126,7 @@ def test_a_start_row_past_the_table_names_the_rows_it_has(tmp_path):
     """A table of 6 rows has rows 0-5: --start_row 6 is refused as outside it, with the rows it has."""
     from clinical_distil.chunks import row_span
     from clinical_distil.runner import plan_run
-    from clinical_distil.synthetic import StageASettings
+    from clinical_distil.create import StageASettings
 
     assert [row_span(count) for count in (0, 1, 6, 12000)] == [
         "it has no rows", "its one row is 0", "its 6 rows are 0-5", "its 12,000 rows are 0-11999"]
@@ -153,8 +153,8 @@ def test_one_runner_serves_create_verify_eval_inference_and_extract():
     retries and run loop (the one place that keeps a RunManifest); stage A's settings and the answering run are
     the stages it is given, with the file names and manifests each stage has always written."""
     from clinical_distil.runner import ChunkedStage
-    from clinical_distil.inference import InferenceSettings
-    from clinical_distil.synthetic import StageASettings
+    from clinical_distil.eval_inference import InferenceSettings
+    from clinical_distil.create import StageASettings
 
     defined: dict[str, list[str]] = {}
     for path in sorted((REPO / "clinical_distil").glob("*.py")):

@@ -14,7 +14,7 @@ import struct
 import pandas as pd
 import pytest
 
-from clinical_distil import merging, prompts
+from clinical_distil import convert_peft, prompts
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.layout import REPO_ROOT
 
@@ -195,7 +195,7 @@ def test_the_context_check_names_the_length_that_fits(work):
     token less is refused by both."""
     from transformers import AutoTokenizer
 
-    from clinical_distil.inference import check_context, fit_prompts
+    from clinical_distil.eval_inference import check_context, fit_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(M(work))
     prompt = prompts.answer_messages("Creatinine 1.4 on admission. " * 200, "Highest creatinine?")[-1]["content"]
@@ -214,21 +214,21 @@ def test_the_context_check_names_the_length_that_fits(work):
 @pytest.mark.parametrize("folder, expected", [
     ("merged", True), ("run", False), ("mine", False), ("unreadable-model", False), ("nowhere", False)])
 def test_a_merged_model_of_this_project_is_known_by_its_merge_record(work, folder, expected):
-    assert merging.is_merged_model(work / folder) is expected
+    assert convert_peft.is_merged_model(work / folder) is expected
 
 
 def test_a_merge_of_an_earlier_version_is_known_by_its_model_card(tmp_path):
     """Merges written before merge.json existed carry stage E's model card: --overwrite may replace them."""
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "README.md").write_text(merging.model_card(tmp_path / "final", {
+    (tmp_path / "README.md").write_text(convert_peft.model_card(tmp_path / "final", {
         "base_model": "base", "dtype": "bfloat16", "max_logit_difference": 0.0, "tolerance": 1e-3,
         "same_top_token": True}))
-    assert merging.is_merged_model(tmp_path)
-    merging.check_merge_target(tmp_path, overwrite=True)
+    assert convert_peft.is_merged_model(tmp_path)
+    convert_peft.check_merge_target(tmp_path, overwrite=True)
     (tmp_path / "README.md").write_text("# my own model\n")
-    assert not merging.is_merged_model(tmp_path)
+    assert not convert_peft.is_merged_model(tmp_path)
     with pytest.raises(InputError, match="holds no merged model of this project"):
-        merging.check_merge_target(tmp_path, overwrite=True)
+        convert_peft.check_merge_target(tmp_path, overwrite=True)
 
 
 @pytest.mark.parametrize("flag, value", [("temperature", "inf"), ("temperature", "-inf"), ("top_p", "inf"),

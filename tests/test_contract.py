@@ -8,7 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from clinical_distil import evaluation_files, layout, pipeline, run_settings, stages, tasks
+from clinical_distil import evaluate, layout, pipeline, run_settings, stages, tasks
 from clinical_distil.files import write_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import answer_target
@@ -16,7 +16,7 @@ from clinical_distil.prompts import answer_target
 from conftest import SAMPLES
 
 NOTEBOOK_SETTINGS = {
-    layout.POSTPROCESS_NOTEBOOK: stages.PostprocessSettings, layout.PREPARE_NOTEBOOK: stages.PrepareSettings,
+    layout.POST_PROCESS_NOTEBOOK: stages.PostProcessSettings, layout.PREP_TRAINING_NOTEBOOK: stages.PrepTrainingSettings,
     **{task.preprocess_notebook: stages.preprocess_settings(task) for task in tasks.TASKS.values()},
     **{task.evaluate_notebook: stages.evaluate_settings(task) for task in tasks.TASKS.values()},
 }
@@ -80,16 +80,16 @@ def test_the_driver_takes_every_stage_flag_under_its_own_name(tmp_path):
     """Any flag of any stage's declaration is accepted in that stage's section and reaches its command."""
     settings = run_settings.RunSettings.from_values(dict(
         notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"), data_dir=str(tmp_path), run="r",
-        select={"num_notes": 12, "seed": 7}, generate={"retries": 0, "top_p": 0.9},
+        select={"num_notes": 12, "seed": 7}, create={"retries": 0, "top_p": 0.9},
         finetune={"learning_rate": 1e-4, "padding_free": True}, eval_inference={"structured_output": True}))
     plan = {stage.name: stage for stage in pipeline.plan(run_settings.layout_for(settings))}
     select = plan["select"].steps[0].command.argv
     assert select[select.index("--seed") + 1] == "7" and select[select.index("--num_notes") + 1] == "12"
-    generate = plan["generate"].steps[0].command.argv
-    assert generate[generate.index("--retries") + 1] == "0" and generate[generate.index("--top_p") + 1] == "0.9"
+    create = plan["create"].steps[0].command.argv
+    assert create[create.index("--retries") + 1] == "0" and create[create.index("--top_p") + 1] == "0.9"
     finetune = plan["finetune"].steps[0].command.argv
     assert finetune[finetune.index("--learning_rate") + 1] == "0.0001" and "--padding_free" in finetune
-    assert all("--structured_output" in step.command.argv for step in plan["eval-inference"].steps)
+    assert all("--structured_output" in step.command.argv for step in plan["eval_inference"].steps)
 
 
 # ---------------------------------------------------------------- a fourth evaluation task: one entry + its folder
@@ -113,14 +113,14 @@ def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
         tasks=["apixaban", "vitals"], eval={"vitals": {"num_inference": 4}}))
     run_layout = run_settings.layout_for(settings)
     plan = {stage.name: stage for stage in pipeline.plan(run_layout)}
-    labels = [step.label for stage in ("eval-preprocess", "eval-inference", "evaluate") for step in plan[stage].steps]
+    labels = [step.label for stage in ("preprocess", "eval_inference", "evaluate") for step in plan[stage].steps]
     assert labels == ["apixaban prompts", "vitals prompts", "apixaban: base model answers",
                       "apixaban: distilled model answers", "vitals: base model answers",
                       "vitals: distilled model answers", "apixaban: score both models", "vitals: score both models"]
-    preprocess = plan["eval-preprocess"].steps[1].command.argv
+    preprocess = plan["preprocess"].steps[1].command.argv
     assert preprocess[5] == str(throwaway_task.preprocess_notebook)
     assert json.loads(preprocess[-1])["input_dir"] == str(tmp_path / "data" / "vitals")
-    answers = plan["eval-inference"].steps[2].command.argv
+    answers = plan["eval_inference"].steps[2].command.argv
     assert answers[answers.index("--dataset_name") + 1] == "vitals" and answers[answers.index("--num_inference") + 1] == "4"
     assert plan["evaluate"].steps[1].outputs == [tmp_path / "data" / "outputs" / "vitals" / "evaluation" / "r" /
                                                  "summary.csv"]
@@ -132,11 +132,11 @@ def test_a_new_task_is_one_entry_plus_its_folder(throwaway_task, tmp_path):
         replies = [answer_target({"question": "q", "answer": answer}) for answer in answers_given]
         write_csv(rows.assign(output=replies, finish_reason="stop"),
                   layout.eval_chunk(tmp_path / "outputs" / "vitals" / model, "prompts", 0, 4, 0))
-    evaluation = evaluation_files.evaluate_models(tmp_path / "outputs" / "vitals", "prompts", "vitals")
+    evaluation = evaluate.evaluate_models(tmp_path / "outputs" / "vitals", "prompts", "vitals")
     assert evaluation["question_column"] == "criterion"
     assert evaluation["summaries"]["right"]["micro_f1"] == 1.0
     assert evaluation["summaries"]["wrong"]["micro_f1"] == pytest.approx((0.5 + 0.5) / 2)
-    written = evaluation_files.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
+    written = evaluate.write_evaluation(evaluation, tmp_path / "scores", throwaway_task.title)
     assert pd.read_csv(written["summary"])["model"].tolist() == ["right", "wrong"]
     shutil.rmtree(tmp_path / "scores")
 
@@ -160,10 +160,10 @@ def own_prompts(tmp_path):
 def test_a_prompt_dir_reaches_stage_a_stage_c_and_the_evaluation(own_prompts, tmp_path, tiny_model_dir):
     from datasets import load_from_disk
 
-    from clinical_distil import inference
-    from clinical_distil.eval_data import apixaban_prompts
+    from clinical_distil import eval_inference
+    from clinical_distil.preprocess import apixaban_prompts
     from clinical_distil.prompts import load_templates
-    from clinical_distil.synthetic import read_chunks
+    from clinical_distil.create import read_chunks
 
     from conftest import make_stage_a_outputs, run_script
     from test_notebooks import execute
@@ -194,7 +194,7 @@ def test_a_prompt_dir_reaches_stage_a_stage_c_and_the_evaluation(own_prompts, tm
     own = load_templates(str(own_prompts))
     prompts = apixaban_prompts(SAMPLES / "apixaban", own)
     assert prompts["prompt"].iloc[0].startswith("OWN ANSWER PROMPT")
-    fitted = inference.fit_prompts(__import__("transformers").AutoTokenizer.from_pretrained(tiny_model_dir),
+    fitted = eval_inference.fit_prompts(__import__("transformers").AutoTokenizer.from_pretrained(tiny_model_dir),
                                    list(prompts["prompt"].iloc[:1]), 300, own)[0]
     assert fitted.note_truncated and fitted.messages[0]["content"] == "You answer from the note alone."
     assert fitted.messages[1]["content"].endswith(prompts["question"].iloc[0])  # the question kept whole
@@ -203,7 +203,7 @@ def test_a_prompt_dir_reaches_stage_a_stage_c_and_the_evaluation(own_prompts, tm
     settings = run_settings.RunSettings.from_values(dict(notes=str(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"),
                                                      data_dir=str(tmp_path / "d"), prompt_dir=str(own_prompts)))
     plan = {stage.name: stage for stage in pipeline.plan(run_settings.layout_for(settings))}
-    for name in ("generate", "finetune", "eval-inference"):
+    for name in ("create", "finetune", "eval_inference"):
         assert all(str(own_prompts) in step.command.argv for step in plan[name].steps), name
-    for name in ("prepare", "eval-preprocess"):
+    for name in ("prep_training", "preprocess"):
         assert all(json.loads(step.command.argv[-1])["prompt_dir"] == str(own_prompts) for step in plan[name].steps)

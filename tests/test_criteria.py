@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clinical_distil import criteria, eval_data, metrics
+from clinical_distil import criteria, metrics, preprocess
 from clinical_distil.criteria import Rule, parse_rule, read_criteria
 from clinical_distil.files import InputError
 from clinical_distil.tasks import APIXABAN, APIXABAN_BOOLEAN, APIXABAN_NUMERIC, N2C2, N2C2_CRITERIA, N2C2_NUMERIC
@@ -139,9 +139,9 @@ def test_bad_criteria_paths_and_columns(tmp_path):
 def test_the_shipped_files_are_the_evaluation_tasks_questions():
     assert len(N2C2) == 13 and N2C2_NUMERIC == ("CREATININE", "HBA1C")
     assert len(APIXABAN_BOOLEAN) == 15 and len(APIXABAN_NUMERIC) == 8
-    assert eval_data.N2C2_QUESTIONS == {criterion.id: criterion.question for criterion in N2C2}
-    assert list(eval_data.APIXABAN_QUESTIONS) == [criterion.id for criterion in APIXABAN]
-    assert eval_data.N2C2_QUESTIONS["MI-6MOS"] == \
+    assert preprocess.N2C2_QUESTIONS == {criterion.id: criterion.question for criterion in N2C2}
+    assert list(preprocess.APIXABAN_QUESTIONS) == [criterion.id for criterion in APIXABAN]
+    assert preprocess.N2C2_QUESTIONS["MI-6MOS"] == \
         "Has the patient had a myocardial infarction in the 6 months before {reference_date}?"
     # the n2c2 metrics threshold the two numeric criteria as the file's rules say
     defaults = inspect.signature(metrics.n2c2_predictions).parameters

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from clinical_distil import decontamination, extraction, training_data
+from clinical_distil import decontamination, extract, prep_training
 from clinical_distil.files import InputError
 
 from conftest import SAMPLES
@@ -13,7 +13,7 @@ SAMPLE_EVAL = {"annotated-synthetic": SAMPLES / "annotated-synthetic", "i2b2": S
 
 
 def sample_training_notes() -> pd.DataFrame:
-    notes, _ = extraction.read_notes(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz")
+    notes, _ = extract.read_notes(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz")
     return notes.rename(columns={"patient": "subject_id"})[["note_id", "subject_id", "text"]]
 
 
@@ -50,13 +50,13 @@ def test_stage_c_refuses_a_leaking_training_set_unless_asked(tmp_path):
     leaking = pd.concat([items, pd.DataFrame({"note_id": ["x"], "subject_id": ["9"],
                                               "text": [evaluation.loc[0, "text"]]})])
     folders = {task: str(folder) for task, folder in SAMPLE_EVAL.items()}
-    clean = training_data.evaluation_overlap(items, tmp_path, folders)
+    clean = prep_training.evaluation_overlap(items, tmp_path, folders)
     assert (clean["training_notes"], clean["evaluation_notes"], clean["leaks"]) == (33, 38, [])
     with pytest.raises(InputError) as refused:
-        training_data.evaluation_overlap(leaking, tmp_path, folders)
+        prep_training.evaluation_overlap(leaking, tmp_path, folders)
     assert str(refused.value).startswith("1 training note(s) are in the evaluation sets (note x: 100% of its 13-grams")
     assert "allow_eval_overlap=True" in str(refused.value) and "\n" not in str(refused.value)
-    allowed = training_data.evaluation_overlap(leaking, tmp_path, folders, allow=True)
+    allowed = prep_training.evaluation_overlap(leaking, tmp_path, folders, allow=True)
     assert [leak["note_id"] for leak in allowed["leaks"]] == ["x"]
-    nothing = training_data.evaluation_overlap(items, tmp_path)  # the tasks' own folders: none under tmp_path
+    nothing = prep_training.evaluation_overlap(items, tmp_path)  # the tasks' own folders: none under tmp_path
     assert nothing["checked"] == {} and nothing["leaks"] == []

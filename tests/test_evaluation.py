@@ -8,8 +8,8 @@ import papermill
 import pytest
 import torch
 
-from clinical_distil import eval_data
-from clinical_distil.evaluation_files import read_model_outputs
+from clinical_distil import preprocess
+from clinical_distil.evaluate import read_model_outputs
 from clinical_distil.n2c2 import read_folder
 from clinical_distil.prompts import answer_target
 from clinical_distil.tasks import N2C2_CRITERIA
@@ -18,32 +18,32 @@ from conftest import REPO, SAMPLES, kill_when, manifest_records, run_script
 
 
 def test_preprocessing_the_samples():
-    annotated = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic")
+    annotated = preprocess.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic")
     assert len(annotated) == 60 and list(annotated.columns) == ["id", "question", "label", "difficulty",
                                                                 "question_type", "prompt"]
     assert set(annotated.loc[annotated["question_type"].str.startswith("na-"), "label"]) == {"NA"}
-    train = eval_data.n2c2_prompts(SAMPLES / "n2c2-2018-track1" / "train")
+    train = preprocess.n2c2_prompts(SAMPLES / "n2c2-2018-track1" / "train")
     patients = read_folder(SAMPLES / "n2c2-2018-track1" / "train")
     assert len(train) == 13 * len(patients)
     first = train[train["patient"] == patients[0].patient].set_index("question_label")
     assert first["label"].to_dict() == {criterion: int(met) for criterion, met in patients[0].tags.items()}
     assert first.loc["MI-6MOS", "question"].endswith(f"before {patients[0].record_dates[-1]}?")
     assert patients[0].records[0][:200] in first.loc["ABDOMINAL", "prompt"]
-    apixaban = eval_data.apixaban_prompts(SAMPLES / "apixaban")
+    apixaban = preprocess.apixaban_prompts(SAMPLES / "apixaban")
     assert len(apixaban) == 8 * 23 and (apixaban["question_type"] == "numeric").sum() == 8 * 8
     raw = pd.concat(pd.read_csv(path) for path in sorted((SAMPLES / "apixaban").glob("*.csv")))
-    assert apixaban["label"].tolist() == [eval_data.normalize_answer(answer) for answer in raw["answer"]]
+    assert apixaban["label"].tolist() == [preprocess.normalize_answer(answer) for answer in raw["answer"]]
 
 
 def test_bad_evaluation_input(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "7.xml").write_text("<PatientMatching><TEXT>cut")
-    with pytest.raises(eval_data.InputError, match="7.xml"):
-        eval_data.n2c2_prompts(tmp_path / "broken")
+    with pytest.raises(preprocess.InputError, match="7.xml"):
+        preprocess.n2c2_prompts(tmp_path / "broken")
     (tmp_path / "apx").mkdir()
     pd.DataFrame({"criterion": ["warfarin"], "answer": ["Yes"], "text": ["note"]}).to_csv(tmp_path / "apx" / "a.csv")
-    with pytest.raises(eval_data.InputError, match="unknown apixaban criterion warfarin"):
-        eval_data.apixaban_prompts(tmp_path / "apx")
+    with pytest.raises(preprocess.InputError, match="unknown apixaban criterion warfarin"):
+        preprocess.apixaban_prompts(tmp_path / "apx")
     missing = run_script("eval-inference.py", "--model_id", "models/tiny-random-llama", "--dataset_name", "apixaban",
                          "--input_file", "prompts", "--data_dir", str(tmp_path))
     assert missing.returncode == 2
@@ -57,7 +57,7 @@ def write_eval_data(root, name, frame):
 
 
 def test_eval_inference_aligns_resumes_and_records(tmp_path, default_model_dir):
-    prompts = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:3]
+    prompts = preprocess.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:3]
     write_eval_data(tmp_path, "annotated-synthetic/prompts.csv", prompts)
     args = ["--model_id", str(default_model_dir), "--dataset_name", "annotated-synthetic", "--input_file", "prompts",
             "--data_dir", str(tmp_path), "--engine", "transformers", "--chunk_size", "2", "--max_output_tokens", "16",
@@ -81,8 +81,8 @@ def test_eval_inference_aligns_resumes_and_records(tmp_path, default_model_dir):
 
 def test_several_datasets_answered_with_one_model_load_as_each_alone(tmp_path, tiny_model_dir):
     """--dataset_name a,b: one model load, and per dataset the very files (and answers) a run of it alone writes."""
-    annotated = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:4]
-    apixaban = eval_data.apixaban_prompts(SAMPLES / "apixaban").iloc[:5]
+    annotated = preprocess.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:4]
+    apixaban = preprocess.apixaban_prompts(SAMPLES / "apixaban").iloc[:5]
     common = ["--model_id", str(tiny_model_dir), "--engine", "transformers", "--max_output_tokens", "12",
               "--max_model_len", "640", "--model_name", "tiny", "--chunk_size", "2"]
     for root in (tmp_path / "together", tmp_path / "alone"):
@@ -122,7 +122,7 @@ def test_several_datasets_bad_flags_refused_in_one_line(tmp_path, flags, message
 
 
 def test_killed_eval_inference_resumed_with_other_chunk_sizes_answers_every_row_once(tmp_path, tiny_model_dir):
-    prompts = eval_data.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:8]
+    prompts = preprocess.annotated_synthetic_prompts(SAMPLES / "annotated-synthetic").iloc[:8]
     write_eval_data(tmp_path, "annotated-synthetic/prompts.csv", prompts)
     args = ["--model_id", str(tiny_model_dir), "--dataset_name", "annotated-synthetic", "--input_file", "prompts",
             "--data_dir", str(tmp_path), "--engine", "transformers", "--max_output_tokens", "48",

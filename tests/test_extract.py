@@ -13,7 +13,7 @@ from conftest import REPO, SAMPLES, kill_when, run_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinical_distil import extraction, n2c2
+from clinical_distil import extract, n2c2
 from clinical_distil.criteria import Criterion, parse_rule, read_criteria
 from clinical_distil.files import InputError
 
@@ -29,24 +29,24 @@ def criterion(name, answer="yes/no", rule=""):
 # --- notes -----------------------------------------------------------------------------------------
 
 def test_notes_of_every_source(tmp_path):
-    notes, kind = extraction.read_notes(N2C2_TEST)
+    notes, kind = extract.read_notes(N2C2_TEST)
     assert kind == "n2c2-xml" and list(notes["patient"]) == sorted(path.stem for path in N2C2_TEST.glob("*.xml"))
     first = n2c2.read_patient_file(N2C2_TEST / "136.xml")
     assert notes.loc[0, "reference_date"] == first.record_dates[-1] and notes.loc[0, "text"] == first.text.strip()
-    notes, kind = extraction.read_notes(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz")
+    notes, kind = extract.read_notes(SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz")
     assert kind == "mimic-iii" and (len(notes), notes.loc[0, "patient"], notes.loc[0, "reference_date"]) == \
         (33, "10001", "2144-03-09")  # one discharge summary per admission, dated
-    notes, kind = extraction.read_notes(SAMPLES / "mimic-iv-note" / "discharge.csv.gz", limit=5)
+    notes, kind = extract.read_notes(SAMPLES / "mimic-iv-note" / "discharge.csv.gz", limit=5)
     assert kind == "mimic-iv" and len(notes) == 5 and notes.loc[0, "note_id"] == "20000001-DS-20"
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "b.txt").write_text("Note B")
     (tmp_path / "texts" / "a.txt").write_text("Note A")
-    notes, kind = extraction.read_notes(tmp_path / "texts")
+    notes, kind = extract.read_notes(tmp_path / "texts")
     assert kind == "text-files" and notes[["patient", "note_id", "text"]].values.tolist() == [["a", "a", "Note A"],
                                                                                              ["b", "b", "Note B"]]
     pd.DataFrame({"subject_id": [7, 7, 8], "note_id": ["x", "y", "z"], "date": ["2020-01-02 10:00", "", ""],
                   "text": ["one", "two", "  "]}).to_csv(tmp_path / "notes.csv", index=False)
-    notes, kind = extraction.read_notes(tmp_path / "notes.csv")
+    notes, kind = extract.read_notes(tmp_path / "notes.csv")
     assert kind == "notes-csv" and notes.values.tolist() == [["7", "x", "2020-01-02", "one"], ["7", "y", "", "two"]]
 
 
@@ -64,16 +64,16 @@ def written(path: Path, text: str) -> Path:
 ])
 def test_bad_notes_are_refused_in_one_line(tmp_path, make, message):
     with pytest.raises(InputError, match=re.escape(message)):
-        extraction.read_notes(make(tmp_path))
+        extract.read_notes(make(tmp_path))
 
 
 def test_prompts_ask_every_criterion_of_every_note_with_its_date():
     notes = pd.DataFrame({"patient": ["p"], "note_id": ["n1"], "reference_date": ["2020-05-01"], "text": ["Text."]})
     criteria = [criterion("a"), Criterion("b", "Since {reference_date}, in the {window}?", "yes/no", None, "year")]
-    prompts = extraction.prompt_table(notes, criteria)
+    prompts = extract.prompt_table(notes, criteria)
     assert list(prompts["id"]) == ["n1::a", "n1::b"]
     assert prompts.loc[1, "question"] == "Since 2020-05-01, in the year?" and "Text." in prompts.loc[1, "prompt"]
-    assert extraction.prompts_digest(prompts) != extraction.prompts_digest(prompts.iloc[::-1])
+    assert extract.prompts_digest(prompts) != extract.prompts_digest(prompts.iloc[::-1])
 
 
 # --- quotes ----------------------------------------------------------------------------------------
@@ -88,22 +88,22 @@ def test_a_quote_taken_from_the_note_is_found_at_its_offsets(words, data):
     start = data.draw(st.integers(0, len(words) - 1))
     end = data.draw(st.integers(start + 1, len(words)))
     quote = " ".join(words[start:end])
-    located = extraction.locate_quote(quote, note)
+    located = extract.locate_quote(quote, note)
     assert located.how == "exact" and note[located.start:located.end] == quote
-    spaced = extraction.locate_quote("  " + "\n ".join(words[start:end]).upper() + " ", note)
+    spaced = extract.locate_quote("  " + "\n ".join(words[start:end]).upper() + " ", note)
     assert spaced.how in ("exact", "normalized")
     assert " ".join(note[spaced.start:spaced.end].split()).lower() == quote.lower()
-    assert extraction.heading_before(note, located.start) == "History"
+    assert extract.heading_before(note, located.start) == "History"
 
 
 def test_quotes_found_inexactly_or_not_at_all():
     note = "Past Medical History:\nHypertension, on lisinopril.\nLabs:\nCreatinine 1.4 mg/dL on admission."
-    fuzzy = extraction.locate_quote("Creatinine 1.4 mg/dl on admision", note)
+    fuzzy = extract.locate_quote("Creatinine 1.4 mg/dl on admision", note)
     assert fuzzy.how == "fuzzy" and note[fuzzy.start:fuzzy.end].startswith("Creatinine 1.4") and fuzzy.score >= 90
-    assert extraction.heading_before(note, fuzzy.start) == "Labs"
-    assert extraction.locate_quote("Warfarin 5 mg daily", note).how == "none"
+    assert extract.heading_before(note, fuzzy.start) == "Labs"
+    assert extract.locate_quote("Warfarin 5 mg daily", note).how == "none"
     for nothing in (None, "", "not found", "NA"):
-        assert extraction.locate_quote(nothing, note) == extraction.Located("not_applicable")
+        assert extract.locate_quote(nothing, note) == extract.Located("not_applicable")
 
 
 @pytest.mark.parametrize("note, quote, span", [
@@ -115,7 +115,7 @@ def test_quotes_found_inexactly_or_not_at_all():
     ("Labs:\nCreatinine 1.1 mg/dL on admission.", "Creatinine 1.10 mg/dL", "Creatinine 1.1 mg/dL"),
 ])
 def test_fuzzy_quotes_are_placed_on_the_note_itself(note, quote, span):
-    located = extraction.locate_quote(quote, note)
+    located = extract.locate_quote(quote, note)
     assert (located.how, note[located.start:located.end]) == ("fuzzy", span)
 
 
@@ -124,15 +124,15 @@ def test_fuzzy_quotes_are_placed_on_the_note_itself(note, quote, span):
     ("Vitals: BP 120/80, HR 72.", "BP 120/80, HR 27", 93.8),
 ])
 def test_a_quote_whose_numbers_differ_from_the_note_is_not_found(note, quote, score):
-    assert extraction.locate_quote(quote, note) == extraction.Located("none", score=score)
+    assert extract.locate_quote(quote, note) == extract.Located("none", score=score)
 
 
 def test_reply_fields():
     reply = ('```json\n{"question": "q", "type": "numeric", "answer": "1.40", "section": "Labs", '
              '"source": "Cr 1.4"}\n```')
-    assert extraction.reply_fields(reply) == {"answer": "1.4", "quote": "Cr 1.4", "section": "Labs"}
-    assert extraction.reply_fields("Yes, it is stated.") == {"answer": "Yes", "quote": None, "section": None}
-    assert extraction.reply_fields("") == {"answer": None, "quote": None, "section": None}
+    assert extract.reply_fields(reply) == {"answer": "1.4", "quote": "Cr 1.4", "section": "Labs"}
+    assert extract.reply_fields("Yes, it is stated.") == {"answer": "Yes", "quote": None, "section": None}
+    assert extract.reply_fields("") == {"answer": None, "quote": None, "section": None}
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -154,17 +154,17 @@ def test_tables_apply_the_rules_and_name_their_evidence():
         ("p2", "c", "hgb", reply("11")),
     ], columns=["patient", "note_id", "criterion", "output"])
     answered["question"], answered["finish_reason"], answered["note_truncated"] = "q", "stop", False
-    answers = extraction.answer_table(answered, notes, criteria)
+    answers = extract.answer_table(answered, notes, criteria)
     assert list(answers["met"]) == ["not met", "met", "", "met", "not met", "", "not met", "not met", ""]
     assert list(answers["answer"]) == ["1.1", "Yes", "NA", "2", "No", "12.5", "0.9", "", "11"]
     assert list(answers["quote_in_note"]) == ["exact", "exact", "not_applicable", "exact", "none", "none",
                                               "normalized", "not_applicable", "not_applicable"]
     assert (answers.loc[3, "quote_start"], answers.loc[3, "quote_end"]) == (0, len("Creat 2.0"))
-    patients = extraction.patient_table(answers, criteria)
+    patients = extract.patient_table(answers, criteria)
     assert patients[["patient", "criterion", "met", "answer", "evidence_note"]].values.tolist() == [
         ["p1", "creat", "met", "2", "b"], ["p1", "aspirin", "met", "Yes", "a"], ["p1", "hgb", "", "12.5", "b"],
         ["p2", "creat", "not met", "", ""], ["p2", "aspirin", "not met", "", ""], ["p2", "hgb", "", "11", "c"]]
-    cohort = extraction.cohort_table(patients, criteria)
+    cohort = extract.cohort_table(patients, criteria)
     assert cohort[["criterion", "counts", "patients", "of"]].values.tolist() == [
         ["creat", "met", 1, 2], ["aspirin", "met", 1, 2], ["hgb", "reported", 2, 2],
         ["all criteria with a rule", "met", 1, 2]]
@@ -188,9 +188,9 @@ def page_for(tmp_path, text=PAGE_NOTE):
                              ("p1", "a", "afib", reply("2.5"))],
                             columns=["patient", "note_id", "criterion", "output"])
     answered["question"], answered["finish_reason"], answered["note_truncated"] = "q", "stop", False
-    answers = extraction.answer_table(answered, notes, criteria)
-    patients = extraction.patient_table(answers, criteria)
-    page = extraction.review_page(extraction.review_data(answers, notes, criteria, "Review <test>", patients))
+    answers = extract.answer_table(answered, notes, criteria)
+    patients = extract.patient_table(answers, criteria)
+    page = extract.review_page(extract.review_data(answers, notes, criteria, "Review <test>", patients))
     path = tmp_path / "review.html"
     path.write_text(page)
     return path, page
@@ -338,7 +338,7 @@ def test_grounding_and_answer_types_in_every_output(tmp_path):
     assert "(not counted as met: --require_grounded_quote)" in strict.stdout
     assert '"require_grounded": true' in (run / "review.html").read_text()
 
-def extract(tmp_path, model, *extra, output="run"):
+def run_extract(tmp_path, model, *extra, output="run"):
     return run_script("extract.py", "--criteria", str(N2C2_CRITERIA_FILE), "--notes", str(N2C2_TEST),
                       "--model_id", str(model), "--output_dir", str(tmp_path / output), *extra)
 
@@ -372,7 +372,7 @@ def test_bad_flags_stop_extract_in_one_line(flags, message):
 
 
 def test_extract_resumes_and_refuses_other_prompts_in_its_folder(tmp_path, tiny_model_dir):
-    first = extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "2")
+    first = run_extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"
     assert {"answers.csv", "patients.csv", "cohort.csv", "review.html", "extraction.json"} <= \
@@ -382,13 +382,13 @@ def test_extract_resumes_and_refuses_other_prompts_in_its_folder(tmp_path, tiny_
     answers = pd.read_csv(run / "answers.csv", keep_default_na=False)
     chunks = {path: path.stat().st_mtime_ns for path in run.glob("prompts_*_chunk_*.csv")}
     (run / "answers.csv").unlink()
-    again = extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "2")
+    again = run_extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert {path: path.stat().st_mtime_ns for path in run.glob("prompts_*_chunk_*.csv")} == chunks  # none redone
     manifest = json.loads((run / "manifest_prompts.json").read_text())
     assert [session["answered"] for session in manifest["sessions"]] == [26]
     pd.testing.assert_frame_equal(pd.read_csv(run / "answers.csv", keep_default_na=False), answers)
-    other = extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "3")
+    other = run_extract(tmp_path, tiny_model_dir, "--max_output_tokens", "4", "--num_notes", "3")
     assert other.returncode == 2 and "holds the answers to other questions or notes" in other.stderr
 
 
@@ -438,7 +438,7 @@ def test_an_interrupted_extraction_keeps_its_finished_chunks(tmp_path, tiny_mode
 def smollm2_run(tmp_path_factory, default_model_dir):
     """The embedded model's answers to the n2c2 criteria on the bundled n2c2 test patients."""
     root = tmp_path_factory.mktemp("extract")
-    result = extract(root, default_model_dir, "--max_output_tokens", "64")
+    result = run_extract(root, default_model_dir, "--max_output_tokens", "64")
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
 
@@ -497,7 +497,7 @@ def test_extract_on_the_mimic_sample_writes_the_tables_and_page(tmp_path, defaul
 
 
 def test_cost_per_note_patient_and_thousand_notes():
-    from clinical_distil.inference import cost
+    from clinical_distil.eval_inference import cost
 
     assert cost(120.0, 6, 3, 2) == {"seconds_per_note": 20.0, "seconds_per_patient": 40.0,
                                     "seconds_per_1000_notes": 20000.0, "gpu_hours_per_1000_notes": 11.1111}

@@ -14,9 +14,9 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from clinical_distil import chat, finetuning, layout, merging, postprocess, speedups, training_data, training_folder
+from clinical_distil import chat, convert_peft, finetune, layout, post_process, prep_training, speedups, training_folder
 from clinical_distil.files import read_csv
-from clinical_distil.synthetic import read_chunks
+from clinical_distil.create import read_chunks
 
 from conftest import (REPO, SAMPLES, holds_lock, kill_when, lora_directional_derivative, make_stage_a_outputs,
                       run_script, start_script, wait_for)
@@ -42,7 +42,7 @@ def masked_text(tokenizer, model_dir):
 
 def test_loss_covers_only_the_assistant_message_smollm2_template(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    finetuning.prepare_tokenizer(tokenizer)
+    finetune.prepare_tokenizer(tokenizer)
     assert tokenizer.pad_token != tokenizer.eos_token
     assert masked_text(tokenizer, tiny_model_dir) == ANSWER + "<|im_end|>\n"  # the template's newline follows
 
@@ -54,7 +54,7 @@ def test_loss_covers_only_the_assistant_message_llama3_template(tiny_model_dir):
     tokenizer.pad_token = None
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>",
                                                                 "<|eot_id|>", "<|finetune_right_pad_id|>"]})
-    finetuning.prepare_tokenizer(tokenizer)
+    finetune.prepare_tokenizer(tokenizer)
     assert tokenizer.eos_token == "<|eot_id|>" and tokenizer.pad_token == "<|finetune_right_pad_id|>"
     # This vocabulary's BPE merges the header's "\n\n" with the answer's opening "```", so TRL starts the
     # completion at that merged token; the real Llama 3 tokenizer keeps "\n\n" a token of its own.
@@ -65,15 +65,15 @@ def test_loss_covers_only_the_assistant_message_llama3_template(tiny_model_dir):
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     notes_path, chunks = make_stage_a_outputs(root)
-    items, _, _ = postprocess.parse_chunks(read_chunks(chunks))
-    items = postprocess.join_notes(postprocess.normalize_items(items), read_csv(notes_path))
-    examples = training_data.format_examples(training_data.balance(items, per_type=4, seed=1))
-    train, test = training_data.split(examples, test_size=0.25)
-    training_data.write_datasets(train, test, root / "synthetic-raw", "all_1")
+    items, _, _ = post_process.parse_chunks(read_chunks(chunks))
+    items = post_process.join_notes(post_process.normalize_items(items), read_csv(notes_path))
+    examples = prep_training.format_examples(prep_training.balance(items, per_type=4, seed=1))
+    train, test = prep_training.split(examples, test_size=0.25)
+    prep_training.write_datasets(train, test, root / "synthetic-raw", "all_1")
     return root
 
 
-def finetune(data_dir, output_dir, model, *extra):
+def run_finetune(data_dir, output_dir, model, *extra):
     return run_script("finetune.py", "--model_id", str(model), "--input_file", "all", "--min_difficulty", "1",
                       "--data_dir", str(data_dir), "--output_dir", str(output_dir), "--max_seq_length", "640",
                       "--logging_steps", "1", "--save_steps", "2", *extra)
@@ -81,7 +81,7 @@ def finetune(data_dir, output_dir, model, *extra):
 
 @pytest.mark.parametrize("four_bit", ["True", "False"])
 def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, four_bit):
-    first = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--load_in_4bit", four_bit)
+    first = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--load_in_4bit", four_bit)
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     assert summary["global_step"] == 2 and summary["load_in_4bit"] is (four_bit == "True")
@@ -91,7 +91,7 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
     progress = json.loads((tmp_path / "checkpoint-2" / layout.PROGRESS_FILE).read_text())
     assert progress["tokens"] == summary["trained_tokens"] > 0
-    resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit,
+    resumed = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit,
                        "--resume_from_checkpoint", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "training_summary.json").read_text())
@@ -104,7 +104,7 @@ def test_training_saves_adapter_and_resumes(data_dir, tiny_model_dir, tmp_path, 
     assert summary["seconds"] == pytest.approx(progress["seconds"] + summary["session_seconds"], abs=0.02)
     assert summary["tokens_per_second"] == pytest.approx(summary["trained_tokens"] / summary["seconds"], abs=0.1)
     if four_bit == "False":  # the same three steps in one session train on exactly as many tokens
-        whole = finetune(data_dir, tmp_path / "whole", tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit)
+        whole = run_finetune(data_dir, tmp_path / "whole", tiny_model_dir, "--max_steps", "3", "--load_in_4bit", four_bit)
         assert whole.returncode == 0, whole.stderr[-3000:]
         assert json.loads((tmp_path / "whole" / "training_summary.json").read_text())["trained_tokens"] == \
             summary["trained_tokens"]
@@ -115,7 +115,7 @@ def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model
     from clinical_distil import pipeline, run_settings
 
     results = tmp_path / "results"
-    interrupted = finetune(data_dir, results / "r", tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
+    interrupted = run_finetune(data_dir, results / "r", tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
                            "--load_in_4bit", "False")
     assert interrupted.returncode == 0, interrupted.stderr[-3000:]
     shutil.rmtree(results / "r" / "final")
@@ -137,7 +137,7 @@ def test_the_drivers_resume_of_an_interrupted_finetune_runs(data_dir, tiny_model
 def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_model_dir, tmp_path):
     """The newest checkpoint lost its last files (as when the process dies during the save): `last` resumes from
     the one before, sets the cut one aside, and the resumed run's history is whole."""
-    first = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
+    first = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "2", "--save_steps", "1",
                      "--load_in_4bit", "False")
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.rmtree(tmp_path / "final")
@@ -145,7 +145,7 @@ def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_
     for name in ("trainer_state.json", layout.PROGRESS_FILE):
         (tmp_path / "checkpoint-2" / name).unlink()
     assert [path.name for path in training_folder.complete_checkpoints(tmp_path)] == ["checkpoint-1"]
-    resumed = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "1",
+    resumed = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--save_steps", "1",
                        "--load_in_4bit", "False", "--resume_from_checkpoint", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint-2 was not written to its end; not resumed from" in resumed.stderr
@@ -155,7 +155,7 @@ def test_a_checkpoint_cut_off_while_saving_is_never_resumed_from(data_dir, tiny_
     assert (tmp_path / "incomplete-checkpoint-2").is_dir()
     assert [path.name for path in training_folder.complete_checkpoints(tmp_path)] == [
         "checkpoint-1", "checkpoint-2", "checkpoint-3"]
-    given = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
+    given = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
                      "--resume_from_checkpoint", str(tmp_path / "incomplete-checkpoint-2"))
     assert given.returncode == 2 and given.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'incomplete-checkpoint-2'} was not written to its end (no {layout.PROGRESS_FILE} or "
@@ -209,7 +209,7 @@ def test_two_processes_compute_the_update_of_one(data_dir, tiny_model_dir, tmp_p
     two processes also start again over a finished run with --overwrite, which only the first one clears."""
     flags = ["--num_train_epochs", "1", "--load_in_4bit", "False", "--preset", "fast", "--learning_rate", "0.003",
              "--train_sampling_strategy", "sequential", "--per_device_train_batch_size", "1", "--save_steps", "100"]
-    one = finetune(data_dir, tmp_path / "one", tiny_model_dir, *flags, "--gradient_accumulation_steps", "2")
+    one = run_finetune(data_dir, tmp_path / "one", tiny_model_dir, *flags, "--gradient_accumulation_steps", "2")
     assert one.returncode == 0, one.stderr[-3000:]
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(REPO / "finetune.py"),
@@ -235,7 +235,7 @@ def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir
     """batch_rebalance deals each step's examples out by tokens; over an epoch it must drop or repeat none."""
     runs = {}
     for strategy in ("random", "batch_rebalance"):
-        result = finetune(data_dir, tmp_path / strategy, tiny_model_dir, "--num_train_epochs", "1",
+        result = run_finetune(data_dir, tmp_path / strategy, tiny_model_dir, "--num_train_epochs", "1",
                           "--load_in_4bit", "False", "--save_steps", "100", "--train_sampling_strategy", strategy)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[strategy] = json.loads((tmp_path / strategy / "training_summary.json").read_text())
@@ -254,7 +254,7 @@ def test_bad_input(case, message, data_dir, tiny_model_dir, tmp_path):
     args = {"missing_data": ["--data_dir", str(tmp_path)], "bad_model": [], "tiny_length": ["--max_seq_length", "20"],
             "bad_sampling": ["--train_sampling_strategy", "shortest_first"]}
     model = tmp_path / "nowhere" if case == "bad_model" else tiny_model_dir
-    result = finetune(data_dir, tmp_path / "run", model, "--max_steps", "1", *args[case])
+    result = run_finetune(data_dir, tmp_path / "run", model, "--max_steps", "1", *args[case])
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
@@ -280,7 +280,7 @@ def test_merge_matches_adapter_and_loads_plainly(tiny_model_dir, tmp_path):
     assert not any("lora" in name for name, _ in merged.named_parameters())
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert tokenizer.chat_template == AutoTokenizer.from_pretrained(tiny_model_dir).chat_template
-    ids = torch.tensor([chat.render_ids(tokenizer, merging.PROBE)])
+    ids = torch.tensor([chat.render_ids(tokenizer, convert_peft.PROBE)])
     with torch.no_grad():
         expected = adapter(input_ids=ids).logits[0, -1]
         got = merged(input_ids=ids).logits[0, -1]
@@ -331,10 +331,10 @@ def test_a_merge_replaces_only_an_earlier_merge(tiny_model_dir, tmp_path):
 def test_an_earlier_run_is_kept_unless_asked(data_dir, tiny_model_dir, tmp_path):
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "adapter_config.json").write_text("{}")
-    refused = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False")
+    refused = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False")
     assert refused.returncode == 2 and "already holds a run" in refused.stderr
     assert (tmp_path / "final" / "adapter_config.json").read_text() == "{}"
-    replaced = finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False",
+    replaced = run_finetune(data_dir, tmp_path, tiny_model_dir, "--max_steps", "1", "--load_in_4bit", "False",
                         "--overwrite")
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert json.loads((tmp_path / "final" / "adapter_config.json").read_text())["r"] == 8
@@ -343,7 +343,7 @@ def test_an_earlier_run_is_kept_unless_asked(data_dir, tiny_model_dir, tmp_path)
 
 def test_smollm2_eval_loss_falls_on_the_sample_training_set(data_dir, default_model_dir, tmp_path):
     # a short run: notes shortened to 640 tokens keep CPU steps to a few seconds
-    result = finetune(data_dir, tmp_path, default_model_dir, "--max_steps", "4", "--load_in_4bit", "False",
+    result = run_finetune(data_dir, tmp_path, default_model_dir, "--max_steps", "4", "--load_in_4bit", "False",
                       "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "False",
                       "--learning_rate", "5e-4", "--save_steps", "100")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -358,7 +358,7 @@ def test_fast_preset_computes_the_papers_update(data_dir, tiny_model_dir, tmp_pa
     one padding-free batch of two give the same losses step by step, and the same eval loss, within rounding."""
     losses = {}
     for preset in ("paper", "fast"):
-        result = finetune(data_dir, tmp_path / preset, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
+        result = run_finetune(data_dir, tmp_path / preset, tiny_model_dir, "--max_steps", "3", "--load_in_4bit", "False",
                           "--preset", preset, "--learning_rate", "0.01")
         assert result.returncode == 0, result.stderr[-3000:]
         summary = json.loads((tmp_path / preset / "training_summary.json").read_text())
@@ -497,7 +497,7 @@ def test_nested_block_scales_are_dequantized_once_to_the_same_values(tiny_model_
     def build():
         torch.manual_seed(0)
         return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, device_map={"": "cpu"},
-                                                    quantization_config=finetuning.quantization_config(torch.float32))
+                                                    quantization_config=finetune.quantization_config(torch.float32))
 
     def weights(model) -> list[torch.Tensor]:
         return [bnb_functional.dequantize_4bit(module.weight, module.weight.quant_state) for module in model.modules()
@@ -622,7 +622,7 @@ def test_merged_student_carries_a_model_card(data_dir, tiny_model_dir, tmp_path)
     card = data_dir / "synthetic-raw" / "all_1_dataset_card.md"
     card.write_text("---\npretty_name: x\n---\n# Training set all_1\n\n- teacher: teacher-x (vllm engine)\n")
     try:
-        trained = finetune(data_dir, tmp_path / "run", tiny_model_dir, "--max_steps", "2", "--load_in_4bit", "False",
+        trained = run_finetune(data_dir, tmp_path / "run", tiny_model_dir, "--max_steps", "2", "--load_in_4bit", "False",
                            "--preset", "fast")
         assert trained.returncode == 0, trained.stderr[-3000:]
         merged = run_script("a-generate-synthetic-training-data/synthetic-e-convert-peft.py", "--adapter_dir",

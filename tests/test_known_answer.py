@@ -310,7 +310,7 @@ def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus
     assert flag("--teacher") == "models/student" and flag("--engine") == "vllm" and flag("--data_dir") == str(root)
     assert json.loads(flag("--select")) == {"num_notes": 7}
     assert json.loads(flag("--eval"))["i2b2"] == {"input_dir": str(corpus / "raw" / "n2c2-2018-track1")}
-    assert not {"--postprocess", "--prepare", "--to_stage"} & set(argv)
+    assert not {"--post_process", "--prep_training", "--to_stage"} & set(argv)
     assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7), "m")
     # a filtered arm: its own folder, every stage B filter on; its twin trains on as many items per type
     filtered = Arm("self", 7, True)
@@ -318,12 +318,12 @@ def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus
     assert filtered.twin == Arm("self", 7) and filtered.filters == \
         "require_source_in_note,require_answer_type,drop_duplicates,drop_near_duplicates"
     argv = known_answer.arm_command(Path("known.yaml"), corpus, known_answer.arm_root(corpus, filtered), filtered,
-                                    "m", to_stage="prepare")
-    assert json.loads(flag("--postprocess")) == {"require_source_in_note": True, "require_answer_type": True,
+                                    "m", to_stage="prep_training")
+    assert json.loads(flag("--post_process")) == {"require_source_in_note": True, "require_answer_type": True,
                                                  "drop_duplicates": True, "drop_near_duplicates": True}
-    assert flag("--to_stage") == "prepare" and "--prepare" not in argv
+    assert flag("--to_stage") == "prep_training" and "--prep_training" not in argv
     argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "m", per_type=12)
-    assert json.loads(flag("--prepare")) == {"per_type": 12} and "--postprocess" not in argv
+    assert json.loads(flag("--prep_training")) == {"per_type": 12} and "--post_process" not in argv
 
 
 def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_path, capsys):
@@ -495,14 +495,14 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     twin = known_answer.arm_root(corpus, Arm("reference", 4))
     log = (twin / "bench.log").read_text()
     assert "[9/11] eval-inference: 3 of 6 step(s) to run" in log
-    assert "[2/11] generate: skipped, outputs exist" in log  # the filtered arm's teacher replies
+    assert "[2/11] create: skipped, outputs exist" in log  # the filtered arm's teacher replies
     examples = {run["task"]: run["examples"] for run in results["runs"]}
     assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
     precision = {row["question_type"]: row for row in results["teacher_precision"] if row["filters"] == "none"}
     assert set(precision) == {"yes_no", "numeric", "na-numeric", "na-bool", "all"}
     assert all(row["precision"] == 1.0 and row["verifiable"] == 1.0 for row in precision.values())
     assert [(arm["notes"], arm["filters"]) for arm in results["arm_seconds"]] == [(4, filters), (4, "none")]
-    assert all(arm["seconds"] > 0 and set(arm["stages"]) >= {"select", "generate", "finetune", "eval-inference"}
+    assert all(arm["seconds"] > 0 and set(arm["stages"]) >= {"select", "create", "finetune", "eval_inference"}
                for arm in results["arm_seconds"])
     filtered_raw = layout.raw_dir(known_answer.arm_root(corpus, Arm("reference", 4, True)))
     stage_b = json.loads(layout.stage_b_summary_file(filtered_raw).read_text())
@@ -568,7 +568,7 @@ def test_filter_precision_separates_planted_wrong_items(facts):
 def test_twin_trains_on_as_many_items_when_the_filters_emptied_a_type(tmp_path):
     """The twin's per_type shares the filtered arm's items out over every type the run trains on: a filtered arm
     left with 4 yes_no, 4 na-bool and 4 na-numeric items (no numeric) gives its twin 3 per type, 12 in all."""
-    from clinical_distil.training_data import write_datasets
+    from clinical_distil.prep_training import write_datasets
 
     config = tmp_path / "known.yaml"
     config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\n")

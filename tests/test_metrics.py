@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from clinical_distil import evaluation_files, metrics
-from clinical_distil.eval_data import APIXABAN_QUESTIONS, N2C2_QUESTIONS
+from clinical_distil import evaluate, metrics
+from clinical_distil.preprocess import APIXABAN_QUESTIONS, N2C2_QUESTIONS
 from clinical_distil.files import InputError
 from clinical_distil.tasks import APIXABAN_BOOLEAN, APIXABAN_NUMERIC, N2C2_CRITERIA
 
@@ -132,13 +132,13 @@ def test_n2c2_xml_export_round_trips(tmp_path):
 
     rows = pd.DataFrame({"patient": ["101"] * 13, "question_label": list(N2C2_CRITERIA),
                          "prediction": [1, 0] * 6 + [1]})
-    [path] = evaluation_files.write_n2c2_xml(rows, tmp_path)
+    [path] = evaluate.write_n2c2_xml(rows, tmp_path)
     assert path.name == "101.xml"
     parsed = read_patient_file(path)
     assert parsed.tags == {criterion: bool(value) for criterion, value in zip(N2C2_CRITERIA, rows["prediction"])}
     assert ElementTree.parse(path).getroot().find("TAGS")[0].get("met") == "met"
     with pytest.raises(InputError, match="no prediction for MI-6MOS"):
-        evaluation_files.write_n2c2_xml(rows.iloc[:12], tmp_path / "partial")
+        evaluate.write_n2c2_xml(rows.iloc[:12], tmp_path / "partial")
 
 
 def test_question_vocabularies_cover_every_criterion():
@@ -218,7 +218,7 @@ def test_scores_read_back_from_chunk_files_are_the_same(tmp_path):
                           "finish_reason": ["stop"] * 4, "label": ["NA", "No", "No", "Yes"],
                           "question_type": ["na-bool", "yes_no", "yes_no", "yes_no"]})
     write_csv(frame, tmp_path / "prompts_0_4_chunk_0.csv")
-    read = evaluation_files.read_model_outputs(tmp_path, "prompts")
+    read = evaluate.read_model_outputs(tmp_path, "prompts")
     direct, round_trip = (metrics.score_outputs(table, "annotated-synthetic") for table in (frame, read))
     assert round_trip["prediction"].tolist() == direct["prediction"].tolist() == ["NA", "No", "No", "No"]
     assert round_trip["target"].tolist() == ["NA", "No", "No", "Yes"]
@@ -235,14 +235,14 @@ def test_same_answer_reads_numbers_as_numbers(prediction, label, same):
 
 def test_patient_ids_are_read_as_written(tmp_path):
     """n2c2 patient "0020" stays "0020" through eval-inference's files, so its exported file meets the gold."""
-    from clinical_distil.inference import load_eval_rows
+    from clinical_distil.eval_inference import load_eval_rows
 
     rows = pd.DataFrame({"id": ["0020_ABDOMINAL", "0105_ABDOMINAL"], "patient": ["0020", "0105"],
                          "question_label": ["ABDOMINAL"] * 2, "label": ["met", "not met"], "prompt": ["p", "p"]})
     rows.to_csv(tmp_path / "test.csv", index=False)
     assert load_eval_rows(tmp_path / "test.csv", "i2b2")["patient"].tolist() == ["0020", "0105"]
     rows.assign(output=['{"answer": "Yes"}'] * 2).to_csv(tmp_path / "test_0_2_chunk_0.csv", index=False)
-    assert evaluation_files.read_model_outputs(tmp_path, "test")["patient"].tolist() == ["0020", "0105"]
+    assert evaluate.read_model_outputs(tmp_path, "test")["patient"].tolist() == ["0020", "0105"]
 
 
 # --- empty answers and reasoning blocks (issue 35, items 2 and 3) ---------------------------------
@@ -295,7 +295,7 @@ def test_an_empty_reply_never_scores_as_a_correct_na(tmp_path):
                             "label": ["NA"] * 6,
                             "question_type": ["na-bool", "na-numeric", "na-bool", "na-bool", "na-numeric",
                                               "na-numeric"]}), outputs / "student" / "prompts_0_6_chunk_0.csv")
-    evaluation = evaluation_files.evaluate_models(outputs, "prompts", "annotated-synthetic", resamples=10)
+    evaluation = evaluate.evaluate_models(outputs, "prompts", "annotated-synthetic", resamples=10)
     scored, summary = evaluation["scored"]["student"], evaluation["summaries"]["student"]
     assert scored["answer"].tolist() == [None, None, None, None, "NA", "NA"]
     assert scored["prediction"].tolist() == ["No", "unparseable", "No", "No", "NA", "NA"]
@@ -313,7 +313,7 @@ def test_an_empty_reply_is_unparseable_in_the_n2c2_scores(tmp_path):
                             "finish_reason": ["stop", None, "stop", "stop"], "label": ["not met"] * 4,
                             "question_label": ["ABDOMINAL", "ADVANCED-CAD", "ALCOHOL-ABUSE", "CREATININE"]}),
               outputs / "student" / "test_0_4_chunk_0.csv")
-    evaluation = evaluation_files.evaluate_models(outputs, "test", "i2b2", resamples=10)
+    evaluation = evaluate.evaluate_models(outputs, "test", "i2b2", resamples=10)
     scored, summary = evaluation["scored"]["student"], evaluation["summaries"]["student"]
     assert scored["parsed"].tolist() == [False, False, True, True]
     assert scored["answer"].tolist() == [None, None, "No", "1.1"]

@@ -8,7 +8,7 @@ import pytest
 LIBRARY = Path(__file__).resolve().parents[1] / "clinical_distil"
 MODULE_LINES, FUNCTION_LINES = 450, 80
 # modules still to be split: the limits apply to them once they are
-PENDING = {"parsing.py", "report.py", "stages.py", "training_data.py"}
+PENDING = {"parsing.py", "report.py", "stages.py", "prep_training.py"}
 
 
 def long_functions(source: str) -> dict[str, int]:

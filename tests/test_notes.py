@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from clinical_distil.files import InputError
-from clinical_distil.notes import NOTE_COLUMNS, detect_format, discharge_notes, select_notes
+from clinical_distil.select import NOTE_COLUMNS, detect_format, discharge_notes, select_notes
 
 from conftest import SAMPLES, run_script
 

@@ -29,13 +29,13 @@ MIMIC_III = SAMPLES / "mimic-iii" / "NOTEEVENTS.csv.gz"
 def test_config_file_then_flags(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("teacher: models/a\nstudent: models/b\nselect: {num_notes: 7}\n"
-                      "generate:\n  structured_output: true\n  max_tokens: 512\n")
-    settings = RunSettings.from_sources(str(config), student="models/c", generate={"max_tokens": 64}, select=None)
+                      "create:\n  structured_output: true\n  max_tokens: 512\n")
+    settings = RunSettings.from_sources(str(config), student="models/c", create={"max_tokens": 64}, select=None)
     assert (settings.teacher, settings.student, settings.select) == ("models/a", "models/c", {"num_notes": 7})
     # a stage's mapping from the flags is merged key by key over the file's
-    assert settings.generate == {"structured_output": True, "max_tokens": 64}
+    assert settings.create == {"structured_output": True, "max_tokens": 64}
     layout = layout_for(RunSettings.from_sources(str(config), data_dir=str(tmp_path), notes=str(MIMIC_III)))
-    create = layout.settings["generate"]
+    create = layout.settings["create"]
     assert create.questions_per_type == 5 and create.temperature == 0.7 and create.max_tokens == 512  # the paper's
     assert create.model_id == "models/a" and layout.settings["finetune"].model_id == "models/b"
 
@@ -47,9 +47,9 @@ def test_config_file_then_flags(tmp_path):
     ("tasks: i2b2,mimic\n", "unknown evaluation task 'mimic'"),
     ("input_file: numeric\n", "--input_file must be one of all, bool, bool_num, got 'numeric'"),
     ("min_difficulty: 10\n", "--min_difficulty must be at most 9, got 10"),
-    ("generate: {max_tokenz: 5}\n", "unknown flag --max_tokenz in generate; did you mean --max_tokens?"),
-    ("generate: {max_tokens: 0}\n", "--max_tokens must be at least 1, got 0"),
-    ("generate: {model_id: x}\n", "generate.model_id is set by the run"),
+    ("create: {max_tokenz: 5}\n", "unknown flag --max_tokenz in create; did you mean --max_tokens?"),
+    ("create: {max_tokens: 0}\n", "--max_tokens must be at least 1, got 0"),
+    ("create: {model_id: x}\n", "create.model_id is set by the run"),
     ("eval: {i2b2: {num_inference: -3}}\n", "--num_inference must be at least 1, got -3"),
     ("eval: {i2b2: {rows: 3}}\n", "eval: i2b2 takes a mapping of input_dir, input_file, num_inference"),
     ("eval: {i2b2: {input_file: dev}}\n", "eval: i2b2: input_file must be one of test, train, got 'dev'"),
@@ -59,7 +59,7 @@ def test_config_file_then_flags(tmp_path):
     # a key given twice (YAML keeps the last silently): refused with its line, at any depth
     ("run: a\nteacher: x\nrun: b\n", "sets 'run' twice (line 3); keep one"),
     ("eval:\n  i2b2: {input_dir: a, input_dir: b}\n", "sets 'input_dir' twice (line 2); keep one"),
-    ("generate:\n  max_tokens: 5\n  max_tokens: 6\n", "sets 'max_tokens' twice (line 3); keep one"),
+    ("create:\n  max_tokens: 5\n  max_tokens: 6\n", "sets 'max_tokens' twice (line 3); keep one"),
 ])
 def test_bad_settings_name_the_problem(tmp_path, text, message):
     config = tmp_path / "run.yaml"
@@ -86,7 +86,7 @@ def preflight(tmp_path, **run):
               "reports_dir": str(tmp_path / "reports"), "teacher": tiny, "student": tiny, **run,
               "eval": {**samples, **run.get("eval", {})}}
     run_layout = layout_for(RunSettings.from_values(values))
-    driver.check_inputs(run_layout, pipeline.plan(run_layout), list(layout.STAGES))
+    driver.check_inputs(run_layout, pipeline.plan(run_layout), list(layout.RUN_STAGES))
 
 
 @pytest.mark.parametrize("run, message", [
@@ -94,7 +94,7 @@ def preflight(tmp_path, **run):
                                       "/nowhere/student)"),
     ({"teacher": "models"}, "teacher models is not a model folder"),
     ({"teacher": "nobody-here/no-such-model"}, "teacher nobody-here/no-such-model is neither a local folder"),
-    ({"verify": {"model_id": "/nowhere/verifier"}, "prepare": {"require_verified": True}},
+    ({"verify": {"model_id": "/nowhere/verifier"}, "prep_training": {"require_verified": True}},
      "verifier /nowhere/verifier is not a model folder"),
     ({"eval": {"apixaban": {"input_dir": "/nowhere/apixaban"}}}, "evaluation data of apixaban not found: "
                                                                  "/nowhere/apixaban is not a folder"),
@@ -237,8 +237,8 @@ def test_an_adapter_and_its_base_answer_in_one_command_when_they_answer_alike(tm
 
 
 def test_stage_range():
-    assert pipeline.stage_range(None, None) == list(layout.STAGES)
-    assert pipeline.stage_range("finetune", "merge") == ["finetune", "merge"]
+    assert pipeline.stage_range(None, None) == list(layout.RUN_STAGES)
+    assert pipeline.stage_range("finetune", "convert_peft") == ["finetune", "convert_peft"]
     with pytest.raises(InputError, match="unknown stage 'train'"):
         pipeline.stage_range("train", None)
     with pytest.raises(InputError, match="comes after"):
@@ -331,22 +331,22 @@ def test_accelerate_configs_launch_what_their_names_say():
 def test_stage_c_checks_the_training_notes_against_the_runs_evaluation_sets(tmp_path):
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
                   eval={"apixaban": {"input_dir": "elsewhere/apixaban"}})
-    prepare = layout_for(RunSettings.from_values(values)).settings["prepare"]
+    prepare = layout_for(RunSettings.from_values(values)).settings["prep_training"]
     assert prepare.eval_dirs["apixaban"] == str(tmp_path / "elsewhere" / "apixaban")
     assert prepare.eval_dirs["i2b2"] == str(tmp_path / "n2c2-2018-track1")
-    asked = layout_for(RunSettings.from_values({**values, "prepare": {"eval_dirs": {"i2b2": "x"}}}))
-    assert asked.settings["prepare"].eval_dirs == {"i2b2": "x"}
+    asked = layout_for(RunSettings.from_values({**values, "prep_training": {"eval_dirs": {"i2b2": "x"}}}))
+    assert asked.settings["prep_training"].eval_dirs == {"i2b2": "x"}
 
 
 def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r",
                   teacher="models/teacher", engine="vllm", max_model_len=4096)
     stages = {stage.name: stage for stage in pipeline.plan(layout_for(RunSettings.from_values(values)))}
-    assert [stage.name for stage in stages.values()] == list(layout.STAGES)
+    assert [stage.name for stage in stages.values()] == list(layout.RUN_STAGES)
     assert stages["verify"].steps == [] and stages["verify"].idle == "not asked"
     raw = tmp_path / "synthetic-raw"
-    assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz"]
-    asked = {**values, "prepare": {"require_verified": True}, "verify": {"model_id": "models/verifier",
+    assert stages["prep_training"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz"]
+    asked = {**values, "prep_training": {"require_verified": True}, "verify": {"model_id": "models/verifier",
                                                                          "num_items": 50}}
     stages = {stage.name: stage for stage in pipeline.plan(layout_for(RunSettings.from_values(asked)))}
     step = stages["verify"].steps[0]
@@ -356,7 +356,7 @@ def test_stage_b2_runs_only_where_stage_c_needs_its_verdicts(tmp_path):
         "models/verifier", "50", "vllm", "4096", str(tmp_path))
     assert step.outputs == [raw / "verification.csv"] and step.inputs == [raw / "synth_all_df.csv"]
     assert "--overwrite" in step.stale_command.argv and "--overwrite" not in step.command.argv
-    assert stages["prepare"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz", raw / "verification.csv"]
+    assert stages["prep_training"].steps[0].inputs == [raw / "synth_all_1_df.csv.gz", raw / "verification.csv"]
     with pytest.raises(InputError, match="verify"):
         layout_for(RunSettings.from_values({**values, "verify": {"num_itemz": 5}}))
 
@@ -385,10 +385,10 @@ def test_distilled_student_answers_as_its_adapter_unless_the_config_says_merged(
             distilled = run_layout.settings[f"eval_inference:{task}:distilled"]
             assert (base.model_id, base.adapter, distilled.model_id, distilled.adapter) == (
                 "models/student", None, model_id, adapter)
-        step = next(step for step in stages["eval-inference"].steps if step.settings.model_name == "r-distilled")
+        step = next(step for step in stages["eval_inference"].steps if step.settings.model_name == "r-distilled")
         assert step.inputs[-1] == model_input
-        commands = {step.label: step.command for step in stages["eval-inference"].steps}
-        joined = pipeline.batches(stages["eval-inference"].steps, commands, False)
+        commands = {step.label: step.command for step in stages["eval_inference"].steps}
+        joined = pipeline.batches(stages["eval_inference"].steps, commands, False)
         assert len(joined) == (1 if distilled_as == "adapter" else 2)  # one model load, or one per model
     with pytest.raises(InputError, match="distilled_as"):
         layout_for(RunSettings.from_values({**values, "distilled_as": "both"}))
@@ -411,7 +411,7 @@ def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
     from clinical_distil.report import filters_blocks
 
     values = dict(notes=str(MIMIC_III), select={"num_notes": 12}, data_dir=str(tmp_path), run="r")
-    run_layout = layout_for(RunSettings.from_values({**values, "prepare": {"require_verified": True}}))
+    run_layout = layout_for(RunSettings.from_values({**values, "prep_training": {"require_verified": True}}))
     assert filters_blocks(run_layout) == []  # nothing written yet
     raw = tmp_path / "synthetic-raw"
     raw.mkdir()
@@ -476,13 +476,13 @@ def test_failed_notebook_stops_with_its_message(tmp_path):
     """Stage B without stage A's files: the notebook's InputError becomes the driver's one-line error."""
     result = run_script("run-pipeline.py", "--notes", str(MIMIC_III), "--select", "{num_notes: 4}", "--run", "broken",
                         "--data_dir", str(tmp_path), "--reports_dir", str(tmp_path / "reports"),
-                        "--from_stage", "postprocess", "--to_stage", "postprocess")
+                        "--from_stage", "post_process", "--to_stage", "post_process")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: stage postprocess failed at 'parse, check and join (stage B)': no stage A chunk "
+    assert last.startswith("error: stage post_process failed at 'parse, check and join (stage B)': no stage A chunk "
                            f"files (df_*_START_END.csv) in {tmp_path / 'synthetic-output' / '4'}")
     state = json.loads((tmp_path / "reports" / "broken" / "run.json").read_text())
-    assert state["stages"]["postprocess"]["status"] == "failed"
+    assert state["stages"]["post_process"]["status"] == "failed"
 
 
 def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_path, tiny_model_dir):
@@ -493,14 +493,14 @@ def test_second_driver_refused_and_a_killed_driver_takes_its_stage_with_it(tmp_p
     import signal
     import subprocess
 
-    from clinical_distil.synthetic import read_chunks
+    from clinical_distil.create import read_chunks
 
     data = tmp_path / "data"
     argv = ["--notes", str(MIMIC_III), "--select", "{num_notes: 6}", "--run", "k", "--data_dir", str(data),
             "--reports_dir", str(tmp_path / "reports"), "--results_dir", str(tmp_path / "results"),
             "--models_dir", str(tmp_path / "models"), "--teacher", str(tiny_model_dir), "--student",
-            str(tiny_model_dir), "--engine", "transformers", "--to_stage", "generate",
-            "--generate", "{max_tokens: 64, chunk_size: 1, retries: 0}"]
+            str(tiny_model_dir), "--engine", "transformers", "--to_stage", "create",
+            "--create", "{max_tokens: 64, chunk_size: 1, retries: 0}"]
     manifest = data / "synthetic-output" / "6" / "manifest.json"
     # a group of its own, as a batch job's; the whole group is killed below
     first = subprocess.Popen([sys.executable, str(REPO / "run-pipeline.py"), *argv], cwd=REPO, stdout=subprocess.PIPE,
@@ -541,7 +541,7 @@ def whole_run(tmp_path_factory, default_model_dir, tiny_model_dir):
         "run: e2e", f"data_dir: {work / 'data'}", f"results_dir: {work / 'results'}", f"models_dir: {work / 'models'}",
         f"reports_dir: {work / 'reports'}", f"teacher: {default_model_dir}", f"student: {tiny_model_dir}",
         f"notes: {MIMIC_III}", "engine: transformers", "max_seq_length: 2048", "select: {num_notes: 24}",
-        "generate: {limit: 3, questions_per_type: 1, max_tokens: 300, structured_output: true}",
+        "create: {limit: 3, questions_per_type: 1, max_tokens: 300, structured_output: true}",
         "finetune: {logging_steps: 1}", "eval_inference: {max_output_tokens: 24}", "evaluate: {resamples: 200}",
         "eval:", f"  annotated-synthetic: {{input_dir: {SAMPLES / 'annotated-synthetic'}, num_inference: 10}}",
         f"  i2b2: {{input_dir: {SAMPLES / 'n2c2-2018-track1'}, num_inference: 26}}",
@@ -552,8 +552,8 @@ def whole_run(tmp_path_factory, default_model_dir, tiny_model_dir):
 
 
 def test_every_contract_file_is_written(whole_run):
-    from clinical_distil.synthetic import OUTPUT_COLUMNS
-    from clinical_distil.training_data import DATASET_COLUMNS
+    from clinical_distil.create import OUTPUT_COLUMNS
+    from clinical_distil.prep_training import DATASET_COLUMNS
 
     work, _, _ = whole_run
     data = work / "data"
@@ -704,7 +704,7 @@ def test_second_run_skips_finished_stages(whole_run):
     before = {path: path.stat().st_mtime_ns for path in outputs}
     again = run_script("run-pipeline.py", "--config", str(config))
     assert again.returncode == 0, again.stderr[-2000:]
-    for position, stage in enumerate(layout.STAGES[:-1], start=1):
+    for position, stage in enumerate(layout.RUN_STAGES[:-1], start=1):
         if stage == "verify":  # stage B2 runs only for prepare's require_verified
             assert f"[{position}/11] verify: nothing to do (no re-answer verification" in again.stdout
             continue
@@ -728,8 +728,8 @@ def test_answers_older_than_their_model_are_redone_not_scored(whole_run):
     adapter_summary = work / "results" / "e2e" / "training_summary.json"
     _make_newer(adapter_summary)
     base_chunks = {path: path.stat().st_mtime_ns for path in (data / "outputs").glob("*/e2e-base/*_chunk_*.csv")}
-    rerun = run_script("run-pipeline.py", "--config", str(config), "--from_stage", "eval-inference",
-                       "--to_stage", "eval-inference")
+    rerun = run_script("run-pipeline.py", "--config", str(config), "--from_stage", "eval_inference",
+                       "--to_stage", "eval_inference")
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert rerun.stdout.count("is older than its inputs; redoing it with --overwrite") == 3
     assert "3 of 6 step(s) to run" in rerun.stdout

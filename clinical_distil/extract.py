@@ -1,4 +1,4 @@
-"""extract.py's logic: criteria x notes -> prompts; answers -> grounded rows, patient and cohort tables.
+"""`extract` (extract.py): criteria x notes -> prompts; answers -> grounded rows, patient and cohort tables.
 
 Notes come from any of the sources the project reads (`read_notes`), one row per note with its patient and
 a reference date (for questions about time windows). Every note is asked every criterion with the answer
@@ -24,9 +24,9 @@ import pandas as pd
 from rapidfuzz import fuzz
 
 from clinical_distil import n2c2
-from clinical_distil import notes as note_sources
+from clinical_distil import select as note_sources
 from clinical_distil.criteria import Criterion
-from clinical_distil.eval_data import prompt_text
+from clinical_distil.preprocess import prompt_text
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.metrics import extract_answer
 from clinical_distil.parsing import json_values

@@ -1,4 +1,4 @@
-"""eval-inference: answer every prompt of an evaluation file, in chunk files that resume.
+"""`eval_inference`: answer every prompt of an evaluation file, in chunk files that resume.
 
 Each row's `prompt` (the user message) is sent after the answer system message through the
 model's chat template (the published script built that templated input and then sent the raw
@@ -45,7 +45,7 @@ class InferenceSettings:
     overwrite: bool = False
     templates: PromptTemplates | None = None  # the answer prompt's wording (None: the shipped templates)
 
-    label: ClassVar[str] = "eval-inference"
+    label: ClassVar[str] = "eval_inference"
     source: ClassVar[str] = "the eval file"
     exclusive_rows: ClassVar[bool] = True  # files of other rows would be mixed into an evaluation
     retries: ClassVar[int] = 0  # an answer is kept as it comes

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clinical_distil import answers, postprocess, training_data
+from clinical_distil import answers, post_process, prep_training
 from clinical_distil.files import InputError, read_csv
-from clinical_distil.synthetic import read_chunks
+from clinical_distil.create import read_chunks
 
 from conftest import make_stage_a_outputs
 
@@ -35,7 +35,7 @@ def test_normalize_answer(raw, expected):
     (6.5, None), (True, None),
 ])
 def test_normalize_difficulty(raw, expected):
-    assert postprocess.normalize_difficulty(raw) == expected
+    assert post_process.normalize_difficulty(raw) == expected
 
 
 NOTE = "Pertinent Results:\n[**2150-3-4**] 06:40AM BLOOD Glucose-131 Creat-2.1\nPlt Ct-98"
@@ -49,7 +49,7 @@ NOTE = "Pertinent Results:\n[**2150-3-4**] 06:40AM BLOOD Glucose-131 Creat-2.1\n
     ("not found", "not_applicable"),
 ])
 def test_source_in_note(source, match):
-    assert postprocess.source_match(source, NOTE)[0] == match
+    assert post_process.source_match(source, NOTE)[0] == match
 
 
 def test_answer_type_agreement():
@@ -66,7 +66,7 @@ def test_join_by_note_id_with_two_notes_on_one_admission():
     items = pd.DataFrame([{"note_id": 101, "subject_id": 1, "hadm_id": 10, "question": "Q1"},
                           {"note_id": 100, "subject_id": 1, "hadm_id": 10, "question": "Q2"},
                           {"note_id": 999, "subject_id": 1, "hadm_id": 10, "question": "orphan"}])
-    joined = postprocess.join_notes(items, notes)
+    joined = post_process.join_notes(items, notes)
     assert joined[["question", "text"]].values.tolist() == [["Q1", "second note"], ["Q2", "first note"]]
 
 
@@ -74,9 +74,9 @@ def test_join_by_note_id_with_two_notes_on_one_admission():
 def stage_b(tmp_path_factory):
     root = tmp_path_factory.mktemp("b")
     notes_path, chunks_dir = make_stage_a_outputs(root)
-    items, failures, replies = postprocess.parse_chunks(read_chunks(chunks_dir))
-    items = postprocess.normalize_items(items)
-    items = postprocess.quality_checks(postprocess.join_notes(items, read_csv(notes_path)))
+    items, failures, replies = post_process.parse_chunks(read_chunks(chunks_dir))
+    items = post_process.normalize_items(items)
+    items = post_process.quality_checks(post_process.join_notes(items, read_csv(notes_path)))
     return root, items, failures, replies
 
 
@@ -96,7 +96,7 @@ def test_parse_keeps_items_and_lists_failures(stage_b):
 
 def test_reply_counts_per_type(stage_b):
     _, items, failures, replies = stage_b
-    counts = postprocess.reply_counts(replies, items, failures)
+    counts = post_process.reply_counts(replies, items, failures)
     zero = {"empty_lists": 0, "placeholder_items": 0, "reasoning": 0, "mend_limit": 0}
     assert counts.loc[["yes_no", "numeric", "na-bool"]].to_dict("index") == {
         "yes_no": {"replies": 12, "retried": 1, "cut_by_length": 1, "failed": 1, "items": 21, "repaired_items": 5,
@@ -124,7 +124,7 @@ def test_every_outcome_is_counted_and_recorded():
     chunks = pd.DataFrame([{"note_id": index, "subject_id": 1, "hadm_id": 2, "question_type": kind, "output": text,
                             "finish_reason": finish, "attempts": attempts}
                            for index, (kind, text, finish, attempts) in enumerate(replies)])
-    items, failures, outcomes = postprocess.parse_chunks(chunks)
+    items, failures, outcomes = post_process.parse_chunks(chunks)
     assert outcomes["outcome"].tolist() == ["empty_list", "empty_list", "items", "items", "placeholder", "truncated",
                                             "wrong_shape"]
     assert items["question"].tolist() == [item["question"], item["question"], other["question"]]
@@ -133,7 +133,7 @@ def test_every_outcome_is_counted_and_recorded():
         [2, "item", "placeholder"], [2, "item", "placeholder"], [4, "reply", "placeholder"],
         [4, "item", "placeholder"], [5, "reply", "truncated"], [6, "reply", "wrong_shape"]]
     assert json.loads(failures["output"].iloc[1]) == {"question": "<question>"}
-    counts = postprocess.reply_counts(outcomes, items, failures)
+    counts = post_process.reply_counts(outcomes, items, failures)
     none = {"reasoning": 0, "mend_limit": 0}
     assert counts.to_dict("index") == {
         "na-bool": {"replies": 2, "retried": 1, "cut_by_length": 1, "failed": 2, "empty_lists": 0, "items": 0,
@@ -146,7 +146,7 @@ def test_every_outcome_is_counted_and_recorded():
 
 def test_contract_files_and_combos(stage_b, tmp_path):
     _, items, failures, _ = stage_b
-    written = postprocess.write_stage_b(items, failures, tmp_path)
+    written = post_process.write_stage_b(items, failures, tmp_path)
     names = {path.name for path in written}
     assert {"synth_all_df.csv", "parse_failures.csv", "synth_bool_1_df.csv.gz", "synth_bool_num_9_df.csv.gz"} <= names
     assert len(names) == 2 + 3 * 9
@@ -156,36 +156,36 @@ def test_contract_files_and_combos(stage_b, tmp_path):
     assert set(bool_1["question_type"]) == {"yes_no"} and len(all_1) == items["difficulty"].notna().sum()
     assert all_6["difficulty"].min() >= 6 and len(all_6) == (items["difficulty"] >= 6).sum()
     with pytest.raises(InputError, match="exists"):
-        postprocess.write_stage_b(items, failures, tmp_path)
+        post_process.write_stage_b(items, failures, tmp_path)
     with pytest.raises(InputError, match="unknown combo"):
-        postprocess.combo_frame(items, "numeric_only", 1)
+        post_process.combo_frame(items, "numeric_only", 1)
 
 
 def test_balance_split_and_datasets(stage_b, tmp_path):
     _, items, _, _ = stage_b
-    balanced = training_data.balance(items, seed=1)
+    balanced = prep_training.balance(items, seed=1)
     counts = balanced["question_type"].value_counts()
     assert counts.nunique() == 1 and counts.iloc[0] == items["question_type"].value_counts().min()
-    assert training_data.balance(items, seed=1).equals(balanced)
-    hardest = training_data.balance(items, per_type=3, hardest=True)
+    assert prep_training.balance(items, seed=1).equals(balanced)
+    hardest = prep_training.balance(items, per_type=3, hardest=True)
     for question_type, group in hardest.groupby("question_type"):
         pool = items[items["question_type"] == question_type]["difficulty"].sort_values(ascending=False)
         assert sorted(group["difficulty"], reverse=True) == pool.head(3).tolist()
-    examples = training_data.format_examples(balanced)
+    examples = prep_training.format_examples(balanced)
     target = json.loads(examples["output"].iloc[0].removeprefix("```json\n").removesuffix("\n```"))
     assert list(target) == ["question", "type", "answer", "section", "source", "explanation"]
     assert examples["prompt"].iloc[0][1]["content"].count("Question: ") == 1
-    no_support = training_data.format_examples(balanced, support=False)
+    no_support = prep_training.format_examples(balanced, support=False)
     assert list(json.loads(no_support["output"].iloc[0][8:-4])) == ["question", "type", "answer", "section"]
-    train, test = training_data.split(examples, seed=42)
+    train, test = prep_training.split(examples, seed=42)
     assert set(train["subject_id"]).isdisjoint(test["subject_id"]) and len(train) + len(test) == len(examples)
-    again_train, _ = training_data.split(examples, seed=42)
+    again_train, _ = prep_training.split(examples, seed=42)
     assert again_train["id"].tolist() == train["id"].tolist()
-    written = training_data.write_datasets(train, test, tmp_path, "all_1")
+    written = prep_training.write_datasets(train, test, tmp_path, "all_1")
     from datasets import load_from_disk
 
     loaded = load_from_disk(str(written["train"]))
-    assert loaded.column_names == training_data.DATASET_COLUMNS and len(loaded) == len(train)
+    assert loaded.column_names == prep_training.DATASET_COLUMNS and len(loaded) == len(train)
     assert loaded[0]["prompt"][0]["role"] == "system"
     assert len(pd.read_csv(tmp_path / "test_all_1.csv.gz")) == len(test)
 
@@ -198,9 +198,9 @@ def test_bad_stage_b_input_says_what_to_run(tmp_path):
     pd.DataFrame({"note_id": [1], "output": ["[]"]}).to_csv(chunks / "df_yes_no_0_1.csv", index=False)
     with pytest.raises(InputError, match=r"df_yes_no_0_1.csv lacks column\(s\) subject_id"):
         read_chunks(chunks)
-    empty = pd.DataFrame(columns=postprocess.ITEM_COLUMNS)
+    empty = pd.DataFrame(columns=post_process.ITEM_COLUMNS)
     with pytest.raises(InputError, match="no item survived"):
-        postprocess.write_stage_b(empty, pd.DataFrame(), tmp_path / "raw")
+        post_process.write_stage_b(empty, pd.DataFrame(), tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 
 
@@ -208,15 +208,15 @@ def test_near_duplicate_questions():
     questions = ["What was the highest creatinine?", "What was the lowest creatinine?",
                  "what was the HIGHEST creatinine", "Was the highest creatinine what?", "Is the patient on aspirin?",
                  "Is the patient on aspirin?"]
-    assert postprocess.near_duplicates(questions) == [False, False, True, True, False, True]
-    assert postprocess.near_duplicates(["Only one?"]) == [False] and postprocess.near_duplicates([]) == []
+    assert post_process.near_duplicates(questions) == [False, False, True, True, False, True]
+    assert post_process.near_duplicates(["Only one?"]) == [False] and post_process.near_duplicates([]) == []
 
 
 @given(st.lists(st.text(alphabet="abcdefgh", min_size=2, max_size=8), min_size=2, max_size=8), st.randoms())
 def test_a_reordered_question_is_always_a_near_duplicate(words, random):
     shuffled = list(words)
     random.shuffle(shuffled)
-    assert postprocess.near_duplicates([" ".join(words) + "?", " ".join(shuffled).upper()]) == [False, True]
+    assert post_process.near_duplicates([" ".join(words) + "?", " ".join(shuffled).upper()]) == [False, True]
 
 
 def test_filter_summary_counts_what_each_filter_flags_and_removes():
@@ -231,24 +231,24 @@ def test_filter_summary_counts_what_each_filter_flags_and_removes():
         "duplicate_question": [False, True, False, False, False],
         "near_duplicate_question": [False, True, False, False, False],
     })
-    summary = postprocess.filter_summary(items, {"require_source_in_note": True, "drop_near_duplicates": True})
+    summary = post_process.filter_summary(items, {"require_source_in_note": True, "drop_near_duplicates": True})
     rows = {row["filter"]: (row["applied"], row["flagged"], row["removed"], row["removed_only_by_it"])
             for row in summary.to_dict("records")}
     assert rows == {"require_source_in_note": (True, 2, 2, 1), "require_answer_type": (False, 1, 0, 0),
                     "drop_duplicates": (False, 1, 0, 0), "drop_near_duplicates": (True, 1, 1, 0),
                     "all applied": (True, 2, 2, 2)}
-    kept = postprocess.apply_filters(items, require_source_in_note=True, drop_near_duplicates=True)
+    kept = post_process.apply_filters(items, require_source_in_note=True, drop_near_duplicates=True)
     assert len(items) - len(kept) == rows["all applied"][2]
-    assert postprocess.filter_summary(items, {})["removed"].sum() == 0
+    assert post_process.filter_summary(items, {})["removed"].sum() == 0
 
 
 def test_stage_b_summary_is_written_with_the_items_and_read_by_the_card(stage_b, tmp_path):
     _, items, failures, _ = stage_b
-    kept = postprocess.apply_filters(items, drop_duplicates=True)
-    summary = postprocess.stage_b_summary(items, kept, {"drop_duplicates": True}, {"model_id": "teacher-x"})
-    written = postprocess.write_stage_b(kept, failures, tmp_path, summary=summary)
+    kept = post_process.apply_filters(items, drop_duplicates=True)
+    summary = post_process.stage_b_summary(items, kept, {"drop_duplicates": True}, {"model_id": "teacher-x"})
+    written = post_process.write_stage_b(kept, failures, tmp_path, summary=summary)
     assert tmp_path / "stage_b.json" in written
-    stored = training_data.read_stage_b_summary(tmp_path)
+    stored = prep_training.read_stage_b_summary(tmp_path)
     assert (stored["items_checked"], stored["items_kept"]) == (len(items), len(kept))
     removed = next(row for row in stored["filters"] if row["filter"] == "drop_duplicates")["removed"]
     assert removed == int(items["duplicate_question"].sum()) == len(items) - len(kept)
@@ -259,15 +259,15 @@ def test_dataset_card_counts_are_the_datasets_counts(stage_b, tmp_path):
     import yaml
 
     _, items, failures, _ = stage_b
-    summary = postprocess.stage_b_summary(items, items, {}, {"model_id": "teacher-x", "engine": "vllm",
+    summary = post_process.stage_b_summary(items, items, {}, {"model_id": "teacher-x", "engine": "vllm",
                                                              "questions_per_type": 5, "sampling": {"temperature": 0.7}})
-    balanced = training_data.balance(items, seed=1)
-    train, test = training_data.split(training_data.format_examples(balanced), seed=42)
+    balanced = prep_training.balance(items, seed=1)
+    train, test = prep_training.split(prep_training.format_examples(balanced), seed=42)
     overlap = {"checked": {"apixaban": "raw/apixaban"}, "evaluation_notes": 8, "training_notes": 12, "ngram": 13,
                "share": 0.6, "leaks": []}
-    card = training_data.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42},
+    card = prep_training.dataset_card("all_1", train, test, balanced, summary, {"input_file": "all", "seed": 42},
                                       overlap, {"verified": 40, "agree": 31, "applied": True, "removed": 9})
-    written = training_data.write_datasets(train, test, tmp_path, "all_1", card=card)
+    written = prep_training.write_datasets(train, test, tmp_path, "all_1", card=card)
     text = (tmp_path / "all_1_dataset_card.md").read_text()
     assert written["train"].exists() and text == card
     header = yaml.safe_load(text.split("---\n")[1])
@@ -309,7 +309,7 @@ def test_reasoning_replies_and_replies_read_in_part_are_counted():
     chunks = pd.DataFrame([{"note_id": index, "subject_id": 1, "hadm_id": 2, "question_type": kind, "output": text,
                             "finish_reason": finish, "attempts": 1}
                            for index, (kind, text, finish) in enumerate(replies)])
-    items, failures, outcomes = postprocess.parse_chunks(chunks)
+    items, failures, outcomes = post_process.parse_chunks(chunks)
     assert outcomes[["outcome", "items", "reasoning", "incomplete"]].values.tolist() == [
         ["items", 1, True, ""], ["truncated", 0, True, ""], ["items", 1, False, "mend_limit"],
         ["mend_limit", 0, False, "mend_limit"], ["items", 40, False, ""]]
@@ -318,7 +318,7 @@ def test_reasoning_replies_and_replies_read_in_part_are_counted():
     assert failures[["note_id", "level", "reason"]].values.tolist() == [
         [1, "reply", "truncated"], [2, "item", "mend_limit"], [3, "reply", "mend_limit"]]
     assert failures["output"].iloc[1] == f"{JUNK}\n{json.dumps([later])}"  # the rest that was not read
-    counts = postprocess.reply_counts(outcomes, items, failures)
+    counts = post_process.reply_counts(outcomes, items, failures)
     assert counts[["replies", "reasoning", "failed", "mend_limit", "items"]].to_dict("index") == {
         "numeric": {"replies": 3, "reasoning": 0, "failed": 1, "mend_limit": 2, "items": 41},
         "yes_no": {"replies": 2, "reasoning": 2, "failed": 1, "mend_limit": 0, "items": 1}}

@@ -1,4 +1,4 @@
-"""The evaluate stage's files: eval-inference's answers read per model and scored, and the scores written.
+"""`evaluate`: eval-inference's answers read per model and scored, and the scores written.
 
 The evaluate notebooks read every model folder under outputs/{task}/ (evaluate_models: chunk files
 checked for overlaps, each model's answers scored by clinical_distil.metrics), then write the tables,
@@ -16,7 +16,7 @@ import pandas as pd
 
 from clinical_distil.chunks import check_no_overlap
 from clinical_distil.files import InputError, write_text
-from clinical_distil.inference import IDENTIFIER_DTYPES, answer_files as chunk_files, read_chunk
+from clinical_distil.eval_inference import IDENTIFIER_DTYPES, answer_files as chunk_files, read_chunk
 from clinical_distil.metrics import (METRICS, SCORERS, cell_text, per_question, results_table, score_outputs,
                                      summarize, summary_frame)
 from clinical_distil.plots import plot_heatmap, plot_models

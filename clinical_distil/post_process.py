@@ -1,4 +1,4 @@
-"""Stage B: teacher replies -> clean, checked question items joined to their notes.
+"""`post_process` (stage B): teacher replies -> clean, checked question items joined to their notes.
 
 The quality checks (quote found in the note, answer agrees with the question type,
 duplicate questions) are measured for every item and available as filters; they are off

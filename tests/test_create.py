@@ -11,9 +11,9 @@ from clinical_distil.chat import FittedPrompt, end_token_ids, fit_note, fit_note
 from clinical_distil.engines import Generation, Sampling
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.files import write_csv
-from clinical_distil.notes import select_notes
+from clinical_distil.select import select_notes
 from clinical_distil.runner import RETRY_SEED_STRIDE, retry_failed
-from clinical_distil.synthetic import OUTPUT_COLUMNS, StageASettings, read_chunks
+from clinical_distil.create import OUTPUT_COLUMNS, StageASettings, read_chunks
 
 from conftest import SAMPLES, holds_lock, kill_when, manifest_records, run_script, start_script, wait_for
 

@@ -1,4 +1,4 @@
-"""Note selection (stage 0): one discharge summary per admission from MIMIC-III or MIMIC-IV.
+"""`select` (stage 0): one discharge summary per admission from MIMIC-III or MIMIC-IV.
 
 Which note is kept for an admission:
 - MIMIC-III NOTEEVENTS: rows with CATEGORY "Discharge summary" and no ISERROR flag. An

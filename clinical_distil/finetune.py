@@ -1,4 +1,4 @@
-"""QLoRA supervised fine-tuning of the student on stage C's datasets (TRL 1.x).
+"""`finetune` (stage D): QLoRA supervised fine-tuning of the student on stage C's datasets (TRL 1.x).
 
 Examples are prompt-completion conversations (system + user as prompt, the assistant's
 JSON answer as completion), so TRL computes the loss on the completion only. An example

@@ -1,4 +1,4 @@
-"""Stage A: the teacher writes question/answer pairs for chunks of notes.
+"""`create` (stage A): the teacher writes question/answer pairs for chunks of notes.
 
 For each chunk of note rows [start, end) and each question type the stage writes
 `synthetic-output/{dataset}/df_{question_type}_{start}_{end}.csv`: the note columns plus
@@ -25,7 +25,7 @@ from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import ChunkFile, Rows, check_no_overlap, partial_overlaps
 from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, find_existing, read_csv
-from clinical_distil.notes import NOTE_COLUMNS, check_note_ids
+from clinical_distil.select import NOTE_COLUMNS, check_note_ids
 from clinical_distil.parsing import reply_needs_retry
 from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
 
@@ -39,7 +39,7 @@ SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthe
 
 def stage_a_files(output_dir: Path) -> dict[str, list[ChunkFile]]:
     """Stage A's files in a folder by question type, each with the note rows [start, end) it holds."""
-    return chunk_files(output_dir, layout.STAGE_A_FILES)
+    return chunk_files(output_dir, layout.CREATE_FILES)
 
 
 def plan_tasks(chunks: list[Rows], question_types: list[str], existing: dict[str, list[ChunkFile]],
@@ -99,9 +99,9 @@ class StageASettings:
     retry_temperature: float = 0.7  # retries sample at least this hot: a greedy retry tends to loop again
     templates: prompts.PromptTemplates | None = None  # the prompts' wording (None: the shipped templates)
 
-    label: ClassVar[str] = "stage A"
+    label: ClassVar[str] = "create"
     source: ClassVar[str] = "the notes table"
-    naming: ClassVar[layout.StageAFiles] = layout.STAGE_A_FILES
+    naming: ClassVar[layout.CreateFiles] = layout.CREATE_FILES
     exclusive_rows: ClassVar[bool] = False  # runs of other rows of the same notes share the folder
 
     @property

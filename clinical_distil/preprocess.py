@@ -1,4 +1,4 @@
-"""The three evaluation sets as prompt tables: annotated synthetic, n2c2 2018 Track 1, apixaban.
+"""`preprocess`: the three evaluation sets as prompt tables: annotated synthetic, n2c2 2018 Track 1, apixaban.
 
 Every table has one row per (note, question) with `id`, `question`, `label` and `prompt` (the
 user message of the answer prompt the students were trained on; eval-inference.py adds the

@@ -1,4 +1,4 @@
-"""Stage E (synthetic-e-convert-peft.py): a fine-tuned LoRA adapter merged into its unquantized base.
+"""`convert_peft` (stage E): a fine-tuned LoRA adapter merged into its unquantized base.
 
 The merge is checked against base + adapter on a probe prompt, written beside its target and renamed
 into place, with a model card (README.md) and a record of the merge (merge.json) that marks the folder

@@ -1,4 +1,4 @@
-"""Stage C: balanced, formatted, patient-grouped train/test sets for fine-tuning.
+"""`prep_training` (stage C): balanced, formatted, patient-grouped train/test sets for fine-tuning.
 
 Each example is the answer prompt (note + question) and, as target, the gold item as JSON
 in a json code fence. The split is grouped by patient so no patient's notes sit on both

@@ -1,4 +1,4 @@
-"""Re-answer verification of the teacher's items: a verifier model answers each item's question on its note with
+"""`verify` (stage B2): re-answer verification of the teacher's items: a verifier model answers each item's question on its note with
 the answer prompt the students are trained on, and an item whose two answers disagree is flagged.
 
 Answers are read as the metrics read a student's (clinical_distil.metrics.extract_answer: a reasoning
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from clinical_distil import layout
-from clinical_distil.eval_data import prompt_text
+from clinical_distil.preprocess import prompt_text
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.metrics import extract_answer, same_answer
 from clinical_distil.prompts import PromptTemplates
