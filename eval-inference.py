@@ -29,7 +29,7 @@ class Job(NamedTuple):
     """One model's answers to one dataset: where they go and how many rows this shard answers."""
 
     dataset: str
-    run: eval_inference.InferenceSettings  # the answering run over the eval file
+    run: eval_inference.AnswerRun  # the answering run over the eval file
     limit: int | None
     rows: "pd.DataFrame"  # the eval file's rows
     target: Path  # the answers' folder
@@ -48,7 +48,7 @@ def main(settings: EvalInferenceSettings) -> None:
     for dataset, input_file, limit in settings.jobs:
         source = layout.eval_file(root, dataset, input_file)
         rows = eval_inference.load_eval_rows(source, dataset)
-        run = eval_inference.answering(settings, templates, input_file)
+        run = eval_inference.AnswerRun(settings, input_file, templates)
         asked += list(rows["prompt"].iloc[settings.start_row:None if limit is None else settings.start_row + limit])
         for name, with_adapter in models:
             target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else

@@ -59,7 +59,7 @@ def main(settings: ExtractSettings) -> None:
                 extract.prompts_digest(earlier) != extract.prompts_digest(prompts):
             raise InputError(f"{target} holds the answers to other questions or notes; give another --output_dir, "
                              "or --overwrite to answer again there")
-    run = eval_inference.answering(settings, templates, layout.EXTRACTION_PROMPTS)
+    run = eval_inference.AnswerRun(settings, layout.EXTRACTION_PROMPTS, templates)
     # a mismatch of chunk files stops here, before the model loads
     todo = runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards, settings.shard_index).tasks
     target.mkdir(parents=True, exist_ok=True)

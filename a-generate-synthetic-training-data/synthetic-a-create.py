@@ -9,7 +9,7 @@ from clinical_distil import create, layout, runner
 from clinical_distil.backends import load_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.default_model import DEFAULT_MODEL_DIR
-from clinical_distil.engines import Sampling, check_engine_options, load_tokenizer, vllm_start_mode
+from clinical_distil.engines import check_engine_options, load_tokenizer, vllm_start_mode
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
@@ -23,15 +23,7 @@ def main(settings: CreateSettings) -> None:
     notes, unusable = create.load_notes(notes_path)
     target = check_output_folder(layout.resolve(settings.output_dir) if settings.output_dir else
                                  layout.chunks_dir(root, settings.dataset))
-    templates = load_templates(settings.prompt_dir)
-    stage = create.StageASettings(
-        question_types=settings.question_types, questions_per_type=settings.questions_per_type,
-        chunk_size=settings.chunk_size,
-        sampling=Sampling(max_tokens=settings.max_tokens, temperature=settings.temperature, top_p=settings.top_p,
-                          seed=settings.seed),
-        structured_output=settings.structured_output, overwrite=settings.overwrite, retries=settings.retries,
-        retry_frequency_penalty=settings.retry_frequency_penalty, retry_temperature=settings.retry_temperature,
-        templates=templates)
+    stage = create.CreateRun(settings, load_templates(settings.prompt_dir))
     # the rows and files are checked before a model loads
     stop = runner.plan_run(len(notes), stage, target, settings.start_row, settings.limit, settings.num_shards,
                            settings.shard_index).stop

@@ -50,7 +50,7 @@ def main(settings: VerifySettings) -> None:
         raise InputError(f"{verdicts} exists; pass --overwrite True to verify the items again")
     templates = load_templates(settings.prompt_dir)
     prompts = verify.prompt_table(items, templates)
-    run = eval_inference.answering(settings, templates, layout.VERIFY_INPUT)
+    run = eval_inference.AnswerRun(settings, layout.VERIFY_INPUT, templates)
     runner.plan_run(len(prompts), run, target, 0, None, settings.num_shards,
                     settings.shard_index)  # chunk files of other items stop here, before the model loads
     target.mkdir(parents=True, exist_ok=True)

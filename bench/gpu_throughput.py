@@ -50,6 +50,7 @@ from clinical_distil.cli import run as run_command
 from clinical_distil.engines import Sampling
 from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.select import discharge_notes
+from clinical_distil.stages import CreateSettings, EvalInferenceSettings
 from clinical_distil.vllm_engine import VLLMEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,16 +123,15 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> create.StageASettings:
+def stage_a_settings(notes: int, max_tokens: int, structured: bool) -> create.CreateRun:
     """Stage A as synthetic-a-create.py runs it: four types, five questions, T=0.7, top-p 0.95.
 
     No retries: a random-weight model's every reply runs to the token limit, and retrying them
     would time a second pass instead of the first.
     """
-    return create.StageASettings(question_types=list(prompts.QUESTION_TYPES), questions_per_type=5,
-                                    chunk_size=notes, sampling=Sampling(max_tokens=max_tokens, temperature=0.7,
-                                                                        top_p=0.95),
-                                    structured_output=structured, overwrite=True, retries=0)
+    return create.CreateRun(CreateSettings(questions_per_type=5, chunk_size=notes, max_tokens=max_tokens,
+                                           temperature=0.7, top_p=0.95, structured_output=structured,
+                                           overwrite=True, retries=0))
 
 
 def reset_cache(engine) -> None:
@@ -246,10 +246,10 @@ def shared_prefix(sequences: list[list[int]]) -> list[int]:
 
 
 def answer_eval_prompts(engine, notes: pd.DataFrame, name: str, card: str) -> None:
-    settings = eval_inference.InferenceSettings(input_file="bench", chunk_size=len(notes), overwrite=True,
-                                           sampling=Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
+    settings = eval_inference.AnswerRun(EvalInferenceSettings(chunk_size=len(notes), overwrite=True,
+                                                              max_output_tokens=256), "bench")
     summary = runner.run_chunks(engine, eval_rows(notes), settings, Path("/tmp/bench-eval") / name, "random")
-    record({"workload": "eval_inference", "config": name, "card": card, "requests": summary["answered"],
+    record({"workload": "eval-inference", "config": name, "card": card, "requests": summary["answered"],
             "max_tokens": 256, "output_tokens": summary["output_tokens"], "seconds": summary["wall_seconds"],
             "output_tokens_per_s": summary["output_tokens_per_second"],
             "seconds_per_example": summary["seconds_per_example"]})

@@ -8,13 +8,13 @@ request (matched by position, never by prompt text). A reply that was cut off or
 readable question is generated again (up to `retries` times, sampled with a new seed and a
 frequency penalty, against the loops small teachers fall into); the first usable reply is kept,
 else the first one. A chunk whose files all exist is skipped, so an interrupted run resumes where
-it stopped. The run is the chunked runner's (runner.run_chunks); `StageASettings` gives it stage A's
+it stopped. The run is the chunked runner's (runner.run_chunks); `CreateRun` gives it stage A's
 prompts and rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,14 +25,13 @@ from clinical_distil.chat import FittedPrompt, fit_notes
 from clinical_distil.chunks import ChunkFile, Rows, check_no_overlap, partial_overlaps
 from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, find_existing, read_csv
-from clinical_distil.select import NOTE_COLUMNS, check_note_ids
 from clinical_distil.parsing import reply_needs_retry
 from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
+from clinical_distil.select import NOTE_COLUMNS, check_note_ids
+from clinical_distil.stages import CreateSettings
 
 OUTPUT_COLUMNS = NOTE_COLUMNS + ["question_type", "prompt", "output", "model_id", "finish_reason", "prompt_tokens",
                                  "output_tokens", "note_truncated", "note_tokens_dropped", "attempts"]
-# chunk files written before retries existed lack `attempts` (read as 1)
-REQUIRED_COLUMNS = [column for column in OUTPUT_COLUMNS if column != "attempts"]
 SELECT_HINT = ("make them with: python a-generate-synthetic-training-data/synthetic-0-select-notes.py "
                "--source NOTEEVENTS.csv.gz --num_notes N")
 
@@ -84,25 +83,45 @@ def load_notes(path: Path) -> tuple[pd.DataFrame, int]:
 
 
 @dataclass
-class StageASettings:
-    """Stage A's run: its settings, and what it gives the chunked runner (runner.ChunkedStage): one request per
-    usable note and question type, a file per question type and chunk of notes."""
+class CreateRun:
+    """Stage A for the chunked runner (runner.ChunkedStage): the script's settings as given, the prompt templates they
+    name; one request per usable note and question type, a file per question type and chunk of notes."""
 
-    question_types: list[str]
-    questions_per_type: int = prompts.DEFAULT_QUESTIONS_PER_TYPE
-    chunk_size: int = 1000
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=4096, temperature=0.7, top_p=0.95))
-    structured_output: bool = False
-    overwrite: bool = False
-    retries: int = 2
-    retry_frequency_penalty: float = 0.5
-    retry_temperature: float = 0.7  # retries sample at least this hot: a greedy retry tends to loop again
+    settings: CreateSettings
     templates: prompts.PromptTemplates | None = None  # the prompts' wording (None: the shipped templates)
 
     label: ClassVar[str] = "create"
     source: ClassVar[str] = "the notes table"
     naming: ClassVar[layout.CreateFiles] = layout.CREATE_FILES
     exclusive_rows: ClassVar[bool] = False  # runs of other rows of the same notes share the folder
+
+    @property
+    def question_types(self) -> list[str]:
+        return self.settings.question_types
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.settings.sampling
+
+    @property
+    def chunk_size(self) -> int:
+        return self.settings.chunk_size
+
+    @property
+    def overwrite(self) -> bool:
+        return self.settings.overwrite
+
+    @property
+    def retries(self) -> int:
+        return self.settings.retries
+
+    @property
+    def retry_temperature(self) -> float:
+        return self.settings.retry_temperature
+
+    @property
+    def retry_frequency_penalty(self) -> float:
+        return self.settings.retry_frequency_penalty
 
     @property
     def series(self) -> list[str]:
@@ -115,19 +134,20 @@ class StageASettings:
         return int(notes["text"].iloc[task.start:task.end].map(is_usable_note).sum()) * len(task.series)
 
     def prompts_for(self, engine, notes: pd.DataFrame, task: Task) -> Prompts:
-        records, fitted = build_requests(notes.iloc[task.start:task.end], replace(self, question_types=task.series),
-                                         engine.tokenizer, engine.max_model_len - self.sampling.max_tokens)
+        records, fitted = build_requests(notes.iloc[task.start:task.end], task.series, self.settings.questions_per_type,
+                                         self.templates, engine.tokenizer,
+                                         engine.max_model_len - self.sampling.max_tokens)
         sampling = self.sampling
-        if self.structured_output:
-            schemas = [prompts.item_schema(row["question_type"], self.questions_per_type) for row in records]
+        if self.settings.structured_output:
+            schemas = [prompts.item_schema(row["question_type"], self.settings.questions_per_type) for row in records]
             sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
         # the reference teacher writes from each note's facts: it is told which note and question type each is
-        details = [{**row, "questions_per_type": self.questions_per_type} for row in records]
+        details = [{**row, "questions_per_type": self.settings.questions_per_type} for row in records]
         return Prompts(records, fitted, sampling, details)
 
     def unusable(self, result: Generation) -> bool:
         """A reply cut off, or holding no readable question."""
-        return reply_needs_retry(result.text, result.finish_reason, whole_json=self.structured_output)
+        return reply_needs_retry(result.text, result.finish_reason, whole_json=self.settings.structured_output)
 
     def answered(self, task: Task, asked: Prompts, results: list[Generation], attempts: list[int],
                  model_id: str) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
@@ -148,9 +168,9 @@ class StageASettings:
         return {
             "rows": [plan.start_row, plan.stop], "chunks": [list(rows) for _, rows in plan.chunks],
             "shard": [plan.shard_index, plan.num_shards], "question_types": self.question_types,
-            "questions_per_type": self.questions_per_type,
+            "questions_per_type": self.settings.questions_per_type,
             "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
-            "structured_output": self.structured_output, "max_model_len": engine.max_model_len,
+            "structured_output": self.settings.structured_output, "max_model_len": engine.max_model_len,
             "retries": {"max": self.retries, "temperature": self.retry_temperature,
                         "frequency_penalty": self.retry_frequency_penalty}}
 
@@ -164,16 +184,17 @@ class StageASettings:
         return merged
 
 
-def check_context(tokenizer, notes: pd.DataFrame, settings: StageASettings, max_model_len: int) -> None:
+def check_context(tokenizer, notes: pd.DataFrame, run: CreateRun, max_model_len: int) -> None:
     """The teacher's prompts about these notes fit --max_model_len beside --max_tokens of reply, checked with the
     model's tokenizer before the model loads (engines.check_prompt_room: a note is shortened to fit, the
     instructions around it cannot be)."""
-    requests = ((prompts.generation_messages(text, question_type, settings.questions_per_type, settings.templates),
-                 text) for text in notes["text"] if is_usable_note(text) for question_type in settings.question_types)
-    check_prompt_room(tokenizer, requests, max_model_len, settings.sampling.max_tokens, "--max_tokens")
+    requests = ((prompts.generation_messages(text, question_type, run.settings.questions_per_type, run.templates),
+                 text) for text in notes["text"] if is_usable_note(text) for question_type in run.question_types)
+    check_prompt_room(tokenizer, requests, max_model_len, run.sampling.max_tokens, "--max_tokens")
 
 
-def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
+def build_requests(notes: pd.DataFrame, question_types: list[str], questions_per_type: int,
+                   templates: prompts.PromptTemplates | None, tokenizer,
                    max_prompt_tokens: int) -> tuple[list[dict], list[FittedPrompt]]:
     """One request per usable note and question type, a note's types next to each other.
 
@@ -185,9 +206,8 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
         text = note["text"]
         if not is_usable_note(text):
             continue
-        for question_type in settings.question_types:
-            requests.append((prompts.generation_messages(text, question_type, settings.questions_per_type,
-                                                         settings.templates), text))
+        for question_type in question_types:
+            requests.append((prompts.generation_messages(text, question_type, questions_per_type, templates), text))
             rows.append({column: note[column] for column in NOTE_COLUMNS} | {"question_type": question_type})
     return rows, fit_notes(tokenizer, requests, max_prompt_tokens)
 
@@ -195,8 +215,8 @@ def build_requests(notes: pd.DataFrame, settings: StageASettings, tokenizer,
 def read_chunks(output_dir: Path) -> pd.DataFrame:
     """All of stage A's chunk files in a folder, in the order of their file names.
 
-    Two files of one question type that hold the same note rows (runs with other chunk sizes
-    before this version) are refused: their replies would be counted twice.
+    Two files of one question type that hold the same note rows are refused: their replies would be
+    counted twice.
     """
     found = stage_a_files(output_dir)
     if not found:
@@ -205,8 +225,6 @@ def read_chunks(output_dir: Path) -> pd.DataFrame:
     for question_type, files in found.items():
         check_no_overlap(files, f"stage A {question_type}")
     ordered = sorted((item for files in found.values() for item in files), key=lambda item: item.path.name)
-    frames = [read_csv(item.path, required=REQUIRED_COLUMNS, what="stage A chunk",
+    frames = [read_csv(item.path, required=OUTPUT_COLUMNS, what="stage A chunk",
                        hint="rerun synthetic-a-create.py for it") for item in ordered]
-    frame = pd.concat(frames, ignore_index=True)
-    frame["attempts"] = frame["attempts"].fillna(1).astype(int) if "attempts" in frame else 1
-    return frame
+    return pd.concat(frames, ignore_index=True)

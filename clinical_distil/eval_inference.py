@@ -7,14 +7,14 @@ prompt instead). Outputs stay on their input row (matched by position), one CSV 
 i-th chunk of the run that wrote it). A rerun answers only the rows no file holds yet, whatever
 chunk size either run used; a finished chunk file is never redone unless asked, and files of rows
 outside the rows asked for (another --start_row or --num_inference) are refused, not mixed in.
-`InferenceSettings` is the answering run the chunked runner (runner.run_chunks) is given by
+`AnswerRun` is the answering run the chunked runner (runner.run_chunks) is given by
 eval-inference.py, synthetic-b2-verify.py and extract.py: its prompts and its rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,21 +28,20 @@ from clinical_distil.files import InputError, read_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, load_templates, note_of
 from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
+from clinical_distil.stages import AnswerSettings
 from clinical_distil.tasks import TASKS
 
 OUTPUT_COLUMNS = ["output", "finish_reason", "prompt_tokens", "output_tokens", "note_truncated"]
 
 
 @dataclass
-class InferenceSettings:
-    """An answering run over one prompt table (`input_file`): its settings, and what it gives the chunked runner
-    (runner.ChunkedStage): the answer prompt of each row, the outputs on the row."""
+class AnswerRun:
+    """An answering run over one prompt table (`input_file`) for the chunked runner (runner.ChunkedStage): the
+    script's settings as given (eval-inference.py, synthetic-b2-verify.py, extract.py), the prompt templates they
+    name; the answer prompt of each row, the outputs on the row."""
 
+    settings: AnswerSettings
     input_file: str  # the prompt table's name, which its chunk files and manifest carry
-    chunk_size: int = 10000
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_tokens=256, temperature=0.0, top_p=1.0))
-    structured_output: bool = False
-    overwrite: bool = False
     templates: PromptTemplates | None = None  # the answer prompt's wording (None: the shipped templates)
 
     label: ClassVar[str] = "eval_inference"
@@ -51,6 +50,18 @@ class InferenceSettings:
     retries: ClassVar[int] = 0  # an answer is kept as it comes
     retry_temperature: ClassVar[float] = 0.0
     retry_frequency_penalty: ClassVar[float] = 0.0
+
+    @property
+    def chunk_size(self) -> int:
+        return self.settings.chunk_size
+
+    @property
+    def overwrite(self) -> bool:
+        return self.settings.overwrite
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.settings.sampling
 
     @property
     def naming(self) -> layout.AnswerFiles:
@@ -63,7 +74,7 @@ class InferenceSettings:
     @property
     def answer_sampling(self) -> Sampling:
         """The sampling asked for, constrained to the answer's JSON object with --structured_output."""
-        if not self.structured_output:
+        if not self.settings.structured_output:
             return self.sampling
         return Sampling(**{**self.sampling.__dict__, "json_schema": answer_schema()})
 
@@ -103,7 +114,7 @@ class InferenceSettings:
             "input_file": self.input_file, "rows": [plan.start_row, plan.stop], "chunk_size": self.chunk_size,
             "chunks": [index for index, _ in plan.chunks], "shard": [plan.shard_index, plan.num_shards],
             "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
-            "structured_output": self.structured_output, "max_model_len": engine.max_model_len,
+            "structured_output": self.settings.structured_output, "max_model_len": engine.max_model_len,
             "gpus": gpus_held(engine), "skipped_chunks": plan.done}
 
     def session(self, counts: dict[str, int], seconds: float, phase_seconds: dict[str, float]) -> dict[str, Any]:
@@ -207,17 +218,7 @@ def answer_schema() -> dict[str, Any]:
             "required": list(ANSWER_KEYS), "additionalProperties": False}
 
 
-def answering(settings, templates: PromptTemplates | None, input_file: str) -> InferenceSettings:
-    """The answering run of a script's AnswerSettings (eval-inference.py, extract.py, synthetic-b2-verify.py) over
-    the prompt table `input_file`."""
-    return InferenceSettings(
-        input_file=input_file, chunk_size=settings.chunk_size, structured_output=settings.structured_output,
-        overwrite=settings.overwrite, templates=templates,
-        sampling=Sampling(max_tokens=settings.max_output_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=settings.seed))
-
-
-def answering_engine(settings, model_id: str, adapter: str | None, prompts: int):
+def answering_engine(settings: AnswerSettings, model_id: str, adapter: str | None, prompts: int):
     """The engine a script's AnswerSettings ask for, with `model_id` (and a LoRA `adapter`) loaded, to answer
     `prompts` prompts (vLLM skips compiling when they are too few to pay for it: --vllm_compile auto)."""
     from clinical_distil.backends import load_engine

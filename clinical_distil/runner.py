@@ -1,6 +1,6 @@
 """The chunked runner: every stage that answers prompts in chunks runs through `run_chunks`.
 
-Stage A (synthetic.StageASettings) and the answering runs (inference.InferenceSettings: eval-inference,
+Stage A (create.CreateRun) and the answering runs (eval_inference.AnswerRun: eval-inference,
 verification, extract.py) write one file per chunk of input rows, named by their layout rule
 (`df_{type}_{start}_{end}.csv`, `{input_file}_{start}_{rows}_chunk_{i}.csv`) so that every file says which
 rows it holds. A rerun does only the rows no file holds yet, whatever chunk size either run used, so an

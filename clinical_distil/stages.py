@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP
+from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP, Sampling
 from clinical_distil.files import InputError
 from clinical_distil.layout import PROMPT_TEMPLATES
 from clinical_distil.prompts import COMBOS, QUESTION_TYPES
@@ -98,6 +98,10 @@ class CreateSettings(Settings):
     @property
     def question_types(self) -> list[str]:
         return list(dict.fromkeys(part.strip() for part in self.qtypes.split(",") if part.strip()))
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, seed=self.seed)
 
 
 @dataclass
@@ -276,6 +280,11 @@ class AnswerSettings(Settings):
         fields = list(dataclasses.fields(cls))
         return [item for item in fields if item.name not in machinery] + \
             [item for item in fields if item.name in machinery]
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                        seed=self.seed)
 
     def check_shard(self) -> None:
         if self.shard_index >= self.num_shards:

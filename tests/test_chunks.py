@@ -126,15 +126,16 @@ def test_a_start_row_past_the_table_names_the_rows_it_has(tmp_path):
     """A table of 6 rows has rows 0-5: --start_row 6 is refused as outside it, with the rows it has."""
     from clinical_distil.chunks import row_span
     from clinical_distil.runner import plan_run
-    from clinical_distil.create import StageASettings
+    from clinical_distil.create import CreateRun
+    from clinical_distil.stages import CreateSettings
 
     assert [row_span(count) for count in (0, 1, 6, 12000)] == [
         "it has no rows", "its one row is 0", "its 6 rows are 0-5", "its 12,000 rows are 0-11999"]
     for start_row in (6, 7, -1):
         with pytest.raises(InputError, match=re.escape(f"--start_row {start_row} is outside the notes table: its 6 "
                                                        "rows are 0-5")):
-            plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=start_row)
-    assert plan_run(6, StageASettings(question_types=TYPES), tmp_path, start_row=5)[0] == 6
+            plan_run(6, CreateRun(CreateSettings(qtypes=",".join(TYPES))), tmp_path, start_row=start_row)
+    assert plan_run(6, CreateRun(CreateSettings(qtypes=",".join(TYPES))), tmp_path, start_row=5)[0] == 6
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,8 +154,9 @@ def test_one_runner_serves_create_verify_eval_inference_and_extract():
     retries and run loop (the one place that keeps a RunManifest); stage A's settings and the answering run are
     the stages it is given, with the file names and manifests each stage has always written."""
     from clinical_distil.runner import ChunkedStage
-    from clinical_distil.eval_inference import InferenceSettings
-    from clinical_distil.create import StageASettings
+    from clinical_distil.create import CreateRun
+    from clinical_distil.eval_inference import AnswerRun
+    from clinical_distil.stages import CreateSettings, EvalInferenceSettings
 
     defined: dict[str, list[str]] = {}
     for path in sorted((REPO / "clinical_distil").glob("*.py")):
@@ -172,7 +174,7 @@ def test_one_runner_serves_create_verify_eval_inference_and_extract():
 
     hooks = set(ChunkedStage.__annotations__) | {name for name, value in vars(ChunkedStage).items()
                                                  if callable(value) and not name.startswith("_")}
-    create, answer = StageASettings(question_types=["yes_no"]), InferenceSettings(input_file="test")
+    create, answer = CreateRun(CreateSettings(qtypes="yes_no")), AnswerRun(EvalInferenceSettings(), "test")
     assert [hook for hook in sorted(hooks) if not (hasattr(create, hook) and hasattr(answer, hook))] == []
     folder = Path("out")
     assert create.naming.path(folder, "yes_no", 4, 6, 2).name == "df_yes_no_4_6.csv"

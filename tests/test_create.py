@@ -13,7 +13,9 @@ from clinical_distil.hf_engine import TransformersEngine
 from clinical_distil.files import write_csv
 from clinical_distil.select import select_notes
 from clinical_distil.runner import RETRY_SEED_STRIDE, retry_failed
-from clinical_distil.create import OUTPUT_COLUMNS, StageASettings, read_chunks
+from clinical_distil.create import OUTPUT_COLUMNS, CreateRun, read_chunks
+from clinical_distil.files import InputError
+from clinical_distil.stages import CreateSettings
 
 from conftest import SAMPLES, holds_lock, kill_when, manifest_records, run_script, start_script, wait_for
 
@@ -252,8 +254,8 @@ def test_retries_redo_only_failed_replies_with_new_seed_and_penalty():
     sampling = Sampling(max_tokens=50, temperature=0.0, seed=7, json_schema=schemas)
     results, attempts = list(first), [1, 1, 1, 1]
     counts = retry_failed(engine, fitted, sampling, results, attempts,
-                          StageASettings(question_types=["yes_no"], structured_output=True, retries=2,
-                                         retry_frequency_penalty=0.3))
+                          CreateRun(CreateSettings(qtypes="yes_no", structured_output=True, retries=2,
+                                                   retry_frequency_penalty=0.3)))
     assert [keys for keys, _ in engine.calls] == [[1, 2, 3], [2, 3]]
     for attempt, (keys, retry_sampling) in enumerate(engine.calls, start=1):
         assert retry_sampling.seed == 7 + attempt * RETRY_SEED_STRIDE and retry_sampling.frequency_penalty == 0.3
@@ -270,7 +272,7 @@ def test_retries_keep_a_hotter_run_temperature():
     engine = ScriptedEngine([{0: (GOOD, "stop")}])
     results = [Generation("none", "stop", 1, 1)]
     retry_failed(engine, [FittedPrompt(messages=[], prompt_ids=[0])], Sampling(temperature=1.1, top_p=0.9), results,
-                 [1], StageASettings(question_types=["yes_no"]))
+                 [1], CreateRun(CreateSettings(qtypes="yes_no")))
     assert engine.calls[0][1].temperature == 1.1 and engine.calls[0][1].top_p == 0.9 and results[0].text == GOOD
 
 
@@ -278,20 +280,20 @@ def test_no_retries_when_asked_or_when_every_reply_is_usable():
     fitted = [FittedPrompt(messages=[], prompt_ids=[0])]
     engine = ScriptedEngine([])
     cut = [Generation(GOOD[:20], "length", 1, 50)]
-    settings = StageASettings(question_types=["yes_no"], retries=0)
+    settings = CreateRun(CreateSettings(qtypes="yes_no", retries=0))
     assert retry_failed(engine, fitted, Sampling(), cut, [1], settings) == {
         "retried_requests": 0, "retry_output_tokens": 0, "unusable_after_retries": 1}
     assert retry_failed(engine, fitted, Sampling(), [Generation(GOOD, "stop", 1, 9)], [1],
-                        StageASettings(question_types=["yes_no"])) == {
+                        CreateRun(CreateSettings(qtypes="yes_no"))) == {
         "retried_requests": 0, "retry_output_tokens": 0, "unusable_after_retries": 0}
     assert engine.calls == []
 
 
-def test_chunk_files_from_before_retries_read_as_one_attempt(tmp_path):
+def test_a_chunk_file_without_its_attempts_column_is_refused(tmp_path):
     row = {column: 1 for column in OUTPUT_COLUMNS if column != "attempts"} | {"question_type": "yes_no"}
     write_csv(pd.DataFrame([row]), tmp_path / "df_yes_no_0_1.csv")
-    write_csv(pd.DataFrame([row | {"attempts": 3}], columns=OUTPUT_COLUMNS), tmp_path / "df_yes_no_1_2.csv")
-    assert read_chunks(tmp_path)["attempts"].tolist() == [1, 3]
+    with pytest.raises(InputError, match="attempts"):
+        read_chunks(tmp_path)
 
 
 # ---------------------------------------------------------------- resume, shards, truncation (tiny model)

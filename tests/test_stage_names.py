@@ -53,7 +53,7 @@ def test_a_stage_is_called_the_same_everywhere(name):
         used = getattr(stages, settings_class_used(path))
         # an evaluation task's notebook may check a subclass (the labelled splits, the n2c2 scorer)
         assert issubclass(used, declared) and used.__name__.endswith(declared.__name__), (path, used)
-        assert f"clinical_distil import" in path.read_text() and re.search(rf"\b{name}\b", path.read_text()), path
+        assert "clinical_distil import" in path.read_text() and re.search(rf"\b{name}\b", path.read_text()), path
 
 
 def test_the_driver_names_its_stages_and_sections_from_the_registry(tmp_path):
