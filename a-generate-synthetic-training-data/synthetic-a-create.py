@@ -6,14 +6,12 @@ plus manifest.json. --help lists every flag.
 """
 
 from clinical_distil import create, layout, runner
-from clinical_distil.backends import load_engine
+from clinical_distil.backends import load_engine, plugged_engine
 from clinical_distil.cli import run_stage
-from clinical_distil.default_model import DEFAULT_MODEL_DIR
 from clinical_distil.engines import check_engine_options, load_tokenizer, vllm_start_mode
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
-from simulation.reference_teacher import REFERENCE, TEACHER_KIND, ReferenceTeacher
 
 
 def main(settings: CreateSettings) -> None:
@@ -31,12 +29,9 @@ def main(settings: CreateSettings) -> None:
     if not asked and not settings.allow_empty:
         raise InputError(f"{notes_path} has no note to ask about in rows {settings.start_row}-{stop - 1} "
                          f"({len(notes)} rows, {unusable} of them empty); pass --allow_empty to accept that")
-    reference = settings.model_id == REFERENCE
-    if reference:  # no model: the replies are written from the simulated patients' fact sheets
-        facts = layout.resolve(settings.reference_facts) if settings.reference_facts else \
-            layout.facts_file(notes_path)
-        teacher = ReferenceTeacher(facts, tokenizer_dir=DEFAULT_MODEL_DIR, seed=settings.seed)
-        teacher.check_notes(notes["hadm_id"].iloc[settings.start_row:stop])
+    plugged = plugged_engine(settings.model_id)
+    if plugged is not None:  # an engine that is no model (clinical_distil.engines entry points), e.g. reference
+        teacher = plugged(notes_path, notes.iloc[settings.start_row:stop], settings.seed)
     else:
         check_model_folder(settings.model_id)
         check_engine_options(settings.engine, settings.dtype)
@@ -45,7 +40,7 @@ def main(settings: CreateSettings) -> None:
             create.check_context(tokenizer, notes.iloc[settings.start_row:stop], stage, settings.max_model_len)
     lock = FolderLock(target, "stage A's files",  # noqa: F841 (held to the end); one per shard
                       name=layout.lock_name(f"stage-a{layout.shard_suffix(settings.num_shards, settings.shard_index)}"))
-    if not reference:
+    if plugged is None:
         # one prompt per note and question type; a few notes are not worth vLLM's compile (--vllm_compile auto)
         prompts = -(-int(asked) // settings.num_shards) * len(settings.qtypes.split(","))
         teacher = load_engine(settings.model_id, engine=settings.engine, max_model_len=settings.max_model_len,
@@ -56,9 +51,7 @@ def main(settings: CreateSettings) -> None:
                                 limit=settings.limit, num_shards=settings.num_shards, shard_index=settings.shard_index,
                                 manifest_extra={"notes_file": str(notes_path), "notes_in_file": len(notes),
                                                     "unusable_notes": unusable, "prompt_dir": settings.prompt_dir,
-                                                    "teacher": TEACHER_KIND if reference else "language model",
-                                                    **({"reference_facts": str(teacher.facts_path)} if reference
-                                                       else {})})
+                                                    **getattr(teacher, "manifest", {"teacher": "language model"})})
     session, counts = summary["session"], summary["session"]["counts"]
     print(f"stage A: {counts.get('requests', 0)} replies in {counts.get('written_files', 0)} new files "
           f"({counts.get('skipped_files', 0)} already done, {unusable} empty notes skipped, "

@@ -16,6 +16,24 @@ from clinical_distil.engines import check_engine_options
 from clinical_distil.files import InputError, check_model_folder
 
 log = logging.getLogger(__name__)
+# Engines that are no model, installed by name under this entry point group (pyproject.toml): a --model_id equal
+# to one of the names loads it instead of a model. The factory is called as factory(notes_file, notes, seed) and
+# returns an engine with the interface of clinical_distil.engines, plus `manifest` (what stage A's manifest says
+# of the teacher) and, if it writes from each request rather than the prompt, `needs_requests = True`.
+ENGINES_GROUP = "clinical_distil.engines"
+
+
+def plugged_engines() -> dict[str, Any]:
+    """The engines installed under ENGINES_GROUP, by name (not loaded)."""
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry for entry in entry_points(group=ENGINES_GROUP)}
+
+
+def plugged_engine(model_id: str) -> Any | None:
+    """The factory of the engine installed under this name, or None: the id names a model."""
+    entry = plugged_engines().get(str(model_id))
+    return None if entry is None else entry.load()
 
 
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,

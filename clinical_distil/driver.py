@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from clinical_distil import layout
 from clinical_distil.files import FolderLock, InputError, write_text
+from clinical_distil.backends import plugged_engines
 from clinical_distil.guard import GRACE_SECONDS
 from clinical_distil.layout import REPO_ROOT, RunLayout
 from clinical_distil.pipeline import Command, Stage, Step, batches
@@ -30,10 +31,6 @@ from clinical_distil.run_settings import RunSettings, eval_raw_dir
 from clinical_distil.tasks import get_task
 
 log = logging.getLogger(__name__)
-
-
-# teachers that are no model (stage A writes their replies itself): nothing to look for on disk
-TEACHERS_WITHOUT_WEIGHTS = ("reference",)
 
 
 def check_model(model_id: str, role: str) -> None:
@@ -64,10 +61,11 @@ def check_inputs(run_layout: RunLayout, stages: list[Stage], selected: list[str]
         from clinical_distil.prompts import load_templates
 
         load_templates(settings.prompt_dir)
-    if "create" in due and settings.teacher not in TEACHERS_WITHOUT_WEIGHTS:
+    no_model = plugged_engines()  # engines that are no model (the reference teacher): nothing to look for on disk
+    if "create" in due and settings.teacher not in no_model:
         check_model(settings.teacher, "teacher")
     verifier = run_layout.settings["verify"].model_id or settings.teacher
-    if "verify" in due and verifier not in TEACHERS_WITHOUT_WEIGHTS:
+    if "verify" in due and verifier not in no_model:
         check_model(verifier, "verifier")
     if due & {"prep_training", "finetune", "eval_inference"}:
         check_model(settings.student, "student")

@@ -48,9 +48,8 @@ class CreateSettings(Settings):
     """synthetic-a-create.py: the teacher writes question/answer pairs about each note."""
 
     model_id: str = setting("meta-llama/Meta-Llama-3.1-70B-Instruct", "teacher model (hub id on a GPU node, or a "
-                            "local folder); reference: the fact-sheet writer of a simulated corpus (no model)")
-    reference_facts: str | None = setting(None, "with --model_id reference: the corpus's facts.jsonl.gz (default: "
-                                          "the one beside the notes file)")
+                            "local folder), or the name of an engine that is no model (clinical_distil.engines entry "
+                            "points; reference: the fact-sheet writer of a simulated corpus)")
     dataset: str = setting("100000", "N of data/mimic/notes_{N}.csv(.gz), and the output folder name")
     start_row: int = setting(0, "first note row to use", minimum=0)
     data_dir: str | None = setting(None, DATA_DIR_HELP)

@@ -24,7 +24,9 @@ Rerunning resumes: the driver skips what is done. With --keep_earlier True, the 
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
 arm's record says its run (date, card, command, code: the commit measured) and config digest; the file says
-its reference teacher's digest. `python bench/results.py` writes experiments/RESULTS.md from the file.
+its reference teacher's digest: a digest of its behaviour (its replies about a small corpus of fixed seed,
+simulation.reference_teacher.behaviour_digest), so that code moved or reworded keeps earlier arms comparable.
+`python bench/results.py` writes experiments/RESULTS.md from the file.
 
 Results go to experiments/known_answer.json: one record per arm, task and model (balanced accuracy with its
 95% interval, over questions or, for annotated-synthetic, over examples; micro-F1; the official n2c2
@@ -52,6 +54,7 @@ from clinical_distil.files import InputError, read_csv, write_text
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.post_process import FILTERS
 from clinical_distil.tasks import get_task
+from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, write_corpus
 
 RUN = "known-answer"  # configs/known-answer.yaml's run name: the same in every arm, so base answers carry over
@@ -248,13 +251,6 @@ def corpus_summary(corpus: Path) -> dict:
     return summary
 
 
-def reference_teacher_digest() -> str:
-    """A digest of the reference teacher's code: arms are comparable only when written by the same teacher."""
-    sources = ("reference_teacher.py", "truth.py", "varied.py", "samples.py")
-    text = b"".join((REPO / "simulation" / name).read_bytes() for name in sources)
-    return hashlib.sha256(text).hexdigest()[:12]
-
-
 def measured_alike(earlier: dict, results: dict) -> bool:
     """Whether two results files measured the same thing: the same corpus and the same reference teacher."""
     return (earlier.get("corpus") == results.get("corpus")
@@ -424,7 +420,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
                   "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version()}
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
     results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
-               "reference_teacher": reference_teacher_digest(),
+               "reference_teacher": reference_teacher.behaviour_digest(),
                "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen)}
     results["arm_seconds"] = [{**run_record, "config_digest": digest, **arm} for arm in results["arm_seconds"]]
     if keep_earlier:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
+
+from clinical_distil import layout
 from clinical_distil.engines import Generation, Sampling
 from clinical_distil.files import InputError
 from clinical_distil.prompts import max_questions
@@ -29,7 +32,7 @@ from simulation.samples import FactSheet
 from simulation.truth import expected_answer, vitals_of
 from simulation.varied import Mention
 
-REFERENCE = "reference"  # the --model_id (the driver's `teacher`) that selects it
+REFERENCE = "reference"  # its name under clinical_distil.engines: the --model_id (the driver's `teacher`) that selects it
 TEACHER_KIND = "reference: replies written from the simulated patients' fact sheets, not by a language model"
 
 CONDITION_NAMES = {
@@ -306,12 +309,17 @@ class ReferenceTeacher:
 
         facts_path = Path(facts_path)
         if not facts_path.exists():
-            raise InputError(f"facts file not found: {facts_path}; the reference teacher needs the facts.jsonl.gz of "
-                             "a corpus written by python -m simulation.corpus (pass --reference_facts)")
+            raise InputError(f"facts file not found: {facts_path}; the reference teacher writes about the notes of a "
+                             "corpus written by python -m simulation.corpus, whose facts lie beside its notes file")
         self.facts = read_facts(facts_path)
         self.facts_path = facts_path
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         self.seed = seed
+
+    @property
+    def manifest(self) -> dict[str, str]:
+        """What stage A's manifest says of its teacher."""
+        return {"teacher": TEACHER_KIND, "reference_facts": str(self.facts_path)}
 
     def check_notes(self, hadm_ids: Sequence) -> None:
         """Refuse, before any work, notes whose admissions the facts do not hold."""
@@ -343,3 +351,31 @@ class ReferenceTeacher:
                 progress(1, results[-1].output_tokens)
         return results
 
+
+def load_teacher(notes_file: Path, notes: pd.DataFrame, seed: int) -> ReferenceTeacher:
+    """Stage A's engine for --model_id reference (pyproject.toml's entry point group clinical_distil.engines): the
+    facts beside the notes file, checked to hold every note it is to write about."""
+    from clinical_distil.default_model import DEFAULT_MODEL_DIR
+
+    teacher = ReferenceTeacher(layout.facts_file(notes_file), tokenizer_dir=DEFAULT_MODEL_DIR, seed=seed)
+    teacher.check_notes(notes["hadm_id"])
+    return teacher
+
+
+def behaviour_digest(seed: int = 0, questions_per_type: int = 5) -> str:
+    """A digest of what the reference teacher writes: its replies, of every question type, about the notes of a
+    small corpus of fixed seed. Results measured with one teacher are comparable with another's only when their
+    digests agree; moving or rewording code that writes the same replies keeps the digest."""
+    import hashlib
+    import tempfile
+
+    from clinical_distil.prompts import QUESTION_TYPES
+    from simulation.corpus import read_facts, write_corpus
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_corpus(folder, patients=12, seed=seed, annotated_notes=1, n2c2_train=1, n2c2_test=1, apixaban_notes=1)
+        facts = read_facts(layout.facts_file(layout.corpus_notes(Path(folder))))
+    replies = [reference_reply(facts[hadm_id], question_type, questions_per_type,
+                               max_questions("numeric", questions_per_type), seed)
+               for hadm_id in sorted(facts) for question_type in QUESTION_TYPES]
+    return hashlib.sha256(json.dumps(replies, sort_keys=True).encode()).hexdigest()[:12]

@@ -9,6 +9,8 @@ import ast
 import re
 from pathlib import Path
 
+from clinical_distil import layout
+
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARY = REPO / "clinical_distil"
@@ -113,6 +115,11 @@ def test_the_checks_catch_what_they_look_for():
 def test_the_method_never_imports_the_simulator():
     """The reference teacher and the check against the truth plug in from simulation/; the library knows neither."""
     assert sorted(path.name for path in LIBRARY.glob("*.py") if imports_simulation(path.read_text())) == []
+    # nor do the stage scripts and notebooks, nor the driver: the reference teacher is an installed engine
+    repo = LIBRARY.parent
+    scripts = [repo / "run-pipeline.py"] + [path for pattern in layout.STAGE_FILES.values() if "{" not in pattern
+                                            for path in [repo / pattern]]
+    assert len(scripts) == 10 and [path.name for path in scripts if "simulation" in path.read_text()] == []
 
 
 def test_every_module_is_in_one_declared_layer():

@@ -9,7 +9,6 @@ import hashlib
 import json
 import random
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
+from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
 from simulation.reference_teacher import (
     AGGREGATES,
@@ -451,15 +451,16 @@ def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp
         known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [])
 
 
-def test_reference_teacher_digest_follows_its_code(tmp_path, monkeypatch):
-    digest = known_answer.reference_teacher_digest()
-    assert re.fullmatch(r"[0-9a-f]{12}", digest)
-    shutil.copytree(known_answer.REPO / "simulation", tmp_path / "simulation")
-    monkeypatch.setattr(known_answer, "REPO", tmp_path)
-    assert known_answer.reference_teacher_digest() == digest
-    with (tmp_path / "simulation" / "truth.py").open("a") as truth:
-        truth.write("# another rule\n")
-    assert known_answer.reference_teacher_digest() != digest
+def test_the_reference_teacher_is_named_by_its_behaviour(monkeypatch):
+    """The digest is of the teacher's replies, not its source: the same replies keep it (its value at the code
+    versions of experiments/known_answer.json's arms), other replies change it."""
+    digest = reference_teacher.behaviour_digest()
+    assert digest == json.loads((known_answer.REPO / "experiments" / "known_answer.json").read_text())[
+        "reference_teacher"] == "072c9dec8f47"
+    replies = reference_teacher.reference_reply
+    monkeypatch.setattr(reference_teacher, "reference_reply", lambda *args: [*replies(*args), {"question": "?"}])
+    assert reference_teacher.behaviour_digest() != digest
+    assert reference_teacher.behaviour_digest(seed=1) != digest
 
 
 def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
