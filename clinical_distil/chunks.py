@@ -123,10 +123,6 @@ class RunManifest:
                 earlier = {}
         self.earlier = earlier
         self.sessions = list(earlier.get("sessions") or [])
-        if earlier and not self.sessions:  # written before sessions were recorded: its figures are one session
-            self.sessions.append({key: value for key, value in earlier.items()
-                                  if key in ("counts", "wall_seconds", "phase_seconds", "answered", "output_tokens",
-                                             "length_stops", "notes_shortened")})
         self.started = time.strftime("%Y-%m-%d %H:%M:%S")
 
     def merged(self, summary: dict[str, Any], totals: dict[str, Any], complete: bool) -> dict[str, Any]:

@@ -33,18 +33,14 @@ MERGE_WRITER = "clinical_distil stage E (synthetic-e-convert-peft.py)"
 
 
 def is_merged_model(folder: Path) -> bool:
-    """Whether `folder` holds a merged model of this project: a model (config.json) with stage E's merge.json, or,
-    as merges of earlier versions left it, with stage E's model card (its tag and its Merge section)."""
-    if not (folder / "config.json").is_file():
+    """Whether `folder` holds a merged model of this project: a model (config.json) with stage E's merge.json."""
+    if not (folder / "config.json").is_file() or not (folder / MERGE_RECORD).is_file():
         return False
     try:
-        if (folder / MERGE_RECORD).is_file():
-            record = json.loads((folder / MERGE_RECORD).read_text(encoding="utf-8"))
-            return isinstance(record, dict) and record.get("written_by") == MERGE_WRITER
-        card = (folder / "README.md").read_text(encoding="utf-8")
+        record = json.loads((folder / MERGE_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return False
-    return "\n- synthetic-data-distillation\n" in card and "\n## Merge\n" in card
+    return isinstance(record, dict) and record.get("written_by") == MERGE_WRITER
 
 
 def check_merge_target(target: Path, overwrite: bool) -> None:

@@ -147,13 +147,13 @@ def answer_files(output_dir: Path, input_file: str) -> list[ChunkFile]:
 
 
 def read_chunk(item: ChunkFile, **kwargs) -> pd.DataFrame:
-    """One chunk file, checked to hold the rows its name says (files of an earlier naming did not)."""
+    """One chunk file, checked to hold the rows its name says (a file edited or cut after it was written does not)."""
     frame = read_csv(item.path, what="eval-inference output", hint="rerun eval-inference.py with --overwrite",
                      **kwargs)
     if len(frame) != item.end - item.start:
         raise InputError(f"{item.path} holds {len(frame)} rows but its name says {item.end - item.start} (rows "
-                         f"{item.start}-{item.end - 1}): written by an earlier version of eval-inference.py; rerun "
-                         "it with --overwrite")
+                         f"{item.start}-{item.end - 1}): it was changed after eval-inference.py wrote it; rerun "
+                         "eval-inference.py with --overwrite")
     return frame
 
 

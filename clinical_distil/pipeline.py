@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import pandas as pd
-
 from clinical_distil import layout
 from clinical_distil.files import InputError
 from clinical_distil.layout import MODEL_ROLES, RUN_STAGES, RunLayout
@@ -116,7 +114,7 @@ def _notebook(run_layout: RunLayout, notebook: Path, parameters: Settings) -> Co
                     "--log-level", "WARNING", "-y", json.dumps(_given(parameters))], executed_notebook=executed)
 
 
-def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_file: Callable[[], int | None],
+def _manifest_covers(manifest: Path, count_key: str, limit: int | None,
                      input_file: Path | None = None, more_is_stale: bool = False) -> Callable[[], str]:
     """The state of a generation step from its manifest: "finished" when it covers rows [0, min(limit, rows
     in the file)) of `input_file` (where the manifest records which file it read); "incomplete" when it
@@ -130,8 +128,6 @@ def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_fi
         if recorded.get("complete") is False:  # a session was stopped before its last chunk
             return "incomplete"
         available = recorded.get(count_key)
-        if available is None:  # written before the manifests recorded it
-            available = count_file()
         if available is None:
             return "incomplete"
         wanted = available if limit is None else min(limit, available)
@@ -141,11 +137,6 @@ def _manifest_covers(manifest: Path, count_key: str, limit: int | None, count_fi
         return "stale" if more_is_stale and stop > wanted else "finished"
 
     return covers
-
-
-def _count_rows(path: Path, column: str) -> int | None:
-    """Rows of a table, for manifests written before they recorded it."""
-    return len(pd.read_csv(path, usecols=[column])) if path.exists() else None
 
 
 def _select_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
@@ -164,9 +155,7 @@ def _create_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
     return Stage("create", [Step(
         "teacher writes question/answer pairs", Command(generate + redo), outputs=[manifest],
         inputs=[run_layout.notes_file], stale_command=Command(generate + ["--overwrite"]),
-        covers=_manifest_covers(manifest, "notes_in_file", create.limit,
-                                lambda: _count_rows(run_layout.notes_file, "note_id"),
-                                input_file=run_layout.notes_file))])
+        covers=_manifest_covers(manifest, "notes_in_file", create.limit, input_file=run_layout.notes_file))])
 
 
 def _post_process_stage(run_layout: RunLayout) -> Stage:
@@ -265,9 +254,7 @@ def _answer_steps(run_layout: RunLayout, task: str, redo: list[str]) -> list[Ste
             # a model (or prompts) newer than its answers: every answer is redone, none of the old kept
             stale_command=Command(answer + ["--overwrite"]),
             outputs=[manifest], inputs=model_inputs,
-            covers=_manifest_covers(manifest, "rows_in_file", inference_settings.row_limit,
-                                    more_is_stale=True,
-                                    count_file=lambda task=task: _count_rows(run_layout.eval_file(task), "id")),
+            covers=_manifest_covers(manifest, "rows_in_file", inference_settings.row_limit, more_is_stale=True),
             # an adapter's answers and its base model's come from one engine: one group for both
             group="answers" if one_engine else f"answers:{role}", settings=inference_settings,
             together=lambda due, again, root=run_layout.root: _answers_together(root, due, again)))

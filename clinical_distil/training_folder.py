@@ -25,11 +25,8 @@ def check_run_folder(output_dir: Path, resume_from_checkpoint: str | None, overw
 
 
 def checkpoint_complete(folder: Path) -> bool:
-    """Whether a checkpoint was written to its end: the run's totals come last (after the trainer's state);
-    a checkpoint of an earlier version counts when it has the trainer's state and adapter weights."""
-    if (folder / layout.PROGRESS_FILE).exists():
-        return True
-    return (folder / "trainer_state.json").exists() and any(folder.glob("adapter_model.*"))
+    """Whether a checkpoint was written to its end: the run's totals come last (after the trainer's state)."""
+    return (folder / layout.PROGRESS_FILE).exists()
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

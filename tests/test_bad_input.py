@@ -1,7 +1,7 @@
 """Bad input at every entry point: one line on stderr naming the problem, exit code 2, nothing written or changed.
 
 Broad on purpose: misspelt and unknown flags, wrong types, values out of range, missing or empty or
-malformed files, outputs that cannot be written, settings of earlier versions.
+malformed files, outputs that cannot be written.
 """
 
 import gzip

@@ -217,15 +217,12 @@ def test_a_merged_model_of_this_project_is_known_by_its_merge_record(work, folde
     assert convert_peft.is_merged_model(work / folder) is expected
 
 
-def test_a_merge_of_an_earlier_version_is_known_by_its_model_card(tmp_path):
-    """Merges written before merge.json existed carry stage E's model card: --overwrite may replace them."""
+def test_a_model_card_alone_does_not_make_a_merge(tmp_path):
+    """Only stage E's merge.json marks a folder --overwrite may replace; a copied model card does not."""
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "README.md").write_text(convert_peft.model_card(tmp_path / "final", {
         "base_model": "base", "dtype": "bfloat16", "max_logit_difference": 0.0, "tolerance": 1e-3,
         "same_top_token": True}))
-    assert convert_peft.is_merged_model(tmp_path)
-    convert_peft.check_merge_target(tmp_path, overwrite=True)
-    (tmp_path / "README.md").write_text("# my own model\n")
     assert not convert_peft.is_merged_model(tmp_path)
     with pytest.raises(InputError, match="holds no merged model of this project"):
         convert_peft.check_merge_target(tmp_path, overwrite=True)

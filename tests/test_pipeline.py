@@ -271,8 +271,7 @@ def test_manifest_must_cover_the_rows_asked_for(tmp_path):
     manifest, notes = tmp_path / "manifest.json", tmp_path / "notes_24.csv.gz"
 
     def state(input_file, limit, **options):
-        return pipeline._manifest_covers(manifest, "notes_in_file", limit, lambda: None, input_file=input_file,
-                                         **options)()
+        return pipeline._manifest_covers(manifest, "notes_in_file", limit, input_file=input_file, **options)()
 
     manifest.write_text(json.dumps({"rows": [0, 4], "notes_in_file": 24, "notes_file": str(notes)}))
     assert state(notes, 4) == "finished"
@@ -287,10 +286,9 @@ def test_manifest_must_cover_the_rows_asked_for(tmp_path):
     manifest.write_text(json.dumps({"rows": [0, 24], "notes_in_file": 24, "notes_file": str(notes),
                                     "complete": False}))
     assert state(notes, None) == "incomplete"
-    # a manifest from before the row count was recorded: the file is counted instead
+    # a manifest without the row count cannot say it covers them: the rerun resumes and writes it
     manifest.write_text(json.dumps({"rows": [0, 24], "notes_file": str(notes)}))
-    assert pipeline._manifest_covers(manifest, "notes_in_file", None, lambda: 24, input_file=notes)() == "finished"
-    assert pipeline._manifest_covers(manifest, "notes_in_file", None, lambda: 30, input_file=notes)() == "incomplete"
+    assert state(notes, None) == "incomplete"
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -404,6 +402,8 @@ def test_interrupted_finetune_resumes_from_a_complete_checkpoint_only(tmp_path):
     (cut / "adapter_model.safetensors").write_bytes(b"")
     assert _finetune_command(tmp_path).argv[-1] == "--overwrite"
     (cut / "trainer_state.json").write_text("{}")
+    assert _finetune_command(tmp_path).argv[-1] == "--overwrite"  # the run's totals come last: still cut off
+    (cut / layout.PROGRESS_FILE).write_text("{}")
     assert _finetune_command(tmp_path).argv[-2:] == ["--resume_from_checkpoint", "last"]
 
 
@@ -435,7 +435,7 @@ def test_report_shows_stage_b_filters_and_the_verification(tmp_path):
 
 def test_the_html_report_holds_its_figures(tmp_path):
     """report.html embeds each PNG: moved alone (the figures/ folder left behind), it still shows them."""
-    from clinical_distil.report import render_html
+    from clinical_distil.report_render import render_html
 
     figure = tmp_path / "figures" / "loss.png"
     figure.parent.mkdir()
