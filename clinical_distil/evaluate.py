@@ -80,7 +80,7 @@ def evaluate_models(outputs_dir: Path, input_file: str, task: str, models: list[
     scored, per_question_tables, summaries = {}, {}, {}
     for folder in model_folders(outputs_dir, models):
         outputs = read_model_outputs(folder, input_file)
-        if spec.scorer == "n2c2" and any((cell_text(label) or "").strip() == "" for label in outputs["label"]):
+        if spec.official_n2c2 and any((cell_text(label) or "").strip() == "" for label in outputs["label"]):
             raise InputError(f"{input_file} of {task} has rows without a gold label (unlabelled XML files); "
                              "score a labelled split")
         frame = score_outputs(outputs, task, hba1c_low, hba1c_high)

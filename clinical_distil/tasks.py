@@ -50,6 +50,11 @@ class EvalTask:
     interval_over: str = "questions"
 
     @property
+    def official_n2c2(self) -> bool:
+        """Scored as n2c2 2018 Track 1 is officially: micro-F1 over met / not met, predictions exported as XML."""
+        return self.scorer == "n2c2"
+
+    @property
     def notebooks(self) -> tuple[Path, Path]:
         return task_notebooks(str(REPO_ROOT / self.folder), self.prefix)
 
