@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from clinical_distil.files import InputError
-from clinical_distil.parsing import CUT_OFF_REASONS, ZERO_WIDTH, json_values, strip_reasoning
+from clinical_distil.lenient_json import ZERO_WIDTH
+from clinical_distil.parsing import CUT_OFF_REASONS, json_values, strip_reasoning
 from clinical_distil.answers import NUMBER, is_number, normalize_answer, parse_number
 from clinical_distil.tasks import get_task
 

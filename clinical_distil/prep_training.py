@@ -126,12 +126,10 @@ def read_stage_b_summary(raw: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: pd.DataFrame,
-                 stage_b: dict | None, choices: dict, overlap: dict | None = None,
-                 verified: dict | None = None) -> str:
-    """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
-    and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
-    choices, known limits and the protected-health-information notice."""
+def _card_counts(train: pd.DataFrame, test: pd.DataFrame,
+                 balanced: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Both splits in one table with each example's difficulty, and their counts per question type (with a
+    row "all") and per difficulty."""
     difficulty = dict(zip([f"{note}-{kind}-{index}" for note, kind, index in
                            zip(balanced["note_id"], balanced["question_type"], balanced["item_index"])],
                           balanced["difficulty"]))
@@ -142,11 +140,80 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
     by_type.loc["all"] = by_type.sum()
     by_difficulty = splits.groupby(["difficulty", "split"]).size().unstack(fill_value=0).reindex(
         columns=["train", "test"], fill_value=0)
-    total = len(splits)
+    return splits, by_type, by_difficulty
+
+
+def _teacher_lines(stage_b: dict | None) -> list[str]:
+    """The card's teacher and sampling, from stage B's summary."""
     teacher = (stage_b or {}).get("teacher", {})
     sampling = teacher.get("sampling") or {}
+    if not teacher:
+        return ["Not recorded (stage B's stage_b.json was not found)."]
+    return [f"- teacher: {teacher.get('model_id')} ({teacher.get('engine')} engine)",
+            f"- questions per type and note (k): {teacher.get('questions_per_type')}; question types: "
+            f"{', '.join(teacher.get('question_types') or [])}",
+            f"- sampling: temperature {sampling.get('temperature')}, top_p {sampling.get('top_p')}, "
+            f"at most {sampling.get('max_tokens')} tokens; structured output: {teacher.get('structured_output')}",
+            f"- notes sent to the teacher and checked in stage B: {stage_b.get('notes')}; items checked: "
+            f"{stage_b.get('items_checked')}, kept: {stage_b.get('items_kept')}; distinct questions: "
+            f"{stage_b.get('distinct_questions')}"]
+
+
+def _filter_lines(stage_b: dict | None, verified: dict | None) -> list[str]:
+    """The card's stage B filters and, where one was run, the re-answer verification."""
+    if stage_b and stage_b.get("filters"):
+        filters = pd.DataFrame(stage_b["filters"])[["filter", "flags", "applied", "flagged", "removed"]]
+        lines = [markdown_table(filters), "",
+                 "Flagged: items the filter would remove; removed: those it did remove (it was applied). Off by "
+                 "default, as in the paper, which filtered only by the teacher's difficulty rating."]
+    else:
+        lines = ["Not recorded."]
+    if verified is not None:
+        lines += ["", f"Re-answer verification (synthetic-b2-verify.py): the verifier gave the teacher's answer for "
+                      f"{verified['agree']} of {verified['verified']} items; "
+                  + (f"{verified['removed']} items it disagreed with were removed (require_verified)."
+                     if verified["applied"] else "none removed (require_verified off).")]
+    return lines
+
+
+def _overlap_line(overlap: dict | None) -> str:
+    """The card's sentence on the training notes checked against the evaluation sets."""
+    if overlap is None:
+        return "Not checked."
+    if not overlap["checked"]:
+        return "No evaluation set's raw folder was found to check against."
+    return (f"The {overlap['training_notes']} training notes were checked against {overlap['evaluation_notes']} "
+            f"notes of {', '.join(overlap['checked'])} (same patient, or at least {overlap['share']:.0%} "
+            f"of the shorter note's {overlap['ngram']}-word sequences shared): "
+            + (f"{len(overlap['leaks'])} overlap, kept as asked (allow_eval_overlap)."
+               if overlap["leaks"] else "none overlap."))
+
+
+# the card's closing sections, the same for every training set
+_CARD_LIMITS = [
+    "## Known limits", "",
+    "- The answers are the teacher's, not checked by a person; the paper's physicians edited 12.8% of a "
+    "sample of 1,000 items. The quote check (stage B) finds whether a cited source stands in the note, "
+    "not whether the answer is right.",
+    "- Questions are as varied as the teacher made them: a question asked of many notes is a template "
+    "(see distinct questions above).",
+    "- Notes longer than the student's context are shortened inside the note at training time.", "",
+    "## Protected health information", "",
+    "The examples hold the full text of clinical notes. They are covered by the data-use agreement of the "
+    "notes they come from (MIMIC: PhysioNet credentialed access): keep them on the machines that "
+    "agreement allows, never upload them to a hub or a tracker, and share only models and aggregate "
+    "figures where the agreement permits it.", ""]
+
+
+def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: pd.DataFrame,
+                 stage_b: dict | None, choices: dict, overlap: dict | None = None,
+                 verified: dict | None = None) -> str:
+    """A dataset card in the Hugging Face convention (YAML header, then sections): counts per question type
+    and difficulty, the teacher and its sampling, stage B's filters and what each removed, stage C's
+    choices, known limits and the protected-health-information notice."""
+    splits, by_type, by_difficulty = _card_counts(train, test, balanced)
     lines = ["---", f"pretty_name: Synthetic clinical question-answer pairs ({name})", "language:", "- en",
-             "task_categories:", "- question-answering", "size_categories:", f"- {_size_category(total)}",
+             "task_categories:", "- question-answering", "size_categories:", f"- {_size_category(len(splits))}",
              "tags:", "- clinical", "- synthetic", "- distillation", "license: other", "---", "",
              f"# Training set {name}", "",
              "Question/answer pairs about clinical notes written by a teacher model (stage A), parsed, checked and "
@@ -160,56 +227,15 @@ def dataset_card(name: str, train: pd.DataFrame, test: pd.DataFrame, balanced: p
              markdown_table(by_type.reset_index().rename(columns={"question_type": "question type"})), "",
              "Per teacher-rated difficulty (1-10):", "",
              markdown_table(by_difficulty.reset_index()), "",
-             "## Teacher and sampling", ""]
-    if teacher:
-        lines += [f"- teacher: {teacher.get('model_id')} ({teacher.get('engine')} engine)",
-                  f"- questions per type and note (k): {teacher.get('questions_per_type')}; question types: "
-                  f"{', '.join(teacher.get('question_types') or [])}",
-                  f"- sampling: temperature {sampling.get('temperature')}, top_p {sampling.get('top_p')}, "
-                  f"at most {sampling.get('max_tokens')} tokens; structured output: {teacher.get('structured_output')}",
-                  f"- notes sent to the teacher and checked in stage B: {stage_b.get('notes')}; items checked: "
-                  f"{stage_b.get('items_checked')}, kept: {stage_b.get('items_kept')}; distinct questions: "
-                  f"{stage_b.get('distinct_questions')}"]
-    else:
-        lines.append("Not recorded (stage B's stage_b.json was not found).")
-    lines += ["", "## Filters (stage B)", ""]
-    if stage_b and stage_b.get("filters"):
-        filters = pd.DataFrame(stage_b["filters"])[["filter", "flags", "applied", "flagged", "removed"]]
-        lines += [markdown_table(filters), "",
-                  "Flagged: items the filter would remove; removed: those it did remove (it was applied). Off by "
-                  "default, as in the paper, which filtered only by the teacher's difficulty rating."]
-    else:
-        lines.append("Not recorded.")
-    if verified is not None:
-        lines += ["", f"Re-answer verification (synthetic-b2-verify.py): the verifier gave the teacher's answer for "
-                      f"{verified['agree']} of {verified['verified']} items; "
-                  + (f"{verified['removed']} items it disagreed with were removed (require_verified)."
-                     if verified["applied"] else "none removed (require_verified off).")]
-    lines += ["", "## Evaluation overlap", ""]
-    if overlap is None:
-        lines.append("Not checked.")
-    elif not overlap["checked"]:
-        lines.append("No evaluation set's raw folder was found to check against.")
-    else:
-        lines.append(f"The {overlap['training_notes']} training notes were checked against {overlap['evaluation_notes']} "
-                     f"notes of {', '.join(overlap['checked'])} (same patient, or at least {overlap['share']:.0%} "
-                     f"of the shorter note's {overlap['ngram']}-word sequences shared): "
-                     + (f"{len(overlap['leaks'])} overlap, kept as asked (allow_eval_overlap)."
-                        if overlap["leaks"] else "none overlap."))
-    lines += ["", "## Stage C choices", "",
-              *[f"- {key}: {value}" for key, value in choices.items()], "",
-              "## Known limits", "",
-              "- The answers are the teacher's, not checked by a person; the paper's physicians edited 12.8% of a "
-              "sample of 1,000 items. The quote check (stage B) finds whether a cited source stands in the note, "
-              "not whether the answer is right.",
-              "- Questions are as varied as the teacher made them: a question asked of many notes is a template "
-              "(see distinct questions above).",
-              "- Notes longer than the student's context are shortened inside the note at training time.", "",
-              "## Protected health information", "",
-              "The examples hold the full text of clinical notes. They are covered by the data-use agreement of the "
-              "notes they come from (MIMIC: PhysioNet credentialed access): keep them on the machines that "
-              "agreement allows, never upload them to a hub or a tracker, and share only models and aggregate "
-              "figures where the agreement permits it.", ""]
+             "## Teacher and sampling", "",
+             *_teacher_lines(stage_b),
+             "", "## Filters (stage B)", "",
+             *_filter_lines(stage_b, verified),
+             "", "## Evaluation overlap", "",
+             _overlap_line(overlap),
+             "", "## Stage C choices", "",
+             *[f"- {key}: {value}" for key, value in choices.items()], "",
+             *_CARD_LIMITS]
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from clinical_distil import layout as paths
 from clinical_distil.files import read_csv, write_csv
 from clinical_distil.layout import RunLayout
-from clinical_distil.report import Block
+from clinical_distil.report_render import Block
 from clinical_distil.tables import fmt
 from simulation.truth import answer_matches, expected_answer, vitals_of
 
