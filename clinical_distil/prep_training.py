@@ -121,7 +121,8 @@ def _size_category(count: int) -> str:
 
 
 def read_stage_b_summary(raw: Path) -> dict | None:
-    """Stage B's summary for the card (None for data written before stage B recorded one)."""
+    """Stage B's summary for the card (None where the items did not come from the stage B notebook: a table given by
+    hand)."""
     path = layout.stage_b_summary_file(raw)
     return json.loads(path.read_text()) if path.exists() else None
 
