@@ -29,15 +29,8 @@ import pandas as pd
 from clinical_distil import layout
 from clinical_distil.files import InputError, atomic_path, write_csv, write_text
 from clinical_distil.layout import resolve
-from simulation.samples import (
-    DateStyle,
-    FactSheet,
-    annotated_questions,
-    apixaban_answers,
-    load_fact_sheet,
-    make_sheets,
-    render_n2c2_xml,
-)
+from simulation.fact_sheets import FactSheet, annotated_questions, apixaban_answers, load_fact_sheet, make_sheets
+from simulation.notes import DateStyle, render_n2c2_xml
 from simulation.varied import RenderedNote, render_varied_discharge_summary
 
 CORPUS_FILE = "corpus.json"

@@ -102,6 +102,10 @@ def _quote(mentions: list[Mention], key: str, value: float | None = None) -> Men
     return None
 
 
+# adds a yes/no item when the truth checker answers the question Yes or No: (question, quote, difficulty, why)
+AddItem = Callable[[str, "Mention | None", int, str], None]
+
+
 def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) -> list[Item]:
     """Every yes/no question this note answers, with its quote (the caller picks among them)."""
     items: list[Item] = []
@@ -120,23 +124,39 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
     history = next((mention for mention in mentions if mention.section == "Past Medical History"
                     and mention.key.startswith(("cond:", "neg:"))), None)
     medications = next((mention for mention in mentions if mention.key.startswith("med:")), None)
-    unlisted = "The past medical history lists the patient's conditions, and not this one."
+    _condition_questions(add, mentions, history, rng)
+    _event_questions(add, sheet, mentions, history, rng)
+    _drug_questions(add, mentions, medications, rng)
+    _social_questions(add, mentions, rng)
+    _lab_threshold_questions(add, mentions)
+    return items
+
+
+UNLISTED = "The past medical history lists the patient's conditions, and not this one."
+
+
+def _condition_questions(add: AddItem, mentions: list[Mention], history: Mention | None,
+                         rng: random.Random) -> None:
     for name, words in CONDITION_NAMES.items():
         word = rng.choice(words)
         mention = _quote(mentions, f"cond:{name}") or _quote(mentions, f"neg:{name}")
         phrasing = rng.choice(["Does the patient have {}?", "Is there a history of {}?",
                                "Has the patient been diagnosed with {}?"])
         if mention is None:
-            add(phrasing.format(word), history, 5, unlisted)
+            add(phrasing.format(word), history, 5, UNLISTED)
             continue
         add(phrasing.format(word), mention, 3 if mention.key.startswith("cond") else 4,
             "The note " + ("lists" if mention.key.startswith("cond") else "explicitly denies") + " it.")
+
+
+def _event_questions(add: AddItem, sheet: FactSheet, mentions: list[Mention], history: Mention | None,
+                     rng: random.Random) -> None:
     for name, words in EVENT_NAMES.items():
         mention = _quote(mentions, f"event:{name}")
         word = rng.choice(words)
         if mention is None:
-            add(f"Has the patient ever had {word}?", history, 5, unlisted)
-            add(f"Has the patient had {word} {rng.choice(WINDOWS)[1]}?", history, 6, unlisted)
+            add(f"Has the patient ever had {word}?", history, 5, UNLISTED)
+            add(f"Has the patient had {word} {rng.choice(WINDOWS)[1]}?", history, 6, UNLISTED)
             continue
         add(f"Has the patient ever had {word}?", mention, 3, "The note describes the event.")
         days = {"mi": sheet.mi_days_ago, "stroke": sheet.stroke_days_ago, "bleed": sheet.bleed_days_ago,
@@ -151,6 +171,9 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
             limit, text = rng.choice(choices)
             add(f"Has the patient had {word} {text}?", mention, 6,
                 "The note dates the event, so the answer is {answer} for this time window.")
+
+
+def _drug_questions(add: AddItem, mentions: list[Mention], medications: Mention | None, rng: random.Random) -> None:
     for drug in ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin"):
         mention = _quote(mentions, f"med:{drug}")
         question = rng.choice([f"Is the patient taking {drug} at discharge?", f"Is {drug} among the discharge "
@@ -163,23 +186,32 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
     if supplement is not None:
         add(rng.choice(["Is the patient taking a dietary supplement?", "Does the patient take any vitamins or "
                         "supplements?"]), supplement, 4, "A supplement is among the discharge medications.")
-    for key, questions, why in (
-            ("social:alcohol", ["Does the patient drink alcohol?", "Does the patient drink more than 14 alcoholic "
-                                "drinks per week?", "Does the patient report heavy alcohol use?"],
-             "The social history states the patient's drinking."),
-            ("social:drugs", ["Does the patient use illicit drugs?", "Is there a history of recreational drug use?"],
-             "The social history addresses drug use."),
-            ("social:smoking", ["Is the patient a current smoker?", "Has the patient ever smoked tobacco?"],
-             "The social history states the smoking status."),
-            ("social:language", ["Does the patient speak English?", "Does the patient need an interpreter?"],
-             "The social history states the language."),
-            ("cond:cannot_decide", ["Is the patient able to make their own medical decisions?"],
-             "The exam documents the patient's mental status."),
-            ("cond:oriented", ["Is the patient able to make their own medical decisions?"],
-             "The exam documents the patient's mental status.")):
+
+
+SOCIAL_QUESTIONS = (
+    ("social:alcohol", ["Does the patient drink alcohol?", "Does the patient drink more than 14 alcoholic "
+                        "drinks per week?", "Does the patient report heavy alcohol use?"],
+     "The social history states the patient's drinking."),
+    ("social:drugs", ["Does the patient use illicit drugs?", "Is there a history of recreational drug use?"],
+     "The social history addresses drug use."),
+    ("social:smoking", ["Is the patient a current smoker?", "Has the patient ever smoked tobacco?"],
+     "The social history states the smoking status."),
+    ("social:language", ["Does the patient speak English?", "Does the patient need an interpreter?"],
+     "The social history states the language."),
+    ("cond:cannot_decide", ["Is the patient able to make their own medical decisions?"],
+     "The exam documents the patient's mental status."),
+    ("cond:oriented", ["Is the patient able to make their own medical decisions?"],
+     "The exam documents the patient's mental status."))
+
+
+def _social_questions(add: AddItem, mentions: list[Mention], rng: random.Random) -> None:
+    for key, questions, why in SOCIAL_QUESTIONS:
         mention = _quote(mentions, key)
         if mention is not None:
             add(rng.choice(questions), mention, 4 if key.startswith("social") else 6, why)
+
+
+def _lab_threshold_questions(add: AddItem, mentions: list[Mention]) -> None:
     for lab, threshold in (("creatinine", 1.5), ("hemoglobin", 10.0), ("platelets", 150.0), ("glucose", 200.0)):
         values = [mention for mention in mentions if mention.key == f"lab:{lab}"]
         if not values:
@@ -189,7 +221,6 @@ def yes_no_items(sheet: FactSheet, mentions: list[Mention], rng: random.Random) 
         word = "above" if above else "below"
         add(f"Was any {LAB_NAMES[lab]} value {word} {threshold:g}?", extreme, 6,
             f"The {'highest' if above else 'lowest'} recorded value decides: the answer is {{answer}}.")
-    return items
 
 
 def lab_question(name: str, rng: random.Random, several_values: bool = False) -> tuple[str, str]:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from clinical_distil.answers import normalize_answer, parse_number
-from simulation.samples import FactSheet
+from simulation.fact_sheets import FactSheet
 
 Answer = str | float  # "Yes", "No", "NA" or a number
 
@@ -176,37 +176,43 @@ def _single(matches: list[str]) -> str | None:
     return matches[0] if len(set(matches)) == 1 else None
 
 
-def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | None = None) -> Expected | None:
-    """The answer the fact sheet gives to `question`, or None when the question cannot be read for one fact.
+class _OtherKind:
+    """A reader's reply to a question about another kind of fact: the next reader tries it (None: unverifiable)."""
 
-    `vitals` are the note's vital signs (they are drawn when the note is rendered, not kept on the sheet).
-    """
-    text = " ".join(str(question).split())
-    lowered = text.lower()
-    c = sheet.conditions
+
+OTHER_KIND = _OtherKind()
+Reading = Expected | None | _OtherKind
+
+
+def _lab_answer(sheet: FactSheet, lab: str, text: str, comparison: re.Match | None) -> Expected | None:
+    """A lab's value, or whether its values cross the question's threshold."""
+    if comparison:
+        draws = [item.value for item in sheet.labs if item.name == lab]
+        if not draws:
+            return Expected("NA", f"lab:{lab} comparison")
+        threshold = float(comparison.group(2))
+        above = comparison.group(1).lower() in ("above", "greater than", "more than", "over", "exceed", "exceeded",
+                                                "exceeds", "higher than", ">")
+        flag = max(draws) > threshold if above else min(draws) < threshold
+        if min(abs(value - threshold) for value in draws) < 1e-9:
+            return None  # on the threshold: wording decides
+        return Expected(_yes(flag), f"lab:{lab} {'>' if above else '<'} {threshold:g}")
+    value = _lab_value(sheet, lab, text)
+    return None if value is None else Expected(value, f"lab:{lab}")
+
+
+def _number_answer(text: str, lowered: str, comparison: re.Match | None, sheet: FactSheet,
+                   vitals: dict[str, float] | None) -> Reading:
+    """A question about a number: a lab, a number no note holds, the LVEF, the CHADS2 score, drinks per week, a
+    vital sign."""
     labs = [name for name, pattern in LABS.items() if pattern.search(text)]
     if "hba1c" in labs and not re.search(r"hemoglobin(?! a1c)|\bhgb\b", lowered):
         labs = [name for name in labs if name != "hemoglobin"]  # "hemoglobin A1c" names one lab
     if ABSENT_NUMBERS.search(text) and not labs:
         return Expected("NA", "absent number")
-    comparison = COMPARISON.search(text)
     if labs:
         lab = _single(labs)
-        if lab is None:
-            return None
-        if comparison:
-            draws = [item.value for item in sheet.labs if item.name == lab]
-            if not draws:
-                return Expected("NA", f"lab:{lab} comparison")
-            threshold = float(comparison.group(2))
-            above = comparison.group(1).lower() in ("above", "greater than", "more than", "over", "exceed", "exceeded",
-                                                    "exceeds", "higher than", ">")
-            flag = max(draws) > threshold if above else min(draws) < threshold
-            if min(abs(value - threshold) for value in draws) < 1e-9:
-                return None  # on the threshold: wording decides
-            return Expected(_yes(flag), f"lab:{lab} {'>' if above else '<'} {threshold:g}")
-        value = _lab_value(sheet, lab, text)
-        return None if value is None else Expected(value, f"lab:{lab}")
+        return None if lab is None else _lab_answer(sheet, lab, text, comparison)
     if re.search(r"\b(lvef|ejection fraction|ef)\b", lowered):
         if sheet.lvef is None:
             return Expected("NA", "lvef")
@@ -221,13 +227,11 @@ def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | 
         if vitals is None or vital not in vitals:
             return None
         return Expected(vitals[vital], f"vital:{vital}")
+    return OTHER_KIND
 
-    # yes/no questions
-    if UNKNOWABLE.search(text):
-        return Expected("NA", "not recorded")
-    if FAMILY.search(text):
-        return None  # about a relative: the family history is free text the sheet does not hold
-    negative = bool(NEGATIVE.search(text))
+
+def _habit_answer(lowered: str, comparison: re.Match | None, negative: bool, sheet: FactSheet) -> Reading:
+    """A yes/no question about decision-making, language, tobacco, alcohol or illicit drugs."""
     if re.search(r"(make|making) (his|her|their|own)? ?(medical )?decisions|decision-making capacity|"
                  r"capacity to make|decisional capacity|health care proxy makes", lowered):
         able = not sheet.cannot_decide
@@ -255,7 +259,12 @@ def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | 
         return Expected(_yes(drinks > 0), "drinks alcohol")
     if re.search(r"illicit|recreational|drug use|substance|cocaine|heroin|methamphetamine|marijuana|ivdu", lowered):
         return Expected(_yes(sheet.drug_use is not None), "illicit drugs")
+    return OTHER_KIND
 
+
+def _fact_answer(text: str, lowered: str, negative: bool, sheet: FactSheet) -> Expected | None:
+    """A yes/no question about one drug taken, one event (ever or in a time window) or one condition."""
+    c = sheet.conditions
     drugs = [name for name, pattern in DRUGS.items() if pattern.search(text)]
     events = [name for name, pattern in EVENTS.items() if pattern.search(text)]
     conditions = [name for name, pattern in CONDITIONS.items() if pattern.search(text)]
@@ -293,6 +302,29 @@ def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | 
     flag = {"abdominal_surgery": sheet.abdominal_surgery is not None,
             "diabetes_complications": bool(sheet.diabetes_complications)}.get(name, c.get(name, False))
     return Expected(_yes(not flag if negative else flag), f"condition:{name}")
+
+
+def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | None = None) -> Expected | None:
+    """The answer the fact sheet gives to `question`, or None when the question cannot be read for one fact.
+
+    `vitals` are the note's vital signs (they are drawn when the note is rendered, not kept on the sheet).
+    """
+    text = " ".join(str(question).split())
+    lowered = text.lower()
+    comparison = COMPARISON.search(text)
+    reading = _number_answer(text, lowered, comparison, sheet, vitals)
+    if reading is not OTHER_KIND:
+        return reading
+    # yes/no questions
+    if UNKNOWABLE.search(text):
+        return Expected("NA", "not recorded")
+    if FAMILY.search(text):
+        return None  # about a relative: the family history is free text the sheet does not hold
+    negative = bool(NEGATIVE.search(text))
+    reading = _habit_answer(lowered, comparison, negative, sheet)
+    if reading is not OTHER_KIND:
+        return reading
+    return _fact_answer(text, lowered, negative, sheet)
 
 
 def answer_matches(answer, expected: Answer) -> bool:

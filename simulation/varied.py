@@ -1,6 +1,6 @@
 """Discharge summaries rendered with the variety of real notes, each fact's wording recorded.
 
-The bundled samples use one fixed wording (simulation/samples.py). The known-answer corpus needs
+The bundled samples use one fixed wording (simulation/notes.py). The known-answer corpus needs
 notes a model cannot read by position alone, so this renderer varies what real notes vary:
 section names and order, phrasings and abbreviations of each diagnosis and drug, explicit
 negations ("denies tobacco", "no history of stroke"), historical mentions with their timing,
@@ -18,97 +18,20 @@ import random
 from dataclasses import dataclass, field
 from datetime import date
 
-from simulation.samples import SCENARIOS, DateStyle, FactSheet, Lab, _ago
-
-# ------------------------------------------------------------------------------ wording banks
-
-PRESENTING_EVENTS = {
-    "mi": ["Troponin elevated consistent with NSTEMI.", "Found to have an NSTEMI on arrival."],
-    "keto": ["Labs consistent with diabetic ketoacidosis.", "Found to be in DKA with an anion gap of 24."],
-    "bleed": ["Melena for two days with a hemoglobin drop.", "Presented with an upper GI bleed (melena)."],
-    "stroke": ["Code stroke called on arrival; acute ischemic stroke.", "Found to have an acute ischemic stroke."],
-}
-
-SECTION_NAMES = {
-    "complaint": ["Chief Complaint", "CHIEF COMPLAINT", "Chief complaint", "CC"],
-    "hpi": ["History of Present Illness", "HISTORY OF PRESENT ILLNESS", "HPI", "History of present illness"],
-    "pmh": ["Past Medical History", "PAST MEDICAL HISTORY", "PMH", "Past medical history", "PMHx"],
-    "psh": ["Past Surgical History", "PAST SURGICAL HISTORY", "PSH", "Surgical history"],
-    "social": ["Social History", "SOCIAL HISTORY", "Social Hx", "SH"],
-    "family": ["Family History", "FAMILY HISTORY", "FH", "Family hx"],
-    "ros": ["Review of Systems", "REVIEW OF SYSTEMS", "ROS"],
-    "exam": ["Physical Exam", "PHYSICAL EXAMINATION", "Exam on admission", "PE"],
-    "results": ["Pertinent Results", "PERTINENT RESULTS", "Labs", "Laboratory data"],
-    "course": ["Brief Hospital Course", "HOSPITAL COURSE", "Hospital course", "BRIEF HOSPITAL COURSE"],
-    "procedures": ["Major Surgical or Invasive Procedure", "Procedures this admission", "PROCEDURES"],
-    "meds": ["Discharge Medications", "DISCHARGE MEDICATIONS", "Medications on Discharge", "Discharge meds"],
-    "disposition": ["Discharge Disposition", "DISPOSITION", "Disposition"],
-    "diagnosis": ["Discharge Diagnosis", "DISCHARGE DIAGNOSES", "Discharge diagnoses", "Final diagnosis"],
-    "condition": ["Discharge Condition", "CONDITION AT DISCHARGE", "Condition on discharge"],
-    "instructions": ["Discharge Instructions", "DISCHARGE INSTRUCTIONS", "Instructions"],
-}
-
-# the canonical section each key belongs to (the teacher's "section" field names these)
-SECTION_TITLES = {
-    "header": "not found", "complaint": "History of Present Illness", "hpi": "History of Present Illness",
-    "pmh": "Past Medical History",
-    "psh": "Past Medical History", "social": "Social History", "family": "Family History",
-    "ros": "History of Present Illness", "exam": "Physical Exam", "results": "Pertinent Results",
-    "course": "Brief Hospital Course", "procedures": "Brief Hospital Course", "meds": "Discharge Medications",
-    "disposition": "Discharge Disposition", "diagnosis": "Discharge Condition", "condition": "Discharge Condition",
-    "instructions": "Discharge Instructions",
-}
-
-CONDITION_WORDS = {
-    "hypertension": ["Hypertension", "HTN", "Essential hypertension", "Hypertension, on treatment"],
-    "t2d": ["Type 2 diabetes mellitus", "DM2", "T2DM", "Diabetes mellitus type II", "NIDDM"],
-    "afib": ["Paroxysmal atrial fibrillation", "PAF", "Atrial fibrillation", "Afib (paroxysmal)", "AF"],
-    "heart_failure": ["Chronic systolic heart failure (HFrEF)", "CHF with reduced EF", "HFrEF",
-                      "Systolic congestive heart failure"],
-    "cad": ["Coronary artery disease", "CAD", "Coronary atherosclerosis"],
-    "mdd": ["Major depressive disorder", "MDD", "Depression (major depressive disorder)"],
-    "schizophrenia": ["Schizophrenia, followed by outpatient psychiatry", "Schizophrenia", "Paranoid schizophrenia"],
-    "bipolar": ["Bipolar I disorder", "Bipolar disorder", "BPAD type I"],
-    "hemorrhagic": ["Von Willebrand disease type 1", "vWD type 1", "Von Willebrand disease"],
-    "peptic_ulcer_disease": ["Peptic ulcer disease", "PUD", "Gastric ulcer disease"],
-    "surgical_valvular_disease": ["Severe aortic stenosis, referred for surgical aortic valve replacement",
-                                  "Severe AS, planned for surgical AVR",
-                                  "Severe aortic stenosis awaiting cardiac surgery (SAVR)"],
-    "dementia": ["Alzheimer dementia, moderate; daughter is health care proxy",
-                 "Moderate Alzheimer's dementia, daughter is HCP", "Dementia (Alzheimer type), moderate"],
-}
-
-# absent conditions a note may deny explicitly, in the words of a pertinent-negatives sentence
-NEGATION_WORDS = {
-    "afib": "atrial fibrillation", "prior_stroke": "stroke", "cad": "coronary artery disease",
-    "heart_failure": "heart failure", "t2d": "diabetes", "peptic_ulcer_disease": "peptic ulcer disease",
-    "hemorrhagic": "bleeding disorder", "mdd": "depression", "hypertension": "hypertension",
-}
-
-DRUG_WORDS = {"aspirin": ["aspirin", "ASA", "acetylsalicylic acid"], "apixaban": ["apixaban", "Eliquis"],
-              "warfarin": ["warfarin", "Coumadin"], "metformin": ["metformin"], "furosemide": ["furosemide", "Lasix"],
-              "metoprolol": ["metoprolol"], "lisinopril": ["lisinopril"], "atorvastatin": ["atorvastatin", "Lipitor"]}
-
-LAB_FORMATS = {  # name -> (MIMIC label, long name with unit, short name)
-    "wbc": ("WBC", "White count {v} K/uL", "WBC {v}"),
-    "hemoglobin": ("Hgb", "Hemoglobin {v} g/dL", "Hgb {v}"),
-    "platelets": ("Plt Ct", "Platelets {v} K/uL", "Plt {v}"),
-    "glucose": ("Glucose", "Glucose {v} mg/dL", "Gluc {v}"),
-    "creatinine": ("Creat", "Creatinine {v} mg/dL", "Cr {v}"),
-    "ast": ("AST", "AST {v} U/L", "AST {v}"),
-    "alt": ("ALT", "ALT {v} U/L", "ALT {v}"),
-    "bilirubin": ("TotBili", "Total bilirubin {v} mg/dL", "Tbili {v}"),
-    "hba1c": ("%HbA1c", "Hemoglobin A1c {v}%", "HbA1c {v}%"),
-}
-
-TYPO_WORDS = {"patient": "pateint", "history": "histroy", "with": "wiht", "admitted": "admited",
-              "discharge": "dischrage", "follow": "folow", "recommended": "recomended", "because": "becuase",
-              "significant": "signficant", "improved": "imporved", "tolerated": "tolerted", "which": "whcih"}
-
-ALLERGIES = ["No Known Allergies / Adverse Drug Reactions", "Penicillins", "Sulfa (Sulfonamide Antibiotics)", "NKDA"]
-ROS_LINES = ["Denies headache, vision changes or neck stiffness.", "No fevers or chills at home.",
-             "Denies dysuria or hematuria.", "No recent weight loss.", "Reports fatigue for several weeks.",
-             "No cough or hemoptysis.", "Denies rash.", "Reports poor appetite."]
+from simulation.fact_sheets import SCENARIOS, FactSheet, Lab
+from simulation.notes import DateStyle, _ago
+from simulation.varied_wording import (
+    ALLERGIES,
+    CONDITION_WORDS,
+    DRUG_WORDS,
+    LAB_FORMATS,
+    NEGATION_WORDS,
+    PRESENTING_EVENTS,
+    ROS_LINES,
+    SECTION_NAMES,
+    SECTION_TITLES,
+    TYPO_WORDS,
+)
 
 
 @dataclass
@@ -246,15 +169,9 @@ def _lab_mentions(sheet: FactSheet, style: DateStyle, writer: _Writer, rng: rand
             writer.line(f"{when}: " + ", ".join(pieces))
 
 
-def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: random.Random,
-                                    typo_rate: float = 0.15) -> RenderedNote:
-    """A discharge summary of `sheet` with varied wording; the same rng state gives the same note."""
-    c = sheet.conditions
-    writer = _Writer(rng, typo_rate)
-    complaint, diagnosis = SCENARIOS[sheet.scenario]
-    man = "man" if sheet.sex == "M" else "woman"
-    pronoun = "He" if sheet.sex == "M" else "She"
-
+def _opening(sheet: FactSheet, style: DateStyle, writer: _Writer, rng: random.Random, complaint: str) -> None:
+    """The untitled block at the top (dates, service, allergies), the chief complaint and, in some notes, the
+    procedures."""
     writer.start("header", header="")
     writer.line((f"Admission Date:  {style(sheet.admit)}              Discharge Date:   "
                                 f"{style(sheet.discharge)}\n\nDate of Birth:  "
@@ -270,6 +187,11 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
                      "gi_bleed": "EGD with clipping of a duodenal ulcer", "stroke": "MRI brain",
                      "chf": "Transthoracic echocardiogram"}.get(sheet.scenario, "None"))
 
+
+def _present_illness(sheet: FactSheet, writer: _Writer, rng: random.Random, complaint: str) -> None:
+    c = sheet.conditions
+    man = "man" if sheet.sex == "M" else "woman"
+    pronoun = "He" if sheet.sex == "M" else "She"
     writer.start("hpi")
     age_text = writer.fact("demo:age", f"{sheet.age} year old" if rng.random() < 0.5 else f"{sheet.age}yo", sheet.age)
     history_words = [rng.choice(CONDITION_WORDS[name]).split(",")[0] for name in
@@ -287,26 +209,51 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
         if days is not None and days <= 10:
             writer.line(writer.fact(f"event:{event}", rng.choice(phrasings)))
 
+
+def _past_history(sheet: FactSheet, writer: _Writer, rng: random.Random) -> None:
+    """Past medical history with its pertinent negatives, then the surgical history when there is one."""
+    writer.start("pmh")
+    _condition_lines(sheet, writer, rng)
+    negated = _negations(sheet, rng)
+    if negated:
+        words = [NEGATION_WORDS[name] for name in negated]
+        sentence = rng.choice(["No history of {}.", "Denies history of {}.", "No prior {}.",
+                               "Negative for {}."]).format(" or ".join(words) if len(words) < 3
+                                                           else ", ".join(words[:-1]) + " or " + words[-1])
+        writer.line(sentence)
+        for name in negated:
+            writer.fact(f"neg:{name}", sentence)
+    if sheet.abdominal_surgery:
+        writer.start("psh")
+        writer.line(writer.fact("cond:abdominal_surgery", sheet.abdominal_surgery.capitalize()))
+
+
+def _exam(sheet: FactSheet, writer: _Writer, rng: random.Random) -> None:
+    c = sheet.conditions
+    writer.start("exam")
+    _vitals(sheet, writer, rng)
+    mental = (writer.fact("cond:cannot_decide", rng.choice(["Confused, oriented to self only.",
+                                                            "Disoriented; not able to make decisions."]))
+              if sheet.cannot_decide else writer.fact("cond:oriented", rng.choice(
+                  ["Alert and oriented x3.", "AOx3, appropriate."])))
+    writer.line(f"General: {rng.choice(['NAD', 'comfortable', 'mildly uncomfortable'])}, {mental}")
+    writer.line(rng.choice(["Lungs: CTAB", "Lungs: bibasilar crackles", "Lungs: clear"]))
+    writer.line("CV: irregularly irregular" if c["afib"] and sheet.scenario == "afib_rvr"
+                else rng.choice(["CV: RRR, no murmurs", "CV: RRR, 2/6 SEM", "CV: regular rate"]))
+    writer.line("Abd: soft, non-tender" + rng.choice(["", ", well-healed midline scar"]
+                                                     if sheet.abdominal_surgery else [""]))
+
+
+def _middle_sections(sheet: FactSheet, writer: _Writer, rng: random.Random) -> None:
+    """Past history, social and family history, review of systems (in some notes) and exam, in the usual order or
+    shuffled."""
     middle = ["pmh", "social", "family", "ros", "exam"]
     rng.shuffle(middle)
     if rng.random() < 0.5:  # the usual order in most notes
         middle = ["pmh", "social", "family", "ros", "exam"]
     for key in middle:
         if key == "pmh":
-            writer.start("pmh")
-            _condition_lines(sheet, writer, rng)
-            negated = _negations(sheet, rng)
-            if negated:
-                words = [NEGATION_WORDS[name] for name in negated]
-                sentence = rng.choice(["No history of {}.", "Denies history of {}.", "No prior {}.",
-                                       "Negative for {}."]).format(" or ".join(words) if len(words) < 3
-                                                                   else ", ".join(words[:-1]) + " or " + words[-1])
-                writer.line(sentence)
-                for name in negated:
-                    writer.fact(f"neg:{name}", sentence)
-            if sheet.abdominal_surgery:
-                writer.start("psh")
-                writer.line(writer.fact("cond:abdominal_surgery", sheet.abdominal_surgery.capitalize()))
+            _past_history(sheet, writer, rng)
         elif key == "social":
             writer.start("social")
             _social(sheet, writer, rng)
@@ -320,19 +267,10 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
             writer.start("ros")
             writer.line(" ".join(rng.sample(ROS_LINES, 3)))
         elif key == "exam":
-            writer.start("exam")
-            _vitals(sheet, writer, rng)
-            mental = (writer.fact("cond:cannot_decide", rng.choice(["Confused, oriented to self only.",
-                                                                    "Disoriented; not able to make decisions."]))
-                      if sheet.cannot_decide else writer.fact("cond:oriented", rng.choice(
-                          ["Alert and oriented x3.", "AOx3, appropriate."])))
-            writer.line(f"General: {rng.choice(['NAD', 'comfortable', 'mildly uncomfortable'])}, {mental}")
-            writer.line(rng.choice(["Lungs: CTAB", "Lungs: bibasilar crackles", "Lungs: clear"]))
-            writer.line("CV: irregularly irregular" if c["afib"] and sheet.scenario == "afib_rvr"
-                        else rng.choice(["CV: RRR, no murmurs", "CV: RRR, 2/6 SEM", "CV: regular rate"]))
-            writer.line("Abd: soft, non-tender" + rng.choice(["", ", well-healed midline scar"]
-                                                             if sheet.abdominal_surgery else [""]))
+            _exam(sheet, writer, rng)
 
+
+def _results(sheet: FactSheet, style: DateStyle, writer: _Writer, rng: random.Random) -> None:
     writer.start("results")
     _lab_mentions(sheet, style, writer, rng)
     if sheet.lvef is not None:
@@ -341,6 +279,10 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
                                                     f"Ejection fraction {value}% on echocardiogram"]),
                                 None if sheet.lvef >= 55 else sheet.lvef))
 
+
+def _course(sheet: FactSheet, writer: _Writer, rng: random.Random) -> None:
+    """The hospital course, the CHADS2 score where documented and, in some notes, a line per chronic problem."""
+    c = sheet.conditions
     writer.start("course")
     writer.line(writer.narrative(_course_text(sheet, rng)))
     if sheet.chads2_documented:
@@ -354,6 +296,10 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
                                              + rng.choice(["continued home regimen.", "stable during the admission.",
                                                            "no changes made."])))
 
+
+def _discharge_sections(sheet: FactSheet, style: DateStyle, writer: _Writer, rng: random.Random, complaint: str,
+                        diagnosis: str) -> None:
+    """Medications, disposition, diagnosis, condition and instructions at discharge."""
     writer.start("meds")
     _medications(sheet, writer, rng)
     writer.start("disposition")
@@ -372,6 +318,19 @@ def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: ran
         f"You were admitted for {complaint}. Please take your medications as prescribed and follow up with "
         f"your primary care physician, Dr. {style.placeholder('Last Name (STitle)', 4)}, within "
         f"{rng.choice(['one week', 'two weeks', '7-10 days'])}."))
+
+
+def render_varied_discharge_summary(sheet: FactSheet, style: DateStyle, rng: random.Random,
+                                    typo_rate: float = 0.15) -> RenderedNote:
+    """A discharge summary of `sheet` with varied wording; the same rng state gives the same note."""
+    writer = _Writer(rng, typo_rate)
+    complaint, diagnosis = SCENARIOS[sheet.scenario]
+    _opening(sheet, style, writer, rng, complaint)
+    _present_illness(sheet, writer, rng, complaint)
+    _middle_sections(sheet, writer, rng)
+    _results(sheet, style, writer, rng)
+    _course(sheet, writer, rng)
+    _discharge_sections(sheet, style, writer, rng, complaint, diagnosis)
     text = writer.render(rng.choice(["block", "block", "inline"]))
     for mention in writer.mentions:
         assert mention.text in text, mention  # a fact's text stands in the note as recorded

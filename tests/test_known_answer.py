@@ -23,6 +23,8 @@ from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
+from simulation.fact_sheets import Lab, make_sheets
+from simulation.notes import DateStyle
 from simulation.reference_teacher import (
     AGGREGATES,
     CONDITION_NAMES,
@@ -33,7 +35,6 @@ from simulation.reference_teacher import (
     reference_reply,
     yes_no_items,
 )
-from simulation.samples import DateStyle, Lab, make_sheets
 from simulation.teacher_check import check_items, concept_kind, teacher_precision, yes_share_by_kind
 from simulation.truth import Expected, answer_matches, expected_answer
 from simulation.varied import render_varied_discharge_summary
