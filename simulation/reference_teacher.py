@@ -91,7 +91,7 @@ class Item:
         return dict(self.__dict__)
 
 
-def _number_text(value: float) -> str:
+def _number_text(value: float | int) -> str:
     return f"{value:g}"
 
 
@@ -273,7 +273,8 @@ def add_numeric(items: list[Item], question: str, mention: Mention, difficulty: 
                 vitals: dict[str, float]) -> None:
     """A numeric item whose answer is the truth checker's, so the teacher and the check cannot disagree."""
     expected = expected_answer(question, sheet, vitals)
-    if expected is not None and isinstance(expected.answer, float):
+    # labs drawn as whole numbers (platelets, glucose, heart rate) are ints: a number either way, never a bool
+    if expected is not None and isinstance(expected.answer, (int, float)) and not isinstance(expected.answer, bool):
         items.append(Item(question, "numeric", _number_text(expected.answer), mention.section, mention.text,
                           difficulty, why))
 

@@ -330,7 +330,7 @@ def expected_answer(question: str, sheet: FactSheet, vitals: dict[str, float] | 
 def answer_matches(answer, expected: Answer) -> bool:
     """Whether a teacher's answer, read as stage B reads it ("1.5 mg/dL", "yes", "N/A"), equals the expected
     one; numbers within rounding."""
-    if isinstance(expected, float):
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool):  # whole-number labs are ints
         number = parse_number(answer)
         return number is not None and abs(number - expected) < 1e-6 * max(1.0, abs(expected))
     return normalize_answer(answer) == expected

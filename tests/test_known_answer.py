@@ -36,7 +36,7 @@ from simulation.reference_teacher import (
     yes_no_items,
 )
 from simulation.teacher_check import check_items, concept_kind, teacher_precision, yes_share_by_kind
-from simulation.truth import Expected, answer_matches, expected_answer
+from simulation.truth import Expected, answer_matches, expected_answer, vitals_of
 from simulation.varied import render_varied_discharge_summary
 
 sys.path.insert(0, str(layout.REPO_ROOT / "experiments"))
@@ -452,12 +452,31 @@ def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp
         known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [])
 
 
+def test_every_lab_of_the_simulator_gets_numeric_items(corpus):
+    """Labs drawn as whole numbers (platelets, glucose, WBC) get numeric items as the decimal ones do, each
+    answered with the truth checker's value."""
+    facts = read_facts(layout.facts_file(layout.corpus_notes(corpus)))
+    asked = {lab: 0 for lab in reference_teacher.LAB_NAMES}
+    for record in facts.values():
+        for item in reference_teacher.numeric_items(record["sheet"], record["mentions"], random.Random(0)):
+            expected = expected_answer(item.question, record["sheet"], vitals_of(record["mentions"]))
+            assert float(item.answer) == float(expected.answer)
+            for lab, name in reference_teacher.LAB_NAMES.items():
+                asked[lab] += name in item.question
+    assert all(count > 0 for count in asked.values()), asked
+    assert {lab for lab, count in asked.items() if count >= 20} == set(reference_teacher.LAB_NAMES)
+
+
 def test_the_reference_teacher_is_named_by_its_behaviour(monkeypatch):
     """The digest is of the teacher's replies, not its source: the same replies keep it (its value at the code
     versions of experiments/known_answer.json's arms), other replies change it."""
     digest = reference_teacher.behaviour_digest()
-    assert digest == json.loads((known_answer.REPO / "experiments" / "known_answer.json").read_text())[
-        "reference_teacher"] == "072c9dec8f47"
+    assert re.fullmatch(r"[0-9a-f]{12}", digest) and reference_teacher.behaviour_digest() == digest
+    # the recorded arms were written by the teacher before whole-number labs got numeric items: another teacher
+    recorded = json.loads((known_answer.REPO / "experiments" / "known_answer.json").read_text())["reference_teacher"]
+    assert recorded == "072c9dec8f47" != digest
+    assert not known_answer.measured_alike({"corpus": {}, "reference_teacher": recorded},
+                                           {"corpus": {}, "reference_teacher": digest})
     replies = reference_teacher.reference_reply
     monkeypatch.setattr(reference_teacher, "reference_reply", lambda *args: [*replies(*args), {"question": "?"}])
     assert reference_teacher.behaviour_digest() != digest
