@@ -228,11 +228,13 @@ def combo_file(raw: Path, combo: str, min_difficulty: int | str) -> Path:
 
 
 def variant_name(per_type: int | None = None, hardest: bool = False, support: bool = True,
-                 grouped_split: bool = True) -> str:
+                 grouped_split: bool = True, permute_answers: bool = False) -> str:
     """What sets a stage C training set apart from the main one ('' for the main one): per{N} (a fixed count
-    per type), hardest, nosupport (targets without source and explanation), byexample (split by example)."""
+    per type), hardest, nosupport (targets without source and explanation), byexample (split by example),
+    permuted (answers shuffled within each question type: the format-only baseline)."""
     parts = ([f"per{per_type}"] if per_type is not None else []) + (["hardest"] if hardest else []) + \
-        ([] if support else ["nosupport"]) + ([] if grouped_split else ["byexample"])
+        ([] if support else ["nosupport"]) + ([] if grouped_split else ["byexample"]) + \
+        (["permuted"] if permute_answers else [])
     return "-".join(parts)
 
 

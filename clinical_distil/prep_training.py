@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
@@ -41,6 +42,17 @@ def balance(items: pd.DataFrame, per_type: int | None = None, hardest: bool = Fa
     if hardest:
         shuffled = shuffled.sort_values("difficulty", ascending=False, kind="stable")
     return shuffled.groupby("question_type", sort=True).head(size).reset_index(drop=True)
+
+
+def permute_answers(items: pd.DataFrame, seed: int = 42) -> pd.DataFrame:
+    """The items with their answers shuffled among the items of each question type (seeded): the same questions,
+    notes and answer format with the facts taken away, so that a student trained on them measures what format
+    alone gains (the format-only baseline)."""
+    permuted = items.copy()
+    rng = np.random.default_rng(seed)
+    for _, rows in items.groupby("question_type", sort=True).groups.items():
+        permuted.loc[rows, "answer"] = items.loc[rows, "answer"].to_numpy()[rng.permutation(len(rows))]
+    return permuted
 
 
 def format_examples(items: pd.DataFrame, support: bool = True, templates: PromptTemplates | None = None) -> pd.DataFrame:

@@ -244,7 +244,8 @@ def layout_for(settings: RunSettings) -> RunLayout:
                                                         tokenizer=settings.student, overwrite=True, **checked),
                                           "prep_training")
     stage_settings["prep_training"] = prepare
-    variant = layout.variant_name(prepare.per_type, prepare.hardest, prepare.support, prepare.grouped_split)
+    variant = layout.variant_name(prepare.per_type, prepare.hardest, prepare.support, prepare.grouped_split,
+                                  prepare.permute_answers)
     training = layout.training_name(prepare.input_file, prepare.min_difficulty, variant)
     results, models = layout.resolve(settings.results_dir), layout.resolve(settings.models_dir)
     stage_settings["finetune"] = FinetuneSettings.from_values(_stage_values(

@@ -145,6 +145,9 @@ class PrepTrainingSettings(Settings):
                                        "in the evaluation sets (else refused)")
     require_verified: bool = setting(False, "keep only items whose answer the verifier gave too "
                                      "(synthetic-b2-verify.py; off: the paper)")
+    permute_answers: bool = setting(False, "a baseline: shuffle the answers among each question type's items, so "
+                                    "a student learns the answer format and not the facts (training set "
+                                    "variant 'permuted'; off: the paper)")
 
 
 OPTIMIZERS = ("paged_adamw_8bit", "adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused", "adamw_torch")

@@ -348,3 +348,26 @@ def test_stage_b_counts_reasoning_replies_in_its_files(tmp_path):
     kept = pd.read_csv(raw / "synth_all_df.csv")
     assert len(kept) == 56 and not kept["question"].str.startswith("Draft").any()
     assert sorted(pd.read_csv(raw / "parse_failures.csv")["reason"]) == ["empty", "no_json"]
+
+
+def test_permuted_answers_keep_each_types_answers_and_nothing_else():
+    """The format-only baseline: each type's answers shuffled among its items (seeded), every other column as it
+    was, and its training set named apart ('permuted')."""
+    items = pd.DataFrame({"question_type": ["yes_no"] * 6 + ["numeric"] * 4,
+                          "question": [f"q{index}" for index in range(10)],
+                          "answer": ["Yes", "Yes", "Yes", "No", "No", "No", "1.5", "7", "120", "0.9"],
+                          "source": [f"s{index}" for index in range(10)]})
+    permuted = prep_training.permute_answers(items, seed=5)
+    assert permuted.drop(columns="answer").equals(items.drop(columns="answer"))
+    for question_type, rows in items.groupby("question_type"):
+        assert sorted(permuted.loc[rows.index, "answer"]) == sorted(rows["answer"])
+    assert permuted["answer"].tolist() != items["answer"].tolist()
+    assert prep_training.permute_answers(items, seed=5).equals(permuted)
+    assert not prep_training.permute_answers(items, seed=6).equals(permuted)
+    # over many seeds, a numeric item keeps its own answer about as often as chance (1 in 4)
+    kept = sum(prep_training.permute_answers(items, seed=seed).loc[6, "answer"] == "1.5" for seed in range(400))
+    assert 60 <= kept <= 140
+    from clinical_distil import layout
+
+    assert layout.variant_name(permute_answers=True) == "permuted"
+    assert layout.variant_name(per_type=5, permute_answers=True) == "per5-permuted"
