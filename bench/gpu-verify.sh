@@ -30,7 +30,7 @@ E="timeout $LIMIT python3 eval-inference.py --dataset_name combined --input_file
 data() {
   [ -e data/gpu-eval/eval-data/combined/prompts.csv ] && return
   step "data/gpu-eval"
-  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --to_stage prepare --engine auto \
+  python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --to_stage prep_training --engine auto \
       --reports_dir /tmp/gv-reports
   python3 run-pipeline.py --config configs/demo.yaml --data_dir data/gpu-eval --from_stage preprocess \
       --to_stage preprocess --reports_dir /tmp/gv-reports
