@@ -6,7 +6,7 @@ longer than `max_seq_length` has its note shortened inside the prompt; the respo
 never cut (the published code truncated from the left, which dropped the instructions).
 
 The presets and the opt-in speed-ups are in speedups.py, the run folder's checkpoints in
-training_folder.py, and stage E's merge in merging.py.
+training_folder.py, and stage E's merge in convert_peft.py.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ averages over questions; n2c2 2018 Track 1's official scorer instead pools count
 separately for "met" and "not met" and reports the mean of the two F1 scores. Both are here.
 Confidence intervals are percentile bootstraps (1,000 resamples, seeded), over questions (as the
 paper) and over examples. Reading eval-inference's files and writing the scores are in
-evaluation_files.py, the figures in plots.py.
+evaluate.py, the figures in plots.py.
 """
 
 from __future__ import annotations
