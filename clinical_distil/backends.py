@@ -17,7 +17,8 @@ from clinical_distil.files import InputError, check_model_folder
 
 log = logging.getLogger(__name__)
 # Engines that are no model, installed by name under this entry point group (pyproject.toml): a --model_id equal
-# to one of the names loads it instead of a model. The factory is called as factory(notes_file, notes, seed) and
+# to one of the names, or to NAME@OPTION, loads it instead of a model. The factory is called as
+# factory(notes_file, notes, seed), with option=OPTION where one is given (the reference teacher's precision), and
 # returns an engine with the interface of clinical_distil.engines, plus `manifest` (what stage A's manifest says
 # of the teacher) and, if it writes from each request rather than the prompt, `needs_requests = True`.
 ENGINES_GROUP = "clinical_distil.engines"
@@ -31,9 +32,19 @@ def plugged_engines() -> dict[str, Any]:
 
 
 def plugged_engine(model_id: str) -> Any | None:
-    """The factory of the engine installed under this name, or None: the id names a model."""
-    entry = plugged_engines().get(str(model_id))
-    return None if entry is None else entry.load()
+    """The factory of the engine installed under this name (NAME or NAME@OPTION), or None: the id names a model."""
+    import functools
+
+    name, at, option = str(model_id).partition("@")
+    entry = plugged_engines().get(name)
+    if entry is None:
+        return None
+    return functools.partial(entry.load(), option=option) if at else entry.load()
+
+
+def is_plugged(model_id: str) -> bool:
+    """Whether the id names an engine that is no model (nothing to look for on disk)."""
+    return str(model_id).partition("@")[0] in plugged_engines()
 
 
 def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None = None,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from clinical_distil import layout
 from clinical_distil.files import FolderLock, InputError, write_text
-from clinical_distil.backends import plugged_engines
+from clinical_distil.backends import is_plugged
 from clinical_distil.guard import GRACE_SECONDS
 from clinical_distil.layout import REPO_ROOT, RunLayout
 from clinical_distil.pipeline import Command, Stage, Step, batches
@@ -61,11 +61,11 @@ def check_inputs(run_layout: RunLayout, stages: list[Stage], selected: list[str]
         from clinical_distil.prompts import load_templates
 
         load_templates(settings.prompt_dir)
-    no_model = plugged_engines()  # engines that are no model (the reference teacher): nothing to look for on disk
-    if "create" in due and settings.teacher not in no_model:
+    # engines that are no model (the reference teacher): nothing to look for on disk
+    if "create" in due and not is_plugged(settings.teacher):
         check_model(settings.teacher, "teacher")
     verifier = run_layout.settings["verify"].model_id or settings.teacher
-    if "verify" in due and verifier not in no_model:
+    if "verify" in due and not is_plugged(verifier):
         check_model(verifier, "verifier")
     if due & {"prep_training", "finetune", "eval_inference"}:
         check_model(settings.student, "student")

@@ -300,8 +300,28 @@ def not_found_boolean_items(rng: random.Random) -> list[Item]:
                  "The note does not say.") for question in UNKNOWABLE_BOOLEAN]
 
 
-def reference_reply(record: dict, question_type: str, count: int, max_numeric: int, seed: int) -> list[dict]:
-    """The reference teacher's items for one note and question type (deterministic for the seed)."""
+def wrong_answer(item: Item, rng: random.Random) -> Item:
+    """The item with an answer the truth check finds wrong, of a kind a teacher gets wrong: the negation flipped
+    (yes/no, which for a dated question is the wrong time window), another value or a false "not in the note"
+    (numeric), a value or a yes/no for what the note does not say (not-in-the-note types)."""
+    if item.type == "boolean" and item.answer in ("Yes", "No"):
+        answer = "No" if item.answer == "Yes" else "Yes"
+    elif item.type == "boolean":
+        answer = rng.choice(["Yes", "No"])
+    elif item.answer == "N/A":
+        answer = _number_text(round(rng.uniform(1, 200), rng.choice([0, 1])))
+    elif rng.random() < 1 / 3:
+        answer = "N/A"
+    else:
+        value = float(item.answer)
+        answer = _number_text(round(value * rng.choice([0.5, 0.7, 1.3, 1.6]) + rng.choice([-1, 1]), 1))
+    return Item(item.question, item.type, answer, item.section, item.source, item.difficulty, item.explanation)
+
+
+def reference_reply(record: dict, question_type: str, count: int, max_numeric: int, seed: int,
+                    precision: float = 1.0) -> list[dict]:
+    """The reference teacher's items for one note and question type (deterministic for the seed); below precision 1
+    each item's answer is made wrong with chance 1 - precision (wrong_answer), drawn apart from the items."""
     sheet, mentions = record["sheet"], record["mentions"]
     rng = random.Random(f"{seed}:{record['hadm_id']}:{question_type}")
     if question_type == "yes_no":
@@ -320,6 +340,9 @@ def reference_reply(record: dict, question_type: str, count: int, max_numeric: i
         chosen = rng.sample(pool := not_found_boolean_items(rng), min(count, len(pool)))
     else:
         raise ValueError(f"unknown question type {question_type!r}")
+    if precision < 1:
+        errors = random.Random(f"{seed}:{record['hadm_id']}:{question_type}:errors")
+        chosen = [wrong_answer(item, errors) if errors.random() >= precision else item for item in chosen]
     return [item.as_json() for item in chosen]
 
 
@@ -334,7 +357,7 @@ class ReferenceTeacher:
     needs_requests = True
     max_model_len = 1_000_000  # no note is shortened: the reference reads the whole note
 
-    def __init__(self, facts_path: str | Path, tokenizer_dir: str | Path, seed: int = 0):
+    def __init__(self, facts_path: str | Path, tokenizer_dir: str | Path, seed: int = 0, precision: float = 1.0):
         from transformers import AutoTokenizer
 
         from simulation.corpus import read_facts
@@ -347,11 +370,14 @@ class ReferenceTeacher:
         self.facts_path = facts_path
         self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         self.seed = seed
+        self.precision = precision
 
     @property
     def manifest(self) -> dict[str, str]:
         """What stage A's manifest says of its teacher."""
-        return {"teacher": TEACHER_KIND, "reference_facts": str(self.facts_path)}
+        kind = TEACHER_KIND if self.precision == 1 else \
+            f"{TEACHER_KIND}, each answer made wrong with chance {1 - self.precision:g} (reference@{self.precision:g})"
+        return {"teacher": kind, "reference_facts": str(self.facts_path)}
 
     def check_notes(self, hadm_ids: Sequence) -> None:
         """Refuse, before any work, notes whose admissions the facts do not hold."""
@@ -374,7 +400,7 @@ class ReferenceTeacher:
                                  "teacher writes only about the corpus's own notes")
             count = int(request["questions_per_type"])
             items = reference_reply(record, request["question_type"], count, max_questions("numeric", count),
-                                    self.seed + sampling.seed)
+                                    self.seed + sampling.seed, self.precision)
             text = json.dumps(items, indent=2)
             ids = prompt_ids[position] if prompt_ids is not None and prompt_ids[position] is not None else []
             reply_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -384,12 +410,21 @@ class ReferenceTeacher:
         return results
 
 
-def load_teacher(notes_file: Path, notes: pd.DataFrame, seed: int) -> ReferenceTeacher:
-    """Stage A's engine for --model_id reference (pyproject.toml's entry point group clinical_distil.engines): the
-    facts beside the notes file, checked to hold every note it is to write about."""
+def load_teacher(notes_file: Path, notes: pd.DataFrame, seed: int, option: str | None = None) -> ReferenceTeacher:
+    """Stage A's engine for --model_id reference, or reference@P for a teacher whose answers are right with chance
+    P (pyproject.toml's entry point group clinical_distil.engines): the facts beside the notes file, checked to
+    hold every note it is to write about."""
     from clinical_distil.default_model import DEFAULT_MODEL_DIR
 
-    teacher = ReferenceTeacher(layout.facts_file(notes_file), tokenizer_dir=DEFAULT_MODEL_DIR, seed=seed)
+    try:
+        precision = 1.0 if option is None else float(option)
+    except ValueError:
+        precision = -1.0
+    if not 0 < precision <= 1:
+        raise InputError(f"--model_id {REFERENCE}@{option}: give the precision of its answers, a number in (0, 1], "
+                         f"e.g. {REFERENCE}@0.8")
+    teacher = ReferenceTeacher(layout.facts_file(notes_file), tokenizer_dir=DEFAULT_MODEL_DIR, seed=seed,
+                               precision=precision)
     teacher.check_notes(notes["hadm_id"])
     return teacher
 

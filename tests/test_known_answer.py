@@ -180,6 +180,46 @@ def test_reference_teacher_is_right_by_construction(facts):
     assert (yes_no.groupby("hadm_id")["answer"].value_counts().unstack()[["Yes", "No"]] == 2).all().all()
 
 
+@pytest.mark.parametrize("precision", [0.8, 0.5])
+def test_reference_at_p_is_right_with_chance_p(facts, precision):
+    """reference@P: each answer is made wrong with chance 1 - P, only in ways the truth check verifies, so the
+    measured precision is P within binomial error (three standard errors) for every question type together and
+    every item stays verifiable; the questions are reference's own, and P = 1 writes reference's replies."""
+    rows = []
+    for hadm_id, record in facts.items():
+        for kind in ("yes_no", "numeric", "na-numeric", "na-bool"):
+            exact = reference_reply(record, kind, 5, 5, seed=0)
+            noisy = reference_reply(record, kind, 5, 5, seed=0, precision=precision)
+            assert [item["question"] for item in noisy] == [item["question"] for item in exact]
+            assert reference_reply(record, kind, 5, 5, seed=0, precision=1.0) == exact
+            rows += [{"hadm_id": hadm_id, "question_type": kind, "question": item["question"],
+                      "answer": item["answer"], "source_in_note": True} for item in noisy]
+    checked = check_items(pd.DataFrame(rows), facts)
+    assert checked["verifiable"].all()
+    measured, items = checked["answer_right"].mean(), len(checked)
+    assert abs(measured - precision) <= 3 * (precision * (1 - precision) / items) ** 0.5, (measured, items)
+    assert set(checked.loc[~checked["answer_right"], "question_type"]) == {"yes_no", "numeric", "na-numeric",
+                                                                        "na-bool"}
+
+
+@pytest.mark.parametrize("option, works", [("0.8", True), ("1", True), ("0", False), ("1.2", False),
+                                           ("high", False)])
+def test_reference_at_p_is_named_by_its_precision(corpus, option, works):
+    from clinical_distil.backends import is_plugged, plugged_engine
+
+    assert is_plugged(f"reference@{option}") and not is_plugged("models/reference")
+    factory = plugged_engine(f"reference@{option}")
+    notes = pd.read_csv(layout.corpus_notes(corpus))
+    notes = notes[notes["CATEGORY"] == "Discharge summary"].rename(columns={"HADM_ID": "hadm_id"}).head(2)
+    if not works:
+        with pytest.raises(InputError, match=rf"^--model_id reference@{option}: give the precision of its answers"):
+            factory(layout.corpus_notes(corpus), notes, 0)
+        return
+    teacher = factory(layout.corpus_notes(corpus), notes, 0)
+    assert teacher.precision == float(option)
+    assert ("made wrong with chance 0.2 (reference@0.8)" in teacher.manifest["teacher"]) == (option == "0.8")
+
+
 DRUGS = ("aspirin", "apixaban", "warfarin", "metformin", "furosemide", "metoprolol", "atorvastatin")
 
 
