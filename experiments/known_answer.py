@@ -6,7 +6,8 @@
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
-(the fact-sheet writer) or `self` (the student's own base model as teacher, --self_teacher), and
+(the fact-sheet writer), `reference@P` (the same, each answer wrong with chance 1 - P), `text-only` (rules
+that read the note alone, teachers/) or `self` (the student's own base model as teacher, --self_teacher), and
 `:filtered` for the same teacher's items through every stage B filter (quote in the note, answer type,
 duplicates, near-duplicates). A filtered arm reuses its unfiltered twin's teacher replies, and the twin
 then trains on as many items as the filtered arm kept (stage C's per_type: the filtered arm's items shared out
@@ -85,14 +86,26 @@ class Arm(NamedTuple):
         return Arm(self.teacher, self.notes, not self.filtered)
 
 
+def known_teacher(teacher: str) -> bool:
+    """reference, reference@P (its answers right with chance P), text-only, or self (the student as teacher)."""
+    name, at, precision = teacher.partition("@")
+    if not at:
+        return teacher in ("reference", "text-only", "self")
+    try:
+        return name == "reference" and 0 < float(precision) <= 1
+    except ValueError:
+        return False
+
+
 def parse_arms(arms: str | tuple) -> list[Arm]:
     parsed = []
     for arm in (arms.split(",") if isinstance(arms, str) else arms):
         teacher, _, rest = str(arm).strip().partition(":")
         notes, _, kind = rest.partition(":")
-        if teacher not in ("reference", "self") or not notes.isdigit() or int(notes) < 1 or kind not in ("", FILTERED):
-            raise InputError(f"arm {arm!r}: write TEACHER:NOTES or TEACHER:NOTES:filtered with TEACHER reference or "
-                             "self, e.g. reference:150 or self:100:filtered")
+        if not known_teacher(teacher) or not notes.isdigit() or int(notes) < 1 or kind not in ("", FILTERED):
+            raise InputError(f"arm {arm!r}: write TEACHER:NOTES or TEACHER:NOTES:filtered with TEACHER reference, "
+                             "reference@P (P in (0, 1]), text-only or self, e.g. reference:150, reference@0.8:150 or "
+                             "self:100:filtered")
         parsed.append(Arm(teacher, int(notes), kind == FILTERED))
     if len(set(parsed)) < len(parsed):
         raise InputError(f"--arms names an arm twice ({arms}); give each once")
@@ -162,7 +175,7 @@ def arm_command(config: Path, corpus: Path, root: Path, arm: Arm, self_teacher: 
             "--reports_dir", str(root / layout.REPORTS.name), "--results_dir", str(root / layout.RESULTS.name),
             "--models_dir", str(root / layout.MODELS.name), "--notes", str(layout.corpus_notes(corpus)),
             "--select", json.dumps({"num_notes": arm.notes}),
-            "--teacher", "reference" if arm.teacher == "reference" else self_teacher, "--eval", json.dumps(evals)]
+            "--teacher", self_teacher if arm.teacher == "self" else arm.teacher, "--eval", json.dumps(evals)]
     if arm.filtered:
         argv += ["--post_process", json.dumps(ARM_FILTERS)]
     if per_type is not None:

@@ -336,7 +336,10 @@ def test_arms_are_parsed_or_refused_in_one_line():
         Arm("reference", 25), Arm("self", 10), Arm("self", 10, True)]
     assert [arm.label for arm in known_answer.parse_arms("self:10:filtered,reference:3")] == [
         "self:10:filtered", "reference:3"]
-    for bad in ("reference", "teacher:5", "self:0", "reference:x", "self:10:sifted", "self:10:filtered:2"):
+    assert known_answer.parse_arms("reference@0.8:150,text-only:150") == [Arm("reference@0.8", 150),
+                                                                            Arm("text-only", 150)]
+    for bad in ("reference", "teacher:5", "self:0", "reference:x", "self:10:sifted", "self:10:filtered:2",
+                "reference@0:5", "reference@1.5:5", "reference@x:5", "self@0.8:5"):
         with pytest.raises(InputError, match="write TEACHER:NOTES or TEACHER:NOTES:filtered"):
             known_answer.parse_arms(bad)
     with pytest.raises(InputError, match="names an arm twice"):
@@ -353,6 +356,9 @@ def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus
     assert json.loads(flag("--eval"))["i2b2"] == {"input_dir": str(corpus / "raw" / "n2c2-2018-track1")}
     assert not {"--post_process", "--prep_training", "--to_stage"} & set(argv)
     assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7), "m")
+    for teacher in ("reference", "reference@0.8", "text-only"):  # teachers that are no model go as named
+        argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm(teacher, 7), "m")
+        assert argv[argv.index("--teacher") + 1] == teacher
     # a filtered arm: its own folder, every stage B filter on; its twin trains on as many items per type
     filtered = Arm("self", 7, True)
     assert known_answer.arm_root(corpus, filtered) == corpus / "arms" / "self-7-filtered"
