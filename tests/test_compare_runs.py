@@ -55,3 +55,25 @@ def test_bad_arguments_are_one_line(tmp_path):
     result = compare(tmp_path / "nowhere", tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'} is not a folder; give the roots of two runs"]
+
+
+def test_timed_columns_sets_and_renamed_stages_are_not_differences(tmp_path):
+    """A report table's s/example column, PEFT's target modules in another order, the trainer's tags in another
+    order and a stage renamed in run.json (not in a tokenizer's vocabulary) agree; a changed score does not."""
+    for root, seconds, modules, stage, score in ((tmp_path / "a", 3.5, ["q_proj", "v_proj"], "generate", "0.5"),
+                                                 (tmp_path / "b", 9.0, ["v_proj", "q_proj"], "create", "0.5"),
+                                                 (tmp_path / "c", 9.0, ["v_proj", "q_proj"], "create", "0.6")):
+        (root / "reports" / "demo").mkdir(parents=True)
+        (root / "results" / "run").mkdir(parents=True)
+        (root / "reports" / "demo" / "report.md").write_text(
+            f"## Evaluation\n\n| model | score | s/example |\n|---|---|---|\n| base | {score} | {seconds} |\n")
+        (root / "reports" / "demo" / "run.json").write_text(json.dumps({"stages": {stage: {"status": "ran"}}}))
+        (root / "results" / "run" / "adapter_config.json").write_text(json.dumps({"target_modules": modules}))
+        (root / "results" / "run" / "tokenizer.json").write_text(json.dumps({"vocab": {"generate": 1}}))
+        tags = ["sft", "trl"] if stage == "generate" else ["trl", "sft"]
+        (root / "results" / "run" / "README.md").write_text("---\n" + "".join(f"- {tag}\n" for tag in tags) + "---\n")
+    rename = ["--rename", '"generate"="create"']
+    assert compare(tmp_path / "a", tmp_path / "b", *rename).stdout.splitlines() == ["5 files compared, 0 differences"]
+    assert compare(tmp_path / "a", tmp_path / "c", *rename).stdout.splitlines() == [
+        "differs: reports/demo/report.md", "5 files compared, 1 differences"]
+    assert "differs: reports/demo/run.json" in compare(tmp_path / "a", tmp_path / "b").stdout.splitlines()
