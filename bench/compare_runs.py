@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clinical_distil import layout
+
 EXCLUDED_KEYS = {
     "seconds", "wall_seconds", "phase_seconds", "started", "updated", "host", "versions", "date", "written",
     "output_tokens_per_second", "seconds_per_example", "tokens_per_second", "train_runtime",
@@ -42,7 +44,7 @@ EXCLUDED_KEYS = {
 # JSON lists that hold a set, in an order that differs from process to process (PEFT's target modules)
 UNORDERED_KEYS = {"target_modules"}
 EXCLUDED_PARTS = ("notebooks", "logs", "samples")  # and data/samples: the bundled inputs, not written by a run
-RUN_FOLDERS = ("data", "results", "models", "reports")
+RUN_FOLDERS = ("data", layout.RESULTS.name, layout.MODELS.name, layout.REPORTS.name)
 EXCLUDED_NAMES = ("training_args.bin", "report.html")
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?")
 # report sections whose figures are wall times
