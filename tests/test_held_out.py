@@ -284,3 +284,67 @@ def test_same_seed_same_text_other_seed_other_text(sheet_seed, seed, other):
     assert render_held_out_n2c2(sheet, random.Random(seed)) == render_held_out_n2c2(sheet, random.Random(seed))
     assert render_held_out_discharge(sheet, random.Random(other)).text != first.text
     assert render_held_out_n2c2(sheet, random.Random(other))[0] != render_held_out_n2c2(sheet, random.Random(seed))[0]
+
+
+# --- questions about held-out notes -----------------------------------------------------------------------
+
+def question_tokens(question: str) -> set[str]:
+    return set(re.findall(r"\w+", question.lower()))
+
+
+def test_held_out_answers_are_what_the_notes_state():
+    """Each question's answer is the note's: a condition Yes exactly where the note states it, a result's value
+    among the note's, Yes for a procedure the note reports and N/A where it is silent."""
+    from simulation.held_out_questions import held_out_questions
+
+    seen_types = set()
+    for index, (sheet, note) in enumerate(zip(SHEETS, NOTES)):
+        assert ("lvef" in note.stated) == (sheet.lvef is not None)
+        assert ("chads2" in note.stated) == sheet.chads2_documented
+        for condition in ("afib", "t2d", "hypertension", "heart_failure", "cad", "mdd"):
+            assert (f"condition:{condition}" in note.stated) == sheet.conditions[condition], (index, condition)
+        for row in held_out_questions(sheet, random.Random(index)):
+            seen_types.add(row["type"])
+            if row["type"] == "numeric":
+                assert row["answer"] in note.text
+            assert (row["answer"] == "N/A") == row["type"].startswith("na-")
+    assert seen_types == {"yes", "numeric", "na-numeric", "na-bool"}
+
+
+@pytest.fixture(scope="module")
+def teacher_questions(training_text) -> set[str]:
+    """Every question the reference teacher writes about a training corpus, and the training corpus's own
+    annotated questions."""
+    import tempfile
+
+    from clinical_distil import layout
+    from simulation.corpus import read_facts, write_corpus
+    from simulation.fact_sheets import annotated_questions
+    from simulation.reference_teacher import reference_reply
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_corpus(folder, patients=60, seed=7, annotated_notes=20, n2c2_train=1, n2c2_test=1, apixaban_notes=1)
+        facts = read_facts(layout.facts_file(layout.corpus_notes(Path(folder))))
+    questions = {item["question"] for record in facts.values()
+                 for kind in ("yes_no", "numeric", "na-numeric", "na-bool")
+                 for seed in range(3) for item in reference_reply(record, kind, 10, 10, seed)}
+    questions |= {row["question"] for sheet in SHEETS for row in annotated_questions(sheet, random.Random(0))}
+    return questions
+
+
+def test_held_out_questions_are_worded_apart_from_the_teachers(teacher_questions):
+    """No held-out question is a teacher's, and none shares more than half its words with one (token Jaccard);
+    questions that some notes answer and others do not are asked in the same words of both."""
+    from simulation.held_out_questions import held_out_questions
+
+    rows = [row for seed in range(5) for index, sheet in enumerate(SHEETS)
+            for row in held_out_questions(sheet, random.Random(seed * 100 + index))]
+    held_out = {row["question"] for row in rows}
+    assert not held_out & teacher_questions and len(teacher_questions) > 200
+    teacher_tokens = [question_tokens(question) for question in teacher_questions]
+    largest = max(len(mine & theirs) / len(mine | theirs)
+                  for mine in map(question_tokens, held_out) for theirs in teacher_tokens)
+    assert largest <= 0.5, largest
+    answered_both_ways = {row["question"] for row in rows if row["type"].startswith("na-")} & \
+        {row["question"] for row in rows if not row["type"].startswith("na-")}
+    assert len(answered_both_ways) >= 4
