@@ -379,10 +379,12 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
          seed: int = 7,
          annotated_notes: int = 60, n2c2_test: int = 60, apixaban_notes: int = 48,
          self_teacher: str = "models/SmolLM2-135M-Instruct", output: str = "experiments/known_answer.json",
-         parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "") -> None:
+         parallel: int = 1, collect_only: bool = False, keep_earlier: bool = False, engine: str = "",
+         split: str = "dev") -> None:
     """Run the arms (resuming; after the first, `parallel` at a time, each logging to its arm's folder), then
     write the results JSON (with --keep_earlier, also the other arms already in it) and print the tables.
-    --engine auto, vllm or transformers overrides the config's engine for stage A and the answers."""
+    --engine auto, vllm or transformers overrides the config's engine for stage A and the answers; --split the
+    held-out patients' split of a corpus written now (dev, or final for the analysis plan's runs)."""
     corpus_dir, config_path = layout.resolve(corpus), layout.resolve(config)
     chosen = parse_arms(arms)
     if not config_path.exists():
@@ -400,7 +402,7 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     if not collect_only:
         if not (corpus_dir / CORPUS_FILE).exists():
             write_corpus(corpus_dir, patients=patients, seed=seed, annotated_notes=annotated_notes,
-                         n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
+                         n2c2_test=n2c2_test, apixaban_notes=apixaban_notes, split=split)
         if keep_earlier:  # an unreadable file is found before any arm runs
             earlier_results(layout.resolve(output))
         for arm in chosen:
@@ -430,7 +432,8 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         run_commands(commands[1:], parallel)
     # every arm's record says its run (date, card, command, code): experiments/RESULTS.md names it per row
     run_record = {"date": time.strftime("%Y-%m-%d"), "card": card(),
-                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version()}
+                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version(),
+                  "split": corpus_summary(corpus_dir).get("split")}
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
     results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
                "reference_teacher": reference_teacher.behaviour_digest(),

@@ -29,8 +29,9 @@ import pandas as pd
 from clinical_distil import layout
 from clinical_distil.files import InputError, atomic_path, write_csv, write_text
 from clinical_distil.layout import resolve
-from simulation.fact_sheets import FactSheet, annotated_questions, apixaban_answers, load_fact_sheet, make_sheets
-from simulation.notes import DateStyle, render_n2c2_xml
+from simulation.fact_sheets import FactSheet, load_fact_sheet, make_sheets
+from simulation.held_out_sets import split_seed, write_held_out_sets
+from simulation.notes import DateStyle
 from simulation.varied import RenderedNote, render_varied_discharge_summary
 
 CORPUS_FILE = "corpus.json"
@@ -103,56 +104,26 @@ def read_facts(path: str | Path) -> dict[int, dict]:
 
 
 def write_corpus(output_dir: str | Path, patients: int = 2000, seed: int = 7, annotated_notes: int = 150,
-                 n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40) -> dict:
-    """Write the corpus (see the module's docstring); returns what corpus.json holds."""
+                 n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40, split: str = "dev") -> dict:
+    """Write the corpus (see the module's docstring; `split`: the held-out patients' split, dev or final);
+    returns what corpus.json holds."""
     output_dir = Path(output_dir)
+    split_seed(split)  # an unknown split stops before anything is written
     rng = random.Random(seed)
     training = make_sheets(rng, patients, 40_001, 400_001, 2100)
     rows, facts = _note_rows(training, rng)
     write_csv(pd.DataFrame(rows), layout.corpus_notes(output_dir))
     write_jsonl_gz(facts, layout.facts_file(layout.corpus_notes(output_dir)))
 
-    raw = output_dir / RAW_DIR
-    # held out: other subject ids, other years, the same kinds of patients
-    annotated = make_sheets(rng, annotated_notes, 900_001, 9_000_001, 2120)
-    held_out_facts = []
-    annotated_rows = []
-    for index, sheet in enumerate(annotated):
-        note = render_varied_discharge_summary(sheet, DateStyle("mimic-iii"), rng)
-        held_out_facts.append(fact_record(sheet, note, 8_000_000 + index))
-        for row in annotated_questions(sheet, rng):
-            annotated_rows.append(dict(subject_id=sheet.subject_id, hadm_id=sheet.hadm_id, note_id=8_000_000 + index,
-                                       **row, text=note.text))
-    annotated_frame = pd.DataFrame(annotated_rows)
-    half = len(annotated_frame) // 2
-    write_csv(annotated_frame.iloc[:half], raw / "annotated-synthetic" / "annotated_1.csv")
-    write_csv(annotated_frame.iloc[half:], raw / "annotated-synthetic" / "annotated_2.csv")
-
-    n2c2 = make_sheets(rng, n2c2_train + n2c2_test, 950_001, 9_500_001, 2060)
-    for index, sheet in enumerate(n2c2):  # files numbered from 100, as the real ones
-        xml, _ = render_n2c2_xml(sheet, rng)
-        write_text(xml, raw / "n2c2-2018-track1" / ("train" if index < n2c2_train else "test") / f"{100 + index}.xml")
-
-    apixaban = make_sheets(rng, apixaban_notes, 980_001, 9_800_001, 2130)
-    apixaban_rows = []
-    for index, sheet in enumerate(apixaban):
-        note = render_varied_discharge_summary(sheet, DateStyle("mimic-iv"), rng)
-        note_id = f"{sheet.subject_id}-DS-{index + 1}"
-        held_out_facts.append(fact_record(sheet, note, note_id))
-        apixaban_rows += [dict(note_id=note_id, criterion=criterion, answer=answer, text=note.text)
-                          for criterion, answer in apixaban_answers(sheet).items()]
-    apixaban_frame = pd.DataFrame(apixaban_rows)
-    half = len(apixaban) // 2 * 23
-    write_csv(apixaban_frame.iloc[:half], raw / "apixaban" / "apixaban_batch_1.csv")
-    write_csv(apixaban_frame.iloc[half:], raw / "apixaban" / "apixaban_batch_2.csv")
-    write_jsonl_gz(held_out_facts, layout.facts_file(raw / "held-out"))
+    held_out = write_held_out_sets(output_dir / RAW_DIR, split, annotated_notes, n2c2_train, n2c2_test,
+                                   apixaban_notes)
 
     summary = {
         "seed": seed, "patients": patients, "notes": len(rows), "discharge_summaries": len(facts),
-        "annotated_questions": len(annotated_frame), "annotated_notes": annotated_notes,
+        "annotated_questions": held_out["annotated_questions"], "annotated_notes": annotated_notes,
         "n2c2_patients": {"train": n2c2_train, "test": n2c2_test}, "apixaban_notes": apixaban_notes,
-        "apixaban_rows": len(apixaban_frame),
-        "held_out_subject_ids": sorted({sheet.subject_id for sheet in annotated + n2c2 + apixaban}),
+        "apixaban_rows": held_out["apixaban_rows"], "split": split, "held_out_renderer": held_out["held_out_renderer"],
+        "held_out_subject_ids": held_out["held_out_subject_ids"],
         "eval_input_dirs": {"annotated-synthetic": f"{RAW_DIR}/annotated-synthetic",
                             "i2b2": f"{RAW_DIR}/n2c2-2018-track1", "apixaban": f"{RAW_DIR}/apixaban"},
     }
@@ -161,7 +132,8 @@ def write_corpus(output_dir: str | Path, patients: int = 2000, seed: int = 7, an
 
 
 def main(output_dir: str = "data/known-answer", patients: int = 2000, seed: int = 7, annotated_notes: int = 150,
-         n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40, overwrite: bool = False) -> None:
+         n2c2_train: int = 20, n2c2_test: int = 60, apixaban_notes: int = 40, split: str = "dev",
+         overwrite: bool = False) -> None:
     """Write the known-answer corpus (deterministic for its arguments); an existing one only with --overwrite."""
     for name, value, least in (("patients", patients, 1), ("annotated_notes", annotated_notes, 1),
                                ("n2c2_train", n2c2_train, 0), ("n2c2_test", n2c2_test, 1),
@@ -171,8 +143,9 @@ def main(output_dir: str = "data/known-answer", patients: int = 2000, seed: int 
     if (resolve(output_dir) / CORPUS_FILE).exists() and not overwrite:
         raise InputError(f"{resolve(output_dir)} already holds a corpus; pass --overwrite True to write it again")
     summary = write_corpus(resolve(output_dir), patients=patients, seed=seed, annotated_notes=annotated_notes,
-                           n2c2_train=n2c2_train, n2c2_test=n2c2_test, apixaban_notes=apixaban_notes)
-    print(f"{summary['discharge_summaries']} discharge summaries ({summary['notes']} notes) for the teacher; held out: "
+                           n2c2_train=n2c2_train, n2c2_test=n2c2_test, apixaban_notes=apixaban_notes, split=split)
+    print(f"{summary['discharge_summaries']} discharge summaries ({summary['notes']} notes) for the teacher; held out "
+          f"({split} split): "
           f"{summary['annotated_questions']} annotated questions, {n2c2_test} n2c2 test patients, "
           f"{summary['apixaban_rows']} apixaban rows -> {resolve(output_dir)}")
 

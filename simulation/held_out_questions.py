@@ -50,21 +50,23 @@ def _lab_answer(sheet: FactSheet, lab: str, question: str) -> str:
 def held_out_questions(sheet: FactSheet, rng: random.Random) -> list[dict]:
     """Five checked questions about a held-out note: two yes/no (a condition, a discharge drug), one result, one
     result or procedure that some notes lack (a value or Yes where stated, N/A where not), one more of either;
-    rows of `question, answer, type` with type yes, numeric, na-numeric or na-bool, as the annotated set has."""
+    rows of `question, answer, type, difficulty` with type yes, numeric, na-numeric or na-bool, as the annotated
+    set has."""
     rows = []
     condition = rng.choice(sorted(CONDITION_WORDING))
     question = rng.choice(CONDITION_QUESTIONS).format(name=CONDITION_WORDING[condition])
-    rows.append({"question": question, "answer": _yes_no(sheet.conditions[condition]), "type": "yes"})
+    rows.append({"question": question, "answer": _yes_no(sheet.conditions[condition]), "type": "yes", "difficulty": 3})
     drug = rng.choice(sorted(DRUG_WORDING))
     question = rng.choice(DRUG_QUESTIONS).format(name=DRUG_WORDING[drug])
-    rows.append({"question": question, "type": "yes",
+    rows.append({"question": question, "type": "yes", "difficulty": 3,
                  "answer": _yes_no(any(med.split()[0].lower() == drug for med in sheet.medications))})
     for pool in (("creatinine", "platelets", "hemoglobin", "glucose", "wbc"), ("hba1c", "ast", "alt", "bilirubin")):
         lab = rng.choice(pool)
         question = rng.choice(LAB_QUESTIONS).format(name=LAB_WORDING[lab])
         answer = _lab_answer(sheet, lab, question)
-        rows.append({"question": question, "answer": answer, "type": "na-numeric" if answer == "N/A" else "numeric"})
+        rows.append({"question": question, "answer": answer, "type": "na-numeric" if answer == "N/A" else "numeric",
+                     "difficulty": 5})
     question, done = rng.choice(SOMETIMES_DONE)
     rows.append({"question": question, "answer": "Yes" if done(sheet) else "N/A",
-                 "type": "yes" if done(sheet) else "na-bool"})
+                 "type": "yes" if done(sheet) else "na-bool", "difficulty": 6})
     return rows

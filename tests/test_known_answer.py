@@ -650,3 +650,20 @@ def test_twin_trains_on_as_many_items_when_the_filters_emptied_a_type(tmp_path):
     config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\ninput_file: bool\n")
     write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("bool", 1), overwrite=True)
     assert known_answer.items_per_type(tmp_path, config) == 12  # one type trained on: all of them
+
+
+def test_the_held_out_sets_are_a_named_split_by_the_held_out_renderer(corpus, tmp_path):
+    """corpus.json names the split (dev unless asked); the held-out notes are the second renderer's (its withheld
+    terms in them, none in the training notes); an unknown split stops before anything is written."""
+    from simulation.held_out import WITHHELD_TERMS
+
+    summary = json.loads((corpus / CORPUS_FILE).read_text())
+    assert (summary["split"], summary["held_out_renderer"]) == ("dev", "simulation/held_out.py")
+    held_out = pd.concat([pd.read_csv(path) for path in sorted((corpus / "raw" / "apixaban").glob("*.csv"))])
+    training = "\n".join(pd.read_csv(layout.corpus_notes(corpus))["TEXT"])
+    held_out_text = "\n".join(held_out["text"].unique())
+    assert any(term in held_out_text for term in WITHHELD_TERMS)
+    assert not any(term in training for term in WITHHELD_TERMS)
+    with pytest.raises(InputError, match="^--split 'test' is not a held-out split; choose dev or final$"):
+        write_corpus(tmp_path / "other", patients=4, split="test")
+    assert not (tmp_path / "other").exists()
