@@ -127,8 +127,24 @@ def write_corpus(output_dir: str | Path, patients: int = 2000, seed: int = 7, an
         "eval_input_dirs": {"annotated-synthetic": f"{RAW_DIR}/annotated-synthetic",
                             "i2b2": f"{RAW_DIR}/n2c2-2018-track1", "apixaban": f"{RAW_DIR}/apixaban"},
     }
+    summary["leakage"] = held_out_leakage(pd.DataFrame(rows), output_dir, summary["eval_input_dirs"])
     write_text(json.dumps(summary, indent=1) + "\n", output_dir / CORPUS_FILE)
     return summary
+
+
+def held_out_leakage(rows: pd.DataFrame, output_dir: Path, eval_dirs: dict[str, str]) -> dict:
+    """Stage C's leakage check (prep_training.evaluation_overlap) of every training discharge summary against the
+    held-out sets; its report is kept as raw/held-out/leakage.json, its counts returned for corpus.json."""
+    from clinical_distil.prep_training import evaluation_overlap
+
+    discharge = rows[rows["CATEGORY"] == "Discharge summary"]
+    training = pd.DataFrame({"note_id": discharge["ROW_ID"].astype(str), "subject_id": discharge["SUBJECT_ID"],
+                             "text": discharge["TEXT"]})
+    report = evaluation_overlap(training, output_dir, eval_dirs, allow=True)
+    report["checked"] = {task: eval_dirs[task] for task in report["checked"]}  # relative: the corpus may move
+    write_text(json.dumps(report, indent=1) + "\n", output_dir / RAW_DIR / "held-out" / "leakage.json")
+    return {"training_notes": report["training_notes"], "evaluation_notes": report["evaluation_notes"],
+            "leaks": len(report["leaks"])}
 
 
 def main(output_dir: str = "data/known-answer", patients: int = 2000, seed: int = 7, annotated_notes: int = 150,

@@ -667,3 +667,11 @@ def test_the_held_out_sets_are_a_named_split_by_the_held_out_renderer(corpus, tm
     with pytest.raises(InputError, match="^--split 'test' is not a held-out split; choose dev or final$"):
         write_corpus(tmp_path / "other", patients=4, split="test")
     assert not (tmp_path / "other").exists()
+
+
+def test_no_training_note_leaks_into_the_held_out_sets(corpus):
+    """Stage C's leakage check of the training notes against the held-out sets: its report kept, no leak."""
+    summary = json.loads((corpus / CORPUS_FILE).read_text())
+    report = json.loads((corpus / "raw" / "held-out" / "leakage.json").read_text())
+    assert summary["leakage"] == {"training_notes": 40, "evaluation_notes": report["evaluation_notes"], "leaks": 0}
+    assert report["leaks"] == [] and report["evaluation_notes"] == 4 + 5 + 2  # annotated, n2c2 patients, apixaban
