@@ -537,7 +537,7 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     config = tmp_path / "known-answer.yaml"
     config.write_text(
         f"run: known-answer\nstudent: {tiny_model_dir}\nteacher: reference\nengine: transformers\nbatch_size: 16\n"
-        "max_seq_length: 2048\nmin_difficulty: 1\nnum_gpus: 0\ngenerate: {questions_per_type: 2}\n"
+        "max_seq_length: 2048\nmin_difficulty: 1\nnum_gpus: 0\ncreate: {questions_per_type: 2}\n"
         "finetune: {load_in_4bit: false, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, "
         "padding_free: true, gradient_checkpointing: false, max_steps: 2, logging_steps: 1}\n"
         "eval_inference: {max_output_tokens: 8}\nevaluate: {resamples: 20}\n")
@@ -561,7 +561,7 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     assert sizes[filters] == sizes["none"] > 0  # the twin trains on as many items as the filtered arm kept
     twin = known_answer.arm_root(corpus, Arm("reference", 4))
     log = (twin / "bench.log").read_text()
-    assert "[9/11] eval-inference: 3 of 6 step(s) to run" in log
+    assert "[9/11] eval_inference: 3 of 6 step(s) to run" in log
     assert "[2/11] create: skipped, outputs exist" in log  # the filtered arm's teacher replies
     examples = {run["task"]: run["examples"] for run in results["runs"]}
     assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
