@@ -171,8 +171,8 @@ def _post_process_stage(run_layout: RunLayout) -> Stage:
 def _verify_stage(run_layout: RunLayout, redo: list[str]) -> Stage:
     prepare_settings: PrepTrainingSettings = run_layout.settings["prep_training"]
     if not prepare_settings.require_verified:
-        return Stage("verify", [], note="no re-answer verification (prep_training: {require_verified: true} runs stage B2)",
-                     idle="not asked")
+        return Stage("verify", [], idle="not asked",
+                     note="no re-answer verification (prep_training: {require_verified: true} runs stage B2)")
     verify = _script(layout.VERIFY_SCRIPT, run_layout.settings["verify"])
     return Stage("verify", [Step(
         "a verifier re-answers the items (stage B2)", Command(verify + redo),

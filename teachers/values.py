@@ -71,7 +71,7 @@ VITAL_PROSE = {
 DOSE = re.compile(rf"^[^\n\d]{{0,30}}?(?P<value>{NUMBER})\s*(?P<unit>mg|mcg|g|units?|mEq)\b")
 SOCIAL_NUMBERS = (
     ("drinks_per_week", "alcoholic drinks per week",
-     re.compile(rf"(?P<value>\d+)\s+(?:alcoholic\s+)?(?:drinks|beverages)\s+(?:per|a|/)\s*week", re.I)),
+     re.compile(r"(?P<value>\d+)\s+(?:alcoholic\s+)?(?:drinks|beverages)\s+(?:per|a|/)\s*week", re.I)),
     ("packs_per_day", "packs of cigarettes per day",
      re.compile(rf"(?P<value>{NUMBER})\s*(?:ppd|packs?\s+per\s+day)\b", re.I)),
     ("pack_years", "pack-years of smoking", re.compile(rf"(?P<value>{NUMBER})[\s-]*pack[\s-]*years?\b", re.I)),
