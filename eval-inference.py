@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from clinical_distil import eval_inference, layout, runner
+from clinical_distil.backends import plugged_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options, load_tokenizer
 from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
@@ -60,16 +61,22 @@ def main(settings: EvalInferenceSettings) -> None:
                                  "pass --allow_empty to accept that")
             share = -(-max(0, stop - settings.start_row) // settings.num_shards)
             jobs.append(Job(dataset, run, limit, rows, target, share, name, with_adapter))
-    check_model_folder(settings.model_id)
+    plugged = plugged_engine(settings.model_id)  # an engine that is no model: the text-only rules as a classifier
+    if plugged is not None and (settings.adapter or settings.base_model_name):
+        raise InputError(f"--model_id {settings.model_id} is no model: it takes no --adapter or --base_model_name")
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
-    check_engine_options(settings.engine, settings.dtype, adapter)
-    tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
-    if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
-        eval_inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens, templates)
+    if plugged is None:
+        check_model_folder(settings.model_id)
+        check_engine_options(settings.engine, settings.dtype, adapter)
+        tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
+        if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone
+            eval_inference.check_context(tokenizer, asked, settings.max_model_len, settings.max_output_tokens,
+                                         templates)
     shard = layout.shard_suffix(settings.num_shards, settings.shard_index)
     locks = [FolderLock(job.target, "the answers", name=layout.lock_name(f"answers{shard}"))  # noqa: F841 (held)
              for job in jobs]
-    model = eval_inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
+    model = plugged(None, jobs[0].rows, settings.seed) if plugged is not None else \
+        eval_inference.answering_engine(settings, settings.model_id, adapter, sum(job.share for job in jobs))
     base_model = model.base_only() if settings.base_model_name else None
     for dataset, run, limit, rows, target, _, name, with_adapter in jobs:
         summary = runner.run_chunks(

@@ -89,8 +89,11 @@ class AnswerRun:
     def prompts_for(self, engine, rows: pd.DataFrame, task: Task) -> Prompts:
         chunk = rows.iloc[task.start:task.end].copy()
         sampling = self.answer_sampling
+        # an engine that answers from the request (the text-only rules) is told each prompt and its question
+        details = [{"prompt": row["prompt"], "question": row.get("question")} for row in chunk.to_dict("records")]
         return Prompts(chunk, fit_prompts(engine.tokenizer, list(chunk["prompt"]),
-                                          engine.max_model_len - sampling.max_tokens, self.templates), sampling)
+                                          engine.max_model_len - sampling.max_tokens, self.templates), sampling,
+                       details)
 
     def unusable(self, result: Generation) -> bool:
         return False

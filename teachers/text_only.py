@@ -20,6 +20,7 @@ import pandas as pd
 
 from clinical_distil.engines import Generation, Sampling
 from clinical_distil.files import InputError
+from clinical_distil.prompts import note_of
 from teachers.answer import answer_question
 from teachers.questions import items_for
 
@@ -55,6 +56,16 @@ class TextOnlyTeacher:
         """The items for one note and question type (the same for the same seed, note and type)."""
         return items_for(note_text, question_type, questions_per_type, self.seed)
 
+    def answer(self, prompt: str, question: str | None) -> dict[str, str]:
+        """The answer object of an answer prompt (the students' format), by answer_question over its note."""
+        note = note_of(prompt) or prompt
+        if not question:  # a prompt table without a question column: the prompt less its note
+            question = prompt.replace(note, " ")
+        answer = answer_question(str(question), note)
+        kind = "boolean" if answer in ("Yes", "No") or answer == "N/A" else "numeric"
+        return {"question": str(question), "type": kind, "answer": answer, "section": "", "source": "",
+                "explanation": "Read by the text-only rules (teachers/)."}
+
     def generate(self, conversations: Sequence[list[dict]], sampling: Sampling,
                  progress: Callable[[int, int], None] | None = None,
                  prompt_ids: Sequence[list[int] | None] | None = None,
@@ -62,12 +73,15 @@ class TextOnlyTeacher:
         """One reply per request, "stop" finished; `sampling` changes nothing: the items depend on the teacher's
         seed, the note and the question type only, so a retry gets the same reply."""
         if requests is None or len(requests) != len(conversations):
-            raise ValueError("the text-only teacher answers stage A's requests only (each note's text and question "
-                             "type), passed as requests=")
+            raise ValueError("the text-only teacher answers requests only (stage A's: a note and a question type; "
+                             "an answering run's: a prompt and its question), passed as requests=")
         results = []
         for position, request in enumerate(requests):
-            items = self.reply(str(request["text"]), request["question_type"], int(request["questions_per_type"]))
-            text = json.dumps(items, indent=2, ensure_ascii=False)
+            if "question_type" in request:
+                items = self.reply(str(request["text"]), request["question_type"], int(request["questions_per_type"]))
+                text = json.dumps(items, indent=2, ensure_ascii=False)
+            else:  # the rules as a classifier: eval-inference's answer object, the question read from its prompt
+                text = json.dumps(self.answer(str(request["prompt"]), request.get("question")), ensure_ascii=False)
             ids = prompt_ids[position] if prompt_ids is not None and prompt_ids[position] is not None else []
             reply_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
             results.append(Generation(text, "stop", len(ids), reply_tokens))

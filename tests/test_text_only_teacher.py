@@ -381,3 +381,24 @@ def test_stage_a_with_the_text_only_teacher(tmp_path):
         assert parse_reply(output, "stop").failure is None and isinstance(json.loads(output), list)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["teacher"] == TEACHER_KIND and manifest["engine"] == "text-only"
+
+
+def test_the_rules_answer_an_eval_file_through_eval_inference(tmp_path):
+    """The rules as a classifier (the known-answer baseline): eval-inference.py --model_id text-only answers every
+    apixaban sample prompt with an answer object the metrics read, and scores them as a model's; no adapter."""
+    from clinical_distil import layout, preprocess
+    from clinical_distil.evaluate import evaluate_models
+
+    target = layout.eval_file(tmp_path, "apixaban", "prompts")
+    target.parent.mkdir(parents=True)
+    preprocess.apixaban_prompts(SAMPLES / "apixaban").to_csv(target, index=False)
+    args = ["--model_id", "text-only", "--dataset_name", "apixaban", "--input_file", "prompts",
+            "--data_dir", str(tmp_path), "--model_name", "rules"]
+    answered = run_script("eval-inference.py", *args)
+    assert answered.returncode == 0, answered.stderr[-2000:]
+    assert "eval-inference: 184 answers" in answered.stdout
+    summary = evaluate_models(layout.task_outputs(tmp_path, "apixaban"), "prompts", "apixaban")["summaries"]["rules"]
+    assert (summary["examples"], summary["questions"], summary["parse_failures"]) == (184, 23, 0)
+    refused = run_script("eval-inference.py", *args, "--adapter", str(tmp_path))
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: --model_id text-only is no model: it takes no --adapter or --base_model_name"]
