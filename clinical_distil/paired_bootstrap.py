@@ -80,3 +80,27 @@ def paired_difference(student: pd.DataFrame, base: pd.DataFrame, question_column
     return {"metric": metric, "student": float(scores["student"][0]), "base": float(scores["base"][0]),
             "difference": float(difference[0]), "ci": (float(low), float(high)), "patients": len(patients),
             "resamples": resamples, "seed": seed}
+
+
+POSITIVE, NEGATIVE = {"1", "yes", "met", "true"}, {"0", "no", "not met", "false"}
+
+
+def per_criterion(student: pd.DataFrame, base: pd.DataFrame, question_column: str, label_column: str = "target",
+                  prediction_column: str = "prediction") -> pd.DataFrame:
+    """One row per criterion (question): its examples, positives, negatives and other labels (values, N/A), and
+    each model's balanced accuracy on it with student - base; the table a reader needs to weigh each figure."""
+    from clinical_distil.metrics import balanced_accuracy
+
+    student, base = aligned(student, base)
+    rows = []
+    for criterion, rows_of in student.groupby(question_column, sort=True).groups.items():
+        labels = student.loc[rows_of, label_column].to_numpy()
+        words = [str(label).strip().lower() for label in labels]
+        scores = {name: balanced_accuracy(labels, frame.loc[rows_of, prediction_column].to_numpy())
+                  for name, frame in (("student", student), ("base", base))}
+        rows.append({question_column: criterion, "n": len(labels), "positives": sum(w in POSITIVE for w in words),
+                     "negatives": sum(w in NEGATIVE for w in words),
+                     "other": sum(w not in POSITIVE | NEGATIVE for w in words),
+                     "base": scores["base"], "student": scores["student"],
+                     "difference": scores["student"] - scores["base"]})
+    return pd.DataFrame(rows)

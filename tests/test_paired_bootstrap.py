@@ -78,3 +78,18 @@ def test_answers_to_other_prompts_are_refused(change, message):
     rows = [("A", "q1", 1), ("A", "q2", 0), ("B", "q1", 0), ("B", "q2", 1)]
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         paired_difference(change(scored(rows, [1, 0, 0, 1])), scored(rows, [1, 0, 1, 0]), "question_label")
+
+
+def test_the_per_criterion_table_counts_positives_and_negatives():
+    from clinical_distil.paired_bootstrap import per_criterion
+
+    rows = [("A", "q1", 1), ("A", "q2", "N/A"), ("B", "q1", 0), ("B", "q2", "7.5"), ("C", "q1", 1), ("C", "q2", "No")]
+    student = scored(rows, [1, "N/A", 0, "7.5", 0, "No"])
+    base = scored(rows, [0, "N/A", 0, "7", 0, "Yes"])
+    table = per_criterion(student, base, "question_label").set_index("question_label")
+    assert table.loc["q1", ["n", "positives", "negatives", "other"]].tolist() == [3, 2, 1, 0]
+    assert table.loc["q2", ["n", "positives", "negatives", "other"]].tolist() == [3, 0, 1, 2]
+    # q1: student recall 1/2 on met, 1 on not met -> 0.75; base 0 and 1 -> 0.5
+    assert table.loc["q1", ["student", "base", "difference"]].tolist() == [0.75, 0.5, 0.25]
+    # q2: three label values, each once: student right on all (1.0), base on N/A only (1/3)
+    assert table.loc["q2", "student"] == 1.0 and table.loc["q2", "base"] == pytest.approx(1 / 3)
