@@ -111,7 +111,7 @@ def report_section(layout: RunLayout) -> list[Block]:
     manifest = json.loads(layout.create_manifest.read_text()) if layout.create_manifest.exists() else {}
     return [("h2", "Teacher against the truth (simulated notes)"),
             ("p", f"The notes come from a simulated corpus whose facts are known ({facts_path}). Teacher: "
-                  f"{manifest.get('teacher', layout.settings['generate'].model_id)}. Each kept item's question is read "
+                  f"{manifest.get('teacher', layout.settings['create'].model_id)}. Each kept item's question is read "
                   "for the one fact it asks about and its answer compared with the patient's fact sheet; "
                   "'verifiable' is the share of items that could be read so, 'precision' the share of those answered "
                   "right (for the N/A types: the fact is truly not in the note), 'quote_in_note' the share of "

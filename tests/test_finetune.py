@@ -343,12 +343,12 @@ def test_an_earlier_run_is_kept_unless_asked(data_dir, tiny_model_dir, tmp_path)
 
 def test_smollm2_eval_loss_falls_on_the_sample_training_set(data_dir, default_model_dir, tmp_path):
     # a short run: notes shortened to 640 tokens keep CPU steps to a few seconds
-    result = run_finetune(data_dir, tmp_path, default_model_dir, "--max_steps", "4", "--load_in_4bit", "False",
+    result = run_finetune(data_dir, tmp_path, default_model_dir, "--max_steps", "2", "--load_in_4bit", "False",
                       "--gradient_accumulation_steps", "1", "--gradient_checkpointing", "False",
                       "--learning_rate", "5e-4", "--save_steps", "100")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "training_summary.json").read_text())
-    assert summary["global_step"] == 4 and summary["test_examples"] > 0
+    assert summary["global_step"] == 2 and summary["test_examples"] > 0
     assert summary["eval_loss"] < summary["eval_loss_before"]
     assert f"eval loss {summary['eval_loss_before']:.4f} -> {summary['eval_loss']:.4f}" in result.stdout
 

@@ -48,7 +48,7 @@ def plain_loop(student: pd.DataFrame, base: pd.DataFrame, resamples: int, seed: 
     return score(student) - score(base), tuple(np.percentile(differences, [2.5, 97.5]))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.integers(2, 6), st.integers(1, 4), st.integers(0, 10**6))
 def test_it_is_the_plain_loop(patients, questions, seed):
     rng = np.random.default_rng(seed)
