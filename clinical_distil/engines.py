@@ -45,6 +45,12 @@ class Generation:
     output_tokens: int
 
 
+def written_reply(text: str, tokenizer, prompt_ids: list[int] | None) -> Generation:
+    """A whole reply written by an engine that is no model (the reference and text-only teachers), its tokens
+    counted with `tokenizer` as a model's would be for the manifest."""
+    return Generation(text, "stop", len(prompt_ids or []), len(tokenizer.encode(text, add_special_tokens=False)))
+
+
 def per_request(schema, count: int) -> list | None:
     if schema is None:
         return None

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from clinical_distil import layout
-from clinical_distil.engines import Generation, Sampling
+from clinical_distil.engines import Generation, Sampling, written_reply
 from clinical_distil.files import InputError
 from clinical_distil.prompts import max_questions
 from simulation.samples import FactSheet
@@ -402,9 +402,7 @@ class ReferenceTeacher:
             items = reference_reply(record, request["question_type"], count, max_questions("numeric", count),
                                     self.seed + sampling.seed, self.precision)
             text = json.dumps(items, indent=2)
-            ids = prompt_ids[position] if prompt_ids is not None and prompt_ids[position] is not None else []
-            reply_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
-            results.append(Generation(text, "stop", len(ids), reply_tokens))
+            results.append(written_reply(text, self.tokenizer, prompt_ids[position] if prompt_ids else None))
             if progress is not None:
                 progress(1, results[-1].output_tokens)
         return results

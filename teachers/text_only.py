@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from clinical_distil.engines import Generation, Sampling
+from clinical_distil.engines import Generation, Sampling, written_reply
 from clinical_distil.files import InputError
 from clinical_distil.prompts import note_of
 from teachers.answer import answer_question
@@ -82,9 +82,7 @@ class TextOnlyTeacher:
                 text = json.dumps(items, indent=2, ensure_ascii=False)
             else:  # the rules as a classifier: eval-inference's answer object, the question read from its prompt
                 text = json.dumps(self.answer(str(request["prompt"]), request.get("question")), ensure_ascii=False)
-            ids = prompt_ids[position] if prompt_ids is not None and prompt_ids[position] is not None else []
-            reply_tokens = len(self.tokenizer.encode(text, add_special_tokens=False))
-            results.append(Generation(text, "stop", len(ids), reply_tokens))
+            results.append(written_reply(text, self.tokenizer, prompt_ids[position] if prompt_ids else None))
             if progress is not None:
                 progress(1, results[-1].output_tokens)
         return results
