@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 DEFAULT_MODEL := models/SmolLM2-135M-Instruct
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -48,7 +49,7 @@ browser:
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # everything but the tests marked slow (models run end to end): a few minutes on 2 cores
 test-fast: setup

@@ -87,7 +87,9 @@ def main(settings: EvalInferenceSettings) -> None:
         session = summary["session"]
         print(f"eval-inference: {session['answered']} answers ({session['skipped_chunks']} chunks already done, "
               f"{session['notes_shortened']} notes shortened, {session['length_stops']} cut at the token limit), "
-              f"{session['seconds_per_example'] or 0:.3f} s/example -> {target}")
+              f"{session['seconds_per_example'] or 0:.3f} s/example"
+              + (f", {session['worked_examples_shown']} worked examples shown" if settings.worked_examples else "")
+              + f" -> {target}")
 
 
 if __name__ == "__main__":

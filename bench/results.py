@@ -550,6 +550,83 @@ FILTERS = Table(
              "gain": lambda row: "" if row["gain"] is None else f"{row['gain']:+.3f}"},
     reading=filters_reading)
 
+# --- the known-answer grid on the final split (bench/known_answer.json) ---------------------------------------
+
+FINAL = "bench/known_answer.json"
+
+
+def final_rows(part: str) -> Callable[[], list[Row]]:
+    """bench/known_answer.json's records of one kind; `paired` and `per_criterion`: each arm's latest run only."""
+    def rows() -> list[Row]:
+        records = load(FINAL).get(part, [])
+        if part == "over_seeds":
+            return records
+        key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"), row.get("seed"),  # noqa: E731
+                           row.get("comparison"), row["task"], row.get("criterion"))
+        latest = {key(row): row for row in records}
+        return [row for row in records if latest[key(row)] is row]
+    return rows
+
+
+def with_provenance(rows: list[Row]) -> list[Row]:
+    """Rows over seeds carry the latest run among their seeds' records."""
+    paired = final_rows("paired")()
+    provenance = {}
+    for row in paired:
+        provenance[(row["teacher"], row["notes"], row.get("answers"), row["comparison"], row["task"])] = {
+            key: row[key] for key in PROVENANCE}
+    return [{**provenance[(row["teacher"], row["notes"], row.get("answers"), row["comparison"], row["task"])], **row}
+            for row in rows]
+
+
+def arm_name(row: Row) -> str:
+    name = teacher(row) + (", answers permuted" if row.get("answers") == "permuted" else "")
+    return name + (f" ({row['notes']} notes)" if row.get("notes") else "")
+
+
+def difference(row: Row) -> str:
+    return f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+
+
+def endpoint_reading(rows: list[Row]) -> str:
+    primary = [row for row in rows if row["comparison"] == "student - base" and row["teacher"] == "reference"
+               and row.get("answers") == "as written"]
+    if not primary:
+        return "No reference-teacher arm is logged yet."
+    largest = max(row["notes"] for row in primary)
+    cells = ", ".join(f"{row['task']} {row['mean_difference']:+.3f} (seeds {row['min_difference']:+.3f} to "
+                      f"{row['max_difference']:+.3f}; every interval above zero: "
+                      f"{'yes' if row['every_interval_above_zero'] else 'no'})"
+                      for row in primary if row["notes"] == largest)
+    return f"Primary endpoint, the reference teacher at {largest} notes, student - base over seeds: {cells}."
+
+
+ENDPOINT = Table(
+    title="Known-answer grid, final split: the primary endpoint over seeds",
+    measures="Student minus base (and each baseline minus base, and the student minus its format-only twin) in "
+             "balanced accuracy, per task, on the final split's held-out patients: the mean of the per-seed paired "
+             "differences and their range; the analysis plan is docs/known_answer.md. Figures: "
+             "known_answer_precision.png and known_answer_size.png beside this page.",
+    source=lambda: with_provenance(final_rows("over_seeds")()),
+    columns={"arm": arm_name, "comparison": lambda row: row["comparison"], "task": lambda row: row["task"],
+             "seeds": lambda row: str(row["seeds"]), "mean difference": lambda row: f"{row['mean_difference']:+.3f}",
+             "range over seeds": lambda row: f"{row['min_difference']:+.3f} to {row['max_difference']:+.3f}",
+             "every interval above zero": lambda row: "yes" if row["every_interval_above_zero"] else "no"},
+    reading=endpoint_reading)
+
+
+PER_SEED = Table(
+    title="Known-answer grid, final split: each seed's paired difference",
+    measures="Per arm, seed and task: the difference in balanced accuracy with its 95% interval from a patient-level "
+             "paired bootstrap (both models scored on the same resampled patients), and the patients it rests on.",
+    source=final_rows("paired"),
+    columns={"arm": arm_name, "seed": lambda row: "" if row.get("seed") is None else str(row["seed"]),
+             "comparison": lambda row: row["comparison"], "task": lambda row: row["task"],
+             "difference [95% CI]": difference, "patients": lambda row: str(row["patients"]),
+             "unparseable": lambda row: f"{row['unparseable_first']:.2f} vs {row['unparseable_second']:.2f}"},
+    reading=lambda rows: f"{len(rows)} comparisons; an interval that spans zero is no difference shown.")
+
+
 PAGES = {
     "bench/RESULTS.md": (
         "Measured figures: speed",
@@ -559,7 +636,7 @@ PAGES = {
         "node (`make setup` on a CPU). The experiments, on simulated patients, are in "
         "[experiments/RESULTS.md](../experiments/RESULTS.md).",
         [GENERATION, DECODE_LOOP, GPU_CHECKS, VLLM_THROUGHPUT, SEVERAL_GPUS, VLLM_START, ONE_GPU, SHAPES, PROFILE,
-         TWO_GPUS, LAUNCH, PIPELINE]),
+         TWO_GPUS, LAUNCH, PIPELINE] + ([ENDPOINT, PER_SEED] if (REPO / FINAL).exists() else [])),
     "experiments/RESULTS.md": (
         "Measured figures: experiments",
         "Does distillation make a better extractor, and what are the filters worth, on simulated patients whose "
@@ -572,7 +649,8 @@ PAGES = {
 # --- writing ------------------------------------------------------------------------------------------------
 
 def run_line(index: int, row: Row) -> str:
-    return f"{index}. {row['date']} · {row['card']} · code {row['code']} · `{row['command']}`"
+    """A run as the pages name it: date, card and command (the code measured is in the JSON record)."""
+    return f"{index}. {row['date']} · {row['card']} · `{row['command']}`"
 
 
 def render(table: Table) -> list[str]:
@@ -606,7 +684,7 @@ def render(table: Table) -> list[str]:
 def page(path: str) -> str:
     title, introduction, tables = PAGES[path]
     lines = [f"# {title}", "", introduction + " Written by `python bench/results.py` from the JSON records beside this "
-             "page; each row names its run: date, card, code (the commit measured) and command.", ""]
+             "page; each row names its run: date, card and command (the JSON records also name the code measured).", ""]
     for table in tables:
         lines += render(table)
     return "\n".join(lines).rstrip("\n") + "\n"

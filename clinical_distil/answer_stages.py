@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP, Sampling
 from clinical_distil.files import InputError
+from clinical_distil import layout
 from clinical_distil.layout import PROMPT_TEMPLATES
 from clinical_distil.settings import Settings, setting
 from clinical_distil.tasks import EvalTask
@@ -92,6 +93,10 @@ class EvalInferenceSettings(AnswerSettings):
     base_model_name: str | None = setting(None, "with --adapter: the base model answers too, on the same engine (one "
                                           "start for both), into outputs/{dataset_name}/{base_model_name}")
     allow_empty: bool = setting(False, "accept an eval file with no row to answer (else that is an error)")
+    worked_examples: str | None = setting(None, "a stage C training set (its train_*.arrow folder): before each "
+                                          "prompt the model reads worked examples from it, one per question type, "
+                                          "as many as fit the context beside the whole note (a few-shot baseline)")
+    worked_examples_max: int = setting(4, "with --worked_examples: the most examples before a prompt", minimum=1)
 
     def check(self) -> None:
         self.check_shard()
@@ -105,6 +110,9 @@ class EvalInferenceSettings(AnswerSettings):
         if len(datasets) > 1 and self.output_dir:
             raise InputError("--output_dir names one folder; with several --dataset_name each dataset's answers go to "
                              "its own outputs/{dataset_name}/{model_name} (leave out --output_dir)")
+        if self.worked_examples and not (layout.resolve(self.worked_examples) / "dataset_info.json").exists():
+            raise InputError(f"--worked_examples {self.worked_examples} is not a stage C training set (a "
+                             "train_*.arrow folder from synthetic-c-prep-training.ipynb); give one")
         if self.base_model_name is not None:
             if not self.adapter:
                 raise InputError("--base_model_name answers with the base model beside its --adapter; give --adapter "

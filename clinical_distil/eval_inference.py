@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from clinical_distil import layout
-from clinical_distil.chat import FittedPrompt, fit_notes
+from clinical_distil.chat import Conversation, FittedPrompt, fit_notes
 from clinical_distil.chunks import ChunkFile, check_no_overlap
 from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, read_csv
@@ -86,14 +86,22 @@ class AnswerRun:
     def pending(self, rows: pd.DataFrame, task: Task) -> int:
         return task.end - task.start
 
+    @property
+    def worked(self) -> list[tuple[str, str]]:
+        """The worked examples shown before each prompt (--worked_examples; none without it), read once."""
+        if not hasattr(self, "_worked"):
+            path = getattr(self.settings, "worked_examples", None)
+            self._worked = worked_examples(layout.resolve(path), self.settings.worked_examples_max) if path else []
+        return self._worked
+
     def prompts_for(self, engine, rows: pd.DataFrame, task: Task) -> Prompts:
         chunk = rows.iloc[task.start:task.end].copy()
         sampling = self.answer_sampling
         # an engine that answers from the request (the text-only rules) is told each prompt and its question
         details = [{"prompt": row["prompt"], "question": row.get("question")} for row in chunk.to_dict("records")]
         return Prompts(chunk, fit_prompts(engine.tokenizer, list(chunk["prompt"]),
-                                          engine.max_model_len - sampling.max_tokens, self.templates), sampling,
-                       details)
+                                          engine.max_model_len - sampling.max_tokens, self.templates, self.worked),
+                       sampling, details)
 
     def unusable(self, result: Generation) -> bool:
         return False
@@ -107,8 +115,9 @@ class AnswerRun:
         chunk["prompt_tokens"] = [result.prompt_tokens for result in results]
         chunk["output_tokens"] = [result.output_tokens for result in results]
         chunk["note_truncated"] = [item.note_truncated for item in asked.fitted]
+        shown = sum((len(item.messages) - 2) // 2 for item in asked.fitted)  # worked examples: a user and a reply each
         return {self.input_file: chunk}, {
-            "answered": len(chunk), "output_tokens": int(chunk["output_tokens"].sum()),
+            "answered": len(chunk), "output_tokens": int(chunk["output_tokens"].sum()), "worked_examples_shown": shown,
             "notes_shortened": int(chunk["note_truncated"].sum()),
             "length_stops": int((chunk["finish_reason"] == "length").sum())}
 
@@ -118,11 +127,13 @@ class AnswerRun:
             "chunks": [index for index, _ in plan.chunks], "shard": [plan.shard_index, plan.num_shards],
             "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
             "structured_output": self.settings.structured_output, "max_model_len": engine.max_model_len,
+            "worked_examples": getattr(self.settings, "worked_examples", None),
             "gpus": gpus_held(engine), "skipped_chunks": plan.done}
 
     def session(self, counts: dict[str, int], seconds: float, phase_seconds: dict[str, float]) -> dict[str, Any]:
         return {**{key: counts.get(key, 0) for key in ("answered", "notes_shortened", "length_stops",
-                                                         "output_tokens")}, "wall_seconds": seconds}
+                                                         "output_tokens", "worked_examples_shown")},
+                "wall_seconds": seconds}
 
     def figures(self, merged: dict[str, Any], done: int) -> dict[str, Any]:
         merged["skipped_chunks"] = done  # (the manifest has it from the summary; a session's figures from here)
@@ -196,14 +207,49 @@ def conversation(prompt: str, templates: PromptTemplates | None = None) -> list[
             {"role": "user", "content": prompt}]
 
 
-def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int,
-                templates: PromptTemplates | None = None) -> list[FittedPrompt]:
-    """The conversations, each note shortened (never the instructions) where it does not fit the context.
+def worked_examples(training_set: Path, most: int) -> list[tuple[str, str]]:
+    """(user message, reply) of up to `most` worked examples from a stage C training set: one question type after
+    another, each type's shortest example first (short notes leave room for more examples beside a long note)."""
+    from datasets import load_from_disk
+
+    examples = load_from_disk(str(training_set)).to_pandas()
+    examples["user"] = [next(message["content"] for message in list(prompt)[::-1] if message["role"] == "user")
+                        for prompt in examples["prompt"]]
+    examples["length"] = examples["user"].str.len() + examples["output"].str.len()
+    ranked = examples.sort_values(["length", "id"], kind="stable")
+    ranked["rank"] = ranked.groupby("question_type", sort=False).cumcount()
+    chosen = ranked.sort_values(["rank", "length", "id"], kind="stable").head(most)
+    return list(zip(chosen["user"], chosen["output"]))
+
+
+def with_worked_examples(tokenizer, messages: Conversation, worked: Sequence[tuple[str, str]],
+                         max_prompt_tokens: int) -> Conversation:
+    """`messages` with as many of the worked examples (in order) as fit `max_prompt_tokens` beside the whole
+    prompt, as earlier turns of the conversation; none where the prompt alone needs all the room."""
+    from clinical_distil.chat import render_ids_batch
+
+    candidates = [messages[:1] + [turn for user, reply in worked[:count] for turn in
+                                  ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+                  + messages[1:] for count in range(len(worked), 0, -1)]
+    for candidate, ids in zip(candidates, render_ids_batch(tokenizer, candidates)):
+        if len(ids) <= max_prompt_tokens:
+            return candidate
+    return messages
+
+
+def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int, templates: PromptTemplates | None = None,
+                worked: Sequence[tuple[str, str]] = ()) -> list[FittedPrompt]:
+    """The conversations, each note shortened (never the instructions) where it does not fit the context; with
+    `worked` examples, as many of them before each prompt as fit beside its whole note.
 
     A prompt of one's own, without a note block, is sent as it is.
     """
-    return fit_notes(tokenizer, [(conversation(prompt, templates), note_of(prompt, templates)) for prompt in prompts],
-                     max_prompt_tokens)
+    conversations = [conversation(prompt, templates) for prompt in prompts]
+    if worked:
+        conversations = [with_worked_examples(tokenizer, messages, worked, max_prompt_tokens)
+                         for messages in conversations]
+    return fit_notes(tokenizer, [(messages, note_of(prompt, templates))
+                                 for messages, prompt in zip(conversations, prompts)], max_prompt_tokens)
 
 
 def check_context(tokenizer, prompts: Sequence[str], max_model_len: int, max_output_tokens: int,

@@ -106,8 +106,9 @@ def generation_messages(note_text: str, question_type: str, questions_per_type: 
 
 
 def note_slot(messages: list[dict[str, str]], note_text: str) -> tuple[int, int, int]:
-    """(message index, start, end) of the note inside `messages`, for shortening it in place."""
-    for index, message in enumerate(messages):
+    """(message index, start, end) of the note inside `messages`, for shortening it in place: the last message
+    that holds it (worked examples before the question carry notes of their own)."""
+    for index, message in reversed(list(enumerate(messages))):
         start = message["content"].find(note_text)
         if start >= 0:
             return index, start, start + len(note_text)

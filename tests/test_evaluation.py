@@ -282,3 +282,39 @@ def test_the_six_notebooks_on_the_samples(tmp_path):
     assert summary.loc["always-no", "accuracy_yes_no"] == pytest.approx(round((yes_no["label"] == "No").mean(), 4))
     assert summary.loc["always-no", "accuracy_na-bool"] == 0.0
     assert summary.loc["always-no", "accuracy"] == pytest.approx(round((annotated["label"] == "No").mean(), 4))
+
+
+def test_worked_examples_one_per_type_shortest_first_as_many_as_fit_beside_the_whole_note(tmp_path, tiny_model_dir):
+    """The few-shot baseline's examples: a stage C training set's shortest example of each question type in turn;
+    before a prompt, as many of them as fit the context beside its whole note, then none (and the note shortened)."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from clinical_distil.chat import render_ids
+    from clinical_distil.eval_inference import conversation, fit_prompts, worked_examples
+    from clinical_distil.prompts import answer_messages
+
+    rows = [{"id": f"{kind}-{size}", "prompt": answer_messages("Creatinine 1.4 on admission. " * (10 * size),
+                                                               f"Question {kind} {size}?"),
+             "output": f'{{"answer": "{kind}-{size}"}}', "question_type": kind, "subject_id": size, "note_id": "n"}
+            for kind, size in (("yes_no", 3), ("yes_no", 1), ("numeric", 2), ("na-bool", 5))]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "train_all_1.arrow"))
+    worked = worked_examples(tmp_path / "train_all_1.arrow", 3)
+    assert [reply for _, reply in worked] == ['{"answer": "yes_no-1"}', '{"answer": "numeric-2"}',
+                                              '{"answer": "na-bool-5"}']
+    assert worked[0][0] == rows[1]["prompt"][-1]["content"]
+    assert [reply for _, reply in worked_examples(tmp_path / "train_all_1.arrow", 9)][-1] == '{"answer": "yes_no-3"}'
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = answer_messages("Platelets 231 on the day of discharge. " * 20, "Lowest platelets?")[-1]["content"]
+    by_count = []
+    for count in range(4):
+        messages = conversation(prompt)
+        messages[1:1] = [turn for user, reply in worked[:count] for turn in
+                         ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+        by_count.append(len(render_ids(tokenizer, messages)))
+    for budget, shown in ((by_count[3] + 50, 3), (by_count[2], 2), (by_count[2] - 1, 1), (by_count[0], 0)):
+        fitted = fit_prompts(tokenizer, [prompt], budget, worked=worked)[0]
+        assert (len(fitted.messages) - 2) // 2 == shown and not fitted.note_truncated
+        assert fitted.messages[-1]["content"] == prompt and len(fitted.prompt_ids) == by_count[shown]
+    shortened = fit_prompts(tokenizer, [prompt], by_count[0] - 20, worked=worked)[0]
+    assert len(shortened.messages) == 2 and shortened.note_truncated

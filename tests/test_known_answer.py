@@ -10,6 +10,7 @@ import json
 import random
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -339,11 +340,39 @@ def test_arms_are_parsed_or_refused_in_one_line():
     assert known_answer.parse_arms("reference@0.8:150,text-only:150") == [Arm("reference@0.8", 150),
                                                                             Arm("text-only", 150)]
     for bad in ("reference", "teacher:5", "self:0", "reference:x", "self:10:sifted", "self:10:filtered:2",
-                "reference@0:5", "reference@1.5:5", "reference@x:5", "self@0.8:5"):
-        with pytest.raises(InputError, match="write TEACHER:NOTES or TEACHER:NOTES:filtered"):
+                "reference@0:5", "reference@1.5:5", "reference@x:5", "self@0.8:5", "self:10:filtered:permuted",
+                "self:10:seed1:seed2", "self:10:seedx", "self:10:filtered:filtered"):
+        with pytest.raises(InputError, match="write TEACHER:NOTES, then :filtered or :permuted and :seedN"):
             known_answer.parse_arms(bad)
     with pytest.raises(InputError, match="names an arm twice"):
         known_answer.parse_arms("self:10,self:10")
+    # seeds: each arm once per seed unless it names its own; the label and folder say the seed
+    assert [arm.label for arm in known_answer.parse_arms("reference:4,text-only:4:seed9,reference:4:permuted",
+                                                         "1,2")] == [
+        "reference:4:seed1", "reference:4:seed2", "text-only:4:seed9", "reference:4:permuted:seed1",
+        "reference:4:permuted:seed2"]
+    assert known_answer.arm_root(Path("c"), Arm("reference@0.8", 4, permuted=True, seed=3)) == \
+        Path("c/arms/reference@0.8-4-permuted-seed3")
+    with pytest.raises(InputError, match="--seeds must be whole numbers separated by commas"):
+        known_answer.parse_arms("reference:4", "1,x")
+    with pytest.raises(InputError, match="names an arm twice"):
+        known_answer.parse_arms("reference:4:seed1,reference:4", "1")
+
+
+def test_the_grid_is_the_analysis_plans():
+    """{reference, reference@0.8, text-only} x 3 seeds at the largest size, the reference teacher at the two other
+    sizes, the format-only fine-tune at the largest: 18 arms, the first the reference at the largest size."""
+    arms = known_answer.grid_arms(known_answer.parse_sizes("100,1000,300"))
+    assert [arm.label for arm in arms] == [
+        "reference:1000:seed1", "reference:1000:seed2", "reference:1000:seed3",
+        "reference@0.8:1000:seed1", "reference@0.8:1000:seed2", "reference@0.8:1000:seed3",
+        "text-only:1000:seed1", "text-only:1000:seed2", "text-only:1000:seed3",
+        "reference:300:seed1", "reference:300:seed2", "reference:300:seed3",
+        "reference:100:seed1", "reference:100:seed2", "reference:100:seed3",
+        "reference:1000:permuted:seed1", "reference:1000:permuted:seed2", "reference:1000:permuted:seed3"]
+    for bad in ("100,300", "100,300,x", "0,1,2"):
+        with pytest.raises(InputError, match="--grid takes the three teacher note counts"):
+            known_answer.parse_sizes(bad)
 
 
 def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus):
@@ -371,6 +400,10 @@ def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus
     assert flag("--to_stage") == "prep_training" and "--prep_training" not in argv
     argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "m", per_type=12)
     assert json.loads(flag("--prep_training")) == {"per_type": 12} and "--post_process" not in argv
+    # a seed sets stage C's sampling and the training run; a permuted arm trains on answers permuted per type
+    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7, permuted=True, seed=2), "m")
+    assert json.loads(flag("--prep_training")) == {"seed": 2, "permute_answers": True}
+    assert json.loads(flag("--finetune")) == {"seed": 2}
 
 
 def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_path, capsys):
@@ -418,7 +451,8 @@ def test_collect_and_tables(tmp_path):
     results = known_answer.collect(tmp_path, [known_answer.Arm("reference", 5)])
     by_task = {(run["task"], run["model"]): run for run in results["runs"]}
     assert by_task[("apixaban", "distilled")] == {
-        "teacher": "reference", "notes": 5, "filters": "none", "train_items": 40, "task": "apixaban",
+        "teacher": "reference", "notes": 5, "filters": "none", "answers": "as written", "seed": None,
+        "train_items": 40, "task": "apixaban",
         "model": "distilled",
         "examples": 10, "balanced_accuracy": 0.8, "ci_over": "questions", "ci_low": 0.7, "ci_high": 0.9,
         "micro_f1": 0.8, "n2c2_micro_f1": None, "parse_failure_rate": 0.0}
@@ -427,7 +461,7 @@ def test_collect_and_tables(tmp_path):
     assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
     assert results["arm_seconds"] == []  # no driver state in this tree
     assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "filters": "none",
-                                             "question_type": "all", "items": 50, "verifiable": 1.0,
+                                             "answers": "as written", "seed": None, "question_type": "all", "items": 50, "verifiable": 1.0,
                                              "precision": 1.0, "quote_in_note": 1.0}]
     table = known_answer.markdown(results).splitlines()
     assert table[2].startswith("| reference | 5 | 40 | annotated-synthetic | 0.500 [0.390, 0.610] | "
@@ -529,11 +563,10 @@ def test_the_reference_teacher_is_named_by_its_behaviour(monkeypatch):
     assert reference_teacher.behaviour_digest(seed=1) != digest
 
 
-def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
-    """A filtered reference arm and its unfiltered twin through run-pipeline.py on a small corpus (the tiny model as
-    student), the twin in the parallel path with the first's base answers and its teacher replies: the results
-    JSON, equal training sizes, the teacher's precision and the reports' statement that the teacher was the
-    reference."""
+def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_model_dir):
+    """The analysis plan end to end on a dev-split corpus (the tiny model as student): one reference arm of seed 1,
+    its format-only twin (answers permuted) beside it, the rules and the few-shot base as baselines; the results
+    JSON holds every paired comparison over patients, the per-criterion table, and a rerun resumes."""
     config = tmp_path / "known-answer.yaml"
     config.write_text(
         f"run: known-answer\nstudent: {tiny_model_dir}\nteacher: reference\nengine: transformers\nbatch_size: 16\n"
@@ -542,46 +575,65 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
         "padding_free: true, gradient_checkpointing: false, max_steps: 2, logging_steps: 1}\n"
         "eval_inference: {max_output_tokens: 8}\nevaluate: {resamples: 20}\n")
     corpus, output = tmp_path / "corpus", tmp_path / "known_answer.json"
-    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4:filtered,reference:4",
-            "--parallel", "2", "--patients", "12",
-            "--annotated_notes", "2", "--n2c2_test", "1", "--apixaban_notes", "1", "--output", str(output)]
+    args = ["--config", str(config), "--corpus", str(corpus), "--arms", "reference:4,reference:4:permuted",
+            "--seeds", "1", "--baselines", "rules,few-shot", "--parallel", "2", "--patients", "12",
+            "--annotated_notes", "2", "--n2c2_test", "2", "--apixaban_notes", "2", "--output", str(output),
+            "--resamples", "200", "--n2c2_dir", str(layout.REPO_ROOT / "data/samples/n2c2-2018-track1/test")]
     done = run_script("experiments/known_answer.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     Arm = known_answer.Arm
-    filters = Arm("reference", 4, True).filters
     results = json.loads(output.read_text())
-    assert results["corpus"]["patients"] == 12 and "held_out_subject_ids" not in results["corpus"]
-    assert sorted((run["filters"], run["task"], run["model"]) for run in results["runs"]) == sorted(
-        (kind, task, model) for kind in (filters, "none") for task in known_answer.TASKS
+    assert results["split"] == "dev" and results["corpus"]["split"] == "dev"
+    extra = "n2c2:n2c2-2018-track1-test"  # the samples' n2c2 folder as a labelled set of one's own
+    assert sorted((run["answers"], run["task"], run["model"]) for run in results["runs"]) == sorted(
+        (answers, task, model) for answers in ("as written", "permuted") for task in (*known_answer.TASKS, extra)
         for model in ("base", "distilled"))
-    base = {(run["filters"], run["task"]): run["balanced_accuracy"] for run in results["runs"]
-            if run["model"] == "base"}
-    assert all(base[(filters, task)] == base[("none", task)] for task in known_answer.TASKS)  # one set of answers
-    sizes = {run["filters"]: run["train_items"] for run in results["runs"]}
-    assert sizes[filters] == sizes["none"] > 0  # the twin trains on as many items as the filtered arm kept
-    twin = known_answer.arm_root(corpus, Arm("reference", 4))
-    log = (twin / "bench.log").read_text()
-    assert "[9/11] eval_inference: 3 of 6 step(s) to run" in log
-    assert "[2/11] create: skipped, outputs exist" in log  # the filtered arm's teacher replies
-    examples = {run["task"]: run["examples"] for run in results["runs"]}
-    assert examples == {"annotated-synthetic": 10, "i2b2": 13, "apixaban": 23}
-    precision = {row["question_type"]: row for row in results["teacher_precision"] if row["filters"] == "none"}
-    assert set(precision) == {"yes_no", "numeric", "na-numeric", "na-bool", "all"}
-    assert all(row["precision"] == 1.0 and row["verifiable"] == 1.0 for row in precision.values())
-    assert [(arm["notes"], arm["filters"]) for arm in results["arm_seconds"]] == [(4, filters), (4, "none")]
-    assert all(arm["seconds"] > 0 and set(arm["stages"]) >= {"select", "create", "finetune", "eval_inference"}
-               for arm in results["arm_seconds"])
-    filtered_raw = layout.raw_dir(known_answer.arm_root(corpus, Arm("reference", 4, True)))
-    stage_b = json.loads(layout.stage_b_summary_file(filtered_raw).read_text())
-    assert {row["filter"] for row in stage_b["filters"] if row["applied"]} == {*known_answer.ARM_FILTERS, "all applied"}
-    manifest = json.loads((twin / "synthetic-output" / "4" / "manifest.json").read_text())
-    assert manifest["teacher"].startswith("reference: replies written from the simulated patients' fact sheets")
-    report = (twin / "reports" / known_answer.RUN / "report.md").read_text()
-    assert "The teacher was not a language model" in report and "## Teacher against the truth" in report
-    assert "The teacher's yes/no answers per kind of question" in report and "| condition |" in report
-    assert "| reference, stage B filters | 4 |" in known_answer.markdown(results)
+    from clinical_distil.metrics import n2c2_official
+    import known_answer_stats as stats
+    extra_root = corpus / "n2c2-dirs" / "n2c2-2018-track1-test"
+    for answers, name in (("as written", "reference-4-seed1"), ("permuted", "reference-4-permuted-seed1")):
+        (run,) = [run for run in results["runs"] if run["task"] == extra and run["answers"] == answers
+                  and run["model"] == "distilled"]
+        assert run["examples"] == 6 * 13 and run["n2c2_micro_f1"] == pytest.approx(
+            n2c2_official(stats.scored_answers(extra_root, "i2b2", name))["micro_f1"])
+    assert {run["seed"] for run in results["runs"]} == {1}
+    comparisons = sorted((row["comparison"], row["task"]) for row in results["paired"])
+    assert comparisons == sorted([(comparison, task) for task in known_answer.TASKS for comparison in (
+        "student - base", "student - base", "student - format-only student", "rules - base", "few-shot - base")]
+        + [("student - base", extra)] * 2)
+    scores = {(run["answers"], run["task"], run["model"]): run["balanced_accuracy"] for run in results["runs"]}
+    patients = {"annotated-synthetic": 2, "i2b2": 2, "apixaban": 2, extra: 6}
+    for row in results["paired"]:
+        assert row["patients"] == patients[row["task"]] and row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["date"] and row["code"] and row["split"] == "dev"
+        if row["comparison"] == "student - base":  # the evaluation's own scores, paired
+            # (the evaluation's summary keeps four decimals)
+            assert row["first"] == pytest.approx(scores[(row["answers"], row["task"], "distilled")], abs=5e-5)
+            assert row["second"] == pytest.approx(scores[(row["answers"], row["task"], "base")], abs=5e-5)
+            assert row["difference"] == pytest.approx(row["first"] - row["second"])
+        if row["comparison"] == "student - format-only student":
+            assert row["second"] == pytest.approx(scores[("permuted", row["task"], "distilled")], abs=5e-5)
+        if row["comparison"] == "rules - base":
+            assert row["unparseable_first"] == 0.0  # the rules always answer in the answer's JSON
+    over = {(row["answers"], row["comparison"], row["task"]): row for row in results["over_seeds"]}
+    assert over[("as written", "student - base", "i2b2")]["seeds"] == 1
+    criteria = [row for row in results["per_criterion"] if row["task"] == "i2b2" and row["answers"] == "as written"]
+    assert len(criteria) == 13 and all(row["n"] == 2 == row["positives"] + row["negatives"] for row in criteria)
+    apixaban = [row for row in results["per_criterion"] if row["task"] == "apixaban" and row["answers"] == "as written"]
+    assert len(apixaban) == 23 and sum(row["n"] for row in apixaban) == 46
+    first = known_answer.arm_root(corpus, Arm("reference", 4, seed=1))
+    shown = json.loads((layout.model_outputs(first, "apixaban", "known-answer-few-shot")
+                        / "manifest_prompts.json").read_text())
+    assert shown["worked_examples"].endswith("train_all_1.arrow") and shown["worked_examples_shown"] > 0
+    permuted = layout.raw_dir(known_answer.arm_root(corpus, Arm("reference", 4, permuted=True, seed=1)))
+    assert layout.training_dataset(permuted, "train", "all_1_permuted").is_dir()
+    assert "| reference, answers permuted, seed 1 | 4 |" in known_answer.markdown(results)
+    assert "| rules |  | as written |  | i2b2 | rules - base |" in known_answer.paired_markdown(results)
     again = run_script("experiments/known_answer.py", *args)  # resumes: every step is done
-    assert again.returncode == 0 and again.stdout.count("skipped, outputs exist") == 13
+    assert again.returncode == 0, again.stderr[-2000:]
+    # the first arm's stages, and the baselines' and the n2c2 folder's answers (the second arm logs to its folder)
+    assert again.stdout.count("skipped, outputs exist") == 9 and again.stdout.count("eval-inference: 0 answers") == 9
+    assert json.loads(output.read_text())["paired"] == results["paired"]
 
 
 @pytest.mark.parametrize("script, arguments, message", [
@@ -592,6 +644,13 @@ def test_known_answer_bench_end_to_end(tmp_path, tiny_model_dir):
     ("experiments/known_answer.py", ["extra"], "unexpected argument 'extra': every setting is given by name"),
     ("experiments/known_answer.py", ["--arms", "reference:50", "--patients", "10"], "an arm asks for more notes than"),
     ("experiments/known_answer.py", ["--engine", "tgi"], "--engine must be auto, vllm or transformers, got 'tgi'"),
+    ("experiments/known_answer.py", ["--n2c2_dir", "/nowhere/n2c2"], "--n2c2_dir /nowhere/n2c2 holds no n2c2 XML"),
+    ("experiments/known_answer.py", ["--n2c2_dir", "data/samples/n2c2-2018-track1/test", "--n2c2_dir",
+                                     "data/samples/n2c2-2018-track1/test"], "--n2c2_dir names two folders of one"),
+    ("experiments/known_answer.py", ["--grid", "10,20"], "--grid takes the three teacher note counts"),
+    ("experiments/known_answer.py", ["--baselines", "zero-shot"], "--baselines takes rules, few-shot; got"),
+    ("experiments/known_answer.py", ["--split", "test"], "--split must be dev or final, got 'test'"),
+    ("experiments/known_answer.py", ["--seeds", "1,b"], "--seeds must be whole numbers separated by commas"),
     ("simulation/corpus.py", ["--patiens", "3"], "unknown flag --patiens; did you mean --patients?"),
     ("simulation/corpus.py", ["--patients", "0"], "--patients must be at least 1, got 0"),
     ("simulation/corpus.py", ["--seed", "x"], "--seed must be a whole number, got 'x'"),
@@ -675,3 +734,59 @@ def test_no_training_note_leaks_into_the_held_out_sets(corpus):
     report = json.loads((corpus / "raw" / "held-out" / "leakage.json").read_text())
     assert summary["leakage"] == {"training_notes": 40, "evaluation_notes": report["evaluation_notes"], "leaks": 0}
     assert report["leaks"] == [] and report["evaluation_notes"] == 4 + 5 + 2  # annotated, n2c2 patients, apixaban
+
+
+def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
+    """On the final split nothing is replaced: the same answers collected again add nothing, other answers of the
+    same arm (a rerun) are a new record beside the first; the mean over seeds reads each arm's latest record."""
+    import known_answer_stats as stats
+
+    def paired(seed: int, difference: float, digest: str) -> dict:
+        return {"teacher": "reference", "notes": 4, "filters": "none", "answers": "as written", "seed": seed,
+                "task": "i2b2", "comparison": "student - base", "difference": difference, "ci_low": difference - 0.05,
+                "ci_high": difference + 0.05, "answers_digest": digest}
+
+    def results(*rows) -> dict:
+        return {"corpus": {"split": "final"}, "runs": [{**row, "model": "distilled"} for row in rows],
+                "teacher_precision": [], "arm_seconds": [], "paired": list(rows), "per_criterion": []}
+
+    Arm = known_answer.Arm
+    arms = [Arm("reference", 4, seed=1), Arm("reference", 4, seed=2)]
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "known_answer.json"
+        first = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
+        output.write_text(json.dumps(first))
+        same = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
+        assert same["paired"] == first["paired"] and len(same["runs"]) == 2
+        output.write_text(json.dumps(same))
+        rerun = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.1, "c")), output, arms)
+        other = {**results(paired(1, 0.2, "a")), "corpus": {"split": "final", "patients": 8}}
+        with pytest.raises(InputError, match="logs the final split of another corpus or reference teacher"):
+            known_answer.keep_earlier_arms(other, output, arms)
+    assert [(row["seed"], row["answers_digest"]) for row in rerun["paired"]] == [(1, "a"), (2, "b"), (2, "c")]
+    assert [row["seed"] for row in rerun["runs"]] == [1, 2, 2]
+    (over,) = rerun["over_seeds"]
+    assert over["seeds"] == 2 and over["mean_difference"] == pytest.approx(0.15)
+    assert (over["min_difference"], over["max_difference"]) == (0.1, 0.2) and over["every_interval_above_zero"]
+    assert stats.mean_over_seeds([]) == []
+
+
+def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_path):
+    import known_answer_stats as stats
+
+    assert stats.patient_of(pd.DataFrame({"id": ["120-ABDOMINAL"], "patient": ["0120"]}), "i2b2").tolist() == ["0120"]
+    assert stats.patient_of(pd.DataFrame({"id": ["980001-DS-1-afib"], "note_id": ["980001-DS-1"]}),
+                            "apixaban").tolist() == ["980001"]
+    assert stats.patient_of(pd.DataFrame({"id": ["8000000-0", "8000000-11"]}), "annotated-synthetic").tolist() == [
+        "8000000", "8000000"]
+    assert [stats.precision_axis(name) for name in ("reference", "reference@0.8", "text-only", "self")] == [
+        1.0, 0.8, None, None]
+    rows = [{"teacher": teacher, "notes": notes, "filters": "none", "answers": "as written", "seed": seed,
+             "task": task, "comparison": "student - base", "difference": 0.1 * seed}
+            for task in known_answer.TASKS for seed in (1, 2)
+            for teacher, notes in (("reference", 300), ("reference@0.8", 300), ("text-only", 300), ("reference", 30),
+                                   ("reference", 100))]
+    written = stats.write_figures(rows, tmp_path, "grid")
+    assert [path.name for path in written] == ["grid_precision.png", "grid_size.png"]
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in written)
+    assert stats.write_figures([row for row in rows if row["notes"] == 30], tmp_path / "one", "grid") == []
