@@ -594,11 +594,18 @@ def endpoint_reading(rows: list[Row]) -> str:
     if not primary:
         return "No reference-teacher arm is logged yet."
     largest = max(row["notes"] for row in primary)
+    rules = {row["task"]: row["mean_difference"] for row in rows if row["comparison"] == "rules - base"}
+    beaten = [row["task"] for row in primary if row["notes"] == largest and rules.get(row["task"], float("-inf"))
+              > row["mean_difference"]]
     cells = ", ".join(f"{row['task']} {row['mean_difference']:+.3f} (seeds {row['min_difference']:+.3f} to "
                       f"{row['max_difference']:+.3f}; every interval above zero: "
                       f"{'yes' if row['every_interval_above_zero'] else 'no'})"
                       for row in primary if row["notes"] == largest)
-    return f"Primary endpoint, the reference teacher at {largest} notes, student - base over seeds: {cells}."
+    seeds = min(row["seeds"] for row in primary if row["notes"] == largest)
+    return (f"Primary endpoint, the reference teacher at {largest} notes, student - base over {seeds} seed"
+            f"{'s' if seeds > 1 else ''} (the plan asks for 3): {cells}."
+            + (f" The text-only rules used directly gain more than the student on {', '.join(beaten)}." if beaten
+               else ""))
 
 
 ENDPOINT = Table(

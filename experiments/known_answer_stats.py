@@ -91,8 +91,10 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
     if frame.empty:
         return []
     rows = []
+    plain = lambda value: None if pd.isna(value) else int(value) if isinstance(value, float) and value.is_integer() \
+        else value  # noqa: E731 (a column with gaps holds floats: 300.0 is 300, NaN none)
     for values, group in frame.groupby(list(keys), sort=False, dropna=False):
-        rows.append({**dict(zip(keys, values)), "seeds": int(group["seed"].notna().sum()) or len(group),
+        rows.append({**{key: plain(value) for key, value in zip(keys, values)}, "seeds": int(group["seed"].notna().sum()) or len(group),
                      "mean_difference": float(group["difference"].mean()),
                      "min_difference": float(group["difference"].min()),
                      "max_difference": float(group["difference"].max()),

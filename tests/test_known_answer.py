@@ -769,6 +769,9 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     assert over["seeds"] == 2 and over["mean_difference"] == pytest.approx(0.15)
     assert (over["min_difference"], over["max_difference"]) == (0.1, 0.2) and over["every_interval_above_zero"]
     assert stats.mean_over_seeds([]) == []
+    baseline = {**paired(0, 0.3, "d"), "teacher": "rules", "notes": None, "seed": None, "comparison": "rules - base"}
+    mixed = stats.mean_over_seeds([paired(1, 0.2, "a"), baseline])  # a column with gaps: counts stay whole numbers
+    assert [(row["notes"], row["seeds"]) for row in mixed] == [(4, 1), (None, 1)] and type(mixed[0]["notes"]) is int
 
 
 def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_path):
