@@ -42,6 +42,9 @@ from simulation.varied import render_varied_discharge_summary
 
 sys.path.insert(0, str(layout.REPO_ROOT / "experiments"))
 import known_answer  # noqa: E402  (experiments/ is scripts, not a package)
+import known_answer_arms  # noqa: E402
+import known_answer_results  # noqa: E402
+import known_answer_stats  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -332,37 +335,37 @@ def test_teacher_precision_counts_wrong_and_unverifiable_items(facts):
 # --- experiments/known_answer.py --------------------------------------------------------------------
 
 def test_arms_are_parsed_or_refused_in_one_line():
-    Arm = known_answer.Arm
-    assert known_answer.parse_arms("reference:25, self:10,self:10:filtered") == [
+    Arm = known_answer_arms.Arm
+    assert known_answer_arms.parse_arms("reference:25, self:10,self:10:filtered") == [
         Arm("reference", 25), Arm("self", 10), Arm("self", 10, True)]
-    assert [arm.label for arm in known_answer.parse_arms("self:10:filtered,reference:3")] == [
+    assert [arm.label for arm in known_answer_arms.parse_arms("self:10:filtered,reference:3")] == [
         "self:10:filtered", "reference:3"]
-    assert known_answer.parse_arms("reference@0.8:150,text-only:150") == [Arm("reference@0.8", 150),
+    assert known_answer_arms.parse_arms("reference@0.8:150,text-only:150") == [Arm("reference@0.8", 150),
                                                                             Arm("text-only", 150)]
     for bad in ("reference", "teacher:5", "self:0", "reference:x", "self:10:sifted", "self:10:filtered:2",
                 "reference@0:5", "reference@1.5:5", "reference@x:5", "self@0.8:5", "self:10:filtered:permuted",
                 "self:10:seed1:seed2", "self:10:seedx", "self:10:filtered:filtered"):
         with pytest.raises(InputError, match="write TEACHER:NOTES, then :filtered or :permuted and :seedN"):
-            known_answer.parse_arms(bad)
+            known_answer_arms.parse_arms(bad)
     with pytest.raises(InputError, match="names an arm twice"):
-        known_answer.parse_arms("self:10,self:10")
+        known_answer_arms.parse_arms("self:10,self:10")
     # seeds: each arm once per seed unless it names its own; the label and folder say the seed
-    assert [arm.label for arm in known_answer.parse_arms("reference:4,text-only:4:seed9,reference:4:permuted",
+    assert [arm.label for arm in known_answer_arms.parse_arms("reference:4,text-only:4:seed9,reference:4:permuted",
                                                          "1,2")] == [
         "reference:4:seed1", "reference:4:seed2", "text-only:4:seed9", "reference:4:permuted:seed1",
         "reference:4:permuted:seed2"]
-    assert known_answer.arm_root(Path("c"), Arm("reference@0.8", 4, permuted=True, seed=3)) == \
+    assert known_answer_arms.arm_root(Path("c"), Arm("reference@0.8", 4, permuted=True, seed=3)) == \
         Path("c/arms/reference@0.8-4-permuted-seed3")
     with pytest.raises(InputError, match="--seeds must be whole numbers separated by commas"):
-        known_answer.parse_arms("reference:4", "1,x")
+        known_answer_arms.parse_arms("reference:4", "1,x")
     with pytest.raises(InputError, match="names an arm twice"):
-        known_answer.parse_arms("reference:4:seed1,reference:4", "1")
+        known_answer_arms.parse_arms("reference:4:seed1,reference:4", "1")
 
 
 def test_the_grid_is_the_analysis_plans():
     """{reference, reference@0.8, text-only} x 3 seeds at the largest size, the reference teacher at the two other
     sizes, the format-only fine-tune at the largest: 18 arms, the first the reference at the largest size."""
-    arms = known_answer.grid_arms(known_answer.parse_sizes("100,1000,300"))
+    arms = known_answer_arms.grid_arms(known_answer_arms.parse_sizes("100,1000,300"))
     assert [arm.label for arm in arms] == [
         "reference:1000:seed1", "reference:1000:seed2", "reference:1000:seed3",
         "reference@0.8:1000:seed1", "reference@0.8:1000:seed2", "reference@0.8:1000:seed3",
@@ -372,36 +375,36 @@ def test_the_grid_is_the_analysis_plans():
         "reference:1000:permuted:seed1", "reference:1000:permuted:seed2", "reference:1000:permuted:seed3"]
     for bad in ("100,300", "100,300,x", "0,1,2"):
         with pytest.raises(InputError, match="--grid takes the three teacher note counts"):
-            known_answer.parse_sizes(bad)
+            known_answer_arms.parse_sizes(bad)
 
 
 def test_arm_command_runs_the_driver_on_the_arm_with_the_engine_asked_for(corpus):
-    Arm = known_answer.Arm
-    root = known_answer.arm_root(corpus, Arm("self", 7))
-    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "models/student", "vllm")
+    Arm = known_answer_arms.Arm
+    root = known_answer_arms.arm_root(corpus, Arm("self", 7))
+    argv = known_answer_arms.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "models/student", "vllm")
     flag = lambda name: argv[argv.index(name) + 1]  # noqa: E731
     assert flag("--teacher") == "models/student" and flag("--engine") == "vllm" and flag("--data_dir") == str(root)
     assert json.loads(flag("--select")) == {"num_notes": 7}
     assert json.loads(flag("--eval"))["i2b2"] == {"input_dir": str(corpus / "raw" / "n2c2-2018-track1")}
     assert not {"--post_process", "--prep_training", "--to_stage"} & set(argv)
-    assert "--engine" not in known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7), "m")
+    assert "--engine" not in known_answer_arms.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7), "m")
     for teacher in ("reference", "reference@0.8", "text-only"):  # teachers that are no model go as named
-        argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm(teacher, 7), "m")
+        argv = known_answer_arms.arm_command(Path("known.yaml"), corpus, root, Arm(teacher, 7), "m")
         assert argv[argv.index("--teacher") + 1] == teacher
     # a filtered arm: its own folder, every stage B filter on; its twin trains on as many items per type
     filtered = Arm("self", 7, True)
-    assert known_answer.arm_root(corpus, filtered) == corpus / "arms" / "self-7-filtered"
+    assert known_answer_arms.arm_root(corpus, filtered) == corpus / "arms" / "self-7-filtered"
     assert filtered.twin == Arm("self", 7) and filtered.filters == \
         "require_source_in_note,require_answer_type,drop_duplicates,drop_near_duplicates"
-    argv = known_answer.arm_command(Path("known.yaml"), corpus, known_answer.arm_root(corpus, filtered), filtered,
+    argv = known_answer_arms.arm_command(Path("known.yaml"), corpus, known_answer_arms.arm_root(corpus, filtered), filtered,
                                     "m", to_stage="prep_training")
     assert json.loads(flag("--post_process")) == {"require_source_in_note": True, "require_answer_type": True,
                                                  "drop_duplicates": True, "drop_near_duplicates": True}
     assert flag("--to_stage") == "prep_training" and "--prep_training" not in argv
-    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "m", per_type=12)
+    argv = known_answer_arms.arm_command(Path("known.yaml"), corpus, root, Arm("self", 7), "m", per_type=12)
     assert json.loads(flag("--prep_training")) == {"per_type": 12} and "--post_process" not in argv
     # a seed sets stage C's sampling and the training run; a permuted arm trains on answers permuted per type
-    argv = known_answer.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7, permuted=True, seed=2), "m")
+    argv = known_answer_arms.arm_command(Path("known.yaml"), corpus, root, Arm("reference", 7, permuted=True, seed=2), "m")
     assert json.loads(flag("--prep_training")) == {"seed": 2, "permute_answers": True}
     assert json.loads(flag("--finetune")) == {"seed": 2}
 
@@ -411,13 +414,13 @@ def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_p
     commands = [(f"a{index}", [sys.executable, "-c", sleeper, str(index), "0"], tmp_path / f"a{index}.log")
                 for index in range(3)]
     started = time.monotonic()
-    known_answer.run_commands(commands, parallel=3)
+    known_answer_arms.run_commands(commands, parallel=3)
     assert time.monotonic() - started < 4.0  # three 1.5 s arms at once, not 4.5 s one after another
     assert [(tmp_path / f"a{index}.log").read_text() for index in range(3)] == ["arm 0\n", "arm 1\n", "arm 2\n"]
     failing = [("bad", [sys.executable, "-c", sleeper, "9", "3"], tmp_path / "bad.log"),
                ("good", [sys.executable, "-c", sleeper, "8", "0"], tmp_path / "good.log")]
     with pytest.raises(SystemExit) as ended:
-        known_answer.run_commands(failing, parallel=2)
+        known_answer_arms.run_commands(failing, parallel=2)
     assert ended.value.code == 3 and (tmp_path / "good.log").read_text() == "arm 8\n"  # the other arm finished
     assert f"== arm bad: failed (exit code 3, see {tmp_path / 'bad.log'})" in capsys.readouterr().out
     for bad in (0, -1, True):
@@ -429,26 +432,26 @@ def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_p
 
 
 def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict:
-    return {**extra, "model": f"{known_answer.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
+    return {**extra, "model": f"{known_answer_stats.RUN}-{model}", "examples": 10, "balanced_accuracy": ba,
             "balanced_accuracy_ci_questions_low": low, "balanced_accuracy_ci_questions_high": high,
             "balanced_accuracy_ci_examples_low": low - 0.01, "balanced_accuracy_ci_examples_high": high + 0.01,
             "micro_f1": ba, "parse_failure_rate": 0.0}
 
 
 def test_collect_and_tables(tmp_path):
-    root = known_answer.arm_root(tmp_path, known_answer.Arm("reference", 5))
+    root = known_answer_arms.arm_root(tmp_path, known_answer_arms.Arm("reference", 5))
     write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.8, 0.7, 0.9)]),
-              layout.evaluation_dir(root, "apixaban", known_answer.RUN) / "summary.csv")
+              layout.evaluation_dir(root, "apixaban", known_answer_stats.RUN) / "summary.csv")
     write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6, accuracy_yes_no=0.25),
                             summary_row("distilled", 0.55, 0.45, 0.7, accuracy_yes_no=0.75)]),
-              layout.evaluation_dir(root, "annotated-synthetic", known_answer.RUN) / "summary.csv")
-    summary = layout.training_summary(root / layout.RESULTS.name / known_answer.RUN)
+              layout.evaluation_dir(root, "annotated-synthetic", known_answer_stats.RUN) / "summary.csv")
+    summary = layout.training_summary(root / layout.RESULTS.name / known_answer_stats.RUN)
     summary.parent.mkdir(parents=True)
     summary.write_text(json.dumps({"train_examples": 40}))
     write_csv(pd.DataFrame([{"question_type": "all", "items": 50, "verifiable": 1.0, "precision": 1.0,
                              "quote_in_note": 1.0}]),
-              layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, known_answer.RUN)))
-    results = known_answer.collect(tmp_path, [known_answer.Arm("reference", 5)])
+              layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, known_answer_stats.RUN)))
+    results = known_answer_results.collect(tmp_path, [known_answer_arms.Arm("reference", 5)])
     by_task = {(run["task"], run["model"]): run for run in results["runs"]}
     assert by_task[("apixaban", "distilled")] == {
         "teacher": "reference", "notes": 5, "filters": "none", "answers": "as written", "seed": None,
@@ -463,16 +466,16 @@ def test_collect_and_tables(tmp_path):
     assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "filters": "none",
                                              "answers": "as written", "seed": None, "question_type": "all", "items": 50, "verifiable": 1.0,
                                              "precision": 1.0, "quote_in_note": 1.0}]
-    table = known_answer.markdown(results).splitlines()
+    table = known_answer_results.markdown(results).splitlines()
     assert table[2].startswith("| reference | 5 | 40 | annotated-synthetic | 0.500 [0.390, 0.610] | "
                                "0.550 [0.440, 0.710] | +0.050 | no |")
     assert "| +0.300 | yes | 0.500 -> 0.800 |" in table[3]
-    assert known_answer.precision_markdown(results).splitlines()[2] == \
+    assert known_answer_results.precision_markdown(results).splitlines()[2] == \
         "| reference | 5 | all | 50 | 1.000 | 1.000 | 1.000 |"
     # a filtered arm of the same teacher and notes: a row of its own, named by its filters
-    twin = [{**run, "filters": known_answer.Arm("reference", 5, True).filters, "train_items": 20}
+    twin = [{**run, "filters": known_answer_arms.Arm("reference", 5, True).filters, "train_items": 20}
             for run in results["runs"] if run["task"] == "apixaban"]
-    table = known_answer.markdown({"runs": results["runs"] + twin}).splitlines()
+    table = known_answer_results.markdown({"runs": results["runs"] + twin}).splitlines()
     assert table[3].startswith("| reference | 5 | 40 | apixaban |")
     assert table[4].startswith("| reference, stage B filters | 5 | 20 | apixaban | 0.500 [0.400, 0.600] |")
 
@@ -488,8 +491,8 @@ def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tm
     now = {"corpus": corpus, "runs": [record(60, 0.7), record(300, 0.8)], "teacher_precision": [],
            "arm_seconds": [{"date": "2026-11-30", "card": "H100", "teacher": "reference", "notes": 300,
                             "seconds": 9.0}]}
-    Arm = known_answer.Arm
-    merged = known_answer.keep_earlier_arms(now, output, [Arm("reference", 60), Arm("reference", 300)])
+    Arm = known_answer_arms.Arm
+    merged = known_answer_results.keep_earlier_arms(now, output, [Arm("reference", 60), Arm("reference", 300)])
     assert [(run["notes"], run["balanced_accuracy"]) for run in merged["runs"]] == [(25, 0.6), (60, 0.7), (300, 0.8)]
     assert merged["teacher_precision"] == [{"teacher": "reference", "notes": 25, "precision": 1.0}]
     assert merged["arm_seconds"] == [
@@ -501,7 +504,7 @@ def test_earlier_arms_are_kept_on_the_same_corpus_and_replaced_when_run_again(tm
     filters = Arm("reference", 60, True).filters
     filtered = {"corpus": corpus, "runs": [{**record(60, 0.75), "filters": filters}], "teacher_precision": [],
                 "arm_seconds": [{"teacher": "reference", "notes": 60, "filters": filters, "seconds": 5.0}]}
-    both = known_answer.keep_earlier_arms(filtered, output, [Arm("reference", 60, True)])
+    both = known_answer_results.keep_earlier_arms(filtered, output, [Arm("reference", 60, True)])
     assert [(run["notes"], run.get("filters", "none"), run["balanced_accuracy"]) for run in both["runs"]] == [
         (25, "none", 0.6), (60, "none", 0.7), (300, "none", 0.8), (60, filters, 0.75)]
     assert [(arm["notes"], arm.get("filters", "none")) for arm in both["arm_seconds"]] == [
@@ -516,20 +519,20 @@ def test_results_of_another_corpus_or_reference_teacher_are_kept_whole_apart(tmp
     now = lambda corpus, teacher: {"corpus": corpus, "reference_teacher": teacher, "arm_seconds": [],  # noqa: E731
                                    "runs": [{"teacher": "reference", "notes": 60, "balanced_accuracy": 0.7}],
                                    "teacher_precision": []}
-    Arm = known_answer.Arm
-    by_teacher = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 60)])
+    Arm = known_answer_arms.Arm
+    by_teacher = known_answer_results.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 60)])
     assert [run["notes"] for run in by_teacher["runs"]] == [60]
     assert by_teacher["superseded"] == [first]
     output.write_text(json.dumps(by_teacher))  # a third file: newest superseded first, the same-measure arms merge
-    by_corpus = known_answer.keep_earlier_arms(now({"seed": 8}, "bbb"), output, [Arm("reference", 60)])
+    by_corpus = known_answer_results.keep_earlier_arms(now({"seed": 8}, "bbb"), output, [Arm("reference", 60)])
     assert [entry["corpus"] for entry in by_corpus["superseded"]] == [{"seed": 7}, {"seed": 7}]
     assert [entry["reference_teacher"] for entry in by_corpus["superseded"]] == ["bbb", "aaa"]
     assert "superseded" not in by_corpus["superseded"][0]
-    alike = known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 100)])
+    alike = known_answer_results.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [Arm("reference", 100)])
     assert alike["superseded"] == [first] and [run["notes"] for run in alike["runs"]] == [60, 60]
     output.write_text("{not json")
     with pytest.raises(InputError, match="is not a results JSON"):
-        known_answer.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [])
+        known_answer_results.keep_earlier_arms(now({"seed": 7}, "bbb"), output, [])
 
 
 def test_every_lab_of_the_simulator_gets_numeric_items(corpus):
@@ -553,9 +556,9 @@ def test_the_reference_teacher_is_named_by_its_behaviour(monkeypatch):
     digest = reference_teacher.behaviour_digest()
     assert re.fullmatch(r"[0-9a-f]{12}", digest) and reference_teacher.behaviour_digest() == digest
     # the recorded arms were written by the teacher before whole-number labs got numeric items: another teacher
-    recorded = json.loads((known_answer.REPO / "experiments" / "known_answer.json").read_text())["reference_teacher"]
+    recorded = json.loads((layout.REPO_ROOT / "experiments" / "known_answer.json").read_text())["reference_teacher"]
     assert recorded == "072c9dec8f47" != digest
-    assert not known_answer.measured_alike({"corpus": {}, "reference_teacher": recorded},
+    assert not known_answer_results.measured_alike({"corpus": {}, "reference_teacher": recorded},
                                            {"corpus": {}, "reference_teacher": digest})
     replies = reference_teacher.reference_reply
     monkeypatch.setattr(reference_teacher, "reference_reply", lambda *args: [*replies(*args), {"question": "?"}])
@@ -581,15 +584,15 @@ def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_mo
             "--resamples", "200", "--n2c2_dir", str(layout.REPO_ROOT / "data/samples/n2c2-2018-track1/test")]
     done = run_script("experiments/known_answer.py", *args)
     assert done.returncode == 0, done.stderr[-3000:]
-    Arm = known_answer.Arm
+    Arm = known_answer_arms.Arm
     results = json.loads(output.read_text())
     assert results["split"] == "dev" and results["corpus"]["split"] == "dev"
     extra = "n2c2:n2c2-2018-track1-test"  # the samples' n2c2 folder as a labelled set of one's own
     assert sorted((run["answers"], run["task"], run["model"]) for run in results["runs"]) == sorted(
-        (answers, task, model) for answers in ("as written", "permuted") for task in (*known_answer.TASKS, extra)
+        (answers, task, model) for answers in ("as written", "permuted") for task in (*known_answer_stats.TASKS, extra)
         for model in ("base", "distilled"))
     from clinical_distil.metrics import n2c2_official
-    import known_answer_stats as stats
+    stats = known_answer_stats
     extra_root = corpus / "n2c2-dirs" / "n2c2-2018-track1-test"
     for answers, name in (("as written", "reference-4-seed1"), ("permuted", "reference-4-permuted-seed1")):
         (run,) = [run for run in results["runs"] if run["task"] == extra and run["answers"] == answers
@@ -598,7 +601,7 @@ def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_mo
             n2c2_official(stats.scored_answers(extra_root, "i2b2", name))["micro_f1"])
     assert {run["seed"] for run in results["runs"]} == {1}
     comparisons = sorted((row["comparison"], row["task"]) for row in results["paired"])
-    assert comparisons == sorted([(comparison, task) for task in known_answer.TASKS for comparison in (
+    assert comparisons == sorted([(comparison, task) for task in known_answer_stats.TASKS for comparison in (
         "student - base", "student - base", "student - format-only student", "rules - base", "few-shot - base")]
         + [("student - base", extra)] * 2)
     scores = {(run["answers"], run["task"], run["model"]): run["balanced_accuracy"] for run in results["runs"]}
@@ -621,14 +624,14 @@ def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_mo
     assert len(criteria) == 13 and all(row["n"] == 2 == row["positives"] + row["negatives"] for row in criteria)
     apixaban = [row for row in results["per_criterion"] if row["task"] == "apixaban" and row["answers"] == "as written"]
     assert len(apixaban) == 23 and sum(row["n"] for row in apixaban) == 46
-    first = known_answer.arm_root(corpus, Arm("reference", 4, seed=1))
+    first = known_answer_arms.arm_root(corpus, Arm("reference", 4, seed=1))
     shown = json.loads((layout.model_outputs(first, "apixaban", "known-answer-few-shot")
                         / "manifest_prompts.json").read_text())
     assert shown["worked_examples"].endswith("train_all_1.arrow") and shown["worked_examples_shown"] > 0
-    permuted = layout.raw_dir(known_answer.arm_root(corpus, Arm("reference", 4, permuted=True, seed=1)))
+    permuted = layout.raw_dir(known_answer_arms.arm_root(corpus, Arm("reference", 4, permuted=True, seed=1)))
     assert layout.training_dataset(permuted, "train", "all_1_permuted").is_dir()
-    assert "| reference, answers permuted, seed 1 | 4 |" in known_answer.markdown(results)
-    assert "| rules |  | as written |  | i2b2 | rules - base |" in known_answer.paired_markdown(results)
+    assert "| reference, answers permuted, seed 1 | 4 |" in known_answer_results.markdown(results)
+    assert "| rules |  | as written |  | i2b2 | rules - base |" in known_answer_results.paired_markdown(results)
     again = run_script("experiments/known_answer.py", *args)  # resumes: every step is done
     assert again.returncode == 0, again.stderr[-2000:]
     # the first arm's stages, and the baselines' and the n2c2 folder's answers (the second arm logs to its folder)
@@ -705,10 +708,10 @@ def test_twin_trains_on_as_many_items_when_the_filters_emptied_a_type(tmp_path):
                           "note_id": [str(index) for index in range(12)]})
     raw = layout.raw_dir(tmp_path)
     write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("all", 1), overwrite=True)
-    assert known_answer.items_per_type(tmp_path, config) == 3
+    assert known_answer_arms.items_per_type(tmp_path, config) == 3
     config.write_text("run: known\nstudent: m\nteacher: self\nmin_difficulty: 1\ninput_file: bool\n")
     write_datasets(frame.iloc[:10], frame.iloc[10:], raw, layout.training_name("bool", 1), overwrite=True)
-    assert known_answer.items_per_type(tmp_path, config) == 12  # one type trained on: all of them
+    assert known_answer_arms.items_per_type(tmp_path, config) == 12  # one type trained on: all of them
 
 
 def test_the_held_out_sets_are_a_named_split_by_the_held_out_renderer(corpus, tmp_path):
@@ -739,7 +742,7 @@ def test_no_training_note_leaks_into_the_held_out_sets(corpus):
 def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     """On the final split nothing is replaced: the same answers collected again add nothing, other answers of the
     same arm (a rerun) are a new record beside the first; the mean over seeds reads each arm's latest record."""
-    import known_answer_stats as stats
+    stats = known_answer_stats
 
     def paired(seed: int, difference: float, digest: str) -> dict:
         return {"teacher": "reference", "notes": 4, "filters": "none", "answers": "as written", "seed": seed,
@@ -750,19 +753,19 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
         return {"corpus": {"split": "final"}, "runs": [{**row, "model": "distilled"} for row in rows],
                 "teacher_precision": [], "arm_seconds": [], "paired": list(rows), "per_criterion": []}
 
-    Arm = known_answer.Arm
+    Arm = known_answer_arms.Arm
     arms = [Arm("reference", 4, seed=1), Arm("reference", 4, seed=2)]
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "known_answer.json"
-        first = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
+        first = known_answer_results.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
         output.write_text(json.dumps(first))
-        same = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
+        same = known_answer_results.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.4, "b")), output, arms)
         assert same["paired"] == first["paired"] and len(same["runs"]) == 2
         output.write_text(json.dumps(same))
-        rerun = known_answer.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.1, "c")), output, arms)
+        rerun = known_answer_results.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.1, "c")), output, arms)
         other = {**results(paired(1, 0.2, "a")), "corpus": {"split": "final", "patients": 8}}
         with pytest.raises(InputError, match="logs the final split of another corpus or reference teacher"):
-            known_answer.keep_earlier_arms(other, output, arms)
+            known_answer_results.keep_earlier_arms(other, output, arms)
     assert [(row["seed"], row["answers_digest"]) for row in rerun["paired"]] == [(1, "a"), (2, "b"), (2, "c")]
     assert [row["seed"] for row in rerun["runs"]] == [1, 2, 2]
     (over,) = rerun["over_seeds"]
@@ -775,7 +778,7 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
 
 
 def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_path):
-    import known_answer_stats as stats
+    stats = known_answer_stats
 
     assert stats.patient_of(pd.DataFrame({"id": ["120-ABDOMINAL"], "patient": ["0120"]}), "i2b2").tolist() == ["0120"]
     assert stats.patient_of(pd.DataFrame({"id": ["980001-DS-1-afib"], "note_id": ["980001-DS-1"]}),
@@ -786,7 +789,7 @@ def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_pat
         1.0, 0.8, None, None]
     rows = [{"teacher": teacher, "notes": notes, "filters": "none", "answers": "as written", "seed": seed,
              "task": task, "comparison": "student - base", "difference": 0.1 * seed}
-            for task in known_answer.TASKS for seed in (1, 2)
+            for task in known_answer_stats.TASKS for seed in (1, 2)
             for teacher, notes in (("reference", 300), ("reference@0.8", 300), ("text-only", 300), ("reference", 30),
                                    ("reference", 100))]
     written = stats.write_figures(rows, tmp_path, "grid")
