@@ -640,8 +640,9 @@ PAGES = {
         "Random-weight models of real Llama shapes (`bench/shapes.py`: speed depends on shapes, not weight values) "
         "with the embedded model's tokenizer padded to Llama 3's 128,256 entries, unless a table says otherwise. "
         "Commands run from the repository root after `pip install -r requirements.txt && pip install -e .` on a GPU "
-        "node (`make setup` on a CPU). The experiments, on simulated patients, are in "
-        "[experiments/RESULTS.md](../experiments/RESULTS.md).",
+        "node (`make setup` on a CPU). The page closes with the known-answer grid on the final split "
+        "(bench/known_answer.json, the analysis plan of [docs/known_answer.md](../docs/known_answer.md)); the "
+        "development experiments, on simulated patients, are in [experiments/RESULTS.md](../experiments/RESULTS.md).",
         [GENERATION, DECODE_LOOP, GPU_CHECKS, VLLM_THROUGHPUT, SEVERAL_GPUS, VLLM_START, ONE_GPU, SHAPES, PROFILE,
          TWO_GPUS, LAUNCH, PIPELINE] + ([ENDPOINT, PER_SEED] if (REPO / FINAL).exists() else [])),
     "experiments/RESULTS.md": (
