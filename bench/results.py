@@ -572,11 +572,11 @@ def with_provenance(rows: list[Row]) -> list[Row]:
     """Rows over seeds carry the latest run among their seeds' records."""
     paired = final_rows("paired")()
     provenance = {}
+    key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
+                       row["comparison"], row["task"])
     for row in paired:
-        provenance[(row["teacher"], row["notes"], row.get("answers"), row["comparison"], row["task"])] = {
-            key: row[key] for key in PROVENANCE}
-    return [{**provenance[(row["teacher"], row["notes"], row.get("answers"), row["comparison"], row["task"])], **row}
-            for row in rows]
+        provenance[key(row)] = {field: row[field] for field in PROVENANCE}
+    return [{**provenance[key(row)], **row} for row in rows]
 
 
 def arm_name(row: Row) -> str:
@@ -590,7 +590,7 @@ def difference(row: Row) -> str:
 
 def endpoint_reading(rows: list[Row]) -> str:
     primary = [row for row in rows if row["comparison"] == "student - base" and row["teacher"] == "reference"
-               and row.get("answers") == "as written"]
+               and row.get("answers") == "as written" and row.get("filters", "none") == "none"]
     if not primary:
         return "No reference-teacher arm is logged yet."
     largest = max(row["notes"] for row in primary)

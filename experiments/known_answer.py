@@ -69,8 +69,8 @@ from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, write_corpus
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import (grid_arms, n2c2_commands, n2c2_folders, parse_arms, parse_seeds, parse_sizes, run_arms,
-                               run_commands)
+from known_answer_arms import (grid_arms, known_teacher, n2c2_commands, n2c2_folders, parse_arms, parse_seeds,
+                               parse_sizes, run_arms, run_commands)
 from known_answer_results import (check_same_log, collect, collect_n2c2, corpus_summary, earlier_results,
                                   keep_earlier_arms, latest_paired, markdown, paired_markdown, precision_markdown)
 
@@ -122,8 +122,13 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
                                              str(baselines).split(",")) if str(part).strip()] if baselines else []
     if grid and not baselines:
         wanted = list(stats.BASELINES)
-    if set(wanted) - set(stats.BASELINES):
-        raise InputError(f"--baselines takes {', '.join(stats.BASELINES)}; got {baselines!r}")
+    if set(wanted) - set(stats.BASELINES) or len(set(wanted)) < len(wanted):
+        raise InputError(f"--baselines takes {', '.join(stats.BASELINES)}, each once; got {baselines!r}")
+    if "few-shot" in wanted and chosen[0].permuted:
+        raise InputError(f"the few-shot baseline reads worked examples from the first arm's training set, and "
+                         f"{chosen[0].label} trains on permuted answers; put an arm of answers as written first")
+    if grid and not known_teacher(f"reference@{float(precision):g}"):
+        raise InputError(f"--precision must be in (0, 1], got {precision!r}")
     if not config_path.exists():
         raise InputError(f"config file not found: {config_path}")
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
@@ -138,7 +143,8 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     extra_n2c2 = n2c2_folders(n2c2_dir)
     if split not in ("", "dev", "final"):
         raise InputError(f"--split must be dev or final, got {split!r}")
-    written = corpus_summary(corpus_dir).get("split") if (corpus_dir / CORPUS_FILE).exists() else None
+    # a corpus written before splits existed holds the dev split's patients
+    written = corpus_summary(corpus_dir).get("split", "dev") if (corpus_dir / CORPUS_FILE).exists() else None
     if split and written and split != written:
         raise InputError(f"{corpus_dir} holds the {written} split's held-out patients, not {split}'s; give another "
                          "--corpus")

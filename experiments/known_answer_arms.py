@@ -111,6 +111,8 @@ def parse_seeds(seeds: str | int | tuple | None) -> list[int]:
     values = seeds if isinstance(seeds, (tuple, list)) else str(seeds).split(",")
     if not all(str(value).strip().isdigit() for value in values):
         raise InputError(f"--seeds must be whole numbers separated by commas, e.g. 1,2,3; got {seeds!r}")
+    if len({int(str(value).strip()) for value in values}) < len(values):
+        raise InputError(f"--seeds names a seed twice ({seeds!r}); give each once")
     return [int(str(value).strip()) for value in values]
 
 
@@ -211,7 +213,7 @@ def arm_command(config: Path, corpus: Path, root: Path, arm: Arm, self_teacher: 
 
 
 def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str, engine: str | None,
-                      baselines: list[str]) -> list[tuple[str, list[str], None]]:
+                      baselines: list[str], per_type: int | None = None) -> list[tuple[str, list[str], None]]:
     """eval-inference.py for each baseline and task, into the first arm's outputs/{task}/known-answer-{baseline}:
     the base's own answering settings (engine, sampling, context) with the text-only rules in its place (rules), or
     with worked examples from the first arm's training set before each prompt (few-shot)."""
@@ -222,7 +224,7 @@ def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str,
 
     root = arm_root(corpus, first)
     run_layout = layout_for(RunSettings.from_sources(str(config), **arm_flags(config, corpus, root, first,
-                                                                              self_teacher, engine)))
+                                                                              self_teacher, engine, per_type)))
     worked = layout.training_dataset(layout.raw_dir(root), "train", run_layout.training)
     tasks = list(run_layout.tasks)
     base = run_layout.settings[f"eval_inference:{tasks[0]}:base"]  # the same answering settings for every task
@@ -361,7 +363,8 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
                                                 per_type=per_type.get(arm)), log))
     run_commands(commands[:1], 1)
     if baselines:
-        run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines), 1)
+        run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
+                                       per_type.get(chosen[0])), 1)
     for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
         prepare_arm(corpus, arm_root(corpus, arm), first)
     run_commands(commands[1:], parallel)

@@ -50,7 +50,8 @@ def collect_n2c2(corpus: Path, arms: list[Arm], folders: list[Path], resamples: 
                              "n2c2_micro_f1": official(frame)["n2c2_micro_f1"],
                              "parse_failure_rate": float((~frame["parsed"]).mean())})
             paired.append({**tag, "comparison": "student - base",
-                           "answers_digest": stats.answers_digest(root, "i2b2", arm_root(corpus, arm).name), **found})
+                           "answers_digest": stats.answers_digest(root, "i2b2", arm_root(corpus, arm).name, "base"),
+                           **found})
     return runs, paired
 
 
@@ -86,7 +87,7 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
             if student is None or base is None:
                 continue
             paired.append({**tag, "task": task, "comparison": "student - base", "train_items": train_items,
-                           "answers_digest": stats.answers_digest(root, task, "distilled"),
+                           "answers_digest": stats.answers_digest(root, task, "distilled", "base"),
                            **stats.compare(student, base, task, resamples, seed=0)})
             criteria += [{**tag, "task": task, **row} for row in stats.criterion_rows(student, base, task)]
             format_only = arm._replace(permuted=True)
@@ -95,7 +96,8 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
                 if other is not None:
                     paired.append({**tag, "task": task, "comparison": "student - format-only student",
                                    "train_items": train_items,
-                                   "answers_digest": stats.answers_digest(root, task, "distilled"),
+                                   "answers_digest": stats.answers_digest(root, task, "distilled") + "/" + str(
+                                       stats.answers_digest(arm_root(corpus, format_only), task, "distilled")),
                                    **stats.compare(student, other, task, resamples, 0)})
         state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
         if state.exists():  # the driver's seconds per stage, summed over sessions
@@ -113,7 +115,7 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
             if answers is not None and base is not None:
                 paired.append({"teacher": baseline, "notes": None, "filters": "none", "answers": AS_WRITTEN,
                                "seed": None, "task": task, "comparison": f"{baseline} - base", "train_items": None,
-                               "answers_digest": stats.answers_digest(first, task, baseline),
+                               "answers_digest": stats.answers_digest(first, task, baseline, "base"),
                                **stats.compare(answers, base, task, resamples, seed=0)})
     clean = lambda value: None if isinstance(value, float) and value != value else value  # noqa: E731 (NaN -> null)
     tidy = lambda records: [{key: clean(value) for key, value in record.items()} for record in records]  # noqa: E731
@@ -164,20 +166,28 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
     if results.get("corpus", {}).get("split") == "final":
         # the final split's log: nothing is replaced; an arm logged with the same answers is not logged again
         check_same_log(earlier, results, output)
-        logged = {(record_key(record), record["comparison"], record["task"], record.get("answers_digest"))
-                  for record in earlier.get("paired", [])}
-        again = {record_key(record) for record in results.get("paired", []) if (
-            record_key(record), record["comparison"], record["task"], record.get("answers_digest")) in logged}
-        ran = set()
+        # a comparison is logged again only with other answers; an arm's scores and per-criterion rows of a task go
+        # with its student - base comparison of that task, its precision and seconds with any comparison of it
+        signature = lambda record: (record_key(record), record["comparison"], record["task"],  # noqa: E731
+                                    record.get("answers_digest"))
+        logged = {signature(record) for record in earlier.get("paired", [])}
+        new = [record for record in results.get("paired", []) if signature(record) not in logged]
+        tasks = {(record_key(record), record["task"]) for record in new if record["comparison"] == "student - base"}
+        arms_new = {record_key(record) for record in new}
+        results["paired"] = new
+        for key in ("runs", "per_criterion"):
+            results[key] = [record for record in results.get(key, []) if (record_key(record), record["task"]) in tasks]
+        for key in ("teacher_precision", "arm_seconds"):
+            results[key] = [record for record in results.get(key, []) if record_key(record) in arms_new]
         for key in LOGGED:
-            results[key] = earlier.get(key, []) + [record for record in results.get(key, [])
-                                                   if record_key(record) not in again]
+            results[key] = earlier.get(key, []) + results[key]
         results["over_seeds"] = stats.mean_over_seeds(latest_paired(results["paired"]))
         return results
     if not measured_alike(earlier, results):
         results["superseded"] = [earlier, *superseded]
         return results
-    ran = {arm.key for arm in arms}
+    # arms run now, and the baselines compared now, replace their earlier records
+    ran = {arm.key for arm in arms} | {record_key(record) for record in results.get("paired", [])}
     for key in LOGGED:
         kept = [record for record in earlier.get(key, []) if record_key(record) not in ran]
         results[key] = kept + results.get(key, [])

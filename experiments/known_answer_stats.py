@@ -53,16 +53,16 @@ def scored_answers(root: Path, task: str, model: str) -> pd.DataFrame | None:
     return frame
 
 
-def answers_digest(root: Path, task: str, model: str) -> str | None:
-    """A digest of a model's answer files: the same answers give the same digest (a logged arm is not logged twice)."""
-    folder = layout.model_outputs(root, task, f"{RUN}-{model}")
-    files = sorted(folder.glob("*_chunk_*.csv")) if folder.is_dir() else []
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
+def answers_digest(root: Path, task: str, *models: str) -> str | None:
+    """A digest of the models' answer files (both sides of a comparison): the same answers give the same digest, so
+    a logged comparison is not logged twice, and answers of either model redone otherwise make a new one."""
+    digest, found = hashlib.sha256(), False
+    for model in models:
+        folder = layout.model_outputs(root, task, f"{RUN}-{model}")
+        for path in sorted(folder.glob("*_chunk_*.csv")) if folder.is_dir() else []:
+            digest.update(model.encode() + b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+            found = True
+    return digest.hexdigest()[:12] if found else None
 
 
 def compare(first: pd.DataFrame, second: pd.DataFrame, task: str, resamples: int, seed: int) -> dict[str, Any]:
@@ -90,10 +90,12 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
     frame = pd.DataFrame(paired)
     if frame.empty:
         return []
+    frame["seeded"] = frame["seed"].notna() if "seed" in frame else False  # an arm of the config's seed stands apart
     rows = []
     plain = lambda value: None if pd.isna(value) else int(value) if isinstance(value, float) and value.is_integer() \
         else value  # noqa: E731 (a column with gaps holds floats: 300.0 is 300, NaN none)
-    for values, group in frame.groupby(list(keys), sort=False, dropna=False):
+    for values, group in frame.groupby([*keys, "seeded"], sort=False, dropna=False):
+        values = values[:-1]
         rows.append({**{key: plain(value) for key, value in zip(keys, values)}, "seeds": int(group["seed"].notna().sum()) or len(group),
                      "mean_difference": float(group["difference"].mean()),
                      "min_difference": float(group["difference"].min()),

@@ -651,9 +651,14 @@ def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_mo
     ("experiments/known_answer.py", ["--n2c2_dir", "data/samples/n2c2-2018-track1/test", "--n2c2_dir",
                                      "data/samples/n2c2-2018-track1/test"], "--n2c2_dir names two folders of one"),
     ("experiments/known_answer.py", ["--grid", "10,20"], "--grid takes the three teacher note counts"),
-    ("experiments/known_answer.py", ["--baselines", "zero-shot"], "--baselines takes rules, few-shot; got"),
+    ("experiments/known_answer.py", ["--baselines", "zero-shot"], "--baselines takes rules, few-shot, each once; got"),
     ("experiments/known_answer.py", ["--split", "test"], "--split must be dev or final, got 'test'"),
     ("experiments/known_answer.py", ["--seeds", "1,b"], "--seeds must be whole numbers separated by commas"),
+    ("experiments/known_answer.py", ["--seeds", "2,2"], "--seeds names a seed twice"),
+    ("experiments/known_answer.py", ["--grid", "1,2,3", "--precision", "1.5"], "--precision must be in (0, 1], got 1.5"),
+    ("experiments/known_answer.py", ["--baselines", "rules,rules"], "--baselines takes rules, few-shot, each once"),
+    ("experiments/known_answer.py", ["--arms", "reference:4:permuted,reference:4", "--baselines", "few-shot"],
+     "the few-shot baseline reads worked examples from the first arm's training set"),
     ("simulation/corpus.py", ["--patiens", "3"], "unknown flag --patiens; did you mean --patients?"),
     ("simulation/corpus.py", ["--patients", "0"], "--patients must be at least 1, got 0"),
     ("simulation/corpus.py", ["--seed", "x"], "--seed must be a whole number, got 'x'"),
@@ -763,6 +768,12 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
         assert same["paired"] == first["paired"] and len(same["runs"]) == 2
         output.write_text(json.dumps(same))
         rerun = known_answer_results.keep_earlier_arms(results(paired(1, 0.2, "a"), paired(2, 0.1, "c")), output, arms)
+        output.write_text(json.dumps(rerun))
+        # a task compared for the first time (an n2c2 folder added) is logged though the arm's other tasks are
+        extra = known_answer_results.keep_earlier_arms(results(paired(1, 0.2, "a"), {**paired(1, 0.3, "z"),
+                                                                                      "task": "n2c2:x"}), output, arms)
+        assert [(row["task"], row["answers_digest"]) for row in extra["paired"][3:]] == [("n2c2:x", "z")]
+        assert [(row["seed"], row["task"]) for row in extra["runs"][3:]] == [(1, "n2c2:x")]
         other = {**results(paired(1, 0.2, "a")), "corpus": {"split": "final", "patients": 8}}
         with pytest.raises(InputError, match="logs the final split of another corpus or reference teacher"):
             known_answer_results.keep_earlier_arms(other, output, arms)
@@ -775,6 +786,30 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     baseline = {**paired(0, 0.3, "d"), "teacher": "rules", "notes": None, "seed": None, "comparison": "rules - base"}
     mixed = stats.mean_over_seeds([paired(1, 0.2, "a"), baseline])  # a column with gaps: counts stay whole numbers
     assert [(row["notes"], row["seeds"]) for row in mixed] == [(4, 1), (None, 1)] and type(mixed[0]["notes"]) is int
+    # an arm of the config's seed is not averaged with seeded ones
+    apart = stats.mean_over_seeds([paired(1, 0.2, "a"), paired(2, 0.4, "b"), {**paired(0, 0.9, "e"), "seed": None}])
+    assert [(row["seeds"], round(row["mean_difference"], 3)) for row in apart] == [(2, 0.3), (1, 0.9)]
+
+
+def test_baselines_compared_again_replace_their_records_on_the_dev_split(tmp_path):
+    rules = lambda difference: {"teacher": "rules", "notes": None, "filters": "none", "answers": "as written",  # noqa: E731
+                                "seed": None, "task": "i2b2", "comparison": "rules - base", "difference": difference,
+                                "ci_low": 0.0, "ci_high": 0.5}
+    output = tmp_path / "known_answer.json"
+    output.write_text(json.dumps({"corpus": {"split": "dev"}, "runs": [], "teacher_precision": [], "arm_seconds": [],
+                                  "paired": [rules(0.2)], "per_criterion": []}))
+    now = {"corpus": {"split": "dev"}, "runs": [], "teacher_precision": [], "arm_seconds": [], "paired": [rules(0.3)],
+           "per_criterion": []}
+    merged = known_answer_results.keep_earlier_arms(now, output, [known_answer_arms.Arm("reference", 4, seed=1)])
+    assert [row["difference"] for row in merged["paired"]] == [0.3]
+    assert [(row["teacher"], row["seeds"], row["mean_difference"]) for row in merged["over_seeds"]] == [("rules", 1, 0.3)]
+
+
+def test_a_corpus_written_before_splits_is_the_dev_split(tmp_path):
+    (tmp_path / "corpus.json").write_text(json.dumps({"seed": 7, "patients": 12}))
+    with pytest.raises(InputError, match="holds the dev split's held-out patients, not final's"):
+        known_answer.main(corpus=str(tmp_path), split="final", arms="reference:4", patients=12)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus.json"]
 
 
 def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_path):
