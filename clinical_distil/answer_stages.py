@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from clinical_distil import layout
 from clinical_distil.engines import VLLM_COMPILE, VLLM_COMPILE_HELP, Sampling
 from clinical_distil.files import InputError
-from clinical_distil import layout
 from clinical_distil.layout import PROMPT_TEMPLATES
 from clinical_distil.settings import Settings, setting
 from clinical_distil.tasks import EvalTask

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,13 +87,11 @@ class AnswerRun:
     def pending(self, rows: pd.DataFrame, task: Task) -> int:
         return task.end - task.start
 
-    @property
+    @cached_property
     def worked(self) -> list[tuple[str, str]]:
         """The worked examples shown before each prompt (--worked_examples; none without it), read once."""
-        if not hasattr(self, "_worked"):
-            path = getattr(self.settings, "worked_examples", None)
-            self._worked = worked_examples(layout.resolve(path), self.settings.worked_examples_max) if path else []
-        return self._worked
+        path = getattr(self.settings, "worked_examples", None)  # (verify and extract answer without them)
+        return worked_examples(layout.resolve(path), self.settings.worked_examples_max) if path else []
 
     def prompts_for(self, engine, rows: pd.DataFrame, task: Task) -> Prompts:
         chunk = rows.iloc[task.start:task.end].copy()
@@ -222,19 +221,23 @@ def worked_examples(training_set: Path, most: int) -> list[tuple[str, str]]:
     return list(zip(chosen["user"], chosen["output"]))
 
 
-def with_worked_examples(tokenizer, messages: Conversation, worked: Sequence[tuple[str, str]],
-                         max_prompt_tokens: int) -> Conversation:
-    """`messages` with as many of the worked examples (in order) as fit `max_prompt_tokens` beside the whole
-    prompt, as earlier turns of the conversation; none where the prompt alone needs all the room."""
-    from clinical_distil.chat import render_ids_batch
+def with_worked_examples(tokenizer, conversations: Sequence[Conversation], worked: Sequence[tuple[str, str]],
+                         max_prompt_tokens: int) -> list[FittedPrompt | None]:
+    """Each conversation with as many of the worked examples (in order) as fit `max_prompt_tokens` beside its whole
+    prompt, as earlier turns, rendered once in one batch; None where not even one fits."""
+    from clinical_distil.chat import render_batch
 
+    counts = range(len(worked), 0, -1)
     candidates = [messages[:1] + [turn for user, reply in worked[:count] for turn in
                                   ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
-                  + messages[1:] for count in range(len(worked), 0, -1)]
-    for candidate, ids in zip(candidates, render_ids_batch(tokenizer, candidates)):
-        if len(ids) <= max_prompt_tokens:
-            return candidate
-    return messages
+                  + messages[1:] for messages in conversations for count in counts]
+    texts, rendered = render_batch(tokenizer, candidates)
+    fitted: list[FittedPrompt | None] = []
+    for start in range(0, len(candidates), len(counts)):
+        fitted.append(next((FittedPrompt(candidates[index], prompt_ids=rendered[index], prompt_text=texts[index])
+                            for index in range(start, start + len(counts))
+                            if len(rendered[index]) <= max_prompt_tokens), None))
+    return fitted
 
 
 def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int, templates: PromptTemplates | None = None,
@@ -245,11 +248,13 @@ def fit_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int, templ
     A prompt of one's own, without a note block, is sent as it is.
     """
     conversations = [conversation(prompt, templates) for prompt in prompts]
-    if worked:
-        conversations = [with_worked_examples(tokenizer, messages, worked, max_prompt_tokens)
-                         for messages in conversations]
-    return fit_notes(tokenizer, [(messages, note_of(prompt, templates))
-                                 for messages, prompt in zip(conversations, prompts)], max_prompt_tokens)
+    fitted = with_worked_examples(tokenizer, conversations, worked, max_prompt_tokens) if worked else \
+        [None] * len(prompts)
+    plain = [index for index, item in enumerate(fitted) if item is None]
+    for index, item in zip(plain, fit_notes(tokenizer, [(conversations[index], note_of(prompts[index], templates))
+                                                        for index in plain], max_prompt_tokens)):
+        fitted[index] = item
+    return fitted
 
 
 def check_context(tokenizer, prompts: Sequence[str], max_model_len: int, max_output_tokens: int,

@@ -212,6 +212,15 @@ def arm_command(config: Path, corpus: Path, root: Path, arm: Arm, self_teacher: 
     return argv
 
 
+def arm_layout(config: Path, corpus: Path, arm: Arm, self_teacher: str, engine: str | None,
+               per_type: int | None = None):
+    """The driver's resolved run for an arm (run_settings.RunLayout): every stage's settings as the arm runs them."""
+    from clinical_distil.run_settings import RunSettings, layout_for
+
+    flags = arm_flags(config, corpus, arm_root(corpus, arm), arm, self_teacher, engine, per_type)
+    return layout_for(RunSettings.from_sources(str(config), **flags))
+
+
 def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str, engine: str | None,
                       baselines: list[str], per_type: int | None = None) -> list[tuple[str, list[str], None]]:
     """eval-inference.py for each baseline and task, into the first arm's outputs/{task}/known-answer-{baseline}:
@@ -220,11 +229,9 @@ def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str,
     import dataclasses
 
     from clinical_distil.pipeline import _script
-    from clinical_distil.run_settings import RunSettings, layout_for
 
     root = arm_root(corpus, first)
-    run_layout = layout_for(RunSettings.from_sources(str(config), **arm_flags(config, corpus, root, first,
-                                                                              self_teacher, engine, per_type)))
+    run_layout = arm_layout(config, corpus, first, self_teacher, engine, per_type)
     worked = layout.training_dataset(layout.raw_dir(root), "train", run_layout.training)
     tasks = list(run_layout.tasks)
     base = run_layout.settings[f"eval_inference:{tasks[0]}:base"]  # the same answering settings for every task
@@ -304,8 +311,8 @@ def n2c2_commands(config: Path, corpus: Path, arms: list[Arm], self_teacher: str
 
     from clinical_distil.pipeline import _script
     from clinical_distil.preprocess import n2c2_prompts
-    from clinical_distil.run_settings import RunSettings, layout_for
 
+    layouts = [arm_layout(config, corpus, arm, self_teacher, engine) for arm in arms] if folders else []
     commands = []
     for folder in folders:
         root = n2c2_root(corpus, folder)
@@ -315,9 +322,7 @@ def n2c2_commands(config: Path, corpus: Path, arms: list[Arm], self_teacher: str
             if frame["label"].isna().any():
                 raise InputError(f"--n2c2_dir {folder} holds files without gold tags; give a labelled folder")
             write_csv(frame, prompts)
-        for index, arm in enumerate(arms):
-            run_layout = layout_for(RunSettings.from_sources(str(config), **arm_flags(
-                config, corpus, arm_root(corpus, arm), arm, self_teacher, engine)))
+        for index, (arm, run_layout) in enumerate(zip(arms, layouts)):
             roles = ([("base", "base")] if index == 0 else []) + [("distilled", arm_root(corpus, arm).name)]
             for role, name in roles:
                 answering = run_layout.settings[f"eval_inference:i2b2:{role}"]
