@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from clinical_distil.chat import Conversation, conversation_ids, end_token_ids
 from clinical_distil.engines import VLLM_START_MODES, Generation, Sampling, per_request
+from clinical_distil.files import InputError
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
@@ -19,21 +21,39 @@ def lora_rank_limit(adapter: str, at_least: int = 1) -> int:
     return next((limit for limit in LORA_RANKS if limit >= max(rank, at_least)), LORA_RANKS[-1])
 
 
+MEMORY_SHARE_VARIABLE = "CLINICAL_DISTIL_VLLM_MEMORY"
+
+
+def memory_share() -> float:
+    """The share of the GPU's memory a vLLM engine takes: 0.9, or less where several processes share one GPU
+    (experiments/known_answer.py --parallel sets CLINICAL_DISTIL_VLLM_MEMORY for the arms it runs at once)."""
+    value = os.environ.get(MEMORY_SHARE_VARIABLE, "").strip()
+    if not value:
+        return 0.9
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise InputError(f"{MEMORY_SHARE_VARIABLE} must be a share of the GPU's memory in (0, 1], got {value!r}; "
+                         "unset it for 0.9")
+    return share
+
+
 class VLLMEngine:
     """vLLM backend: tensor parallel, bf16, prefix caching, optional JSON-schema structured output."""
 
     name = "vllm"
 
     def __init__(self, model_id: str, max_model_len: int | None = None, tensor_parallel_size: int | None = None,
-                 gpu_memory_utilization: float = 0.9, start_mode: str = "on", seed: int = 0,
+                 gpu_memory_utilization: float | None = None, start_mode: str = "on", seed: int = 0,
                  adapter: str | None = None, max_lora_rank: int | None = None,
                  max_num_batched_tokens: int | None = None, dtype: str = "auto", enable_prefix_caching: bool = True,
                  **llm_options: Any):
         """`start_mode`: on (vLLM's torch.compile and CUDA graphs), graphs (CUDA graphs of decoding steps only)
-        or off (eager); see engines.VLLM_COMPILE_HELP. `llm_options` go to vllm.LLM as they are (vLLM's own
+        or off (eager); see engines.VLLM_COMPILE_HELP. `gpu_memory_utilization`: the share of the GPU's memory
+        this engine takes, by default memory_share(). `llm_options` go to vllm.LLM as they are (vLLM's own
         engine arguments)."""
-        import os
-
         import torch
 
         if start_mode not in VLLM_START_MODES:
@@ -53,7 +73,7 @@ class VLLMEngine:
         options: dict[str, Any] = dict(
             model=model_id, tensor_parallel_size=tensor_parallel,
             dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization, enforce_eager=start_mode == "off", seed=seed)
+            gpu_memory_utilization=gpu_memory_utilization or memory_share(), enforce_eager=start_mode == "off", seed=seed)
         if start_mode == "graphs":
             from vllm.config import CompilationConfig, CompilationMode, CUDAGraphMode
 

@@ -1,7 +1,7 @@
 """The known-answer benchmark: does distillation make a better extractor, on patients whose truth is known?
 
     python experiments/known_answer.py --engine vllm                     # the arms of experiments/RESULTS.md (one GPU)
-    python experiments/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # transformers engine
+    python experiments/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # side by side
     python experiments/known_answer.py --arms self:300 --engine vllm --keep_earlier True
     python experiments/known_answer.py --corpus data/known-answer-final --split final --grid 100,300,1000 \
         --engine vllm                                                    # the analysis plan's grid (docs/known_answer.md)
@@ -22,7 +22,8 @@ Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
 patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs alone and makes the
 base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
-(a 135M student leaves most of it idle), each logging to arms/{teacher}-{notes}/bench.log.
+(a 135M student leaves most of it idle; their vLLM engines share 60% of its memory), each logging to
+arms/{teacher}-{notes}/bench.log, each arm's seconds recorded with the number of arms run at once.
 Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
@@ -135,9 +136,6 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         raise InputError(f"--parallel must be a whole number of arms at a time, at least 1; got {parallel!r}")
     if engine not in ("", "auto", "vllm", "transformers"):
         raise InputError(f"--engine must be auto, vllm or transformers, got {engine!r}")
-    if engine == "vllm" and parallel > 1:
-        raise InputError(f"--parallel {parallel} with --engine vllm: each vLLM engine takes 90% of the GPU's memory; "
-                         "run the arms one at a time (--parallel 1) or on --engine transformers")
     if max(arm.notes for arm in chosen) > patients:
         raise InputError(f"an arm asks for more notes than the corpus has patients ({patients}); raise --patients")
     extra_n2c2 = n2c2_folders(n2c2_dir)

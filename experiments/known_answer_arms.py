@@ -23,6 +23,7 @@ from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.post_process import FILTERS
+from clinical_distil.vllm_engine import MEMORY_SHARE_VARIABLE
 from simulation.corpus import CORPUS_FILE
 
 from known_answer_stats import RUN, TASKS  # experiments/: scripts beside each other
@@ -30,6 +31,11 @@ from known_answer_stats import RUN, TASKS  # experiments/: scripts beside each o
 
 # stage B's filters a filtered arm applies: all of them (the stage B notebook's parameters); an unfiltered arm none
 ARM_FILTERS = {name: True for name in FILTERS}
+# arms run at once share the GPU's memory: their vLLM engines take this much of it between them, the rest is
+# left to their training runs
+GPU_SHARED_BY_ENGINES = 0.6
+TRAINED = "convert_peft"  # the driver's last stage before the student answers
+ARMS_AT_ONCE = "arms_at_once.txt"  # in an arm's folder: the most arms its run let share the GPU, itself included
 FILTERED, PERMUTED, AS_WRITTEN = "filtered", "permuted", "as written"
 
 
@@ -251,16 +257,20 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
     """Run (label, command, log file or None for this terminal) commands, `parallel` at a time.
 
     Arms are independent once the first has made the base model's answers, and a 135M student leaves
-    most of a GPU idle, so several arms share one. A failed arm lets the others finish (each resumes
-    on a rerun) and then ends this run with its exit code.
+    most of a GPU idle, so several arms share one: each vLLM engine then takes GPU_SHARED_BY_ENGINES / parallel
+    of its memory. A failed arm lets the others finish (each resumes on a rerun) and then ends this run with
+    its exit code.
     """
+    env = dict(os.environ)
+    if parallel > 1:
+        env[MEMORY_SHARE_VARIABLE] = f"{GPU_SHARED_BY_ENGINES / parallel:.2f}"
     waiting, running, failed = list(commands), [], []
     while waiting or running:
         while waiting and len(running) < parallel:
             label, argv, log = waiting.pop(0)
             print(f"== arm {label}: {' '.join(argv[1:])}" + (f" (log: {log})" if log else ""), flush=True)
             output = open(log, "a") if log else None  # noqa: SIM115 (closed when the arm ends)
-            running.append((label, subprocess.Popen(argv, cwd=REPO, env=dict(os.environ), stdout=output,
+            running.append((label, subprocess.Popen(argv, cwd=REPO, env=env, stdout=output,
                                                     stderr=subprocess.STDOUT if output else None), output, log))
         time.sleep(0.2)
         for entry in [entry for entry in running if entry[1].poll() is not None]:
@@ -344,8 +354,9 @@ def parse_sizes(grid: str | int | tuple) -> tuple[int, ...]:
 
 def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, engine: str | None, parallel: int,
              baselines: list[str]) -> None:
-    """Every arm through the driver (the first alone: it makes the prompts and the base's answers the others
-    reuse), then the baselines on the first arm's prompts, then the other arms `parallel` at a time."""
+    """Every arm through the driver: the first makes the prompts and the base model's answers the others reuse
+    (beside it, with `parallel` above 1, the next arms train their students), then the baselines answer on the
+    first arm's prompts, then the other arms finish, `parallel` at a time."""
     for arm in chosen:
         prepare_arm(corpus, arm_root(corpus, arm), None)
     # a filtered arm first runs to stage C (its teacher's replies, or its twin's), so that its twin trains on
@@ -366,7 +377,15 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
         log = root / "bench.log" if parallel > 1 and root != first else None
         commands.append((arm.label, arm_command(config, corpus, root, arm, self_teacher, engine,
                                                 per_type=per_type.get(arm)), log))
-    run_commands(commands[:1], 1)
+    # while the first arm makes the prompts and the base's answers, the next arms train: their own answers wait
+    # for the base's, their training does not
+    early = chosen[1:1 + 2 * (parallel - 1)]
+    training = [(f"{arm.label} to its student", arm_command(config, corpus, arm_root(corpus, arm), arm, self_teacher,
+                                                            engine, per_type.get(arm), to_stage=TRAINED),
+                 arm_root(corpus, arm) / "bench.log") for arm in early]
+    for arm in chosen:  # how many arms could share the GPU with it, for reading the arm's seconds
+        (arm_root(corpus, arm) / ARMS_AT_ONCE).write_text(f"{min(parallel, len(chosen))}\n")
+    run_commands(commands[:1] + training, parallel)
     if baselines:
         run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
                                        per_type.get(chosen[0])), 1)

@@ -17,7 +17,7 @@ from clinical_distil.tasks import get_task
 from simulation.corpus import CORPUS_FILE
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import AS_WRITTEN, PERMUTED, Arm, arm_root, n2c2_name, n2c2_root
+from known_answer_arms import ARMS_AT_ONCE, AS_WRITTEN, PERMUTED, Arm, arm_root, n2c2_name, n2c2_root
 from known_answer_stats import RUN, TASKS
 
 
@@ -102,7 +102,9 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
         state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
         if state.exists():  # the driver's seconds per stage, summed over sessions
             stages = json.loads(state.read_text()).get("stages", {})
-            arm_seconds.append({**tag, "seconds": round(sum(
+            at_once = root / ARMS_AT_ONCE
+            arm_seconds.append({**tag, "arms_at_once": int(at_once.read_text()) if at_once.exists() else 1,
+                                "seconds": round(sum(
                 record.get("seconds") or 0 for record in stages.values()), 1),
                 "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
         truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
+from clinical_distil.vllm_engine import MEMORY_SHARE_VARIABLE, memory_share
 from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, read_facts, write_corpus
 from simulation.fact_sheets import Lab, make_sheets
@@ -426,9 +427,34 @@ def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_p
     for bad in (0, -1, True):
         with pytest.raises(InputError, match="--parallel must be a whole number of arms at a time"):
             known_answer.main(corpus=str(tmp_path / "none"), parallel=bad)
-    with pytest.raises(InputError, match="--parallel 2 with --engine vllm: each vLLM engine takes 90%"):
-        known_answer.main(corpus=str(tmp_path / "none"), parallel=2, engine="vllm")
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("parallel, share", [(1, None), (2, "0.30"), (3, "0.20"), (4, "0.15")])
+def test_arms_run_at_once_share_the_gpus_memory_between_their_vllm_engines(tmp_path, monkeypatch, parallel, share):
+    monkeypatch.delenv(MEMORY_SHARE_VARIABLE, raising=False)
+    shown = f"import os; print(os.environ.get({MEMORY_SHARE_VARIABLE!r}))"
+    logs = [tmp_path / f"a{index}.log" for index in range(parallel)]
+    known_answer_arms.run_commands([(f"a{index}", [sys.executable, "-c", shown], log)
+                                    for index, log in enumerate(logs)], parallel)
+    assert [log.read_text() for log in logs] == [f"{share}\n"] * parallel
+    if share:  # what each engine then takes
+        monkeypatch.setenv(MEMORY_SHARE_VARIABLE, share)
+        assert memory_share() == float(share)
+
+
+@pytest.mark.parametrize("value, share", [("", 0.9), (" 0.25 ", 0.25), ("1", 1.0)])
+def test_a_vllm_engines_share_of_memory_is_read_from_the_environment(monkeypatch, value, share):
+    monkeypatch.setenv(MEMORY_SHARE_VARIABLE, value)
+    assert memory_share() == share
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2", "half", "nan"])
+def test_a_share_of_memory_outside_zero_to_one_is_refused_in_one_line(monkeypatch, value):
+    monkeypatch.setenv(MEMORY_SHARE_VARIABLE, value)
+    with pytest.raises(InputError, match=rf"^CLINICAL_DISTIL_VLLM_MEMORY must be a share of the GPU's memory in "
+                                         rf"\(0, 1\], got '{value}'; unset it for 0.9$"):
+        memory_share()
 
 
 def summary_row(model: str, ba: float, low: float, high: float, **extra) -> dict:
@@ -600,6 +626,9 @@ def test_known_answer_miniature_of_one_arm_with_every_baseline(tmp_path, tiny_mo
         assert run["examples"] == 6 * 13 and run["n2c2_micro_f1"] == pytest.approx(
             n2c2_official(stats.scored_answers(extra_root, "i2b2", name))["micro_f1"])
     assert {run["seed"] for run in results["runs"]} == {1}
+    # the second arm trained beside the first (its answers waited for the base's)
+    assert [(row["answers"], row["arms_at_once"]) for row in results["arm_seconds"]] == [
+        ("as written", 2), ("permuted", 2)]
     comparisons = sorted((row["comparison"], row["task"]) for row in results["paired"])
     assert comparisons == sorted([(comparison, task) for task in known_answer_stats.TASKS for comparison in (
         "student - base", "student - base", "student - format-only student", "rules - base", "few-shot - base")]
