@@ -35,7 +35,7 @@ ARM_FILTERS = {name: True for name in FILTERS}
 # left to their training runs
 GPU_SHARED_BY_ENGINES = 0.6
 TRAINED = "convert_peft"  # the driver's last stage before the student answers
-ARMS_AT_ONCE = "arms_at_once.txt"  # in an arm's folder: the most arms its run let share the GPU, itself included
+ARMS_AT_ONCE = "arms_at_once.txt"  # in an arm's folder: the most arms its runs let share the GPU, itself included
 FILTERED, PERMUTED, AS_WRITTEN = "filtered", "permuted", "as written"
 
 
@@ -383,8 +383,10 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
     training = [(f"{arm.label} to its student", arm_command(config, corpus, arm_root(corpus, arm), arm, self_teacher,
                                                             engine, per_type.get(arm), to_stage=TRAINED),
                  arm_root(corpus, arm) / "bench.log") for arm in early]
-    for arm in chosen:  # how many arms could share the GPU with it, for reading the arm's seconds
-        (arm_root(corpus, arm) / ARMS_AT_ONCE).write_text(f"{min(parallel, len(chosen))}\n")
+    for arm in chosen:  # the most arms that could share the GPU with it over its runs, for reading its seconds
+        marker = arm_root(corpus, arm) / ARMS_AT_ONCE
+        before = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(f"{max(before, min(parallel, len(chosen)))}\n")
     run_commands(commands[:1] + training, parallel)
     if baselines:
         run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
