@@ -562,7 +562,7 @@ def final_rows(part: str) -> Callable[[], list[Row]]:
         if part == "over_seeds":
             return records
         key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"), row.get("seed"),  # noqa: E731
-                           row.get("comparison"), row["task"], row.get("criterion"))
+                           row.get("comparison"), row.get("task"), row.get("criterion"))
         latest = {key(row): row for row in records}
         return [row for row in records if latest[key(row)] is row]
     return rows
@@ -634,6 +634,34 @@ PER_SEED = Table(
     reading=lambda rows: f"{len(rows)} comparisons; an interval that spans zero is no difference shown.")
 
 
+def arm_cost_reading(rows: list[Row]) -> str:
+    alone = [row for row in rows if row.get("arms_at_once", 1) == 1 and row["stages"].get("finetune")]
+    shared = [row for row in rows if row.get("arms_at_once", 1) > 1 and row["stages"].get("finetune")]
+    parts = [f"{len(rows)} arms timed."]
+    if alone:
+        parts.append(f"Alone on the card an arm trains in {min(row['stages']['finetune'] for row in alone):.0f} s")
+    if shared:
+        parts.append(f"beside other arms in up to {max(row['stages']['finetune'] for row in shared):.0f} s "
+                     "(the card's time is shared: read those seconds as the run's, not one arm's cost)")
+    return parts[0] + (" " + ", ".join(parts[1:]) + "." if len(parts) > 1 else "")
+
+
+ARM_COST = Table(
+    title="Known-answer grid, final split: what an arm costs",
+    measures="Per arm: the driver's seconds for training (stage D's finetune) and for answering (eval-inference, "
+             "base and student, over the three tasks), summed over resumed runs; the engine starts of its answers "
+             "(one per model answered in the run that finished them; blank where not recorded); how many arms "
+             "could share the card while it ran (`--parallel`).",
+    source=final_rows("arm_seconds"),
+    columns={"arm": arm_name, "seed": lambda row: "" if row.get("seed") is None else str(row["seed"]),
+             "arms at once": lambda row: str(row.get("arms_at_once", 1)),
+             "training s": lambda row: number(row["stages"].get("finetune"), 0),
+             "answering s": lambda row: number(row["stages"].get("eval_inference"), 0),
+             "engine starts": lambda row: "" if row.get("engine_starts") is None else str(row["engine_starts"]),
+             "whole arm s": lambda row: number(row["seconds"], 0)},
+    reading=arm_cost_reading)
+
+
 PAGES = {
     "bench/RESULTS.md": (
         "Measured figures: speed",
@@ -644,7 +672,7 @@ PAGES = {
         "(bench/known_answer.json, the analysis plan of [docs/known_answer.md](../docs/known_answer.md)); the "
         "development experiments, on simulated patients, are in [experiments/RESULTS.md](../experiments/RESULTS.md).",
         [GENERATION, DECODE_LOOP, GPU_CHECKS, VLLM_THROUGHPUT, SEVERAL_GPUS, VLLM_START, ONE_GPU, SHAPES, PROFILE,
-         TWO_GPUS, LAUNCH, PIPELINE] + ([ENDPOINT, PER_SEED] if (REPO / FINAL).exists() else [])),
+         TWO_GPUS, LAUNCH, PIPELINE] + ([ENDPOINT, PER_SEED, ARM_COST] if (REPO / FINAL).exists() else [])),
     "experiments/RESULTS.md": (
         "Measured figures: experiments",
         "Does distillation make a better extractor, and what are the filters worth, on simulated patients whose "

@@ -20,10 +20,11 @@ on, not in how many:
 
 Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
-patients (annotated questions, n2c2 XML, apixaban criteria). The first arm runs alone and makes the
-base model's answers, which the later arms reuse; those run `--parallel` at a time on the same GPU
-(a 135M student leaves most of it idle; their vLLM engines share 60% of its memory), each logging to
-arms/{teacher}-{notes}/bench.log, each arm's seconds recorded with the number of arms run at once.
+patients (annotated questions, n2c2 XML, apixaban criteria). The first arm makes the base model's
+answers, which the later arms reuse (the next ones train beside it); those run `--parallel` at a time on
+the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60% of its memory; about
+21 GiB per training run, so 3 at most on an 80 GB card), each logging to arms/{teacher}-{notes}/bench.log,
+each arm's seconds recorded with the number of arms that could run at once.
 Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every

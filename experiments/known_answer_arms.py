@@ -253,18 +253,19 @@ def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str,
     return commands
 
 
-def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int) -> None:
+def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int,
+                 end_on_failure: bool = True) -> dict[str, int]:
     """Run (label, command, log file or None for this terminal) commands, `parallel` at a time.
 
     Arms are independent once the first has made the base model's answers, and a 135M student leaves
     most of a GPU idle, so several arms share one: each vLLM engine then takes GPU_SHARED_BY_ENGINES / parallel
     of its memory. A failed arm lets the others finish (each resumes on a rerun) and then ends this run with
-    its exit code.
+    its exit code; with `end_on_failure` False the failed commands' exit codes are returned instead, by label.
     """
     env = dict(os.environ)
     if parallel > 1:
         env[MEMORY_SHARE_VARIABLE] = f"{GPU_SHARED_BY_ENGINES / parallel:.2f}"
-    waiting, running, failed = list(commands), [], []
+    waiting, running, failed = list(commands), [], {}
     while waiting or running:
         while waiting and len(running) < parallel:
             label, argv, log = waiting.pop(0)
@@ -282,9 +283,10 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
             ended = "done" if process.returncode == 0 else f"failed (exit code {process.returncode}{where})"
             print(f"== arm {label}: {ended}", flush=True)
             if process.returncode != 0:
-                failed.append(process.returncode)
-    if failed:
-        raise SystemExit(failed[0])
+                failed[label] = process.returncode
+    if failed and end_on_failure:
+        raise SystemExit(next(iter(failed.values())))
+    return failed
 
 
 def n2c2_folders(value: str | tuple | None) -> list[Path]:
@@ -387,7 +389,10 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
         marker = arm_root(corpus, arm) / ARMS_AT_ONCE
         before = int(marker.read_text()) if marker.exists() else 0
         marker.write_text(f"{max(before, min(parallel, len(chosen)))}\n")
-    run_commands(commands[:1] + training, parallel)
+    # an early training that fails (out of GPU memory beside the others, say) runs again with its arm below
+    failed = run_commands(commands[:1] + training, parallel, end_on_failure=False)
+    if commands[0][0] in failed:  # the others need the first arm's prompts and base answers
+        raise SystemExit(failed[commands[0][0]])
     if baselines:
         run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
                                        per_type.get(chosen[0])), 1)

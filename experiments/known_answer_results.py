@@ -103,7 +103,10 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
         if state.exists():  # the driver's seconds per stage, summed over sessions
             stages = json.loads(state.read_text()).get("stages", {})
             at_once = root / ARMS_AT_ONCE
+            # one eval-inference command per model answered (its steps share it): one engine start each
+            answering = (stages.get("eval_inference") or {}).get("steps") or {}
             arm_seconds.append({**tag, "arms_at_once": int(at_once.read_text()) if at_once.exists() else 1,
+                                "engine_starts": len({step.get("command") for step in answering.values()}),
                                 "seconds": round(sum(
                 record.get("seconds") or 0 for record in stages.values()), 1),
                 "stages": {stage: record.get("seconds") for stage, record in stages.items()}})

@@ -430,6 +430,41 @@ def test_arms_run_in_parallel_with_their_own_logs_and_failures_end_the_run(tmp_p
     assert not (tmp_path / "none").exists()
 
 
+def test_an_early_training_that_fails_runs_again_with_its_arm_and_a_failed_first_arm_ends_the_run(tmp_path,
+                                                                                                   monkeypatch):
+    """While the first arm makes the base's answers the next arms train; one that fails there (out of memory beside
+    the others, say) is not given up: it runs again, whole, with the other arms, and only then does the run end
+    with its exit code if it fails again."""
+    corpus, ran, Arm = tmp_path / "corpus", [], known_answer_arms.Arm
+    arms = [Arm("reference", 30, seed=seed) for seed in (1, 2, 3)] + [Arm("text-only", 30, seed=1)]
+    for arm in arms:
+        known_answer_arms.arm_root(corpus, arm).mkdir(parents=True)
+    failing = {("reference:30:seed2", known_answer_arms.TRAINED)}
+
+    def command(config, corpus, root, arm, self_teacher, engine=None, per_type=None, to_stage=None):
+        code = 3 if (arm.label, to_stage) in failing else 0
+        return [sys.executable, "-c", f"import sys; print({arm.label!r}, {to_stage!r}); sys.exit({code})"]
+
+    monkeypatch.setattr(known_answer_arms, "prepare_arm", lambda *args: ran.append(("prepare", args[1].name)))
+    monkeypatch.setattr(known_answer_arms, "arm_command", command)
+    known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
+    logs = {arm.label: (known_answer_arms.arm_root(corpus, arm) / "bench.log").read_text() for arm in arms[1:]}
+    assert logs == {"reference:30:seed2": "reference:30:seed2 convert_peft\nreference:30:seed2 None\n",
+                    "reference:30:seed3": "reference:30:seed3 convert_peft\nreference:30:seed3 None\n",
+                    "text-only:30:seed1": "text-only:30:seed1 None\n"}  # two early trainings for --parallel 2
+    assert [(known_answer_arms.arm_root(corpus, arm) / known_answer_arms.ARMS_AT_ONCE).read_text()
+            for arm in arms] == ["2\n"] * 4
+    failing.add(("reference:30:seed2", None))  # failing again, whole: the run ends with its code
+    with pytest.raises(SystemExit) as ended:
+        known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
+    assert ended.value.code == 3
+    failing.add(("reference:30:seed1", None))  # the first arm failing ends the run before any other arm answers
+    before = (known_answer_arms.arm_root(corpus, arms[3]) / "bench.log").read_text()
+    with pytest.raises(SystemExit) as ended:
+        known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
+    assert ended.value.code == 3 and (known_answer_arms.arm_root(corpus, arms[3]) / "bench.log").read_text() == before
+
+
 @pytest.mark.parametrize("parallel, share", [(1, None), (2, "0.30"), (3, "0.20"), (4, "0.15")])
 def test_arms_run_at_once_share_the_gpus_memory_between_their_vllm_engines(tmp_path, monkeypatch, parallel, share):
     monkeypatch.delenv(MEMORY_SHARE_VARIABLE, raising=False)
@@ -489,6 +524,17 @@ def test_collect_and_tables(tmp_path):
     assert by_task[("annotated-synthetic", "distilled")]["accuracy_yes_no"] == 0.75
     assert by_task[("annotated-synthetic", "base")]["ci_low"] == pytest.approx(0.39)
     assert results["arm_seconds"] == []  # no driver state in this tree
+    state = layout.report_dir(root / layout.REPORTS.name, known_answer_stats.RUN) / "run.json"
+    steps = {f"{model} {task}": {"command": f"eval-inference.py --model_id {model}", "seconds": 1.0}
+             for model in ("base", "distilled") for task in known_answer_stats.TASKS}
+    state.write_text(json.dumps({"stages": {"finetune": {"seconds": 200.5},
+                                            "eval_inference": {"seconds": 90.25, "steps": steps},
+                                            "verify": {"status": "not run", "seconds": None}}}))
+    (root / known_answer_arms.ARMS_AT_ONCE).write_text("3\n")
+    assert known_answer_results.collect(tmp_path, [known_answer_arms.Arm("reference", 5)])["arm_seconds"] == [
+        {"teacher": "reference", "notes": 5, "filters": "none", "answers": "as written", "seed": None,
+         "arms_at_once": 3, "engine_starts": 2, "seconds": 290.8,
+         "stages": {"finetune": 200.5, "eval_inference": 90.25, "verify": None}}]
     assert results["teacher_precision"] == [{"teacher": "reference", "notes": 5, "filters": "none",
                                              "answers": "as written", "seed": None, "question_type": "all", "items": 50, "verifiable": 1.0,
                                              "precision": 1.0, "quote_in_note": 1.0}]
