@@ -676,8 +676,10 @@ PAGES = {
     "experiments/RESULTS.md": (
         "Measured figures: experiments",
         "Does distillation make a better extractor, and what are the filters worth, on simulated patients whose "
-        "truth is known ([docs/known_answer.md](../docs/known_answer.md)). Commands run from the repository root; "
-        "answers on vLLM where the card is a GPU.",
+        "truth is known ([docs/known_answer.md](../docs/known_answer.md)). These are development figures of the "
+        "dev corpus, superseded by the final split's grid at the end of [bench/RESULTS.md](../bench/RESULTS.md): "
+        "their reference teacher writes from the answer key and their held-out notes come from the training "
+        "notes' generator. Commands run from the repository root; answers on vLLM where the card is a GPU.",
         [KNOWN_ANSWER, PRECISION, FILTERS]),
 }
 
