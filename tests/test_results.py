@@ -126,18 +126,39 @@ def test_no_story_of_how_the_project_was_built_in_its_prose():
     assert found == []
 
 
-def test_readme_headline_figures_are_the_records():
-    """README's known-answer sentence: the 500-note student's gains and its n2c2 micro-F1, as the records hold them."""
+def test_superseded_known_answer_figures_are_the_records():
+    """docs/known_answer.md's superseded development figures: the 500-note student's gains and its n2c2 micro-F1,
+    as experiments/known_answer.json holds them."""
     records = json.loads((REPO / "experiments/known_answer.json").read_text())["runs"]
     by = {(row["task"], row["model"]): row for row in records
           if row["teacher"] == "reference" and row["notes"] == 500}
     gain = {task: by[(task, "distilled")]["balanced_accuracy"] - by[(task, "base")]["balanced_accuracy"]
             for task in ("annotated-synthetic", "i2b2", "apixaban")}
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"({by[('i2b2', 'distilled')]['train_items']:,} reference-teacher items)" in readme
+    docs = " ".join((REPO / "docs/known_answer.md").read_text().split())
+    assert f"({by[('i2b2', 'distilled')]['train_items']:,} reference-teacher items)" in docs
     assert (f"balanced accuracy {gain['annotated-synthetic']:+.2f} (annotated questions), {gain['i2b2']:+.2f} (n2c2; "
             f"official micro-F1 {by[('i2b2', 'base')]['n2c2_micro_f1']:.2f} -> "
-            f"{by[('i2b2', 'distilled')]['n2c2_micro_f1']:.2f}), {gain['apixaban']:+.2f} (apixaban)") in readme
+            f"{by[('i2b2', 'distilled')]['n2c2_micro_f1']:.2f}) and {gain['apixaban']:+.2f} (apixaban)") in docs
+
+
+def test_readme_known_answer_figures_are_the_final_splits_records():
+    """The README's final-split figures: each seed's student - base difference with its interval, per task, and
+    the baselines' differences, as bench/known_answer.json holds them (each comparison's latest record)."""
+    paired = json.loads((REPO / "bench/known_answer.json").read_text())["paired"]
+    latest = {(row["teacher"], row["seed"], row["comparison"], row["task"]): row for row in paired}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    tasks = {"annotated-synthetic": "annotated questions", "i2b2": "n2c2", "apixaban": "apixaban"}
+    cell = lambda row: f"{row['difference']:+.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"  # noqa: E731
+    seeds = sorted(seed for teacher, seed, comparison, _ in latest if teacher == "reference"
+                   and comparison == "student - base")
+    assert seeds and set(seeds) <= {1, 2, 3}
+    for task, words in tasks.items():
+        cells = [cell(latest[("reference", seed, "student - base", task)]) for seed in sorted(set(seeds))]
+        assert f"{' and '.join(cells)} on {'the ' * (task == 'annotated-synthetic')}{words}" in readme
+    rules = [latest[("rules", None, "rules - base", task)]["difference"] for task in tasks]
+    assert f"({rules[0]:+.2f}, {rules[1]:+.2f}, {rules[2]:+.2f})" in readme
+    few_shot = [latest[("few-shot", None, "few-shot - base", task)]["difference"] for task in tasks]
+    assert f"({max(few_shot):+.2f} to {min(few_shot):+.2f})" in readme
     assert "pip install -r requirements.txt" in readme and "pip install -e ." in readme  # the GPU node's set-up
 
 
