@@ -25,7 +25,8 @@ answers, which the later arms reuse (the next ones train beside it); those run `
 the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60% of its memory; about
 21 GiB per training run, so 3 at most on an 80 GB card), each logging to arms/{teacher}-{notes}/bench.log,
 each arm's seconds recorded with the number of arms that could run at once.
-Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
+Each arm is logged in the results file as it finishes (a grid stopped midway keeps those). Rerunning resumes:
+the driver skips what is done. With --keep_earlier True, the records of arms measured
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
 arm's record says its run (date, card, command, code: the commit measured) and config digest; the file says
@@ -62,6 +63,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from clinical_distil import layout
 from clinical_distil.cli import run
@@ -71,7 +73,7 @@ from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, write_corpus
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import (grid_arms, known_teacher, n2c2_commands, n2c2_folders, parse_arms, parse_seeds,
+from known_answer_arms import (Arm, grid_arms, known_teacher, n2c2_commands, n2c2_folders, parse_arms, parse_seeds,
                                parse_sizes, run_arms, run_commands)
 from known_answer_results import (check_same_log, collect, collect_n2c2, corpus_summary, earlier_results,
                                   keep_earlier_arms, latest_paired, markdown, paired_markdown, precision_markdown)
@@ -159,27 +161,17 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         if final:  # before any arm runs: the log is of this corpus and reference teacher
             check_same_log(earlier_results(target), {"corpus": corpus_summary(corpus_dir),
                                                      "reference_teacher": reference_teacher.behaviour_digest()}, target)
-        run_arms(config_path, corpus_dir, chosen, self_teacher, engine or None, parallel, wanted)
+        done: list[Arm] = []
+
+        def finished(arm: Arm) -> None:  # each arm is logged as it finishes: a grid stopped midway keeps those
+            done.append(arm)
+            write_results(target, corpus_dir, config, [each for each in chosen if each in done], wanted,
+                          resamples, extra_n2c2, started, keep_earlier or final)
+
+        run_arms(config_path, corpus_dir, chosen, self_teacher, engine or None, parallel, wanted, on_done=finished)
         run_commands(n2c2_commands(config_path, corpus_dir, chosen, self_teacher, engine or None, extra_n2c2), 1)
-    # every arm's record says its run (date, card, command, code): the results pages name it per row
-    run_record = {"date": time.strftime("%Y-%m-%d"), "card": card(),
-                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version(),
-                  "split": corpus_summary(corpus_dir).get("split")}
-    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
-    results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
-               "reference_teacher": reference_teacher.behaviour_digest(),
-               "seconds": round(time.time() - started, 1), **collect(corpus_dir, chosen, tuple(wanted), resamples)}
-    results["arm_seconds"] = [{**run_record, "config_digest": digest, **arm} for arm in results["arm_seconds"]]
-    n2c2_runs, n2c2_paired = collect_n2c2(corpus_dir, chosen, extra_n2c2, resamples)
-    results["runs"] += n2c2_runs
-    if n2c2_paired:
-        results["paired"] = results.get("paired", []) + n2c2_paired
-        results["over_seeds"] = stats.mean_over_seeds(results["paired"])
-    for key in ("paired", "per_criterion"):
-        results[key] = [{**run_record, **record} for record in results.get(key, [])]
-    if keep_earlier or final:
-        results = keep_earlier_arms(results, target, chosen)
-    write_text(json.dumps(results, indent=1) + "\n", target)
+    results = write_results(target, corpus_dir, config, chosen, wanted, resamples, extra_n2c2, started,
+                            keep_earlier or final)
     if final or grid:
         figures = stats.write_figures(latest_paired(results.get("paired", [])), target.parent, target.stem)
         print("figures: " + (", ".join(str(path) for path in figures) or "none yet (a curve needs two points)"))
@@ -188,6 +180,33 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
     print(paired_markdown(results))
     print()
     print(precision_markdown(results))
+
+
+def write_results(target: Path, corpus_dir: Path, config: str, arms: list[Arm], baselines: list[str],
+                  resamples: int, extra_n2c2: list[Path], started: float, keep_earlier: bool) -> dict:
+    """Collect `arms` (the first with the baselines) into the results JSON at `target`, beside its earlier
+    records where `keep_earlier` (always on the final split's log); returns what was written."""
+    config_path = layout.resolve(config)
+    # every arm's record says its run (date, card, command, code): the results pages name it per row
+    run_record = {"date": time.strftime("%Y-%m-%d"), "card": card(),
+                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version(),
+                  "split": corpus_summary(corpus_dir).get("split")}
+    digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
+    results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
+               "reference_teacher": reference_teacher.behaviour_digest(),
+               "seconds": round(time.time() - started, 1), **collect(corpus_dir, arms, tuple(baselines), resamples)}
+    results["arm_seconds"] = [{**run_record, "config_digest": digest, **arm} for arm in results["arm_seconds"]]
+    n2c2_runs, n2c2_paired = collect_n2c2(corpus_dir, arms, extra_n2c2, resamples)
+    results["runs"] += n2c2_runs
+    if n2c2_paired:
+        results["paired"] = results.get("paired", []) + n2c2_paired
+        results["over_seeds"] = stats.mean_over_seeds(results["paired"])
+    for key in ("paired", "per_criterion"):
+        results[key] = [{**run_record, **record} for record in results.get(key, [])]
+    if keep_earlier:
+        results = keep_earlier_arms(results, target, arms)
+    write_text(json.dumps(results, indent=1) + "\n", target)
+    return results
 
 
 def joined_repeats(argv: list[str], flag: str) -> list[str]:

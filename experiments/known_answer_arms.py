@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import pandas as pd
 
@@ -254,13 +254,14 @@ def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str,
 
 
 def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int,
-                 end_on_failure: bool = True) -> dict[str, int]:
+                 end_on_failure: bool = True, on_done: Callable[[str], None] | None = None) -> dict[str, int]:
     """Run (label, command, log file or None for this terminal) commands, `parallel` at a time.
 
     Arms are independent once the first has made the base model's answers, and a 135M student leaves
     most of a GPU idle, so several arms share one: each vLLM engine then takes GPU_SHARED_BY_ENGINES / parallel
     of its memory. A failed arm lets the others finish (each resumes on a rerun) and then ends this run with
     its exit code; with `end_on_failure` False the failed commands' exit codes are returned instead, by label.
+    `on_done` is called with each command's label as it succeeds.
     """
     env = dict(os.environ)
     if parallel > 1:
@@ -284,6 +285,8 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
             print(f"== arm {label}: {ended}", flush=True)
             if process.returncode != 0:
                 failed[label] = process.returncode
+            elif on_done is not None:
+                on_done(label)
     if failed and end_on_failure:
         raise SystemExit(next(iter(failed.values())))
     return failed
@@ -355,10 +358,11 @@ def parse_sizes(grid: str | int | tuple) -> tuple[int, ...]:
 
 
 def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, engine: str | None, parallel: int,
-             baselines: list[str]) -> None:
+             baselines: list[str], on_done: Callable[[Arm], None] | None = None) -> None:
     """Every arm through the driver: the first makes the prompts and the base model's answers the others reuse
     (beside it, with `parallel` above 1, the next arms train their students), then the baselines answer on the
-    first arm's prompts, then the other arms finish, `parallel` at a time."""
+    first arm's prompts, then the other arms finish, `parallel` at a time. `on_done` is called with each arm
+    as it finishes (the first once its baselines have answered too)."""
     for arm in chosen:
         prepare_arm(corpus, arm_root(corpus, arm), None)
     # a filtered arm first runs to stage C (its teacher's replies, or its twin's), so that its twin trains on
@@ -396,6 +400,9 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
     if baselines:
         run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
                                        per_type.get(chosen[0])), 1)
+    if on_done is not None:
+        on_done(chosen[0])
     for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
         prepare_arm(corpus, arm_root(corpus, arm), first)
-    run_commands(commands[1:], parallel)
+    by_label = {arm.label: arm for arm in chosen}
+    run_commands(commands[1:], parallel, on_done=None if on_done is None else lambda label: on_done(by_label[label]))

@@ -447,7 +447,9 @@ def test_an_early_training_that_fails_runs_again_with_its_arm_and_a_failed_first
 
     monkeypatch.setattr(known_answer_arms, "prepare_arm", lambda *args: ran.append(("prepare", args[1].name)))
     monkeypatch.setattr(known_answer_arms, "arm_command", command)
-    known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
+    finished = []
+    known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [], on_done=finished.append)
+    assert finished[0] == arms[0] and sorted(finished[1:]) == sorted(arms[1:])  # each arm once, the first first
     logs = {arm.label: (known_answer_arms.arm_root(corpus, arm) / "bench.log").read_text() for arm in arms[1:]}
     assert logs == {"reference:30:seed2": "reference:30:seed2 convert_peft\nreference:30:seed2 None\n",
                     "reference:30:seed3": "reference:30:seed3 convert_peft\nreference:30:seed3 None\n",
@@ -463,6 +465,27 @@ def test_an_early_training_that_fails_runs_again_with_its_arm_and_a_failed_first
     with pytest.raises(SystemExit) as ended:
         known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
     assert ended.value.code == 3 and (known_answer_arms.arm_root(corpus, arms[3]) / "bench.log").read_text() == before
+
+
+def test_the_grid_logs_each_arm_as_it_finishes_so_a_stopped_grid_keeps_them(tmp_path, monkeypatch):
+    """The results file is written when each arm finishes (the first with its baselines), not only at the end:
+    a grid stopped midway keeps what it finished."""
+    written = []
+    monkeypatch.setattr(known_answer, "write_corpus", lambda *args, **kwargs: None)
+    monkeypatch.setattr(known_answer, "write_results", lambda target, corpus, config, arms, *rest: written.append(
+        [arm.label for arm in arms]))
+
+    def stopped_after_two(config, corpus, chosen, self_teacher, engine, parallel, baselines, on_done):
+        on_done(chosen[0])
+        on_done(chosen[2])
+        raise SystemExit(9)  # the machine went away
+
+    monkeypatch.setattr(known_answer, "run_arms", stopped_after_two)
+    with pytest.raises(SystemExit) as ended:
+        known_answer.main(corpus=str(tmp_path / "corpus"), arms="reference:30,reference:100,text-only:30",
+                          seeds="1", output=str(tmp_path / "out.json"))
+    assert ended.value.code == 9
+    assert written == [["reference:30:seed1"], ["reference:30:seed1", "text-only:30:seed1"]]
 
 
 @pytest.mark.parametrize("parallel, share", [(1, None), (2, "0.30"), (3, "0.20"), (4, "0.15")])
