@@ -648,8 +648,9 @@ def arm_cost_reading(rows: list[Row]) -> str:
 
 ARM_COST = Table(
     title="Known-answer grid, final split: what an arm costs",
-    measures="Per arm: the driver's seconds for training (stage D's finetune) and for answering (eval-inference, "
-             "base and student, over the three tasks), summed over resumed runs; the engine starts of its answers "
+    measures="Per arm: the driver's seconds for training (stage D's finetune) and for answering (eval-inference "
+             "over the three tasks: the base and the student for a run's first arm, the student alone for the "
+             "others, which reuse the base's answers), summed over resumed runs; the engine starts of its answers "
              "(one per model answered in the run that finished them; blank where not recorded); how many arms "
              "could share the card while it ran (`--parallel`).",
     source=final_rows("arm_seconds"),

@@ -25,8 +25,8 @@ answers, which the later arms reuse (the next ones train beside it); those run `
 the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60% of its memory; about
 21 GiB per training run, so 3 at most on an 80 GB card), each logging to arms/{teacher}-{notes}/bench.log,
 each arm's seconds recorded with the number of arms that could run at once.
-Each arm is logged in the results file as it finishes (a grid stopped midway keeps those). Rerunning resumes:
-the driver skips what is done. With --keep_earlier True, the records of arms measured
+Into a log of earlier records (the final split, --keep_earlier) each arm is logged as it finishes (a grid
+stopped midway keeps those). Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
 earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
 learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
 arm's record says its run (date, card, command, code: the commit measured) and config digest; the file says
@@ -163,12 +163,18 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
                                                      "reference_teacher": reference_teacher.behaviour_digest()}, target)
         done: list[Arm] = []
 
-        def finished(arm: Arm) -> None:  # each arm is logged as it finishes: a grid stopped midway keeps those
+        def finished(arm: Arm) -> None:
+            """Log the arm that finished (with its format-only twin where both are done, for their comparison;
+            the first arm with the baselines), so that a grid stopped midway keeps what it finished. Only into a
+            log of earlier records: a results file written whole would be cut down to the arms done so far."""
             done.append(arm)
-            write_results(target, corpus_dir, config, [each for each in chosen if each in done], wanted,
-                          resamples, extra_n2c2, started, keep_earlier or final)
+            twins = [each for each in chosen if each in done
+                     and each._replace(permuted=False) == arm._replace(permuted=False)]
+            write_results(target, corpus_dir, config, twins, wanted if chosen[0] in twins else [], resamples,
+                          extra_n2c2, started, keep_earlier=True)
 
-        run_arms(config_path, corpus_dir, chosen, self_teacher, engine or None, parallel, wanted, on_done=finished)
+        run_arms(config_path, corpus_dir, chosen, self_teacher, engine or None, parallel, wanted,
+                 on_done=finished if keep_earlier or final else None)
         run_commands(n2c2_commands(config_path, corpus_dir, chosen, self_teacher, engine or None, extra_n2c2), 1)
     results = write_results(target, corpus_dir, config, chosen, wanted, resamples, extra_n2c2, started,
                             keep_earlier or final)

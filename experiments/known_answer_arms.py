@@ -254,19 +254,21 @@ def baseline_commands(config: Path, corpus: Path, first: Arm, self_teacher: str,
 
 
 def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: int,
-                 end_on_failure: bool = True, on_done: Callable[[str], None] | None = None) -> dict[str, int]:
+                 end_on_failure: bool = True, on_done: Callable[[str], None] | None = None,
+                 needed: str | None = None) -> dict[str, int]:
     """Run (label, command, log file or None for this terminal) commands, `parallel` at a time.
 
     Arms are independent once the first has made the base model's answers, and a 135M student leaves
     most of a GPU idle, so several arms share one: each vLLM engine then takes GPU_SHARED_BY_ENGINES / parallel
     of its memory. A failed arm lets the others finish (each resumes on a rerun) and then ends this run with
     its exit code; with `end_on_failure` False the failed commands' exit codes are returned instead, by label.
-    `on_done` is called with each command's label as it succeeds.
+    `on_done` is called with each command's label as it succeeds (an error there ends the run once the running
+    commands have ended); when the command labelled `needed` fails, no further command starts.
     """
-    env = dict(os.environ)
-    if parallel > 1:
-        env[MEMORY_SHARE_VARIABLE] = f"{GPU_SHARED_BY_ENGINES / parallel:.2f}"
-    waiting, running, failed = list(commands), [], {}
+    env, at_once = dict(os.environ), min(parallel, len(commands))
+    if at_once > 1:
+        env[MEMORY_SHARE_VARIABLE] = f"{GPU_SHARED_BY_ENGINES / at_once:.2f}"
+    waiting, running, failed, errors = list(commands), [], {}, []
     while waiting or running:
         while waiting and len(running) < parallel:
             label, argv, log = waiting.pop(0)
@@ -285,8 +287,16 @@ def run_commands(commands: list[tuple[str, list[str], Path | None]], parallel: i
             print(f"== arm {label}: {ended}", flush=True)
             if process.returncode != 0:
                 failed[label] = process.returncode
+                if label == needed:
+                    waiting.clear()
             elif on_done is not None:
-                on_done(label)
+                try:
+                    on_done(label)
+                except Exception as error:  # noqa: BLE001 (raised below, once no arm is left running)
+                    print(f"== arm {label}: finished, but could not be logged: {error}", flush=True)
+                    errors.append(error)
+    if errors:
+        raise errors[0]
     if failed and end_on_failure:
         raise SystemExit(next(iter(failed.values())))
     return failed
@@ -357,6 +367,13 @@ def parse_sizes(grid: str | int | tuple) -> tuple[int, ...]:
     return tuple(int(value) for value in values)
 
 
+def finished_arm(root: Path) -> bool:
+    """Whether the driver has run every stage of the arm, its report included."""
+    state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
+    return state.exists() and (json.loads(state.read_text()).get("stages", {}).get("report") or {}).get(
+        "status") in ("ran", "skipped")
+
+
 def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, engine: str | None, parallel: int,
              baselines: list[str], on_done: Callable[[Arm], None] | None = None) -> None:
     """Every arm through the driver: the first makes the prompts and the base model's answers the others reuse
@@ -389,19 +406,23 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
     training = [(f"{arm.label} to its student", arm_command(config, corpus, arm_root(corpus, arm), arm, self_teacher,
                                                             engine, per_type.get(arm), to_stage=TRAINED),
                  arm_root(corpus, arm) / "bench.log") for arm in early]
-    for arm in chosen:  # the most arms that could share the GPU with it over its runs, for reading its seconds
+    to_run = [arm for arm in chosen if not finished_arm(arm_root(corpus, arm))]
+    for arm in to_run:  # the most arms that could share the GPU with it over its runs, for reading its seconds
         marker = arm_root(corpus, arm) / ARMS_AT_ONCE
         before = int(marker.read_text()) if marker.exists() else 0
-        marker.write_text(f"{max(before, min(parallel, len(chosen)))}\n")
-    # an early training that fails (out of GPU memory beside the others, say) runs again with its arm below
-    failed = run_commands(commands[:1] + training, parallel, end_on_failure=False)
-    if commands[0][0] in failed:  # the others need the first arm's prompts and base answers
+        marker.write_text(f"{max(before, min(parallel, len(to_run)))}\n")
+    # an early training that fails (out of GPU memory beside the others, say) runs again with its arm below; the
+    # others need the first arm's prompts and base answers
+    failed = run_commands(commands[:1] + training, parallel, end_on_failure=False, needed=commands[0][0])
+    if commands[0][0] in failed:
         raise SystemExit(failed[commands[0][0]])
+    if on_done is not None:
+        on_done(chosen[0])
     if baselines:
         run_commands(baseline_commands(config, corpus, chosen[0], self_teacher, engine, baselines,
                                        per_type.get(chosen[0])), 1)
-    if on_done is not None:
-        on_done(chosen[0])
+        if on_done is not None:  # logged again, now with the baselines
+            on_done(chosen[0])
     for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
         prepare_arm(corpus, arm_root(corpus, arm), first)
     by_label = {arm.label: arm for arm in chosen}

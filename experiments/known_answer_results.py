@@ -28,6 +28,12 @@ def record_key(record: dict) -> tuple:
             record.get("seed"))
 
 
+def measured(record: dict) -> str:
+    """A record without its run's fields (date, card, command, code, split): what it measured."""
+    return json.dumps({key: value for key, value in record.items()
+                       if key not in ("date", "card", "command", "code", "split")}, sort_keys=True, default=str)
+
+
 def collect_n2c2(corpus: Path, arms: list[Arm], folders: list[Path], resamples: int) -> tuple[list, list]:
     """The extra n2c2 folders' rows: each arm's student and the base with the official micro-F1, and the student
     against the base paired over the folder's patients."""
@@ -106,7 +112,7 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
             # one eval-inference command per model answered (its steps share it): one engine start each
             answering = (stages.get("eval_inference") or {}).get("steps") or {}
             arm_seconds.append({**tag, "arms_at_once": int(at_once.read_text()) if at_once.exists() else 1,
-                                "engine_starts": len({step.get("command") for step in answering.values()}),
+                                "engine_starts": len({step.get("command") for step in answering.values()}) or None,
                                 "seconds": round(sum(
                 record.get("seconds") or 0 for record in stages.values()), 1),
                 "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
@@ -183,7 +189,11 @@ def keep_earlier_arms(results: dict, output: Path, arms: list[Arm]) -> dict:
         for key in ("runs", "per_criterion"):
             results[key] = [record for record in results.get(key, []) if (record_key(record), record["task"]) in tasks]
         for key in ("teacher_precision", "arm_seconds"):
-            results[key] = [record for record in results.get(key, []) if record_key(record) in arms_new]
+            # logged again only where they differ from the arm's logged ones (a rerun's seconds), not because a
+            # later write (the format-only twin finishing, an n2c2 folder answered) compared the arm once more
+            known = {measured(record) for record in earlier.get(key, [])}
+            results[key] = [record for record in results.get(key, []) if record_key(record) in arms_new
+                            and measured(record) not in known]
         for key in LOGGED:
             results[key] = earlier.get(key, []) + results[key]
         results["over_seeds"] = stats.mean_over_seeds(latest_paired(results["paired"]))

@@ -439,63 +439,100 @@ def test_an_early_training_that_fails_runs_again_with_its_arm_and_a_failed_first
     arms = [Arm("reference", 30, seed=seed) for seed in (1, 2, 3)] + [Arm("text-only", 30, seed=1)]
     for arm in arms:
         known_answer_arms.arm_root(corpus, arm).mkdir(parents=True)
-    failing = {("reference:30:seed2", known_answer_arms.TRAINED)}
+    codes = {("reference:30:seed2", known_answer_arms.TRAINED): 3}  # the exit code of each failing command
 
     def command(config, corpus, root, arm, self_teacher, engine=None, per_type=None, to_stage=None):
-        code = 3 if (arm.label, to_stage) in failing else 0
-        return [sys.executable, "-c", f"import sys; print({arm.label!r}, {to_stage!r}); sys.exit({code})"]
+        pause = 0.5 if to_stage else 0.0  # an early training outlasts a first arm that fails at once
+        return [sys.executable, "-c", f"import sys, time; time.sleep({pause}); print({arm.label!r}, {to_stage!r}); "
+                                      f"sys.exit({codes.get((arm.label, to_stage), 0)})"]
 
     monkeypatch.setattr(known_answer_arms, "prepare_arm", lambda *args: ran.append(("prepare", args[1].name)))
     monkeypatch.setattr(known_answer_arms, "arm_command", command)
     finished = []
     known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [], on_done=finished.append)
     assert finished[0] == arms[0] and sorted(finished[1:]) == sorted(arms[1:])  # each arm once, the first first
-    logs = {arm.label: (known_answer_arms.arm_root(corpus, arm) / "bench.log").read_text() for arm in arms[1:]}
-    assert logs == {"reference:30:seed2": "reference:30:seed2 convert_peft\nreference:30:seed2 None\n",
-                    "reference:30:seed3": "reference:30:seed3 convert_peft\nreference:30:seed3 None\n",
-                    "text-only:30:seed1": "text-only:30:seed1 None\n"}  # two early trainings for --parallel 2
-    assert [(known_answer_arms.arm_root(corpus, arm) / known_answer_arms.ARMS_AT_ONCE).read_text()
-            for arm in arms] == ["2\n"] * 4
-    failing.add(("reference:30:seed2", None))  # failing again, whole: the run ends with its code
+    log = lambda arm: (known_answer_arms.arm_root(corpus, arm) / "bench.log").read_text()  # noqa: E731
+    assert {arm.label: log(arm) for arm in arms[1:]} == {
+        "reference:30:seed2": "reference:30:seed2 convert_peft\nreference:30:seed2 None\n",
+        "reference:30:seed3": "reference:30:seed3 convert_peft\nreference:30:seed3 None\n",
+        "text-only:30:seed1": "text-only:30:seed1 None\n"}  # two early trainings for --parallel 2
+    at_once = lambda: [(known_answer_arms.arm_root(corpus, arm) / known_answer_arms.ARMS_AT_ONCE).read_text()  # noqa: E731
+                       for arm in arms]
+    assert at_once() == ["2\n"] * 4
+    # an arm already finished is not said to have shared the card with a later run's arms
+    state = layout.report_dir(known_answer_arms.arm_root(corpus, arms[3]) / layout.REPORTS.name,
+                              known_answer_stats.RUN) / "run.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"stages": {"report": {"status": "ran", "seconds": 1.0}}}))
+    known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 3, [])
+    assert at_once() == ["3\n", "3\n", "3\n", "2\n"]
+    codes[("reference:30:seed2", None)] = 4  # failing again, whole: the run ends with its code
     with pytest.raises(SystemExit) as ended:
         known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
-    assert ended.value.code == 3
-    failing.add(("reference:30:seed1", None))  # the first arm failing ends the run before any other arm answers
-    before = (known_answer_arms.arm_root(corpus, arms[3]) / "bench.log").read_text()
+    assert ended.value.code == 4
+    codes[("reference:30:seed1", None)] = 5  # the first arm failing: no other arm starts, the run ends
+    before = {arm: log(arm) for arm in arms[2:]}
     with pytest.raises(SystemExit) as ended:
-        known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
-    assert ended.value.code == 3 and (known_answer_arms.arm_root(corpus, arms[3]) / "bench.log").read_text() == before
+        known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [], on_done=finished.append)
+    assert ended.value.code == 5 and {arm: log(arm) for arm in arms[2:]} == before
+    assert len(finished) == 4  # nothing more logged
+
+
+def test_an_arm_that_cannot_be_logged_ends_the_run_once_the_others_have_ended(tmp_path, capsys):
+    sleeper = "import sys, time; time.sleep(float(sys.argv[1]))"
+    commands = [(name, [sys.executable, "-c", sleeper, pause], tmp_path / f"{name}.log")
+                for name, pause in (("quick", "0"), ("slow", "1.0"))]
+
+    def unloggable(label: str) -> None:
+        raise OSError(f"{label}: disk full")
+
+    with pytest.raises(OSError, match="quick: disk full"):
+        known_answer_arms.run_commands(commands, 2, on_done=unloggable)
+    out = capsys.readouterr().out
+    assert "== arm quick: finished, but could not be logged: quick: disk full" in out
+    assert "== arm slow: done" in out  # the other arm ran to its end first
 
 
 def test_the_grid_logs_each_arm_as_it_finishes_so_a_stopped_grid_keeps_them(tmp_path, monkeypatch):
-    """The results file is written when each arm finishes (the first with its baselines), not only at the end:
-    a grid stopped midway keeps what it finished."""
+    """Into a log of earlier records (the final split, --keep_earlier) each arm is written when it finishes, with
+    its format-only twin once both are done and the first with the baselines: a grid stopped midway keeps what
+    it finished. A results file written whole is written once, at the end."""
     written = []
     monkeypatch.setattr(known_answer, "write_corpus", lambda *args, **kwargs: None)
-    monkeypatch.setattr(known_answer, "write_results", lambda target, corpus, config, arms, *rest: written.append(
-        [arm.label for arm in arms]))
+    monkeypatch.setattr(known_answer, "write_results", lambda target, corpus, config, arms, baselines, *rest, **keep:
+                        written.append(([arm.label for arm in arms], list(baselines), keep)))
 
-    def stopped_after_two(config, corpus, chosen, self_teacher, engine, parallel, baselines, on_done):
-        on_done(chosen[0])
-        on_done(chosen[2])
+    def stopped_after_three(config, corpus, chosen, self_teacher, engine, parallel, baselines, on_done):
+        for arm in (chosen[0], chosen[3], chosen[2]) if on_done else ():  # no callback: nothing to log midway
+            on_done(arm)
         raise SystemExit(9)  # the machine went away
 
-    monkeypatch.setattr(known_answer, "run_arms", stopped_after_two)
+    monkeypatch.setattr(known_answer, "run_arms", stopped_after_three)
+    grid = dict(corpus=str(tmp_path / "corpus"), arms="reference:30,reference:100,text-only:30,reference:30:permuted",
+                seeds="1", output=str(tmp_path / "out.json"), baselines="rules")
     with pytest.raises(SystemExit) as ended:
-        known_answer.main(corpus=str(tmp_path / "corpus"), arms="reference:30,reference:100,text-only:30",
-                          seeds="1", output=str(tmp_path / "out.json"))
+        known_answer.main(**grid, keep_earlier=True)
     assert ended.value.code == 9
-    assert written == [["reference:30:seed1"], ["reference:30:seed1", "text-only:30:seed1"]]
+    assert written == [(["reference:30:seed1"], ["rules"], {"keep_earlier": True}),
+                       (["reference:30:seed1", "reference:30:permuted:seed1"], ["rules"], {"keep_earlier": True}),
+                       (["text-only:30:seed1"], [], {"keep_earlier": True})]
+    written.clear()
+    with pytest.raises(SystemExit):
+        known_answer.main(**grid)
+    assert written == []
 
 
-@pytest.mark.parametrize("parallel, share", [(1, None), (2, "0.30"), (3, "0.20"), (4, "0.15")])
-def test_arms_run_at_once_share_the_gpus_memory_between_their_vllm_engines(tmp_path, monkeypatch, parallel, share):
+@pytest.mark.parametrize("parallel, arms, share", [(1, 1, None), (2, 2, "0.30"), (3, 3, "0.20"), (4, 4, "0.15"),
+                                                    (3, 1, None), (4, 2, "0.30")])
+def test_arms_run_at_once_share_the_gpus_memory_between_their_vllm_engines(tmp_path, monkeypatch, parallel, arms,
+                                                                           share):
+    """Each engine's share is of the arms that can run at once: --parallel, or fewer where fewer arms are left."""
     monkeypatch.delenv(MEMORY_SHARE_VARIABLE, raising=False)
     shown = f"import os; print(os.environ.get({MEMORY_SHARE_VARIABLE!r}))"
-    logs = [tmp_path / f"a{index}.log" for index in range(parallel)]
+    logs = [tmp_path / f"a{index}.log" for index in range(arms)]
     known_answer_arms.run_commands([(f"a{index}", [sys.executable, "-c", shown], log)
                                     for index, log in enumerate(logs)], parallel)
-    assert [log.read_text() for log in logs] == [f"{share}\n"] * parallel
+    assert [log.read_text() for log in logs] == [f"{share}\n"] * arms
     if share:  # what each engine then takes
         monkeypatch.setenv(MEMORY_SHARE_VARIABLE, share)
         assert memory_share() == float(share)
@@ -887,6 +924,47 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     # an arm of the config's seed is not averaged with seeded ones
     apart = stats.mean_over_seeds([paired(1, 0.2, "a"), paired(2, 0.4, "b"), {**paired(0, 0.9, "e"), "seed": None}])
     assert [(row["seeds"], round(row["mean_difference"], 3)) for row in apart] == [(2, 0.3), (1, 0.9)]
+
+
+def test_the_final_split_log_written_arm_by_arm_is_the_log_written_at_once(tmp_path):
+    """An arm logged as it finishes, then again beside its format-only twin (their comparison), then in the run's
+    last write: its seconds and teacher precision are logged once, as one write at the end logs them."""
+    tag = lambda answers: {"teacher": "reference", "notes": 4, "filters": "none", "answers": answers,  # noqa: E731
+                           "seed": 1}
+    run = {"date": "2026-12-06", "card": "H100", "command": "python experiments/known_answer.py", "code": "abc"}
+
+    def paired(answers: str, comparison: str, digest: str) -> dict:
+        return {**run, **tag(answers), "task": "i2b2", "comparison": comparison, "difference": 0.1,
+                "ci_low": 0.0, "ci_high": 0.2, "answers_digest": digest}
+
+    def results(*answers: str) -> dict:
+        rows = [paired(kind, "student - base", kind[0]) for kind in answers]
+        if len(answers) == 2:
+            rows.append(paired("as written", "student - format-only student", "a/p"))
+        return {"corpus": {"split": "final"}, "reference_teacher": "t", **run,
+                "runs": [{**tag(kind), "task": "i2b2", "model": "distilled"} for kind in answers],
+                "teacher_precision": [{**tag(kind), "question_type": "all", "precision": 1.0} for kind in answers],
+                "arm_seconds": [{**run, **tag(kind), "seconds": 10.0 + len(kind)} for kind in answers],
+                "paired": rows, "per_criterion": []}
+
+    def logged(*writes) -> dict:
+        output = tmp_path / f"log{len(writes)}.json"
+        output.write_text(json.dumps({"corpus": {"split": "final"}, "reference_teacher": "t", "runs": [],
+                                      "teacher_precision": [], "arm_seconds": [], "paired": [], "per_criterion": []}))
+        for write in writes:
+            output.write_text(json.dumps(known_answer_results.keep_earlier_arms(write, output, [])))
+        return json.loads(output.read_text())
+
+    by_arm = logged(results("as written"), results("as written", "permuted"), results("as written", "permuted"))
+    at_once = logged(results("as written", "permuted"))
+    for key in ("arm_seconds", "teacher_precision", "paired"):
+        assert sorted(map(known_answer_results.measured, by_arm[key])) == sorted(
+            map(known_answer_results.measured, at_once[key])), key
+    assert [(row["answers"], row["seconds"]) for row in by_arm["arm_seconds"]] == [("as written", 20.0),
+                                                                                  ("permuted", 18.0)]
+    rerun = results("as written")  # the arm answered again (other answers, other seconds): logged again
+    rerun["paired"][0]["answers_digest"], rerun["arm_seconds"][0]["seconds"] = "b", 30.0
+    assert [row["seconds"] for row in logged(results("as written"), rerun)["arm_seconds"]] == [20.0, 30.0]
 
 
 def test_baselines_compared_again_replace_their_records_on_the_dev_split(tmp_path):
