@@ -561,8 +561,8 @@ def final_rows(part: str) -> Callable[[], list[Row]]:
         records = load(FINAL).get(part, [])
         if part == "over_seeds":
             return records
-        key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"), row.get("seed"),  # noqa: E731
-                           row.get("comparison"), row.get("task"), row.get("criterion"))
+        key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
+                           row.get("seed"), row.get("comparison"), row.get("task"), row.get("criterion"))
         latest = {key(row): row for row in records}
         return [row for row in records if latest[key(row)] is row]
     return rows

@@ -73,7 +73,8 @@ class VLLMEngine:
         options: dict[str, Any] = dict(
             model=model_id, tensor_parallel_size=tensor_parallel,
             dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization or memory_share(), enforce_eager=start_mode == "off", seed=seed)
+            gpu_memory_utilization=gpu_memory_utilization or memory_share(), enforce_eager=start_mode == "off",
+            seed=seed)
         if start_mode == "graphs":
             from vllm.config import CompilationConfig, CompilationMode, CUDAGraphMode
 

@@ -3,8 +3,9 @@
     python experiments/known_answer.py --engine vllm                     # the arms of experiments/RESULTS.md (one GPU)
     python experiments/known_answer.py --arms reference:25,reference:300,self:25 --parallel 3   # side by side
     python experiments/known_answer.py --arms self:300 --engine vllm --keep_earlier True
-    python experiments/known_answer.py --corpus data/known-answer-final --split final --grid 100,300,1000 \
-        --engine vllm                                                    # the analysis plan's grid (docs/known_answer.md)
+    python experiments/known_answer.py --corpus data/known-answer-final --split final --patients 1200 \
+        --annotated_notes 120 --n2c2_test 120 --apixaban_notes 96 --grid 30,100,300 --engine vllm \
+        --parallel 3                                         # the analysis plan's grid (docs/known_answer.md)
 
 Writes a simulated corpus (python -m simulation.corpus) once, then runs `run-pipeline.py --config
 configs/known-answer.yaml` once per arm, an arm being a teacher and a number of notes: `reference`
@@ -26,12 +27,13 @@ the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60
 21 GiB per training run, so 3 at most on an 80 GB card), each logging to arms/{teacher}-{notes}/bench.log,
 each arm's seconds recorded with the number of arms that could run at once.
 Into a log of earlier records (the final split, --keep_earlier) each arm is logged as it finishes (a grid
-stopped midway keeps those). Rerunning resumes: the driver skips what is done. With --keep_earlier True, the records of arms measured
-earlier on the same corpus by the same reference teacher (in --output, arms not run now) are kept, so a
-learning curve can grow over runs; results measured otherwise are kept whole under `superseded`. Every
-arm's record says its run (date, card, command, code: the commit measured) and config digest; the file says
-its reference teacher's digest: a digest of its behaviour (its replies about a small corpus of fixed seed,
-simulation.reference_teacher.behaviour_digest), so that code moved or reworded keeps earlier arms comparable.
+stopped midway keeps those). Rerunning resumes: the driver skips what is done. With --keep_earlier True,
+the records of arms measured earlier on the same corpus by the same reference teacher (in --output, arms
+not run now) are kept, so a learning curve can grow over runs; results measured otherwise are kept whole
+under `superseded`. Every arm's record says its run (date, card, command, code: the commit measured) and
+config digest; the file says its reference teacher's digest: a digest of its behaviour (its replies about a
+small corpus of fixed seed, simulation.reference_teacher.behaviour_digest), so that code moved or reworded
+keeps earlier arms comparable.
 `python bench/results.py` writes experiments/RESULTS.md from the file.
 
 An arm may add `:permuted` (stage C's answers permuted within each question type: the format-only fine-tune) and

@@ -23,6 +23,7 @@ from clinical_distil import layout
 from clinical_distil.files import InputError, write_csv
 from clinical_distil.layout import REPO_ROOT as REPO
 from clinical_distil.post_process import FILTERS
+from clinical_distil.report import read_run_state
 from clinical_distil.vllm_engine import MEMORY_SHARE_VARIABLE
 from simulation.corpus import CORPUS_FILE
 
@@ -367,11 +368,20 @@ def parse_sizes(grid: str | int | tuple) -> tuple[int, ...]:
     return tuple(int(value) for value in values)
 
 
+def driver_stages(root: Path) -> dict[str, Any]:
+    """The driver's record of the arm's stages (status, seconds, steps), empty before its first run."""
+    return read_run_state(layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json").get("stages", {})
+
+
 def finished_arm(root: Path) -> bool:
     """Whether the driver has run every stage of the arm, its report included."""
-    state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
-    return state.exists() and (json.loads(state.read_text()).get("stages", {}).get("report") or {}).get(
-        "status") in ("ran", "skipped")
+    return (driver_stages(root).get("report") or {}).get("status") in ("ran", "skipped")
+
+
+def arms_at_once(root: Path) -> int | None:
+    """The most arms that could share the GPU with this one over its runs (None before any run said)."""
+    marker = root / ARMS_AT_ONCE
+    return int(marker.read_text()) if marker.exists() else None
 
 
 def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, engine: str | None, parallel: int,
@@ -408,9 +418,8 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
                  arm_root(corpus, arm) / "bench.log") for arm in early]
     to_run = [arm for arm in chosen if not finished_arm(arm_root(corpus, arm))]
     for arm in to_run:  # the most arms that could share the GPU with it over its runs, for reading its seconds
-        marker = arm_root(corpus, arm) / ARMS_AT_ONCE
-        before = int(marker.read_text()) if marker.exists() else 0
-        marker.write_text(f"{max(before, min(parallel, len(to_run)))}\n")
+        before = arms_at_once(arm_root(corpus, arm)) or 0
+        (arm_root(corpus, arm) / ARMS_AT_ONCE).write_text(f"{max(before, min(parallel, len(to_run)))}\n")
     # an early training that fails (out of GPU memory beside the others, say) runs again with its arm below; the
     # others need the first arm's prompts and base answers
     failed = run_commands(commands[:1] + training, parallel, end_on_failure=False, needed=commands[0][0])

@@ -17,7 +17,8 @@ from clinical_distil.tasks import get_task
 from simulation.corpus import CORPUS_FILE
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import ARMS_AT_ONCE, AS_WRITTEN, PERMUTED, Arm, arm_root, n2c2_name, n2c2_root
+from known_answer_arms import (AS_WRITTEN, PERMUTED, Arm, arm_root, arms_at_once, driver_stages, n2c2_name,
+                               n2c2_root)
 from known_answer_stats import RUN, TASKS
 
 
@@ -105,17 +106,14 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
                                    "answers_digest": stats.answers_digest(root, task, "distilled") + "/" + str(
                                        stats.answers_digest(arm_root(corpus, format_only), task, "distilled")),
                                    **stats.compare(student, other, task, resamples, 0)})
-        state = layout.report_dir(root / layout.REPORTS.name, RUN) / "run.json"
-        if state.exists():  # the driver's seconds per stage, summed over sessions
-            stages = json.loads(state.read_text()).get("stages", {})
-            at_once = root / ARMS_AT_ONCE
+        stages = driver_stages(root)
+        if stages:  # the driver's seconds per stage, summed over sessions
             # one eval-inference command per model answered (its steps share it): one engine start each
             answering = (stages.get("eval_inference") or {}).get("steps") or {}
-            arm_seconds.append({**tag, "arms_at_once": int(at_once.read_text()) if at_once.exists() else 1,
+            arm_seconds.append({**tag, "arms_at_once": arms_at_once(root) or 1,
                                 "engine_starts": len({step.get("command") for step in answering.values()}) or None,
-                                "seconds": round(sum(
-                record.get("seconds") or 0 for record in stages.values()), 1),
-                "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
+                                "seconds": round(sum(record.get("seconds") or 0 for record in stages.values()), 1),
+                                "stages": {stage: record.get("seconds") for stage, record in stages.items()}})
         truth = layout.teacher_truth_file(layout.report_dir(root / layout.REPORTS.name, RUN))
         if truth.exists():
             precision += [{**tag, **row} for row in read_csv(truth).to_dict("records")]
@@ -132,7 +130,8 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
     tidy = lambda records: [{key: clean(value) for key, value in record.items()} for record in records]  # noqa: E731
     results = {"arm_seconds": arm_seconds, "runs": tidy(runs), "teacher_precision": tidy(precision)}
     if paired:
-        results |= {"paired": tidy(paired), "over_seeds": stats.mean_over_seeds(paired), "per_criterion": tidy(criteria)}
+        results |= {"paired": tidy(paired), "over_seeds": stats.mean_over_seeds(paired),
+                    "per_criterion": tidy(criteria)}
     return results
 
 

@@ -96,7 +96,8 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
         else value  # noqa: E731 (a column with gaps holds floats: 300.0 is 300, NaN none)
     for values, group in frame.groupby([*keys, "seeded"], sort=False, dropna=False):
         values = values[:-1]
-        rows.append({**{key: plain(value) for key, value in zip(keys, values)}, "seeds": int(group["seed"].notna().sum()) or len(group),
+        rows.append({**{key: plain(value) for key, value in zip(keys, values)},
+                     "seeds": int(group["seed"].notna().sum()) or len(group),
                      "mean_difference": float(group["difference"].mean()),
                      "min_difference": float(group["difference"].min()),
                      "max_difference": float(group["difference"].max()),
