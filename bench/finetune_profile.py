@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from finetune_speed import check_lengths, model_and_data
-from provenance import append_run, provenance, runs_of
+from clinical_distil.provenance import append_run, provenance, runs_of
 
 from clinical_distil import layout
 from clinical_distil.cli import run

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from provenance import provenance
+from clinical_distil.provenance import provenance
 from shapes import build_random_model
 
 from clinical_distil import layout

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import provenance
+from clinical_distil.provenance import provenance
 from shapes import LLAMA_SHAPES, build_random_model
 
 from clinical_distil.cli import run

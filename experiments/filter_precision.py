@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from known_answer import code_version
 
 from clinical_distil import create, layout, post_process
 from clinical_distil.cli import run
 from clinical_distil.files import InputError, read_csv
+from clinical_distil.provenance import provenance
 from simulation.teacher_check import check_items, corpus_facts
 
 VERIFIER = "require_verified"
@@ -81,8 +80,8 @@ def main(data_dir: str = "", dataset: str = "", output: str = "") -> None:
     teacher = summary.get("teacher", {}).get("model_id")
     verifier = str(items["verifier"].dropna().iloc[0]) if "verifier" in items and items["verifier"].notna().any() \
         else None
-    results = {"date": time.strftime("%Y-%m-%d"), "card": f"CPU ({os.cpu_count()} cores)",
-               "command": " ".join(["python experiments/filter_precision.py", *sys.argv[1:]]), "code": code_version(),
+    # the checks run on the CPU whatever the machine holds
+    results = {**provenance("experiments/filter_precision.py"), "card": f"CPU ({os.cpu_count()} cores)",
                "teacher": teacher, "verifier": verifier,
                "notes": int(items["note_id"].nunique()), "seconds": round(time.time() - started, 1),
                "filters": table.to_dict("records")}

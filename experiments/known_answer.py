@@ -61,8 +61,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,7 +68,7 @@ from pathlib import Path
 from clinical_distil import layout
 from clinical_distil.cli import run
 from clinical_distil.files import InputError, write_text
-from clinical_distil.layout import REPO_ROOT as REPO
+from clinical_distil.provenance import provenance
 from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, write_corpus
 
@@ -79,30 +77,6 @@ from known_answer_arms import (Arm, grid_arms, known_teacher, n2c2_commands, n2c
                                parse_sizes, run_arms, run_commands)
 from known_answer_results import (check_same_log, collect, collect_n2c2, corpus_summary, earlier_results,
                                   keep_earlier_arms, latest_paired, markdown, paired_markdown, precision_markdown)
-
-
-def card() -> str:
-    """The accelerator the arms ran on, in words."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "CPU"
-    count = torch.cuda.device_count()
-    return f"{torch.cuda.get_device_name(0)} ({count} GPU{'s' if count > 1 else ''} visible)"
-
-
-def code_version() -> str:
-    """The commit measured, `-dirty` when the working tree differs from it (`git describe`); in a copy of the tree
-    without git, the commit the copy was made from as CLINICAL_DISTIL_CODE names it, else unknown."""
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO,
-                              capture_output=True, text=True)
-    except OSError:  # no git on the machine
-        done = None
-    if done is not None and done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip()
-    return os.environ.get("CLINICAL_DISTIL_CODE", "unknown") + " (copy without git)" * (
-        "CLINICAL_DISTIL_CODE" in os.environ)
 
 
 def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-answer",
@@ -196,9 +170,7 @@ def write_results(target: Path, corpus_dir: Path, config: str, arms: list[Arm], 
     records where `keep_earlier` (always on the final split's log); returns what was written."""
     config_path = layout.resolve(config)
     # every arm's record says its run (date, card, command, code): the results pages name it per row
-    run_record = {"date": time.strftime("%Y-%m-%d"), "card": card(),
-                  "command": " ".join(["python experiments/known_answer.py", *sys.argv[1:]]), "code": code_version(),
-                  "split": corpus_summary(corpus_dir).get("split")}
+    run_record = {**provenance("experiments/known_answer.py"), "split": corpus_summary(corpus_dir).get("split")}
     digest = hashlib.sha256(config_path.read_bytes()).hexdigest()[:12]
     results = {**run_record, "config": str(config), "corpus": corpus_summary(corpus_dir),
                "reference_teacher": reference_teacher.behaviour_digest(),

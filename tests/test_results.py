@@ -186,7 +186,7 @@ def test_the_module_map_names_every_module():
 def test_the_profile_record_keeps_only_what_a_table_cites(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(REPO / "bench"))
     from finetune_profile import CITED, cited
-    from provenance import append_run
+    from clinical_distil.provenance import append_run
 
     whole = {"date": "2026-12-01", "card": "NVIDIA H200", "command": "python bench/finetune_profile.py",
              "code": "abc1234",
