@@ -388,8 +388,9 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
              baselines: list[str], on_done: Callable[[Arm], None] | None = None) -> None:
     """Every arm through the driver: the first makes the prompts and the base model's answers the others reuse
     (beside it, with `parallel` above 1, the next arms train their students), then the baselines answer on the
-    first arm's prompts, then the other arms finish, `parallel` at a time. `on_done` is called with each arm
-    as it finishes (the first once its baselines have answered too)."""
+    first arm's prompts, then the other arms finish, `parallel` at a time; an arm that failed beside others runs
+    once more alone before the run ends with its exit code. `on_done` is called with each arm as it finishes (the
+    first once its baselines have answered too)."""
     for arm in chosen:
         prepare_arm(corpus, arm_root(corpus, arm), None)
     # a filtered arm first runs to stage C (its teacher's replies, or its twin's), so that its twin trains on
@@ -423,6 +424,8 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
     # an early training that fails (out of GPU memory beside the others, say) runs again with its arm below; the
     # others need the first arm's prompts and base answers
     failed = run_commands(commands[:1] + training, parallel, end_on_failure=False, needed=commands[0][0])
+    if commands[0][0] in failed and training:
+        failed = again_alone(commands[:1], failed)
     if commands[0][0] in failed:
         raise SystemExit(failed[commands[0][0]])
     if on_done is not None:
@@ -435,4 +438,21 @@ def run_arms(config: Path, corpus: Path, chosen: list[Arm], self_teacher: str, e
     for arm in chosen[1:]:  # the first arm's prompts and base answers, now that they exist
         prepare_arm(corpus, arm_root(corpus, arm), first)
     by_label = {arm.label: arm for arm in chosen}
-    run_commands(commands[1:], parallel, on_done=None if on_done is None else lambda label: on_done(by_label[label]))
+    logged = None if on_done is None else lambda label: on_done(by_label[label])
+    failed = run_commands(commands[1:], parallel, end_on_failure=False, on_done=logged)
+    if failed and min(parallel, len(commands) - 1) > 1:
+        failed = again_alone(commands[1:], failed, logged)
+    if failed:
+        raise SystemExit(next(iter(failed.values())))
+
+
+def again_alone(commands: list[tuple[str, list[str], Path | None]], failed: dict[str, int],
+                on_done: Callable[[str], None] | None = None) -> dict[str, int]:
+    """The commands that failed beside others, once more one at a time (each resumes where it stopped); returns
+    those that failed again, with their exit codes. A failure beside others may be theirs: vLLM's start fails when
+    another process frees GPU memory while it measures what is free (vllm-project/vllm#56830), as an arm's training
+    or engine does when it ends."""
+    again = [command for command in commands if command[0] in failed]
+    for label, _, _ in again:
+        print(f"== arm {label}: failed beside other arms; once more, alone", flush=True)
+    return run_commands(again, 1, end_on_failure=False, on_done=on_done)

@@ -466,16 +466,55 @@ def test_an_early_training_that_fails_runs_again_with_its_arm_and_a_failed_first
     state.write_text(json.dumps({"stages": {"report": {"status": "ran", "seconds": 1.0}}}))
     known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 3, [])
     assert at_once() == ["3\n", "3\n", "3\n", "2\n"]
-    codes[("reference:30:seed2", None)] = 4  # failing again, whole: the run ends with its code
+    codes[("reference:30:seed2", None)] = 4  # failing again, whole, and once more alone: the run ends with its code
+    before = log(arms[1])
     with pytest.raises(SystemExit) as ended:
         known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [])
     assert ended.value.code == 4
+    assert log(arms[1])[len(before):] == ("reference:30:seed2 convert_peft\nreference:30:seed2 None\n"
+                                          "reference:30:seed2 None\n")
     codes[("reference:30:seed1", None)] = 5  # the first arm failing: no other arm starts, the run ends
     before = {arm: log(arm) for arm in arms[2:]}
     with pytest.raises(SystemExit) as ended:
         known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [], on_done=finished.append)
     assert ended.value.code == 5 and {arm: log(arm) for arm in arms[2:]} == before
     assert len(finished) == 4  # nothing more logged
+
+
+def test_an_arm_that_fails_beside_others_runs_once_more_alone(tmp_path, monkeypatch, capsys):
+    """vLLM's start fails when another process on the GPU frees memory while it measures (an arm's training or
+    engine ending beside it): an arm that failed beside others runs once more, alone, after them, and is logged
+    when it then succeeds; the first arm too, before any other arm answers. Alone, a failure is not retried."""
+    corpus, Arm = tmp_path / "corpus", known_answer_arms.Arm
+    arms = [Arm("reference", 30, seed=seed) for seed in (1, 2, 3)]
+    for arm in arms:
+        known_answer_arms.arm_root(corpus, arm).mkdir(parents=True)
+    flaky = {"reference:30:seed1", "reference:30:seed3"}  # these fail on their first whole run only
+
+    def command(config, corpus, root, arm, self_teacher, engine=None, per_type=None, to_stage=None):
+        marker = root / "ran-once"
+        fails = arm.label in flaky and to_stage is None
+        return [sys.executable, "-c", "import pathlib, sys, time; marker = pathlib.Path(sys.argv[1]); "
+                f"time.sleep({0.5 if to_stage else 0.2}); first = {fails} and not marker.exists(); "
+                "marker.touch() if first else None; sys.exit(7 if first else 0)", str(marker)]
+
+    monkeypatch.setattr(known_answer_arms, "prepare_arm", lambda *args: None)
+    monkeypatch.setattr(known_answer_arms, "arm_command", command)
+    finished = []
+    known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 2, [], on_done=finished.append)
+    assert finished == [arms[0], arms[1], arms[2]] or finished == [arms[0], arms[2], arms[1]]
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if "alone" in line or "failed" in line] == [
+        "== arm reference:30:seed1: failed (exit code 7)",
+        "== arm reference:30:seed1: failed beside other arms; once more, alone",
+        "== arm reference:30:seed3: failed (exit code 7, see "
+        f"{known_answer_arms.arm_root(corpus, arms[2]) / 'bench.log'})",
+        "== arm reference:30:seed3: failed beside other arms; once more, alone"]
+    for arm in arms:  # a fresh run: alone (--parallel 1), a failure ends the run at once
+        (known_answer_arms.arm_root(corpus, arm) / "ran-once").unlink(missing_ok=True)
+    with pytest.raises(SystemExit) as ended:
+        known_answer_arms.run_arms(Path("known.yaml"), corpus, arms, "m", "vllm", 1, [])
+    assert ended.value.code == 7 and "alone" not in capsys.readouterr().out
 
 
 def test_an_arm_that_cannot_be_logged_ends_the_run_once_the_others_have_ended(tmp_path, capsys):

@@ -152,12 +152,25 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     readme = " ".join((REPO / "README.md").read_text().split())
     tasks = {"annotated-synthetic": "annotated questions", "i2b2": "n2c2", "apixaban": "apixaban"}
     cell = lambda row: f"{row['difference']:+.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"  # noqa: E731
-    seeds = sorted(seed for teacher, seed, comparison, _ in latest if teacher == "reference"
-                   and comparison == "student - base")
-    assert seeds and set(seeds) <= {1, 2, 3}
+    seeds = sorted({seed for teacher, seed, comparison, _ in latest if teacher == "reference"
+                    and comparison == "student - base"})
+    assert seeds == [1, 2, 3]
     for task, words in tasks.items():
-        cells = [cell(latest[("reference", seed, "student - base", task)]) for seed in sorted(set(seeds))]
-        assert f"{' and '.join(cells)} on {'the ' * (task == 'annotated-synthetic')}{words}" in readme
+        cells = [cell(latest[("reference", seed, "student - base", task)]) for seed in seeds]
+        assert f"{', '.join(cells[:-1])} and {cells[-1]} on {'the ' * (task == 'annotated-synthetic')}{words}" \
+            in readme
+    over_seeds = {(row["notes"], row["task"]): row for row in json.loads((REPO / "bench/known_answer.json")
+                                                                        .read_text())["over_seeds"]
+                  if row["teacher"] == "reference" and row["comparison"] == "student - base"
+                  and row.get("filters") == "none" and row.get("answers") == "as written"}
+    means = {task: over_seeds[(300, task)]["mean_difference"] for task in tasks}
+    assert {over_seeds[(300, task)]["seeds"] for task in tasks} == {3}
+    assert (f"a mean over three seeds of {means['annotated-synthetic']:+.2f} balanced accuracy on the annotated "
+            f"questions, {means['i2b2']:+.2f} on n2c2 and {means['apixaban']:+.2f} on apixaban") in readme
+    small = [over_seeds[(30, task)] for task in tasks]  # the size curve's smallest arm, as far as it goes
+    count = {1: "one seed", 2: "two seeds", 3: "three seeds"}[small[0]["seeds"]]
+    small_means = ", ".join(f"{row['mean_difference']:+.2f}" for row in small)
+    assert f"({count} at 30 notes so far: {small_means})" in readme
     rules = [latest[("rules", None, "rules - base", task)]["difference"] for task in tasks]
     assert f"({rules[0]:+.2f}, {rules[1]:+.2f}, {rules[2]:+.2f})" in readme
     few_shot = [latest[("few-shot", None, "few-shot - base", task)]["difference"] for task in tasks]
