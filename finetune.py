@@ -41,7 +41,12 @@ def main(settings: FinetuneSettings) -> None:
         state.wait_for_everyone()
     summary = finetune.train(settings, model_location(settings.model_id), train_path, test_path, target,
                                examples=examples)
-    if not finetune.process_state().is_main_process:  # one line per run, not one per GPU
+    state = finetune.process_state()
+    # every process leaves the process group before it exits: one left to exit with gloo's threads running can
+    # abort ("terminate called without an active exception") and fail a finished run
+    state.wait_for_everyone()
+    state.destroy_process_group()
+    if not state.is_main_process:  # one line per run, not one per GPU
         return
     before = summary["eval_loss_before"]
     print(f"trained {summary['global_step']} steps in {summary['seconds']:.0f}s: train loss "
