@@ -26,7 +26,7 @@ from clinical_distil.chunks import ChunkFile, Rows, check_no_overlap, partial_ov
 from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, find_existing, read_csv
 from clinical_distil.parsing import reply_needs_retry
-from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
+from clinical_distil.runner import Chunk, Plan, Prompts, Retries, Task, chunk_files, remaining
 from clinical_distil.select import NOTE_COLUMNS, check_note_ids
 from clinical_distil.stages import CreateSettings
 
@@ -96,39 +96,15 @@ class CreateRun:
     exclusive_rows: ClassVar[bool] = False  # runs of other rows of the same notes share the folder
 
     @property
-    def question_types(self) -> list[str]:
-        return self.settings.question_types
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.settings.sampling
-
-    @property
-    def chunk_size(self) -> int:
-        return self.settings.chunk_size
-
-    @property
-    def overwrite(self) -> bool:
-        return self.settings.overwrite
-
-    @property
-    def retries(self) -> int:
-        return self.settings.retries
-
-    @property
-    def retry_temperature(self) -> float:
-        return self.settings.retry_temperature
-
-    @property
-    def retry_frequency_penalty(self) -> float:
-        return self.settings.retry_frequency_penalty
+    def retries(self) -> Retries:
+        return Retries(self.settings.retries, self.settings.retry_temperature, self.settings.retry_frequency_penalty)
 
     @property
     def series(self) -> list[str]:
-        return self.question_types
+        return self.settings.question_types
 
     def plan(self, folder: Path, chunks: list[Chunk], start_row: int, stop: int) -> tuple[list[Task], int]:
-        return plan_tasks([rows for _, rows in chunks], self.question_types, stage_a_files(folder), self.overwrite)
+        return plan_tasks([rows for _, rows in chunks], self.series, stage_a_files(folder), self.settings.overwrite)
 
     def pending(self, notes: pd.DataFrame, task: Task) -> int:
         return int(notes["text"].iloc[task.start:task.end].map(is_usable_note).sum()) * len(task.series)
@@ -136,8 +112,8 @@ class CreateRun:
     def prompts_for(self, engine, notes: pd.DataFrame, task: Task) -> Prompts:
         records, fitted = build_requests(notes.iloc[task.start:task.end], task.series, self.settings.questions_per_type,
                                          self.templates, engine.tokenizer,
-                                         engine.max_model_len - self.sampling.max_tokens)
-        sampling = self.sampling
+                                         engine.max_model_len - self.settings.sampling.max_tokens)
+        sampling = self.settings.sampling
         if self.settings.structured_output:
             schemas = [prompts.item_schema(row["question_type"], self.settings.questions_per_type) for row in records]
             sampling = Sampling(**{**sampling.__dict__, "json_schema": schemas})
@@ -167,12 +143,12 @@ class CreateRun:
     def summary(self, engine, plan: Plan) -> dict[str, Any]:
         return {
             "rows": [plan.start_row, plan.stop], "chunks": [list(rows) for _, rows in plan.chunks],
-            "shard": [plan.shard_index, plan.num_shards], "question_types": self.question_types,
+            "shard": [plan.shard_index, plan.num_shards], "question_types": self.series,
             "questions_per_type": self.settings.questions_per_type,
-            "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
+            "sampling": {key: value for key, value in self.settings.sampling.__dict__.items() if key != "json_schema"},
             "structured_output": self.settings.structured_output, "max_model_len": engine.max_model_len,
-            "retries": {"max": self.retries, "temperature": self.retry_temperature,
-                        "frequency_penalty": self.retry_frequency_penalty}}
+            "retries": {"max": self.retries.times, "temperature": self.retries.temperature,
+                        "frequency_penalty": self.retries.frequency_penalty}}
 
     def session(self, counts: dict[str, int], seconds: float, phase_seconds: dict[str, float]) -> dict[str, Any]:
         return {"counts": dict(counts), "wall_seconds": seconds, "phase_seconds": dict(phase_seconds)}
@@ -189,8 +165,8 @@ def check_context(tokenizer, notes: pd.DataFrame, run: CreateRun, max_model_len:
     model's tokenizer before the model loads (engines.check_prompt_room: a note is shortened to fit, the
     instructions around it cannot be)."""
     requests = ((prompts.generation_messages(text, question_type, run.settings.questions_per_type, run.templates),
-                 text) for text in notes["text"] if is_usable_note(text) for question_type in run.question_types)
-    check_prompt_room(tokenizer, requests, max_model_len, run.sampling.max_tokens, "--max_tokens")
+                 text) for text in notes["text"] if is_usable_note(text) for question_type in run.series)
+    check_prompt_room(tokenizer, requests, max_model_len, run.settings.sampling.max_tokens, "--max_tokens")
 
 
 def build_requests(notes: pd.DataFrame, question_types: list[str], questions_per_type: int,

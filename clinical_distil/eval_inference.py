@@ -28,7 +28,7 @@ from clinical_distil.engines import Generation, Sampling, check_prompt_room
 from clinical_distil.files import InputError, read_csv
 from clinical_distil.layout import REPO_ROOT
 from clinical_distil.prompts import ANSWER_KEYS, PromptTemplates, load_templates, note_of
-from clinical_distil.runner import Chunk, Plan, Prompts, Task, chunk_files, remaining
+from clinical_distil.runner import Chunk, Plan, Prompts, Retries, Task, chunk_files, remaining
 from clinical_distil.stages import AnswerSettings
 from clinical_distil.tasks import TASKS
 
@@ -48,21 +48,7 @@ class AnswerRun:
     label: ClassVar[str] = "eval_inference"
     source: ClassVar[str] = "the eval file"
     exclusive_rows: ClassVar[bool] = True  # files of other rows would be mixed into an evaluation
-    retries: ClassVar[int] = 0  # an answer is kept as it comes
-    retry_temperature: ClassVar[float] = 0.0
-    retry_frequency_penalty: ClassVar[float] = 0.0
-
-    @property
-    def chunk_size(self) -> int:
-        return self.settings.chunk_size
-
-    @property
-    def overwrite(self) -> bool:
-        return self.settings.overwrite
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.settings.sampling
+    retries: ClassVar[Retries] = Retries()  # an answer is kept as it comes
 
     @property
     def naming(self) -> layout.AnswerFiles:
@@ -76,11 +62,11 @@ class AnswerRun:
     def answer_sampling(self) -> Sampling:
         """The sampling asked for, constrained to the answer's JSON object with --structured_output."""
         if not self.settings.structured_output:
-            return self.sampling
-        return Sampling(**{**self.sampling.__dict__, "json_schema": answer_schema()})
+            return self.settings.sampling
+        return Sampling(**{**self.settings.sampling.__dict__, "json_schema": answer_schema()})
 
     def plan(self, folder: Path, chunks: list[Chunk], start_row: int, stop: int) -> tuple[list[Task], int]:
-        todo = plan_chunks(folder, self.input_file, chunks, start_row, stop, self.overwrite)
+        todo = plan_chunks(folder, self.input_file, chunks, start_row, stop, self.settings.overwrite)
         return ([Task(index, low, high, self.series) for index, low, high in todo],
                 len(chunks) - len({index for index, _, _ in todo}))
 
@@ -122,9 +108,9 @@ class AnswerRun:
 
     def summary(self, engine, plan: Plan) -> dict[str, Any]:
         return {
-            "input_file": self.input_file, "rows": [plan.start_row, plan.stop], "chunk_size": self.chunk_size,
+            "input_file": self.input_file, "rows": [plan.start_row, plan.stop], "chunk_size": self.settings.chunk_size,
             "chunks": [index for index, _ in plan.chunks], "shard": [plan.shard_index, plan.num_shards],
-            "sampling": {key: value for key, value in self.sampling.__dict__.items() if key != "json_schema"},
+            "sampling": {key: value for key, value in self.settings.sampling.__dict__.items() if key != "json_schema"},
             "structured_output": self.settings.structured_output, "max_model_len": engine.max_model_len,
             "worked_examples": getattr(self.settings, "worked_examples", None),
             "gpus": gpus_held(engine), "skipped_chunks": plan.done}

@@ -16,7 +16,8 @@ from clinical_distil.layout import REPO_ROOT
 
 def code_version() -> str:
     """The commit measured, `-dirty` when the working tree differs from it (`git describe`); in a copy of the tree
-    without git (a GPU node's copy), the commit the copy was made from as CLINICAL_DISTIL_CODE names it, else unknown."""
+    without git (a GPU node's copy), the commit the copy was made from as CLINICAL_DISTIL_CODE names it, else
+    unknown."""
     try:
         done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=REPO_ROOT,
                               capture_output=True, text=True)

@@ -70,19 +70,33 @@ class Prompts:
     details: list[dict] | None = None  # what an engine that writes from the request, not the prompt, is told
 
 
-class ChunkedStage(Protocol):
-    """What a stage gives the runner: how its files are named, its prompts, and its rows and figures."""
+@dataclass(frozen=True)
+class Retries:
+    """How a stage asks again for the replies it cannot use (none by default: an answer is kept as it comes)."""
 
+    times: int = 0
+    temperature: float = 0.0  # at least this temperature, so that a greedy run's retry differs
+    frequency_penalty: float = 0.0
+
+
+class ChunkedSettings(Protocol):
+    """The script settings the runner reads (CreateSettings, AnswerSettings)."""
+
+    chunk_size: int
+    overwrite: bool
+
+
+class ChunkedStage(Protocol):
+    """What a stage gives the runner: its settings, how its files are named, its prompts, and its rows and
+    figures."""
+
+    settings: ChunkedSettings
     label: str  # on the progress bar
     source: str  # the table its rows come from, as a refusal names it ("the notes table")
     naming: layout.ChunkNaming  # its rule in layout.py: CreateFiles, AnswerFiles
     series: list[str]  # the names its files are kept apart by
-    chunk_size: int
-    overwrite: bool
     exclusive_rows: bool  # its folder holds one run's rows: --overwrite also removes files of other rows
-    retries: int
-    retry_temperature: float
-    retry_frequency_penalty: float
+    retries: Retries
 
     def plan(self, folder: Path, chunks: list[Chunk], start_row: int, stop: int) -> tuple[list[Task], int]:
         """Its refusals of the files on disk, then what is left (`remaining`) and what is done."""
@@ -158,7 +172,8 @@ def plan_run(row_count: int, stage: ChunkedStage, folder: Path, start_row: int =
     if start_row < 0 or start_row >= max(row_count, 1):
         raise InputError(f"--start_row {start_row} is outside {stage.source}: {row_span(row_count)}")
     stop = row_count if limit is None else min(row_count, start_row + limit)
-    chunks = shard_chunks(list(enumerate(chunk_ranges(start_row, stop, stage.chunk_size))), num_shards, shard_index)
+    chunks = shard_chunks(list(enumerate(chunk_ranges(start_row, stop, stage.settings.chunk_size))), num_shards,
+                          shard_index)
     tasks, done = stage.plan(folder, chunks, start_row, stop)
     return Plan(stop, chunks, tasks, done, start_row, num_shards, shard_index)
 
@@ -173,16 +188,16 @@ def retry_failed(engine, fitted: list[FittedPrompt], sampling: Sampling, results
     items of a cut reply).
     """
     pending = [position for position, result in enumerate(results) if stage.unusable(result)]
-    counts = {"retried_requests": len(pending) if stage.retries else 0, "retry_output_tokens": 0}
-    for attempt in range(1, stage.retries + 1):
+    counts = {"retried_requests": len(pending) if stage.retries.times else 0, "retry_output_tokens": 0}
+    for attempt in range(1, stage.retries.times + 1):
         if not pending:
             break
-        log.info("retry %d of %d: %d replies cut off or unusable", attempt, stage.retries, len(pending))
+        log.info("retry %d of %d: %d replies cut off or unusable", attempt, stage.retries.times, len(pending))
         schemas = sampling.json_schema
         retry_sampling = Sampling(**{
             **sampling.__dict__, "seed": sampling.seed + attempt * RETRY_SEED_STRIDE,
-            "temperature": max(sampling.temperature, stage.retry_temperature),
-            "frequency_penalty": stage.retry_frequency_penalty,
+            "temperature": max(sampling.temperature, stage.retries.temperature),
+            "frequency_penalty": stage.retries.frequency_penalty,
             "json_schema": [schemas[position] for position in pending] if isinstance(schemas, list) else schemas})
         retried = engine.generate([fitted[position].messages for position in pending], retry_sampling,
                                   prompt_ids=[fitted[position].prompt_ids for position in pending])
@@ -230,7 +245,7 @@ def run_chunk(engine, rows: pd.DataFrame, stage: ChunkedStage, task: Task, folde
     frames, counts = stage.answered(task, asked, results, attempts, model_id)
     for series, frame in frames.items():
         written = write_csv(frame, stage.naming.path(folder, series, task.start, task.end, task.index))
-        if stage.overwrite:  # files of another chunking inside these rows now hold stale replies
+        if stage.settings.overwrite:  # files of another chunking inside these rows now hold stale replies
             remove_replaced(stage, folder, series, task, plan, written)
     timings["write"] = time.perf_counter() - clock
     add_into(phase_seconds, timings)
@@ -251,7 +266,7 @@ def run_chunks(engine, rows: pd.DataFrame, stage: ChunkedStage, folder: Path, mo
     summary = {"model_id": model_id, "engine": engine.name, "versions": package_versions(), "host": platform.node(),
                **stage.summary(engine, plan), **(manifest_extra or {})}
     path = manifest_path(stage, folder, num_shards, shard_index)
-    record = RunManifest(path, fresh=stage.overwrite)
+    record = RunManifest(path, fresh=stage.settings.overwrite)
     started = time.time()
     counts: dict[str, int] = {}
     phase_seconds: dict[str, float] = {}
