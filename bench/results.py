@@ -634,16 +634,102 @@ PER_SEED = Table(
     reading=lambda rows: f"{len(rows)} comparisons; an interval that spans zero is no difference shown.")
 
 
+def same_seed_rows() -> list[Row]:
+    """Every record of a comparison logged more than once for one arm, seed and task (the arm trained again with
+    the same seed, data and settings), its runs in the order logged."""
+    records = load(FINAL).get("paired", [])
+    key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
+                       row.get("seed"), row["comparison"], row["task"])
+    runs: dict[tuple, list[Row]] = {}
+    for row in records:
+        if row.get("seed") is not None:
+            runs.setdefault(key(row), []).append(row)
+    return [row for group in runs.values() if len(group) > 1 for row in group]
+
+
+def same_seed_reading(rows: list[Row]) -> str:
+    if not rows:
+        return "No arm is trained twice with the same seed yet."
+    key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
+                       row.get("seed"), row["comparison"], row["task"])
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    apart = [max(row["difference"] for row in group) - min(row["difference"] for row in group)
+             for group in groups.values()]
+    widths = [row["ci_high"] - row["ci_low"] for row in rows]
+    pairs = len({name[:5] for name in groups})
+    return (f"Trained more than once: {pairs} arm-seed pair{'s' * (pairs != 1)}. The runs of one seed "
+            f"differ by {min(apart):.3f} to {max(apart):.3f} in their difference, where one run's 95% interval is "
+            f"{min(widths):.3f} to {max(widths):.3f} wide. A seed fixes the training items and their order, not the "
+            "result: read the spread over seeds as the spread over training runs.")
+
+
+SAME_SEED = Table(
+    title="Known-answer grid, final split: the same seed trained again",
+    measures="Arms trained more than once with the same seed, training items and settings (the base's answers are "
+             "identical in every run): each run's student - base difference in balanced accuracy with its 95% "
+             "interval. The tables above read each arm's latest run.",
+    source=same_seed_rows,
+    columns={"arm": arm_name, "seed": lambda row: str(row["seed"]), "comparison": lambda row: row["comparison"],
+             "task": lambda row: row["task"], "difference [95% CI]": difference},
+    reading=same_seed_reading)
+
+
+def final_teacher_rows() -> list[Row]:
+    """Each teacher's items against the truth at the final split's largest size, for the lowest seed that arm ran
+    (a teacher's precision is its own, whatever the seed), with the run of that arm; answers as written."""
+    data = load(FINAL)
+    def arm(record: Row) -> tuple:
+        return record["teacher"], record["notes"], record.get("filters"), record.get("answers"), record.get("seed")
+    runs = {arm(record): {key: record[key] for key in PROVENANCE} for record in data.get("arm_seconds", [])}
+    records = [record for record in data.get("teacher_precision", []) if record.get("answers") == "as written"
+               and record.get("filters", "none") == "none" and arm(record) in runs]
+    if not records:
+        return []
+    largest = max(record["notes"] for record in records)
+    seeds = {}
+    for record in records:
+        if record["notes"] == largest:
+            seeds[record["teacher"]] = min(seeds.get(record["teacher"], record["seed"]), record["seed"])
+    latest = {(arm(record), record["question_type"]): record for record in records
+              if record["notes"] == largest and record["seed"] == seeds[record["teacher"]]}
+    return [{**runs[key[0]], **record} for key, record in latest.items()]
+
+
+def final_teacher_reading(rows: list[Row]) -> str:
+    whole = {row["teacher"]: row for row in rows if row["question_type"] == "all"}
+    if not whole:
+        return "No teacher is checked yet."
+    parts = [f"{name} {row['precision']:.3f}" + (f" (of the {row['verifiable']:.3f} of its items the truth can check)"
+                                                  if row["verifiable"] < 1 else "") for name, row in whole.items()]
+    return "Precision over all question types: " + ", ".join(parts) + "."
+
+
+FINAL_TEACHERS = Table(
+    title="Known-answer grid, final split: each teacher against the truth",
+    measures="Every item stage B kept of each teacher at the largest size (one seed's arm), checked against the "
+             "fact sheets of the notes it read: the share the truth can check (verifiable), precision (right answers "
+             "among those) and the share of quotes found in the note. These are the precision curve's teachers.",
+    source=final_teacher_rows,
+    columns={"teacher": lambda row: row["teacher"], "notes": lambda row: str(row["notes"]),
+             "seed": lambda row: str(row["seed"]), "question type": lambda row: row["question_type"],
+             "items": lambda row: f"{int(row['items']):,}", "verifiable": lambda row: number(row["verifiable"], 3),
+             "precision": lambda row: number(row["precision"], 3),
+             "quote in note": lambda row: number(row["quote_in_note"], 3)},
+    reading=final_teacher_reading)
+
+
 def arm_cost_reading(rows: list[Row]) -> str:
     alone = [row for row in rows if row.get("arms_at_once", 1) == 1 and row["stages"].get("finetune")]
     shared = [row for row in rows if row.get("arms_at_once", 1) > 1 and row["stages"].get("finetune")]
     parts = [f"{len(rows)} arms timed."]
     if alone:
-        parts.append(f"Alone on the card an arm trains in {min(row['stages']['finetune'] for row in alone):.0f} s")
+        parts.append(f"Alone on the card an arm trains in {min(row['stages']['finetune'] for row in alone):.0f} s.")
     if shared:
-        parts.append(f"beside other arms in up to {max(row['stages']['finetune'] for row in shared):.0f} s "
-                     "(the card's time is shared: read those seconds as the run's, not one arm's cost)")
-    return parts[0] + (" " + ", ".join(parts[1:]) + "." if len(parts) > 1 else "")
+        parts.append(f"Beside other arms one trains in up to {max(row['stages']['finetune'] for row in shared):.0f} "
+                     "s (the card's time is shared: read those seconds as the run's, not one arm's cost).")
+    return " ".join(parts)
 
 
 ARM_COST = Table(
@@ -673,7 +759,8 @@ PAGES = {
         "(bench/known_answer.json, the analysis plan of [docs/known_answer.md](../docs/known_answer.md)); the "
         "development experiments, on simulated patients, are in [experiments/RESULTS.md](../experiments/RESULTS.md).",
         [GENERATION, DECODE_LOOP, GPU_CHECKS, VLLM_THROUGHPUT, SEVERAL_GPUS, VLLM_START, ONE_GPU, SHAPES, PROFILE,
-         TWO_GPUS, LAUNCH, PIPELINE] + ([ENDPOINT, PER_SEED, ARM_COST] if (REPO / FINAL).exists() else [])),
+         TWO_GPUS, LAUNCH, PIPELINE]
+        + ([ENDPOINT, PER_SEED, SAME_SEED, FINAL_TEACHERS, ARM_COST] if (REPO / FINAL).exists() else [])),
     "experiments/RESULTS.md": (
         "Measured figures: experiments",
         "Does distillation make a better extractor, and what are the filters worth, on simulated patients whose "

@@ -142,38 +142,71 @@ def test_superseded_known_answer_figures_are_the_records():
 
 
 def test_readme_known_answer_figures_are_the_final_splits_records():
-    """The README's final-split figures: each seed's student - base difference with its interval, per task, and
-    the baselines' differences, as bench/known_answer.json holds them (each comparison's latest record)."""
-    paired = json.loads((REPO / "bench/known_answer.json").read_text())["paired"]
-    # the primary arm: the reference teacher at the largest size, answers as written, unfiltered
-    primary = lambda row: (row["teacher"] != "reference" or (row["notes"] == 300 and row.get("filters") == "none"  # noqa: E731
-                                                            and row.get("answers") == "as written"))
-    latest = {(row["teacher"], row["seed"], row["comparison"], row["task"]): row for row in paired if primary(row)}
+    """The README's final-split figures, as bench/known_answer.json holds them: each seed's student - base difference
+    with its interval (each comparison's latest record) and their means, the size curve, the format-only
+    fine-tune, the same seeds' first runs, the erring teachers and the baselines."""
+    log = json.loads((REPO / "bench/known_answer.json").read_text())
+    paired = log["paired"]
+    arm = lambda row: (row["teacher"], row["notes"], row.get("answers"), row.get("filters"))  # noqa: E731
+    first, latest = {}, {}
+    for row in paired:
+        key = (*arm(row), row["seed"], row["comparison"], row["task"])
+        first.setdefault(key, row)
+        latest[key] = row
     readme = " ".join((REPO / "README.md").read_text().split())
     tasks = {"annotated-synthetic": "annotated questions", "i2b2": "n2c2", "apixaban": "apixaban"}
+    on = lambda task: f"on {'the ' * (task == 'annotated-synthetic')}{tasks[task]}"  # noqa: E731
     cell = lambda row: f"{row['difference']:+.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"  # noqa: E731
-    seeds = sorted({seed for teacher, seed, comparison, _ in latest if teacher == "reference"
-                    and comparison == "student - base"})
+    primary = ("reference", 300, "as written", "none")
+
+    def student(task: str, seed: int, runs: dict = latest, teacher: tuple = primary) -> dict:
+        return runs[(*teacher, seed, "student - base", task)]
+    seeds = sorted({key[4] for key in latest if key[:4] == primary and key[5] == "student - base"})
     assert seeds == [1, 2, 3]
-    for task, words in tasks.items():
-        cells = [cell(latest[("reference", seed, "student - base", task)]) for seed in seeds]
-        assert f"{', '.join(cells[:-1])} and {cells[-1]} on {'the ' * (task == 'annotated-synthetic')}{words}" \
-            in readme
-    over_seeds = {(row["notes"], row["task"]): row for row in json.loads((REPO / "bench/known_answer.json")
-                                                                        .read_text())["over_seeds"]
+    for task in tasks:
+        cells = [cell(student(task, seed)) for seed in seeds]
+        assert f"{', '.join(cells[:-1])} and {cells[-1]} {on(task)}" in readme
+    over_seeds = {(row["notes"], row["task"]): row for row in log["over_seeds"]
                   if row["teacher"] == "reference" and row["comparison"] == "student - base"
                   and row.get("filters") == "none" and row.get("answers") == "as written"}
     means = {task: over_seeds[(300, task)]["mean_difference"] for task in tasks}
     assert {over_seeds[(300, task)]["seeds"] for task in tasks} == {3}
     assert (f"a mean over three seeds of {means['annotated-synthetic']:+.2f} balanced accuracy on the annotated "
             f"questions, {means['i2b2']:+.2f} on n2c2 and {means['apixaban']:+.2f} on apixaban") in readme
-    small = [over_seeds[(30, task)] for task in tasks]  # the size curve's smallest arm, as far as it goes
-    count = {1: "one seed", 2: "two seeds", 3: "three seeds"}[small[0]["seeds"]]
-    small_means = ", ".join(f"{row['mean_difference']:+.2f}" for row in small)
-    assert f"({count} at 30 notes so far: {small_means})" in readme
-    rules = [latest[("rules", None, "rules - base", task)]["difference"] for task in tasks]
+    # the size curve: every size's mean over its three seeds
+    assert {over_seeds[(notes, task)]["seeds"] for notes in (30, 100, 300) for task in tasks} == {3}
+    for task in tasks:
+        sizes = [f"{over_seeds[(notes, task)]['mean_difference']:+.2f}" for notes in (30, 100, 300)]
+        assert f"{sizes[0]}, {sizes[1]} and {sizes[2]} {on(task)}" in readme
+    # the format-only fine-tune (seed 1): what it gains, "nothing" only where its interval spans zero
+    permuted = {task: student(task, 1, teacher=("reference", 300, "permuted", "none")) for task in tasks}
+    assert f"gains {permuted['annotated-synthetic']['difference']:+.2f} on the annotated questions" in readme
+    assert all(permuted[task]["ci_low"] <= 0 <= permuted[task]["ci_high"] for task in ("i2b2", "apixaban"))
+    assert f"nothing on n2c2 or apixaban ({permuted['i2b2']['difference']:+.2f}, " \
+           f"{permuted['apixaban']['difference']:+.2f})" in readme
+    beaten = [cell(latest[(*primary, 1, "student - format-only student", task)]) for task in tasks]
+    assert f"beats it by {beaten[0]}, {beaten[1]} and {beaten[2]}" in readme
+    # seeds 1 and 2 trained twice: both runs, and the first runs' means
+    runs = [(student("annotated-synthetic", seed), student("annotated-synthetic", seed, first)) for seed in (1, 2)]
+    assert all(again is not once for again, once in runs)
+    assert (f"gave {runs[0][0]['difference']:+.2f} and {runs[1][0]['difference']:+.2f} on the annotated questions "
+            f"where their first runs gave {runs[0][1]['difference']:+.2f} and {runs[1][1]['difference']:+.2f}") \
+        in readme
+    first_means = [sum(student(task, seed, first)["difference"] for seed in seeds) / 3 for task in tasks]
+    assert f"The first runs' means were {first_means[0]:+.2f}, {first_means[1]:+.2f} and {first_means[2]:+.2f}" \
+        in readme
+    # the erring teachers (one seed so far) and the text-only teacher's measured precision
+    for name in ("reference@0.8", "text-only"):
+        gains = ", ".join(f"{student(task, 1, teacher=(name, 300, 'as written', 'none'))['difference']:+.2f}"
+                          for task in tasks)
+        assert f"gives {gains}" in readme
+    checked = next(row for row in log["teacher_precision"] if row["teacher"] == "text-only"
+                   and row["question_type"] == "all")
+    assert f"right on {checked['precision']:.2f} of the {checked['verifiable']:.2f} of its items" in readme
+    rules = [latest[("rules", None, "as written", "none", None, "rules - base", task)]["difference"] for task in tasks]
     assert f"({rules[0]:+.2f}, {rules[1]:+.2f}, {rules[2]:+.2f})" in readme
-    few_shot = [latest[("few-shot", None, "few-shot - base", task)]["difference"] for task in tasks]
+    few_shot = [latest[("few-shot", None, "as written", "none", None, "few-shot - base", task)]["difference"]
+                for task in tasks]
     assert f"({max(few_shot):+.2f} to {min(few_shot):+.2f})" in readme
     assert "pip install -r requirements.txt" in readme and "pip install -e ." in readme  # the GPU node's set-up
 
@@ -235,3 +268,25 @@ def test_the_profile_refuses_a_record_file_that_is_not_one_of_runs(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_the_same_seed_table_holds_only_seeds_trained_more_than_once(monkeypatch):
+    """An arm, seed and task logged twice is two rows with the runs' spread in the reading; one logged once, and a
+    baseline without a seed, are not rows."""
+    results = results_module(monkeypatch)
+    base = {"teacher": "reference", "notes": 300, "filters": "none", "answers": "as written",
+            "comparison": "student - base", "task": "i2b2"}
+    paired = [{**base, "seed": 1, "difference": 0.10, "ci_low": 0.08, "ci_high": 0.12},
+              {**base, "seed": 2, "difference": 0.20, "ci_low": 0.15, "ci_high": 0.25},
+              {**base, "teacher": "rules", "notes": None, "seed": None, "comparison": "rules - base",
+               "difference": 0.3, "ci_low": 0.2, "ci_high": 0.4},
+              {**base, "seed": 1, "difference": 0.16, "ci_low": 0.13, "ci_high": 0.19},
+              {**base, "teacher": "rules", "notes": None, "seed": None, "comparison": "rules - base",
+               "difference": 0.3, "ci_low": 0.2, "ci_high": 0.4}]
+    monkeypatch.setattr(results, "load", lambda path: {"paired": paired})
+    rows = results.same_seed_rows()
+    assert rows == [paired[0], paired[3]]
+    assert results.same_seed_reading(rows).startswith(
+        "Trained more than once: 1 arm-seed pair. The runs of one seed differ by 0.060 to 0.060 in their "
+        "difference, where one run's 95% interval is 0.040 to 0.060 wide.")
+    assert results.same_seed_reading([]) == "No arm is trained twice with the same seed yet."
