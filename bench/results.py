@@ -667,9 +667,9 @@ def same_seed_reading(rows: list[Row]) -> str:
 
 SAME_SEED = Table(
     title="Known-answer grid, final split: the same seed trained again",
-    measures="Arms trained more than once with the same seed, training items and settings (the base's answers are "
-             "identical in every run): each run's student - base difference in balanced accuracy with its 95% "
-             "interval. The tables above read each arm's latest run.",
+    measures="Arms trained more than once with the same seed, training items and settings (the base scores the "
+             "same in every run, to the last digit): each run's student - base difference in balanced accuracy with "
+             "its 95% interval. The tables above read each arm's latest run.",
     source=same_seed_rows,
     columns={"arm": arm_name, "seed": lambda row: str(row["seed"]), "comparison": lambda row: row["comparison"],
              "task": lambda row: row["task"], "difference [95% CI]": difference},
