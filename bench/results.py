@@ -597,9 +597,11 @@ def endpoint_reading(rows: list[Row]) -> str:
     rules = {row["task"]: row["mean_difference"] for row in rows if row["comparison"] == "rules - base"}
     beaten = [row["task"] for row in primary if row["notes"] == largest and rules.get(row["task"], float("-inf"))
               > row["mean_difference"]]
+    over_runs = lambda row: ("" if row.get("seeds_ci_low") is None else  # noqa: E731
+                             f"; over seeds [{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]")
     cells = ", ".join(f"{row['task']} {row['mean_difference']:+.3f} (seeds {row['min_difference']:+.3f} to "
                       f"{row['max_difference']:+.3f}; every interval above zero: "
-                      f"{'yes' if row['every_interval_above_zero'] else 'no'})"
+                      f"{'yes' if row['every_interval_above_zero'] else 'no'}{over_runs(row)})"
                       for row in primary if row["notes"] == largest)
     seeds = min(row["seeds"] for row in primary if row["notes"] == largest)
     return (f"Primary endpoint, the reference teacher at {largest} notes, student - base over {seeds} seed"
@@ -612,12 +614,16 @@ ENDPOINT = Table(
     title="Known-answer grid, final split: the primary endpoint over seeds",
     measures="Student minus base (and each baseline minus base, and the student minus its format-only twin) in "
              "balanced accuracy, per task, on the final split's held-out patients: the mean of the per-seed paired "
-             "differences and their range; the analysis plan is docs/known_answer.md. Figures: "
+             "differences, their range and a 95% t interval over seeds (each seed's run one draw: it holds the "
+             "spread between training runs that each seed's patient-level interval leaves out; blank under two "
+             "seeds); the analysis plan is docs/known_answer.md. Figures: "
              "known_answer_precision.png and known_answer_size.png beside this page.",
     source=lambda: with_provenance(final_rows("over_seeds")()),
     columns={"arm": arm_name, "comparison": lambda row: row["comparison"], "task": lambda row: row["task"],
              "seeds": lambda row: str(row["seeds"]), "mean difference": lambda row: f"{row['mean_difference']:+.3f}",
              "range over seeds": lambda row: f"{row['min_difference']:+.3f} to {row['max_difference']:+.3f}",
+             "95% t interval over seeds": lambda row: "" if row.get("seeds_ci_low") is None
+             else f"[{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]",
              "every interval above zero": lambda row: "yes" if row["every_interval_above_zero"] else "no"},
     reading=endpoint_reading)
 

@@ -86,7 +86,11 @@ def criterion_rows(student: pd.DataFrame, base: pd.DataFrame, task: str) -> list
 
 def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teacher", "notes", "filters", "answers",
                                                                          "comparison", "task")) -> list[dict]:
-    """Per arm, comparison and task: the mean of the per-seed differences and their spread (min, max)."""
+    """Per arm, comparison and task: the mean of the per-seed differences, their spread (min, max) and a 95% t
+    interval over seeds (None under two seeds). The per-seed intervals resample patients within one training run;
+    the t interval treats each seed's run as one draw, so it holds the spread between runs that they leave out."""
+    from scipy.stats import t as student_t
+
     frame = pd.DataFrame(paired)
     if frame.empty:
         return []
@@ -101,9 +105,19 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
                      "mean_difference": float(group["difference"].mean()),
                      "min_difference": float(group["difference"].min()),
                      "max_difference": float(group["difference"].max()),
+                     **seed_interval(group["difference"], student_t),
                      "every_interval_above_zero": bool((group["ci_low"] > 0).all()),
                      "every_interval_below_zero": bool((group["ci_high"] < 0).all())})
     return rows
+
+
+def seed_interval(differences: pd.Series, student_t) -> dict[str, float | None]:
+    """The mean's 95% interval over seeds from Student's t (n - 1 degrees of freedom); None under two seeds."""
+    count = len(differences)
+    if count < 2:
+        return {"seeds_ci_low": None, "seeds_ci_high": None}
+    half = float(student_t.ppf(0.975, count - 1) * differences.std(ddof=1) / count ** 0.5)
+    return {"seeds_ci_low": float(differences.mean()) - half, "seeds_ci_high": float(differences.mean()) + half}
 
 
 def precision_axis(teacher: str) -> float | None:

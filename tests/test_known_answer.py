@@ -956,6 +956,13 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     (over,) = rerun["over_seeds"]
     assert over["seeds"] == 2 and over["mean_difference"] == pytest.approx(0.15)
     assert (over["min_difference"], over["max_difference"]) == (0.1, 0.2) and over["every_interval_above_zero"]
+    # two seeds 0.2 and 0.1: sd 0.0707, t(0.975, 1) = 12.706, half width 12.706 * 0.0707 / sqrt(2) = 0.6353
+    assert (over["seeds_ci_low"], over["seeds_ci_high"]) == (pytest.approx(0.15 - 0.63531, abs=1e-5),
+                                                             pytest.approx(0.15 + 0.63531, abs=1e-5))
+    three = stats.mean_over_seeds([paired(1, 0.1, "a"), paired(2, 0.2, "b"), paired(3, 0.3, "c")])[0]
+    # sd 0.1, t(0.975, 2) = 4.3027: 0.2 -/+ 4.3027 * 0.1 / sqrt(3) = 0.2 -/+ 0.24842
+    assert (three["seeds_ci_low"], three["seeds_ci_high"]) == (pytest.approx(-0.04842, abs=1e-5),
+                                                               pytest.approx(0.44842, abs=1e-5))
     assert stats.mean_over_seeds([]) == []
     baseline = {**paired(0, 0.3, "d"), "teacher": "rules", "notes": None, "seed": None, "comparison": "rules - base"}
     mixed = stats.mean_over_seeds([paired(1, 0.2, "a"), baseline])  # a column with gaps: counts stay whole numbers
@@ -963,6 +970,7 @@ def test_the_final_split_log_keeps_every_run_and_logs_an_arm_once_per_answers():
     # an arm of the config's seed is not averaged with seeded ones
     apart = stats.mean_over_seeds([paired(1, 0.2, "a"), paired(2, 0.4, "b"), {**paired(0, 0.9, "e"), "seed": None}])
     assert [(row["seeds"], round(row["mean_difference"], 3)) for row in apart] == [(2, 0.3), (1, 0.9)]
+    assert (apart[1]["seeds_ci_low"], apart[1]["seeds_ci_high"]) == (None, None)
 
 
 def test_the_final_split_log_written_arm_by_arm_is_the_log_written_at_once(tmp_path):

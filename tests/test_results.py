@@ -173,17 +173,47 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     assert {over_seeds[(300, task)]["seeds"] for task in tasks} == {3}
     assert (f"a mean over three seeds of {means['annotated-synthetic']:+.2f} balanced accuracy on the annotated "
             f"questions, {means['i2b2']:+.2f} on n2c2 and {means['apixaban']:+.2f} on apixaban") in readme
-    # the size curve: every size's mean over its three seeds
+    # over training runs: the t interval over seeds, and "not shown" exactly where it spans zero
+    bounds = {task: (over_seeds[(300, task)]["seeds_ci_low"], over_seeds[(300, task)]["seeds_ci_high"])
+              for task in tasks}
+    spans = [f"[{low:+.2f}, {high:+.2f}] {on(task)}" for task, (low, high) in bounds.items()]
+    assert f"{spans[0]}, {spans[1]} and {spans[2]}" in readme
+    assert [task for task, (low, high) in bounds.items() if low <= 0] == ["i2b2"]
+    assert "so over training runs the n2c2 gain is not shown" in readme
+    # the base it beats, and n2c2's official micro-F1 per seed
+    scores = {(row["seed"], row["task"], row["model"]): row for row in log["runs"]
+              if (row["teacher"], row["notes"], row.get("answers"), row.get("filters")) == primary}
+    base = [scores[(1, task, "base")] for task in tasks]
+    assert (f"balanced accuracy {base[0]['balanced_accuracy']:.2f} on the annotated questions, "
+            f"{base[1]['balanced_accuracy']:.2f} on n2c2 and {base[2]['balanced_accuracy']:.2f} on apixaban, with "
+            f"{base[0]['parse_failure_rate']:.2f}, {base[1]['parse_failure_rate']:.2f} and "
+            f"{base[2]['parse_failure_rate']:.2f} of its answers unparseable") in readme
+    micro = [scores[(seed, "i2b2", "distilled")]["n2c2_micro_f1"] for seed in seeds]
+    below = sum(value < base[1]["n2c2_micro_f1"] for value in micro)
+    assert (f"micro-F1 (base {base[1]['n2c2_micro_f1']:.2f}) the three students score {micro[0]:.2f}, "
+            f"{micro[1]:.2f} and {micro[2]:.2f}: {['none', 'one', 'two', 'all'][below]} is below its base") in readme
+    # the size curve: every size's mean over its three seeds; which sizes' seed ranges overlap
     assert {over_seeds[(notes, task)]["seeds"] for notes in (30, 100, 300) for task in tasks} == {3}
     for task in tasks:
         sizes = [f"{over_seeds[(notes, task)]['mean_difference']:+.2f}" for notes in (30, 100, 300)]
         assert f"{sizes[0]}, {sizes[1]} and {sizes[2]} {on(task)}" in readme
-    # the format-only fine-tune (seed 1): what it gains, "nothing" only where its interval spans zero
+        assert over_seeds[(30, task)]["mean_difference"] < over_seeds[(100, task)]["mean_difference"] \
+            < over_seeds[(300, task)]["mean_difference"]  # "the means rise on every task"
+    apart = [task for task in tasks
+             if over_seeds[(30, task)]["max_difference"] < over_seeds[(300, task)]["min_difference"]]
+    assert apart == ["apixaban"] and "only on apixaban do the smallest and largest sizes stand apart" in readme
+    small_nulls = [(seed, task) for seed in seeds for task in tasks
+                   if student(task, seed, teacher=("reference", 30, "as written", "none"))["ci_low"] <= 0]
+    assert small_nulls == [(3, "i2b2")]
+    assert f"n2c2 gain is not shown ({cell(student('i2b2', 3, teacher=('reference', 30, 'as written', 'none')))})" \
+        in readme
+    # the format-only fine-tune (seed 1): "no difference" exactly where its interval spans zero
     permuted = {task: student(task, 1, teacher=("reference", 300, "permuted", "none")) for task in tasks}
-    assert f"gains {permuted['annotated-synthetic']['difference']:+.2f} on the annotated questions" in readme
-    assert all(permuted[task]["ci_low"] <= 0 <= permuted[task]["ci_high"] for task in ("i2b2", "apixaban"))
-    assert f"nothing on n2c2 or apixaban ({permuted['i2b2']['difference']:+.2f}, " \
-           f"{permuted['apixaban']['difference']:+.2f})" in readme
+    assert [task for task in tasks if permuted[task]["ci_low"] <= 0 <= permuted[task]["ci_high"]] == \
+        ["i2b2", "apixaban"]
+    assert f"gains {cell(permuted['annotated-synthetic'])} on the annotated questions" in readme
+    assert f"no difference on n2c2 ({cell(permuted['i2b2'])}) or apixaban ({cell(permuted['apixaban'])})" \
+        in readme
     beaten = [cell(latest[(*primary, 1, "student - format-only student", task)]) for task in tasks]
     assert f"beats it by {beaten[0]}, {beaten[1]} and {beaten[2]}" in readme
     # seeds 1 and 2 trained twice: both runs, and the first runs' means
@@ -195,11 +225,19 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     first_means = [sum(student(task, seed, first)["difference"] for seed in seeds) / 3 for task in tasks]
     assert f"The first runs' means were {first_means[0]:+.2f}, {first_means[1]:+.2f} and {first_means[2]:+.2f}" \
         in readme
-    # the erring teachers (one seed so far) and the text-only teacher's measured precision
+    # the erring teachers (one seed so far) against the reference teacher's seed range, and the text-only
+    # teacher's measured precision
+    place = {}
     for name in ("reference@0.8", "text-only"):
-        gains = ", ".join(f"{student(task, 1, teacher=(name, 300, 'as written', 'none'))['difference']:+.2f}"
-                          for task in tasks)
-        assert f"gives {gains}" in readme
+        gains = {task: student(task, 1, teacher=(name, 300, "as written", "none"))["difference"] for task in tasks}
+        assert "gives " + ", ".join(f"{gain:+.2f}" for gain in gains.values()) in readme
+        seed_range = {task: (over_seeds[(300, task)]["min_difference"], over_seeds[(300, task)]["max_difference"])
+                      for task in tasks}
+        place[name] = ["above" if gain > seed_range[task][1] else "below" if gain < seed_range[task][0] else "within"
+                       for task, gain in gains.items()]
+    assert place == {"reference@0.8": ["within"] * 3, "text-only": ["above", "within", "below"]}
+    assert "within the reference teacher's seed range on every task" in readme
+    assert "above that range on the annotated questions and below it on apixaban" in readme
     checked = next(row for row in log["teacher_precision"] if row["teacher"] == "text-only"
                    and row["question_type"] == "all")
     assert f"right on {checked['precision']:.2f} of the {checked['verifiable']:.2f} of its items" in readme
