@@ -34,11 +34,7 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m clinical_distil.guard COMMAND [ARGS ...]", file=sys.stderr)
         return 2
-    parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before the signal was asked for
-        return 143
-    child = subprocess.Popen(argv, start_new_session=True)
+    child: subprocess.Popen | None = None
     stopped: list[int] = []  # the signal that asked the guard to stop, once it came
 
     def signal_group(signum: int) -> None:
@@ -47,16 +43,29 @@ def main(argv: list[str]) -> int:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def pass_on(signum: int) -> None:
+        # Ctrl-C as Ctrl-C (a script then says what it kept); a dead parent or SIGTERM as SIGTERM
+        signal_group(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+
     def stop(signum, _frame) -> None:
         # only pass the signal on here: waiting inside a handler would wait on the wait it interrupted (Popen's
         # lock is held there), and the guard would outlive its command by the whole grace period
         if not stopped:
             stopped.append(signum)
-            # Ctrl-C as Ctrl-C (a script then says what it kept); a dead parent or SIGTERM as SIGTERM
-            signal_group(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+            if child is not None:
+                pass_on(signum)
 
+    # the handlers come before the parent-death signal and the command: a signal while the command starts is
+    # then passed on once it has started, not the guard's death with the command left running on its own
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop)
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent or stopped:  # the parent died, or a stop came, before the command started
+        return 128 + stopped[0] if stopped else 143
+    child = subprocess.Popen(argv, start_new_session=True)
+    if stopped:  # told to stop while the command started
+        pass_on(stopped[0])
     deadline = None
     while True:
         try:

@@ -113,6 +113,27 @@ def test_the_guard_stops_its_command_when_its_parent_is_killed(tmp_path):
         processes_mentioning(str(marker))
 
 
+def test_a_stop_that_comes_while_the_command_starts_stops_the_command(tmp_path):
+    """The parent's death (SIGTERM) arriving while the guard starts its command: the command is stopped once it has
+    started, and the guard exits 143, not killed outright with its command left running."""
+    marker = tmp_path / "marker"
+    script = ("import os, signal, subprocess, sys\n"
+              "from clinical_distil import guard\n"
+              "real = subprocess.Popen\n"
+              "def starting(*args, **kwargs):\n"
+              "    child = real(*args, **kwargs)\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)  # the stop, before the guard's main goes on\n"
+              "    return child\n"
+              "subprocess.Popen = starting\n"
+              "sys.exit(guard.main([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]]))\n")
+    from conftest import processes_mentioning, wait_for
+
+    done = subprocess.run([sys.executable, "-c", script, str(marker)], timeout=120)
+    assert done.returncode == 143
+    assert wait_for(lambda: not processes_mentioning("time.sleep(600)", str(marker)), timeout=30), \
+        processes_mentioning(str(marker))
+
+
 def test_the_guard_passes_the_exit_code_on():
     code = subprocess.run([sys.executable, "-m", "clinical_distil.guard", sys.executable, "-c",
                            "import sys; sys.exit(7)"]).returncode
