@@ -612,7 +612,8 @@ def endpoint_reading(rows: list[Row]) -> str:
 
 ENDPOINT = Table(
     title="Known-answer grid, final split: the primary endpoint over seeds",
-    measures="Student minus base (and each baseline minus base, and the student minus its format-only twin) in "
+    measures="Student minus base (and each baseline minus base, the student minus its format-only twin, and an "
+             "erring teacher's student minus the reference teacher's of its size and seed) in "
              "balanced accuracy, per task, on the final split's held-out patients: the mean of the per-seed paired "
              "differences, their range and a 95% t interval over seeds (each seed's run one draw: it holds the "
              "spread between training runs that each seed's patient-level interval leaves out; blank under two "

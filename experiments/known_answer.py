@@ -73,8 +73,8 @@ from simulation import reference_teacher
 from simulation.corpus import CORPUS_FILE, write_corpus
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import (Arm, grid_arms, known_teacher, n2c2_commands, n2c2_folders, parse_arms, parse_seeds,
-                               parse_sizes, run_arms, run_commands)
+from known_answer_arms import (Arm, comparison_partners, grid_arms, known_teacher, n2c2_commands, n2c2_folders,
+                               parse_arms, parse_seeds, parse_sizes, run_arms, run_commands)
 from known_answer_results import (check_same_log, collect, collect_n2c2, corpus_summary, earlier_results,
                                   keep_earlier_arms, latest_paired, markdown, paired_markdown, precision_markdown)
 
@@ -140,13 +140,14 @@ def main(config: str = "configs/known-answer.yaml", corpus: str = "data/known-an
         done: list[Arm] = []
 
         def finished(arm: Arm) -> None:
-            """Log the arm that finished (with its format-only twin where both are done, for their comparison;
-            the first arm with the baselines), so that a grid stopped midway keeps what it finished. Only into a
-            log of earlier records: a results file written whole would be cut down to the arms done so far."""
+            """Log the arm that finished (with the finished arms its student is compared with: its format-only
+            twin, the reference teacher's arm of its size and seed; the first arm with the baselines), so that a
+            grid stopped midway keeps what it finished. Only into a log of earlier records: a results file written
+            whole would be cut down to the arms done so far."""
             done.append(arm)
-            twins = [each for each in chosen if each in done
-                     and each._replace(permuted=False) == arm._replace(permuted=False)]
-            write_results(target, corpus_dir, config, twins, wanted if chosen[0] in twins else [], resamples,
+            partners = comparison_partners(arm, done)
+            logged = [each for each in chosen if each == arm or each in partners]
+            write_results(target, corpus_dir, config, logged, wanted if chosen[0] in logged else [], resamples,
                           extra_n2c2, started, keep_earlier=True)
 
         run_arms(config_path, corpus_dir, chosen, self_teacher, engine or None, parallel, wanted,

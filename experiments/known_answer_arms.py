@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pandas as pd
 
@@ -73,6 +73,28 @@ class Arm(NamedTuple):
     @property
     def key(self) -> tuple:
         return self.teacher, self.notes, self.filters, self.answers, self.seed
+
+
+FORMAT_ONLY, REFERENCE_STUDENT = "student - format-only student", "student - reference-teacher student"
+
+
+def compared_with(arm: Arm, arms: Sequence[Arm]) -> list[tuple[Arm, str]]:
+    """The other students an arm's student is compared with over the same patients, where they are among `arms`
+    (both answered in one run): its format-only twin (same teacher, size and seed, answers permuted), and for a
+    teacher other than the reference, the reference teacher's student of the same size and seed."""
+    if arm.permuted or arm.filtered:
+        return []
+    candidates = [(arm._replace(permuted=True), FORMAT_ONLY)]
+    if arm.teacher != "reference":
+        candidates.append((arm._replace(teacher="reference"), REFERENCE_STUDENT))
+    return [(other, comparison) for other, comparison in candidates if other in arms]
+
+
+def comparison_partners(arm: Arm, arms: Sequence[Arm]) -> list[Arm]:
+    """The arms among `arms` whose students are compared with `arm`'s, either way round."""
+    return [other for other in arms if other != arm and (
+        any(partner == other for partner, _ in compared_with(arm, arms))
+        or any(partner == arm for partner, _ in compared_with(other, arms)))]
 
 
 def known_teacher(teacher: str) -> bool:

@@ -17,8 +17,8 @@ from clinical_distil.tasks import get_task
 from simulation.corpus import CORPUS_FILE
 
 import known_answer_stats as stats  # experiments/: scripts beside each other
-from known_answer_arms import (AS_WRITTEN, PERMUTED, Arm, arm_root, arms_at_once, driver_stages, n2c2_name,
-                               n2c2_root)
+from known_answer_arms import (AS_WRITTEN, PERMUTED, Arm, arm_root, arms_at_once, compared_with, driver_stages,
+                               n2c2_name, n2c2_root)
 from known_answer_stats import RUN, TASKS
 
 
@@ -64,7 +64,8 @@ def collect_n2c2(corpus: Path, arms: list[Arm], folders: list[Path], resamples: 
 
 def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resamples: int = 2000) -> dict:
     """The records of the results JSON from the arms' files: each arm's scores per task and model, its paired
-    comparisons (student - base; student - its format-only twin), its per-criterion table, the teacher's precision
+    comparisons (student - base; student - its format-only twin; an erring teacher's student - the reference
+    teacher's), its per-criterion table, the teacher's precision
     and the arm's seconds; the baselines' comparisons with the base (answered in the first arm's data root)."""
     runs, precision, arm_seconds, paired, criteria = [], [], [], [], []
     for arm in arms:
@@ -97,14 +98,12 @@ def collect(corpus: Path, arms: list[Arm], baselines: tuple[str, ...] = (), resa
                            "answers_digest": stats.answers_digest(root, task, "distilled", "base"),
                            **stats.compare(student, base, task, resamples, seed=0)})
             criteria += [{**tag, "task": task, **row} for row in stats.criterion_rows(student, base, task)]
-            format_only = arm._replace(permuted=True)
-            if not arm.permuted and not arm.filtered and format_only in arms:
-                other = stats.scored_answers(arm_root(corpus, format_only), task, "distilled")
+            for partner, comparison in compared_with(arm, arms):
+                other = stats.scored_answers(arm_root(corpus, partner), task, "distilled")
                 if other is not None:
-                    paired.append({**tag, "task": task, "comparison": "student - format-only student",
-                                   "train_items": train_items,
+                    paired.append({**tag, "task": task, "comparison": comparison, "train_items": train_items,
                                    "answers_digest": stats.answers_digest(root, task, "distilled") + "/" + str(
-                                       stats.answers_digest(arm_root(corpus, format_only), task, "distilled")),
+                                       stats.answers_digest(arm_root(corpus, partner), task, "distilled")),
                                    **stats.compare(student, other, task, resamples, 0)})
         stages = driver_stages(root)
         if stages:  # the driver's seconds per stage, summed over sessions

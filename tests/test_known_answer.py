@@ -534,8 +534,9 @@ def test_an_arm_that_cannot_be_logged_ends_the_run_once_the_others_have_ended(tm
 
 def test_the_grid_logs_each_arm_as_it_finishes_so_a_stopped_grid_keeps_them(tmp_path, monkeypatch):
     """Into a log of earlier records (the final split, --keep_earlier) each arm is written when it finishes, with
-    its format-only twin once both are done and the first with the baselines: a grid stopped midway keeps what
-    it finished. A results file written whole is written once, at the end."""
+    the finished arms it is compared with (its format-only twin, the reference teacher's arm of its size and seed)
+    and the first with the baselines: a grid stopped midway keeps what it finished. A results file written whole
+    is written once, at the end."""
     written = []
     monkeypatch.setattr(known_answer, "write_corpus", lambda *args, **kwargs: None)
     monkeypatch.setattr(known_answer, "write_results", lambda target, corpus, config, arms, baselines, *rest, **keep:
@@ -554,7 +555,8 @@ def test_the_grid_logs_each_arm_as_it_finishes_so_a_stopped_grid_keeps_them(tmp_
     assert ended.value.code == 9
     assert written == [(["reference:30:seed1"], ["rules"], {"keep_earlier": True}),
                        (["reference:30:seed1", "reference:30:permuted:seed1"], ["rules"], {"keep_earlier": True}),
-                       (["text-only:30:seed1"], [], {"keep_earlier": True})]
+                       # with the reference teacher's arm of its size and seed, for their comparison
+                       (["reference:30:seed1", "text-only:30:seed1"], ["rules"], {"keep_earlier": True})]
     written.clear()
     with pytest.raises(SystemExit):
         known_answer.main(**grid)
@@ -1054,3 +1056,55 @@ def test_each_answer_row_belongs_to_its_patient_and_the_curves_are_drawn(tmp_pat
     assert [path.name for path in written] == ["grid_precision.png", "grid_size.png"]
     assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in written)
     assert stats.write_figures([row for row in rows if row["notes"] == 30], tmp_path / "one", "grid") == []
+
+
+def test_an_erring_teachers_student_is_compared_with_the_reference_teachers_of_its_size_and_seed():
+    """Each student is compared over patients with its format-only twin and, for a teacher other than the
+    reference, with the reference teacher's student of the same size and seed, where that arm is in the run."""
+    Arm = known_answer_arms.Arm
+    reference, permuted = Arm("reference", 300, seed=2), Arm("reference", 300, permuted=True, seed=2)
+    erring, text_only = Arm("reference@0.8", 300, seed=2), Arm("text-only", 300, seed=2)
+    other_seed, other_size = Arm("reference", 300, seed=3), Arm("reference", 100, seed=2)
+    run = [reference, permuted, erring, text_only, other_seed, other_size]
+    compared = known_answer_arms.compared_with
+    assert compared(reference, run) == [(permuted, "student - format-only student")]
+    assert compared(erring, run) == [(reference, "student - reference-teacher student")]
+    assert compared(text_only, [text_only, other_seed, other_size]) == []  # no reference arm of its size and seed
+    assert compared(permuted, run) == [] and compared(Arm("text-only", 300, filtered=True, seed=2), run) == []
+    assert compared(Arm("text-only", 300, permuted=True, seed=2), run) == []
+    partners = known_answer_arms.comparison_partners
+    assert partners(reference, run) == [permuted, erring, text_only]
+    assert partners(permuted, run) == [reference] and partners(text_only, run) == [reference]
+    assert partners(other_seed, run) == [] and partners(reference, [reference]) == []
+
+
+def test_collect_pairs_each_student_with_the_students_it_is_compared_with(tmp_path, monkeypatch):
+    """collect's paired records: student - base for every arm, and each comparison of compared_with, the first
+    model the arm's own student and the second its partner's (scoring faked: which answers meet is the point)."""
+    Arm = known_answer_arms.Arm
+    arms = [Arm("reference", 30, seed=2), Arm("reference", 30, permuted=True, seed=2),
+            Arm("reference@0.8", 30, seed=2), Arm("text-only", 30, seed=3)]
+    for arm in arms:
+        root = known_answer_arms.arm_root(tmp_path, arm)
+        write_csv(pd.DataFrame([summary_row("base", 0.5, 0.4, 0.6), summary_row("distilled", 0.8, 0.7, 0.9)]),
+                  layout.evaluation_dir(root, "i2b2", known_answer_stats.RUN) / "summary.csv")
+    stats = known_answer_results.stats
+    monkeypatch.setattr(stats, "scored_answers", lambda root, task, model: pd.DataFrame({"who": [
+        f"{root.name}/{model}"]}))
+    monkeypatch.setattr(stats, "answers_digest", lambda root, task, *models: "d")
+    monkeypatch.setattr(stats, "compare", lambda first, second, task, resamples, seed: {
+        "difference": 0.1, "ci_low": 0.0, "ci_high": 0.2, "first_is": first["who"][0], "second_is": second["who"][0]})
+    monkeypatch.setattr(stats, "criterion_rows", lambda student, base, task: [])
+    paired = known_answer_results.collect(tmp_path, arms)["paired"]
+    met = [(row["teacher"], row["answers"], row["comparison"], row["first_is"], row["second_is"]) for row in paired]
+    assert met == [
+        ("reference", "as written", "student - base", "reference-30-seed2/distilled", "reference-30-seed2/base"),
+        ("reference", "as written", "student - format-only student", "reference-30-seed2/distilled",
+         "reference-30-permuted-seed2/distilled"),
+        ("reference", "permuted", "student - base", "reference-30-permuted-seed2/distilled",
+         "reference-30-permuted-seed2/base"),
+        ("reference@0.8", "as written", "student - base", "reference@0.8-30-seed2/distilled",
+         "reference@0.8-30-seed2/base"),
+        ("reference@0.8", "as written", "student - reference-teacher student", "reference@0.8-30-seed2/distilled",
+         "reference-30-seed2/distilled"),
+        ("text-only", "as written", "student - base", "text-only-30-seed3/distilled", "text-only-30-seed3/base")]
