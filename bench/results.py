@@ -555,16 +555,24 @@ FILTERS = Table(
 FINAL = "bench/known_answer.json"
 
 
+def arm_key(row: Row) -> tuple:
+    """The arm a final-split record belongs to: teacher, notes, filters, answers and seed."""
+    return row["teacher"], row["notes"], row.get("filters"), row.get("answers"), row.get("seed")
+
+
+def comparison_key(row: Row) -> tuple:
+    """One comparison of one arm on one task (a criterion's where the record has one)."""
+    return (*arm_key(row), row.get("comparison"), row.get("task"), row.get("criterion"))
+
+
 def final_rows(part: str) -> Callable[[], list[Row]]:
     """bench/known_answer.json's records of one kind; `paired` and `per_criterion`: each arm's latest run only."""
     def rows() -> list[Row]:
         records = load(FINAL).get(part, [])
         if part == "over_seeds":
             return records
-        key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
-                           row.get("seed"), row.get("comparison"), row.get("task"), row.get("criterion"))
-        latest = {key(row): row for row in records}
-        return [row for row in records if latest[key(row)] is row]
+        latest = {comparison_key(row): row for row in records}
+        return [row for row in records if latest[comparison_key(row)] is row]
     return rows
 
 
@@ -588,6 +596,11 @@ def difference(row: Row) -> str:
     return f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
 
 
+def seed_span(row: Row) -> str:
+    """The 95% t interval over seeds; blank under two seeds."""
+    return "" if row.get("seeds_ci_low") is None else f"[{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]"
+
+
 def endpoint_reading(rows: list[Row]) -> str:
     primary = [row for row in rows if row["comparison"] == "student - base" and row["teacher"] == "reference"
                and row.get("answers") == "as written" and row.get("filters", "none") == "none"]
@@ -597,11 +610,10 @@ def endpoint_reading(rows: list[Row]) -> str:
     rules = {row["task"]: row["mean_difference"] for row in rows if row["comparison"] == "rules - base"}
     beaten = [row["task"] for row in primary if row["notes"] == largest and rules.get(row["task"], float("-inf"))
               > row["mean_difference"]]
-    over_runs = lambda row: ("" if row.get("seeds_ci_low") is None else  # noqa: E731
-                             f"; over seeds [{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]")
     cells = ", ".join(f"{row['task']} {row['mean_difference']:+.3f} (seeds {row['min_difference']:+.3f} to "
                       f"{row['max_difference']:+.3f}; every interval above zero: "
-                      f"{'yes' if row['every_interval_above_zero'] else 'no'}{over_runs(row)})"
+                      f"{'yes' if row['every_interval_above_zero'] else 'no'}"
+                      f"{'; over seeds ' + seed_span(row) if seed_span(row) else ''})"
                       for row in primary if row["notes"] == largest)
     seeds = min(row["seeds"] for row in primary if row["notes"] == largest)
     return (f"Primary endpoint, the reference teacher at {largest} notes, student - base over {seeds} seed"
@@ -623,8 +635,7 @@ ENDPOINT = Table(
     columns={"arm": arm_name, "comparison": lambda row: row["comparison"], "task": lambda row: row["task"],
              "seeds": lambda row: str(row["seeds"]), "mean difference": lambda row: f"{row['mean_difference']:+.3f}",
              "range over seeds": lambda row: f"{row['min_difference']:+.3f} to {row['max_difference']:+.3f}",
-             "95% t interval over seeds": lambda row: "" if row.get("seeds_ci_low") is None
-             else f"[{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]",
+             "95% t interval over seeds": seed_span,
              "every interval above zero": lambda row: "yes" if row["every_interval_above_zero"] else "no"},
     reading=endpoint_reading)
 
@@ -644,24 +655,22 @@ PER_SEED = Table(
 def same_seed_rows() -> list[Row]:
     """Every record of a comparison logged more than once for one arm, seed and task (the arm trained again with
     the same seed, data and settings), its runs in the order logged."""
-    records = load(FINAL).get("paired", [])
-    key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
-                       row.get("seed"), row["comparison"], row["task"])
-    runs: dict[tuple, list[Row]] = {}
-    for row in records:
-        if row.get("seed") is not None:
-            runs.setdefault(key(row), []).append(row)
+    runs = same_seed_runs([row for row in load(FINAL).get("paired", []) if row.get("seed") is not None])
     return [row for group in runs.values() if len(group) > 1 for row in group]
+
+
+def same_seed_runs(rows: list[Row]) -> dict[tuple, list[Row]]:
+    """The rows of each comparison (arm, seed, task), in the order logged."""
+    runs: dict[tuple, list[Row]] = {}
+    for row in rows:
+        runs.setdefault(comparison_key(row), []).append(row)
+    return runs
 
 
 def same_seed_reading(rows: list[Row]) -> str:
     if not rows:
         return "No arm is trained twice with the same seed yet."
-    key = lambda row: (row["teacher"], row["notes"], row.get("filters"), row.get("answers"),  # noqa: E731
-                       row.get("seed"), row["comparison"], row["task"])
-    groups: dict[tuple, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(key(row), []).append(row)
+    groups = same_seed_runs(rows)
     apart = [max(row["difference"] for row in group) - min(row["difference"] for row in group)
              for group in groups.values()]
     widths = [row["ci_high"] - row["ci_low"] for row in rows]
@@ -687,11 +696,9 @@ def final_teacher_rows() -> list[Row]:
     """Each teacher's items against the truth at the final split's largest size, for the lowest seed that arm ran
     (a teacher's precision is its own, whatever the seed), with the run of that arm; answers as written."""
     data = load(FINAL)
-    def arm(record: Row) -> tuple:
-        return record["teacher"], record["notes"], record.get("filters"), record.get("answers"), record.get("seed")
-    runs = {arm(record): {key: record[key] for key in PROVENANCE} for record in data.get("arm_seconds", [])}
+    runs = {arm_key(record): {key: record[key] for key in PROVENANCE} for record in data.get("arm_seconds", [])}
     records = [record for record in data.get("teacher_precision", []) if record.get("answers") == "as written"
-               and record.get("filters", "none") == "none" and arm(record) in runs]
+               and record.get("filters", "none") == "none" and arm_key(record) in runs]
     if not records:
         return []
     largest = max(record["notes"] for record in records)
@@ -699,7 +706,7 @@ def final_teacher_rows() -> list[Row]:
     for record in records:
         if record["notes"] == largest:
             seeds[record["teacher"]] = min(seeds.get(record["teacher"], record["seed"]), record["seed"])
-    latest = {(arm(record), record["question_type"]): record for record in records
+    latest = {(arm_key(record), record["question_type"]): record for record in records
               if record["notes"] == largest and record["seed"] == seeds[record["teacher"]]}
     return [{**runs[key[0]], **record} for key, record in latest.items()]
 

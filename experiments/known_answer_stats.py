@@ -89,8 +89,6 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
     """Per arm, comparison and task: the mean of the per-seed differences, their spread (min, max) and a 95% t
     interval over seeds (None under two seeds). The per-seed intervals resample patients within one training run;
     the t interval treats each seed's run as one draw, so it holds the spread between runs that they leave out."""
-    from scipy.stats import t as student_t
-
     frame = pd.DataFrame(paired)
     if frame.empty:
         return []
@@ -105,14 +103,16 @@ def mean_over_seeds(paired: list[dict[str, Any]], keys: tuple[str, ...] = ("teac
                      "mean_difference": float(group["difference"].mean()),
                      "min_difference": float(group["difference"].min()),
                      "max_difference": float(group["difference"].max()),
-                     **seed_interval(group["difference"], student_t),
+                     **seed_interval(group["difference"]),
                      "every_interval_above_zero": bool((group["ci_low"] > 0).all()),
                      "every_interval_below_zero": bool((group["ci_high"] < 0).all())})
     return rows
 
 
-def seed_interval(differences: pd.Series, student_t) -> dict[str, float | None]:
+def seed_interval(differences: pd.Series) -> dict[str, float | None]:
     """The mean's 95% interval over seeds from Student's t (n - 1 degrees of freedom); None under two seeds."""
+    from scipy.stats import t as student_t
+
     count = len(differences)
     if count < 2:
         return {"seeds_ci_low": None, "seeds_ci_high": None}
