@@ -22,6 +22,9 @@ def lora_rank_limit(adapter: str, at_least: int = 1) -> int:
 
 
 MEMORY_SHARE_VARIABLE = "CLINICAL_DISTIL_VLLM_MEMORY"
+# of a shared engine's memory share, the part its KV cache gets up front; the rest holds the weights, activations
+# and CUDA graphs (a student of 135M parameters needs well under a GiB of it)
+SHARED_KV_CACHE_PART = 0.5
 
 
 def memory_share() -> float:
@@ -40,6 +43,19 @@ def memory_share() -> float:
     return share
 
 
+def shared_kv_cache_bytes(share: float, total_bytes: int | None = None) -> int:
+    """The KV cache, in bytes per GPU, of an engine that shares its GPU with other processes (`share` of its
+    memory, from MEMORY_SHARE_VARIABLE): SHARED_KV_CACHE_PART of that share. Sized up front because vLLM's own
+    estimate profiles the GPU's free memory and counts what the other processes allocate or free meanwhile as its
+    own: a negative KV cache ("No available memory for the cache blocks") or vllm-project/vllm#56830's failed
+    check."""
+    if total_bytes is None:
+        import torch
+
+        total_bytes = torch.cuda.mem_get_info()[1]
+    return int(share * total_bytes * SHARED_KV_CACHE_PART)
+
+
 class VLLMEngine:
     """vLLM backend: tensor parallel, bf16, prefix caching, optional JSON-schema structured output."""
 
@@ -52,8 +68,9 @@ class VLLMEngine:
                  **llm_options: Any):
         """`start_mode`: on (vLLM's torch.compile and CUDA graphs), graphs (CUDA graphs of decoding steps only)
         or off (eager); see engines.VLLM_COMPILE_HELP. `gpu_memory_utilization`: the share of the GPU's memory
-        this engine takes, by default memory_share(). `llm_options` go to vllm.LLM as they are (vLLM's own
-        engine arguments)."""
+        this engine takes, by default memory_share(); where MEMORY_SHARE_VARIABLE sets it (a GPU shared with other
+        processes) its KV cache is also sized up front (shared_kv_cache_bytes). `llm_options` go to vllm.LLM as
+        they are (vLLM's own engine arguments)."""
         import torch
 
         if start_mode not in VLLM_START_MODES:
@@ -70,11 +87,13 @@ class VLLMEngine:
 
         self.model_id = model_id
         self.adapter = adapter
+        share = gpu_memory_utilization or memory_share()
         options: dict[str, Any] = dict(
             model=model_id, tensor_parallel_size=tensor_parallel,
             dtype="bfloat16" if dtype == "auto" else dtype, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization or memory_share(), enforce_eager=start_mode == "off",
-            seed=seed)
+            gpu_memory_utilization=share, enforce_eager=start_mode == "off", seed=seed)
+        if not gpu_memory_utilization and os.environ.get(MEMORY_SHARE_VARIABLE, "").strip():
+            options["kv_cache_memory_bytes"] = shared_kv_cache_bytes(share)  # beside other processes' memory
         if start_mode == "graphs":
             from vllm.config import CompilationConfig, CompilationMode, CUDAGraphMode
 

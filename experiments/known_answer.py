@@ -23,8 +23,9 @@ Every arm
 trains the same student on its teacher's items and scores it and its base on the corpus's held-out
 patients (annotated questions, n2c2 XML, apixaban criteria). The first arm makes the base model's
 answers, which the later arms reuse (the next ones train beside it); those run `--parallel` at a time on
-the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60% of its memory; about
-21 GiB per training run, so 3 at most on an 80 GB card), each logging to arms/{teacher}-{notes}/bench.log,
+the same GPU (a 135M student leaves most of it idle; their vLLM engines share 60% of its memory, each sizing
+its KV cache up front; about 21 GiB per training run, so 3 at most on an 80 GB card), each logging to
+arms/{teacher}-{notes}/bench.log,
 each arm's seconds recorded with the number of arms that could run at once.
 Into a log of earlier records (the final split, --keep_earlier) each arm is logged as it finishes (a grid
 stopped midway keeps those). Rerunning resumes: the driver skips what is done. With --keep_earlier True,

@@ -113,3 +113,28 @@ def test_adapter_engine_sizes_lora_to_the_adapter_and_its_base_view_drops_it(fak
     assert (options["enable_lora"], options["max_lora_rank"], options["max_loras"]) == (True, 16, 1)
     base = engine.base_only()
     assert base.adapter is None and base.llm is engine.llm and engine.adapter == str(tmp_path)
+
+
+def test_an_engine_that_shares_its_gpu_sizes_its_kv_cache_up_front(fake_vllm, tiny_model_dir, monkeypatch):
+    """With MEMORY_SHARE_VARIABLE set (arms side by side on one GPU) the engine takes that share and half of it as
+    its KV cache, so vLLM does not profile a free memory other processes change; alone, or given a share
+    outright, it leaves the KV cache to vLLM; an explicit kv_cache_memory_bytes wins."""
+    import torch
+
+    from clinical_distil.vllm_engine import MEMORY_SHARE_VARIABLE, VLLMEngine, shared_kv_cache_bytes
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *device: (30 * 2**30, 80 * 2**30))
+    assert shared_kv_cache_bytes(0.2) == 8 * 2**30 and shared_kv_cache_bytes(0.15, 10**9) == 75_000_000
+    monkeypatch.delenv(MEMORY_SHARE_VARIABLE, raising=False)
+    VLLMEngine(str(tiny_model_dir), tensor_parallel_size=1)
+    assert fake_vllm[-1].options["gpu_memory_utilization"] == 0.9
+    assert "kv_cache_memory_bytes" not in fake_vllm[-1].options
+    monkeypatch.setenv(MEMORY_SHARE_VARIABLE, "0.20")
+    VLLMEngine(str(tiny_model_dir), tensor_parallel_size=1)
+    assert fake_vllm[-1].options["gpu_memory_utilization"] == 0.2
+    assert fake_vllm[-1].options["kv_cache_memory_bytes"] == 8 * 2**30
+    VLLMEngine(str(tiny_model_dir), tensor_parallel_size=1, gpu_memory_utilization=0.5)
+    assert fake_vllm[-1].options["gpu_memory_utilization"] == 0.5
+    assert "kv_cache_memory_bytes" not in fake_vllm[-1].options
+    VLLMEngine(str(tiny_model_dir), tensor_parallel_size=1, kv_cache_memory_bytes=2**30)
+    assert fake_vllm[-1].options["kv_cache_memory_bytes"] == 2**30
