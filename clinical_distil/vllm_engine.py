@@ -52,7 +52,7 @@ def shared_kv_cache_bytes(share: float, total_bytes: int | None = None) -> int:
     if total_bytes is None:
         import torch
 
-        total_bytes = torch.cuda.mem_get_info()[1]
+        total_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
     return int(share * total_bytes * SHARED_KV_CACHE_PART)
 
 

@@ -123,7 +123,9 @@ def test_an_engine_that_shares_its_gpu_sizes_its_kv_cache_up_front(fake_vllm, ti
 
     from clinical_distil.vllm_engine import MEMORY_SHARE_VARIABLE, VLLMEngine, shared_kv_cache_bytes
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *device: (30 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(total_memory=80 * 2**30))
     assert shared_kv_cache_bytes(0.2) == 8 * 2**30 and shared_kv_cache_bytes(0.15, 10**9) == 75_000_000
     monkeypatch.delenv(MEMORY_SHARE_VARIABLE, raising=False)
     VLLMEngine(str(tiny_model_dir), tensor_parallel_size=1)
