@@ -154,6 +154,10 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
         first.setdefault(key, row)
         latest[key] = row
     readme = " ".join((REPO / "README.md").read_text().split())
+
+    def every_run(teacher: tuple, seed: int, task: str) -> list[dict]:
+        return [row for row in paired if (*arm(row), row["seed"], row["comparison"], row["task"])
+                == (*teacher, seed, "student - base", task)]
     tasks = {"annotated-synthetic": "annotated questions", "i2b2": "n2c2", "apixaban": "apixaban"}
     on = lambda task: f"on {'the ' * (task == 'annotated-synthetic')}{tasks[task]}"  # noqa: E731
     cell = lambda row: f"{row['difference']:+.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"  # noqa: E731
@@ -180,6 +184,14 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     assert f"{spans[0]}, {spans[1]} and {spans[2]}" in readme
     assert [task for task, (low, high) in bounds.items() if low <= 0] == ["i2b2"]
     assert "so over training runs the n2c2 gain is not shown" in readme
+    # the seeds' spread against the widest per-seed interval: wider exactly on n2c2 and apixaban
+    seed_spread = {task: over_seeds[(300, task)]["max_difference"] - over_seeds[(300, task)]["min_difference"]
+                   for task in tasks}
+    widest_interval = {task: max(student(task, seed)["ci_high"] - student(task, seed)["ci_low"] for seed in seeds)
+                       for task in tasks}
+    wider = [task for task in tasks if seed_spread[task] > widest_interval[task]]
+    assert wider == ["i2b2", "apixaban"]
+    assert "on n2c2 and apixaban the seeds differ by more than any of their intervals is wide" in readme
     # the base it beats, and n2c2's official micro-F1 per seed
     scores = {(row["seed"], row["task"], row["model"]): row for row in log["runs"]
               if (row["teacher"], row["notes"], row.get("answers"), row.get("filters")) == primary}
@@ -201,11 +213,20 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
             < over_seeds[(300, task)]["mean_difference"]  # "the means rise on every task"
     apart = [task for task in tasks
              if over_seeds[(30, task)]["max_difference"] < over_seeds[(300, task)]["min_difference"]]
-    assert apart == ["apixaban"] and "only on apixaban do the smallest and largest sizes stand apart" in readme
+    assert apart == ["apixaban"] and "only on apixaban do their seed ranges not overlap" in readme
+    assert over_seeds[(30, "apixaban")]["seeds_ci_high"] >= over_seeds[(300, "apixaban")]["seeds_ci_low"]
+    assert "(their t intervals over seeds still do)" in readme
+    # over training runs: the sizes whose t interval over seeds reaches zero, and the 100-note one beside it
+    t_cell = lambda row: f"[{row['seeds_ci_low']:+.2f}, {row['seeds_ci_high']:+.2f}]"  # noqa: E731
+    assert [(notes, task) for notes in (30, 100) for task in tasks
+            if over_seeds[(notes, task)]["seeds_ci_low"] <= 0] == [(30, "annotated-synthetic")]
+    assert (f"the annotated gain at 30 notes is not shown ({t_cell(over_seeds[(30, 'annotated-synthetic')])}) and "
+            f"at 100 notes is barely above zero ({t_cell(over_seeds[(100, 'annotated-synthetic')])}); every other "
+            "t interval of the two smaller sizes lies above zero") in readme
     small_nulls = [(seed, task) for seed in seeds for task in tasks
                    if student(task, seed, teacher=("reference", 30, "as written", "none"))["ci_low"] <= 0]
     assert small_nulls == [(3, "i2b2")]
-    assert f"n2c2 gain is not shown ({cell(student('i2b2', 3, teacher=('reference', 30, 'as written', 'none')))})" \
+    assert f"n2c2 interval reaches zero ({cell(student('i2b2', 3, teacher=('reference', 30, 'as written', 'none')))})" \
         in readme
     # the format-only fine-tune (seed 1): "no difference" exactly where its interval spans zero
     permuted = {task: student(task, 1, teacher=("reference", 300, "permuted", "none")) for task in tasks}
@@ -214,6 +235,13 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     assert f"gains {cell(permuted['annotated-synthetic'])} on the annotated questions" in readme
     assert f"no difference on n2c2 ({cell(permuted['i2b2'])}) or apixaban ({cell(permuted['apixaban'])})" \
         in readme
+    margins = {task: min(row["difference"] for seed in seeds for row in every_run(primary, seed, task))
+               - permuted[task]["difference"] for task in tasks}
+    assert all(margin > 0 for margin in margins.values())
+    closest = min((row["difference"], seed) for seed in seeds for row in every_run(primary, seed, "i2b2"))
+    assert min(margins, key=margins.get) == "i2b2"
+    assert (f"gains more than it on each task, on n2c2 by as little as {margins['i2b2']:.2f} "
+            f"(seed {closest[1]})") in readme
     beaten = [cell(latest[(*primary, 1, "student - format-only student", task)]) for task in tasks]
     assert f"beats it by {beaten[0]}, {beaten[1]} and {beaten[2]}" in readme
     # seed 1 trained twice and seed 2 three times: every run in order, and the first runs' means
@@ -264,11 +292,17 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     assert f"`reference@0.8` {gaps['reference@0.8']}, text-only {gaps['text-only']}" in readme
     assert (f"no difference on the annotated questions ({cell(versus[('reference@0.8', 'annotated-synthetic')])} and "
             f"{cell(versus[('text-only', 'annotated-synthetic')])})") in readme
-    spread = {task: max(row["difference"] for row in every[(*primary, 2, "student - base", task)])
-              - min(row["difference"] for row in every[(*primary, 2, "student - base", task)]) for task in tasks}
-    widest = max(spread, key=spread.get)
-    assert f"three runs of the reference teacher's seed 2 differ by up to {spread[widest]:.2f} {on(widest)}" in readme
-    assert spread[widest] > max(abs(row["difference"]) for row in versus.values())  # "more than either gap"
+    gaps = sorted(abs(row["difference"]) for row in versus.values())
+    assert f"more than any of these gaps ({gaps[0]:.2f} to {gaps[-1]:.2f})" in readme
+    between_seeds = {task: over_seeds[(300, task)]["max_difference"] - over_seeds[(300, task)]["min_difference"]
+                     for task in tasks}
+    between_runs = {task: max(row["difference"] for row in every[(*primary, 2, "student - base", task)])
+                    - min(row["difference"] for row in every[(*primary, 2, "student - base", task)]) for task in tasks}
+    seeds_most, runs_most = max(between_seeds, key=between_seeds.get), max(between_runs, key=between_runs.get)
+    assert (f"up to {between_seeds[seeds_most]:.2f} between seeds ({tasks[seeds_most]}) and up to "
+            f"{between_runs[runs_most]:.2f} between three runs of seed 2 ({tasks[runs_most]})") in readme
+    # task by task, the student's spread between seeds exceeds each gap there
+    assert all(between_seeds[task] > abs(row["difference"]) for (name, task), row in versus.items())
     rules = [latest[("rules", None, "as written", "none", None, "rules - base", task)]["difference"] for task in tasks]
     assert f"({rules[0]:+.2f}, {rules[1]:+.2f}, {rules[2]:+.2f})" in readme
     few_shot = [latest[("few-shot", None, "as written", "none", None, "few-shot - base", task)]["difference"]
