@@ -148,16 +148,14 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     log = json.loads((REPO / "bench/known_answer.json").read_text())
     paired = log["paired"]
     arm = lambda row: (row["teacher"], row["notes"], row.get("answers"), row.get("filters"))  # noqa: E731
-    first, latest = {}, {}
+    every: dict[tuple, list[dict]] = {}  # each comparison's runs, in the order logged
     for row in paired:
-        key = (*arm(row), row["seed"], row["comparison"], row["task"])
-        first.setdefault(key, row)
-        latest[key] = row
+        every.setdefault((*arm(row), row["seed"], row["comparison"], row["task"]), []).append(row)
+    first, latest = {key: runs[0] for key, runs in every.items()}, {key: runs[-1] for key, runs in every.items()}
     readme = " ".join((REPO / "README.md").read_text().split())
 
     def every_run(teacher: tuple, seed: int, task: str) -> list[dict]:
-        return [row for row in paired if (*arm(row), row["seed"], row["comparison"], row["task"])
-                == (*teacher, seed, "student - base", task)]
+        return every[(*teacher, seed, "student - base", task)]
     tasks = {"annotated-synthetic": "annotated questions", "i2b2": "n2c2", "apixaban": "apixaban"}
     on = lambda task: f"on {'the ' * (task == 'annotated-synthetic')}{tasks[task]}"  # noqa: E731
     cell = lambda row: f"{row['difference']:+.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"  # noqa: E731
@@ -245,11 +243,7 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     beaten = [cell(latest[(*primary, 1, "student - format-only student", task)]) for task in tasks]
     assert f"beats it by {beaten[0]}, {beaten[1]} and {beaten[2]}" in readme
     # seed 1 trained twice and seed 2 three times: every run in order, and the first runs' means
-    every = {}
-    for row in paired:
-        every.setdefault((*arm(row), row["seed"], row["comparison"], row["task"]), []).append(row)
-    reruns = {seed: [row["difference"] for row in every[(*primary, seed, "student - base", "annotated-synthetic")]]
-              for seed in seeds}
+    reruns = {seed: [row["difference"] for row in every_run(primary, seed, "annotated-synthetic")] for seed in seeds}
     assert [len(reruns[seed]) for seed in seeds] == [2, 3, 1]
     assert (f"seed 1 trained twice gave {reruns[1][0]:+.2f} and then {reruns[1][1]:+.2f} on the annotated questions, "
             f"seed 2 three times {reruns[2][0]:+.2f}, {reruns[2][1]:+.2f} and {reruns[2][2]:+.2f}") in readme
@@ -296,8 +290,8 @@ def test_readme_known_answer_figures_are_the_final_splits_records():
     assert f"more than any of these gaps ({gaps[0]:.2f} to {gaps[-1]:.2f})" in readme
     between_seeds = {task: over_seeds[(300, task)]["max_difference"] - over_seeds[(300, task)]["min_difference"]
                      for task in tasks}
-    between_runs = {task: max(row["difference"] for row in every[(*primary, 2, "student - base", task)])
-                    - min(row["difference"] for row in every[(*primary, 2, "student - base", task)]) for task in tasks}
+    between_runs = {task: max(row["difference"] for row in every_run(primary, 2, task))
+                    - min(row["difference"] for row in every_run(primary, 2, task)) for task in tasks}
     seeds_most, runs_most = max(between_seeds, key=between_seeds.get), max(between_runs, key=between_runs.get)
     assert (f"up to {between_seeds[seeds_most]:.2f} between seeds ({tasks[seeds_most]}) and up to "
             f"{between_runs[runs_most]:.2f} between three runs of seed 2 ({tasks[runs_most]})") in readme
