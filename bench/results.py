@@ -596,9 +596,15 @@ def difference(row: Row) -> str:
     return f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
 
 
+T_INTERVAL_SEEDS = 3  # two seeds give one degree of freedom: +-12.7 half-differences, vast or, where two runs
+# happen to agree, spuriously narrow; the record keeps it, the page does not show it
+
+
 def seed_span(row: Row) -> str:
-    """The 95% t interval over seeds; blank under two seeds."""
-    return "" if row.get("seeds_ci_low") is None else f"[{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]"
+    """The 95% t interval over seeds; blank under T_INTERVAL_SEEDS seeds."""
+    if row.get("seeds_ci_low") is None or row.get("seeds", 0) < T_INTERVAL_SEEDS:
+        return ""
+    return f"[{row['seeds_ci_low']:+.3f}, {row['seeds_ci_high']:+.3f}]"
 
 
 def endpoint_reading(rows: list[Row]) -> str:
@@ -628,8 +634,9 @@ ENDPOINT = Table(
              "erring teacher's student minus the reference teacher's of its size and seed) in "
              "balanced accuracy, per task, on the final split's held-out patients: the mean of the per-seed paired "
              "differences, their range and a 95% t interval over seeds (each seed's run one draw: it holds the "
-             "spread between training runs that each seed's patient-level interval leaves out; blank under two "
-             "seeds); the analysis plan is docs/known_answer.md. Figures: "
+             "spread between training runs that each seed's patient-level interval leaves out; blank under three "
+             "seeds, where one degree of freedom makes it vast or, when two runs agree by chance, too narrow); the "
+             "analysis plan is docs/known_answer.md. Figures: "
              "known_answer_precision.png and known_answer_size.png beside this page.",
     source=lambda: with_provenance(final_rows("over_seeds")()),
     columns={"arm": arm_name, "comparison": lambda row: row["comparison"], "task": lambda row: row["task"],
@@ -675,17 +682,27 @@ def same_seed_reading(rows: list[Row]) -> str:
              for group in groups.values()]
     widths = [row["ci_high"] - row["ci_low"] for row in rows]
     pairs = len({name[:5] for name in groups})
+    # the base answers again in each run: where its score moved too, a rerun's spread is not the training's alone
+    base_by_task: dict[str, set[float]] = {}
+    for row in rows:
+        if row.get("comparison") == "student - base" and row.get("second") is not None:
+            base_by_task.setdefault(row["task"], set()).add(row["second"])
+    base_moves = max((max(scores) - min(scores) for scores in base_by_task.values()), default=None)
+    base = "" if base_moves is None else (
+        " The base scores the same in each of these runs." if base_moves == 0 else
+        f" The base answers again in each run and its score moves by up to {base_moves:.3f} between them: a "
+        "rerun's spread holds answering as well as training.")
     return (f"Trained more than once: {pairs} arm-seed pair{'s' * (pairs != 1)}. The runs of one seed "
             f"differ by {min(apart):.3f} to {max(apart):.3f} in their difference, where one run's 95% interval is "
-            f"{min(widths):.3f} to {max(widths):.3f} wide. A seed fixes the training items and their order, not the "
-            "result: read the spread over seeds as the spread over training runs.")
+            f"{min(widths):.3f} to {max(widths):.3f} wide.{base} A seed fixes the training items and their order, "
+            "not the result: read the spread over seeds as the spread over training runs.")
 
 
 SAME_SEED = Table(
     title="Known-answer grid, final split: the same seed trained again",
-    measures="Arms trained more than once with the same seed, training items and settings (the base scores the "
-             "same in every run, to the last digit): each run's student - base difference in balanced accuracy with "
-             "its 95% interval. The tables above read each arm's latest run.",
+    measures="Arms trained more than once with the same seed, training items and settings: each run's student - "
+             "base difference in balanced accuracy with its 95% interval. The tables above read each arm's latest "
+             "run.",
     source=same_seed_rows,
     columns={"arm": arm_name, "seed": lambda row: str(row["seed"]), "comparison": lambda row: row["comparison"],
              "task": lambda row: row["task"], "difference [95% CI]": difference},
