@@ -18,7 +18,7 @@ from clinical_distil import eval_inference, layout, runner
 from clinical_distil.backends import plugged_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options, load_tokenizer
-from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
+from clinical_distil.files import FolderLock, InputError, check_model, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import EvalInferenceSettings
 
@@ -66,7 +66,7 @@ def main(settings: EvalInferenceSettings) -> None:
         raise InputError(f"--model_id {settings.model_id} is no model: it takes no --adapter or --base_model_name")
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     if plugged is None:
-        check_model_folder(settings.model_id)
+        check_model(settings.model_id)
         check_engine_options(settings.engine, settings.dtype, adapter)
         tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
         if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone

@@ -29,7 +29,7 @@ from clinical_distil.files import (
     FolderLock,
     InputError,
     atomic_group,
-    check_model_folder,
+    check_model,
     check_output_folder,
     read_csv,
     write_csv,
@@ -44,7 +44,7 @@ def main(settings: ExtractSettings) -> None:
     criteria = read_criteria(layout.resolve(settings.criteria))
     limit = None if str(settings.num_notes) == "all" else int(settings.num_notes)
     notes, kind = extract.read_notes(layout.resolve(settings.notes), limit)
-    check_model_folder(settings.model_id)
+    check_model(settings.model_id)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     name = settings.model_name or Path(str(settings.adapter or settings.model_id).rstrip("/")).name

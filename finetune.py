@@ -11,7 +11,7 @@ import shutil
 
 from clinical_distil import finetune, layout, training_folder
 from clinical_distil.cli import run_stage
-from clinical_distil.files import FolderLock, check_model_folder, check_output_folder, model_location
+from clinical_distil.files import FolderLock, check_model, check_output_folder, model_location
 from clinical_distil.stages import FinetuneSettings
 
 
@@ -23,7 +23,7 @@ def main(settings: FinetuneSettings) -> None:
     train_path = layout.training_dataset(raw, "train", training)
     test_path = layout.training_dataset(raw, "test", training)
     # everything a run could fail on is checked before a model loads and before an earlier run is cleared
-    check_model_folder(settings.model_id)
+    check_model(settings.model_id)
     finetune.check_datasets(train_path, test_path)
     check_output_folder(target)
     training_folder.resumed_checkpoint(target, settings.resume_from_checkpoint)

@@ -9,7 +9,7 @@ from clinical_distil import create, layout, runner
 from clinical_distil.backends import load_engine, plugged_engine
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options, load_tokenizer, vllm_start_mode
-from clinical_distil.files import FolderLock, InputError, check_model_folder, check_output_folder
+from clinical_distil.files import FolderLock, InputError, check_model, check_output_folder
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import CreateSettings
 
@@ -33,7 +33,7 @@ def main(settings: CreateSettings) -> None:
     if plugged is not None:  # an engine that is no model (clinical_distil.engines entry points), e.g. reference
         teacher = plugged(notes_path, notes.iloc[settings.start_row:stop], settings.seed)
     else:
-        check_model_folder(settings.model_id)
+        check_model(settings.model_id)
         check_engine_options(settings.engine, settings.dtype)
         tokenizer = load_tokenizer(settings.model_id) if settings.max_model_len else None
         if tokenizer is not None:  # the prompts against the context asked for, with the tokenizer alone

@@ -15,7 +15,7 @@ from clinical_distil import eval_inference, layout, runner, verify
 from clinical_distil.cli import run_stage
 from clinical_distil.engines import check_engine_options
 from clinical_distil.evaluate import read_model_outputs
-from clinical_distil.files import (FolderLock, InputError, check_model_folder, check_output_folder, write_csv)
+from clinical_distil.files import (FolderLock, InputError, check_model, check_output_folder, write_csv)
 from clinical_distil.prompts import load_templates
 from clinical_distil.stages import VerifySettings
 
@@ -40,7 +40,8 @@ def main(settings: VerifySettings) -> None:
     if str(settings.num_items) != "all":
         items = items.head(int(settings.num_items))
     model_id = verifier_of(settings, raw)
-    check_model_folder(model_id)
+    source = "--model_id" if settings.model_id else f"the verifier (the teacher in {layout.stage_b_summary_file(raw)})"
+    check_model(model_id, source)
     adapter = str(layout.resolve(settings.adapter)) if settings.adapter else None
     check_engine_options(settings.engine, settings.dtype, adapter)
     name = settings.model_name or Path(str(model_id).rstrip("/")).name

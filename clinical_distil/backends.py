@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from clinical_distil.engines import check_engine_options
-from clinical_distil.files import InputError, check_model_folder
+from clinical_distil.files import InputError, check_model, model_location
 
 log = logging.getLogger(__name__)
 # Engines that are no model, installed by name under this entry point group (pyproject.toml): a --model_id equal
@@ -56,7 +56,8 @@ def load_engine(model_id: str, engine: str = "auto", max_model_len: int | None =
     engines makes greedy replies comparable token for token (bf16 kernels differ between them).
     `vllm_options` go to the vLLM engine (start_mode, ...); the transformers engine has no use for them.
     """
-    check_model_folder(model_id)
+    check_model(model_id)
+    model_id = model_location(model_id)
     chosen = check_engine_options(engine, dtype, adapter)
     log.info("engine: %s for %s", chosen, model_id)
     if chosen == "vllm":

@@ -13,7 +13,7 @@ from typing import Any
 
 from clinical_distil import layout
 from clinical_distil.chat import render_ids
-from clinical_distil.files import InputError, check_adapter_folder, check_model_folder, check_output_folder
+from clinical_distil.files import InputError, check_adapter_folder, check_model, check_output_folder, model_location
 from clinical_distil.training_folder import checkpoints
 
 PROBE = [{"role": "system", "content": "You extract facts from clinical notes."},
@@ -75,12 +75,8 @@ def merge_base(adapter_dir: Path, base_model_id: str | None = None) -> str:
     base_id = base_model_id or config.get("base_model_name_or_path")
     if not base_id or not isinstance(base_id, str):
         raise InputError(f"{adapter_dir}/adapter_config.json names no base model; pass --base_model_id")
-    try:
-        check_model_folder(base_id)
-    except InputError:
-        source = "--base_model_id" if base_model_id else f"{adapter_dir}/adapter_config.json"
-        raise InputError(f"base model folder not found or has no config.json: {base_id} (from {source}); pass "
-                         "--base_model_id with the base model's folder") from None
+    source = "--base_model_id" if base_model_id else f"the base model (from {adapter_dir}/adapter_config.json)"
+    check_model(base_id, source)
     return base_id
 
 
@@ -171,7 +167,7 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, base_model_id: str | None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
         # on the GPU where there is one: an 8B merge and its check take minutes on a CPU
-        base = AutoModelForCausalLM.from_pretrained(base_id, dtype=torch.float32,
+        base = AutoModelForCausalLM.from_pretrained(model_location(base_id), dtype=torch.float32,
                                                     device_map="cuda" if torch.cuda.is_available() else None)
     except OSError as error:
         raise InputError(f"cannot load base model {base_id!r}; pass --base_model_id with a local folder") from error

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from clinical_distil import layout
-from clinical_distil.files import FolderLock, InputError, write_text
+from clinical_distil.files import FolderLock, InputError, check_model, write_text
 from clinical_distil.backends import is_plugged
 from clinical_distil.guard import GRACE_SECONDS
 from clinical_distil.layout import REPO_ROOT, RunLayout
@@ -31,24 +30,6 @@ from clinical_distil.run_settings import RunSettings, eval_raw_dir
 from clinical_distil.tasks import get_task
 
 log = logging.getLogger(__name__)
-
-
-def check_model(model_id: str, role: str) -> None:
-    """A model the run will load: a local folder holding a model, or a hub id (in the local cache when the hub is
-    off); else one line naming it. Relative paths are the stages' (the repository)."""
-    local = layout.resolve(model_id)
-    if (local / "config.json").is_file():
-        return
-    if local.exists() or Path(model_id).expanduser().is_absolute() or model_id.startswith((".", "~")) \
-            or model_id.count("/") != 1:
-        raise InputError(f"{role} {model_id} is not a model folder (no config.json in {local}); give a folder "
-                         "holding a model or a hub id")
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
-            raise InputError(f"{role} {model_id} is neither a local folder ({local}) nor in the hub cache, and "
-                             "HF_HUB_OFFLINE is set; download it first or give a local folder")
 
 
 def check_inputs(run_layout: RunLayout, stages: list[Stage], selected: list[str], overwrite: bool = False) -> None:

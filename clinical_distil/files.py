@@ -244,8 +244,10 @@ def find_existing(candidates: list[Path]) -> Path | None:
 
 
 def model_location(model_id: str) -> str:
-    """A model that exists as a local folder, resolved against the repository; a hub id unchanged."""
-    return str(resolve(model_id)) if Path(model_id).expanduser().exists() else model_id
+    """Where a model loads from: a folder that exists (a relative path read against the repository, as every
+    path a stage is given), resolved; else the hub id unchanged."""
+    local = resolve(model_id)
+    return str(local) if local.exists() else model_id
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # what PEFT saves, in its order of preference
@@ -303,9 +305,22 @@ def check_adapter_folder(folder: str | os.PathLike) -> dict:
     return config
 
 
-def check_model_folder(model_id: str) -> None:
-    """A model given as a path must be a folder with config.json; hub ids pass through unchecked."""
-    local = Path(model_id).expanduser()
-    looks_local = local.is_absolute() or model_id.startswith((".", "~")) or local.exists()
-    if looks_local and not (local / "config.json").exists():
-        raise InputError(f"model folder not found or has no config.json: {model_id}")
+def check_model(model_id: str, role: str = "--model_id") -> None:
+    """A model a stage or run will load, checked before anything is written: a folder holding config.json (a
+    relative path read against the repository, as model_location loads it) or a hub id, which with
+    HF_HUB_OFFLINE set must be in the local hub cache; else one line naming `role` (the flag or setting that gave
+    it) and what to give instead. A name that reads as a path (absolute, ~ or ., an existing folder, or not
+    owner/name) is never taken for a hub id, so a mistyped folder is not sent to the hub."""
+    local = resolve(model_id)
+    if (local / "config.json").is_file():
+        return
+    if local.exists() or Path(model_id).expanduser().is_absolute() or model_id.startswith((".", "~")) \
+            or model_id.count("/") != 1:
+        raise InputError(f"{role} {model_id} is not a model folder (no config.json in {local}); give a folder "
+                         "holding a model or a hub id")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model_id, "config.json"), str):
+            raise InputError(f"{role} {model_id} is neither a local folder ({local}) nor in the hub cache, and "
+                             "HF_HUB_OFFLINE is set; download it first or give a local folder")

@@ -87,12 +87,11 @@ def load_tokenizer(name: str):
     """The student's tokenizer (a local folder, or a hub id where the hub is reachable), or one clear line."""
     from transformers import AutoTokenizer
 
-    from clinical_distil.files import check_model_folder
-    from clinical_distil.layout import resolve
+    from clinical_distil.files import check_model, model_location
 
-    check_model_folder(name)
+    check_model(name, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(str(resolve(name)) if resolve(name).exists() else name)
+        return AutoTokenizer.from_pretrained(model_location(name))
     except (OSError, ValueError) as error:
         raise InputError(f"cannot load the tokenizer {name!r} ({str(error).splitlines()[0]}); give a local model "
                          "folder") from None

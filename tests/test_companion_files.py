@@ -122,8 +122,8 @@ CASES = [
                                                    str(w / "m2")],
      "adapter folder {w}/adapter-noweights has no adapter weights (adapter_model.safetensors or adapter_model.bin)"),
     ("merge-base-missing", MERGE, lambda w: ["--adapter_dir", str(w / "adapter-nobase"), "--output_dir", str(w / "m3")],
-     "base model folder not found or has no config.json: {w}/deleted-base (from "
-     "{w}/adapter-nobase/adapter_config.json)"),
+     "the base model (from {w}/adapter-nobase/adapter_config.json) {w}/deleted-base is not a model folder (no "
+     "config.json in {w}/deleted-base); give a folder holding a model or a hub id"),
     ("eval-adapter-not-json", EVAL, lambda w: ["--model_id", M(w), "--adapter", str(w / "adapter-badjson"),
                                                "--dataset_name", "mini", "--input_file", "prompts", *D(w)],
      "{w}/adapter-badjson/adapter_config.json is not JSON"),

@@ -441,7 +441,7 @@ def test_long_note_is_shortened_and_flagged(tiny_model_dir, tmp_path):
     ("no_text", "lacks column(s) text"),
     ("bad_type", "unknown question type(s) essay"),
     ("bad_shard", "--shard_index must be in 0..1"),
-    ("bad_model", "model folder not found"),
+    ("bad_model", "is not a model folder"),
     ("bad_retries", "--retries must be at least 0, got -1"),
 ])
 def test_bad_input_one_line_exit_2_no_files(case, message, tmp_path, tiny_model_dir):

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from clinical_distil.files import FolderLock, InputError, atomic_path, write_text
+from clinical_distil import layout
+from clinical_distil.files import FolderLock, InputError, atomic_path, check_model, model_location, write_text
 from clinical_distil.layout import lock_name
 
 HOLD = """
@@ -162,3 +163,58 @@ def test_a_group_of_outputs_appears_whole_or_not_at_all(tmp_path):
         (staged_folder / "new").write_text("new dataset")
     assert read_csv(table)["a"].tolist() == [1] and os.listdir(folder) == ["new"]
     assert sorted(os.listdir(tmp_path)) == ["a.csv.gz", "old.txt", "train.arrow"]
+
+
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    """A repository root of its own with one model folder (models/tiny) and one folder that is no model, read
+    from another working folder, the hub offline with an empty cache."""
+    root = tmp_path / "repo"
+    (root / "models" / "tiny").mkdir(parents=True)
+    (root / "models" / "tiny" / "config.json").write_text("{}")
+    (root / "models" / "empty").mkdir()
+    monkeypatch.setattr(layout, "REPO_ROOT", root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    return root
+
+
+def test_a_relative_model_folder_is_read_against_the_repository_from_any_folder(repository):
+    check_model("models/tiny")
+    assert model_location("models/tiny") == str(repository / "models" / "tiny")
+    assert model_location("owner/name") == "owner/name"
+
+
+@pytest.mark.parametrize("model_id, role, message", [
+    ("models/empty", "--model_id", "--model_id models/empty is not a model folder (no config.json in "
+     "{root}/models/empty); give a folder holding a model or a hub id"),
+    ("/nowhere/student", "student", "student /nowhere/student is not a model folder (no config.json in "
+     "/nowhere/student); give a folder holding a model or a hub id"),
+    ("./tiny", "tokenizer", "tokenizer ./tiny is not a model folder (no config.json in {root}/tiny); give a folder "
+     "holding a model or a hub id"),
+    ("smollm", "--model_id", "--model_id smollm is not a model folder (no config.json in {root}/smollm); give a "
+     "folder holding a model or a hub id"),
+    ("models/tiny/deeper/still", "--model_id", "--model_id models/tiny/deeper/still is not a model folder (no "
+     "config.json in {root}/models/tiny/deeper/still); give a folder holding a model or a hub id"),
+    ("owner/name", "teacher", "teacher owner/name is neither a local folder ({root}/owner/name) nor in the hub "
+     "cache, and HF_HUB_OFFLINE is set; download it first or give a local folder"),
+])
+def test_a_model_that_cannot_load_is_one_line_naming_where_it_came_from(repository, model_id, role, message):
+    with pytest.raises(InputError) as refused:
+        check_model(model_id, role)
+    assert str(refused.value) == message.format(root=repository)
+
+
+def test_a_hub_id_passes_where_the_hub_is_reachable_or_the_cache_holds_it(repository, tmp_path, monkeypatch):
+    snapshot = tmp_path / "hub" / "models--owner--name" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--owner--name" / "refs").mkdir()
+    (tmp_path / "hub" / "models--owner--name" / "refs" / "main").write_text("abc")
+    check_model("owner/name")  # in the cache, hub off
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    check_model("owner/other")  # not checked against the hub: its load says what it finds

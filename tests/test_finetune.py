@@ -245,7 +245,7 @@ def test_balanced_sampling_trains_on_every_example_once(data_dir, tiny_model_dir
 
 @pytest.mark.parametrize("case, message", [
     ("missing_data", "training data not found"),
-    ("bad_model", "model folder not found"),
+    ("bad_model", "is not a model folder"),
     ("tiny_length", "--max_seq_length 20 is too small"),
     ("bad_sampling", "--train_sampling_strategy must be one of random, sequential, group_by_length, batch_rebalance, "
                      "got 'shortest_first'"),
