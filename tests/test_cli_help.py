@@ -1,4 +1,5 @@
-"""Every entry point answers --help with its flags, from any directory, without a traceback."""
+"""Every entry point answers --help with its flags, from any directory, without a traceback; every command line the
+README, the docs and the scripts' usage lines show gives only flags its script takes."""
 
 import subprocess
 import sys
@@ -109,3 +110,85 @@ def test_bench_scripts_refuse_bad_flags_in_one_line_before_any_work(script, argu
     result = run_script(script, *arguments, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.stderr
+
+
+
+DOCUMENTS = ["README.md", *sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md"))]
+SCRIPT_FOLDERS = (".", "a-generate-synthetic-training-data", "bench", "experiments")
+
+
+def documented_commands() -> list[tuple[str, str, str]]:
+    """(where, file run, the rest of its command line) for every command the README, the docs and the scripts'
+    usage docstrings show: fenced shell blocks and docstrings (continuation lines joined) and inline code spans
+    that give a script or notebook its flags."""
+    import ast
+    import re
+
+    sources = {}
+    for document in DOCUMENTS:
+        text = (REPO / document).read_text()
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        sources[document] = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S) + [
+            " ".join(span.split()) for span in re.findall(r"`([^`]*\.(?:py|ipynb) [^`]*)`", prose)]
+    for folder in SCRIPT_FOLDERS:
+        for script in sorted((REPO / folder).glob("*.py")):
+            docstring = ast.get_docstring(ast.parse(script.read_text())) or ""
+            sources[str(script.relative_to(REPO))] = [docstring]
+    commands = []
+    for where, parts in sources.items():
+        for line in (line for part in parts for line in re.sub(r"\\\n\s*", " ", part).splitlines()):
+            found = re.search(r"((?:[\w.-]+/)*[\w.-]+\.(?:py|ipynb))\b(.*)", line.split(" #")[0])
+            if found and (REPO / found.group(1)).is_file():
+                commands.append((where, found.group(1), found.group(2)))
+    return commands
+
+
+def notebook_parameters(notebook: str) -> set[str]:
+    """The names a notebook's papermill `parameters` cell assigns."""
+    import ast
+    import json
+
+    cells = json.loads((REPO / notebook).read_text())["cells"]
+    source = next("".join(cell["source"]) for cell in cells if "parameters" in cell["metadata"].get("tags", []))
+    return {target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
+
+
+def help_flags(script: str, rest: str, pages: dict) -> set[str]:
+    """The flags a script's --help lists; for a script of several commands, those of the command `rest` starts
+    with (an unknown command lists none)."""
+    if script not in pages:
+        pages[script] = run_script(script, "--help").stdout
+    page = pages[script]
+    if " COMMAND " in page.partition("\n")[0]:
+        words = rest.split()
+        command = words[0] if words else ""
+        if (script, command) not in pages:
+            known = command and f"\n  {command}\n" in page
+            pages[(script, command)] = run_script(script, command, "--help").stdout if known else ""
+        page = pages[(script, command)]
+    return {line.split()[0][2:] for line in page.splitlines() if line.startswith("  --")}
+
+
+def test_every_flag_the_readme_docs_and_usage_lines_give_a_command_is_one_it_takes():
+    """A documented command line stays true to the code: each --flag given to a script (or to its command) is on
+    that --help page, each -p given to a notebook is a name its parameters cell assigns."""
+    import re
+
+    commands = documented_commands()
+    scripts = {script for _, script, _ in commands}
+    assert {"finetune.py", "eval-inference.py", "extract.py", "run-pipeline.py", "experiments/known_answer.py",
+            "bench/gpu_throughput.py", "bench/finetune_speed.py"} <= scripts
+    assert any(script.endswith(".ipynb") and "-p " in rest for _, script, rest in commands)
+    pages: dict = {}
+    unknown = []
+    for where, script, rest in commands:
+        if script.endswith(".py"):
+            given = re.findall(r"(?<!\S)--([A-Za-z_][\w-]*)", rest)
+            known = help_flags(script, rest, pages) | {"help"} if given else set()
+            missing = [flag for flag in given if flag not in known]
+        else:
+            missing = [name for name in re.findall(r"(?<!\S)-p\s+(\w+)", rest) if name not in
+                       notebook_parameters(script)]
+        unknown += [(where, script, name) for name in missing]
+    assert unknown == []
