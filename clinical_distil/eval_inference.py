@@ -263,9 +263,8 @@ def answering_engine(settings: AnswerSettings, model_id: str, adapter: str | Non
     `prompts` prompts (vLLM skips compiling when they are too few to pay for it: --vllm_compile auto)."""
     from clinical_distil.backends import load_engine
     from clinical_distil.engines import vllm_start_mode
-    from clinical_distil.files import model_location
 
-    return load_engine(model_location(model_id), engine=settings.engine, max_model_len=settings.max_model_len,
+    return load_engine(model_id, engine=settings.engine, max_model_len=settings.max_model_len,
                        tensor_parallel_size=settings.tensor_parallel_size, batch_size=settings.batch_size,
                        seed=settings.seed, adapter=adapter, dtype=settings.dtype,
                        start_mode=vllm_start_mode(settings.vllm_compile, prompts, settings.max_output_tokens))
